@@ -1,0 +1,151 @@
+//! Command-line flags, as the user types them. Each flag's doc is its manual: default, unit
+//! and trade-off. Validation happens once, in [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::pipeline::progress::ProgressMode;
+
+/// perfcopy moves SQL Server monitoring history (DBATools PerfSnapshotRun) into one central
+/// store: a MonitoringDB, or a Parquet staging dataset. Nothing lost, nothing doubled; re-runs
+/// are safe and cheap.
+#[derive(Debug, Parser)]
+#[command(name = "perfcopy", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level for messages on stderr (error, warn, info, debug, trace). Also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+}
+
+/// perfcopy's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write synthetic DBATools exports (one Parquet file per server) for trying and testing.
+    Generate(GenerateArgs),
+    /// Copy PerfSnapshotRun rows from sources into a stage, remapping ServerID and removing
+    /// duplicates.
+    Copy(CopyArgs),
+    /// Check that every source row is in the stage; exit 3 and name what is missing if not.
+    Verify(VerifyArgs),
+    /// Generate sources, consolidate them into a stage, verify it, and show how to look at it.
+    Demo(DemoArgs),
+}
+
+/// `perfcopy generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write `<ServerName>.parquet` files into (created if missing; `\` in a
+    /// name is written as `_` in the file name).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of simulated servers (one DBATools database each).
+    #[arg(long, default_value_t = 8)]
+    pub servers: usize,
+    /// Rows across all files, copies included. A snapshot every 5 minutes per server, so 10M
+    /// rows over 8 servers is about 12 years of history each.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: u64,
+    /// Fraction (0..1) of each server's rows that also appear in another file, as in a
+    /// restored copy of its DBATools database. About 1 in 64 copied rows differs in a value.
+    #[arg(long, default_value_t = 0.05)]
+    pub overlap: f64,
+    /// Seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Flags shared by commands that read sources.
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// A source: a Parquet export of one DBATools PerfSnapshotRun table, or a directory whose
+    /// *.parquet files are each one source. Repeatable. The order matters for which duplicate
+    /// survives: the first source given wins (files of a directory in name order).
+    #[arg(long = "from", required = true, value_name = "SOURCE")]
+    pub from: Vec<String>,
+    /// CSV with header `ServerName,ServerID` mapping source server names to target IDs;
+    /// consulted before the stage's own servers.csv. Several names may map to one ID (renamed
+    /// servers). Names match case-insensitively.
+    #[arg(long, value_name = "FILE")]
+    pub server_map: Option<PathBuf>,
+    /// Only rows with SnapshotUTC at or after this ISO 8601 UTC time (e.g. 2024-01-01 or
+    /// 2024-01-01T06:00:00Z).
+    #[arg(long, value_name = "TS")]
+    pub since: Option<String>,
+    /// Only rows with SnapshotUTC before this ISO 8601 UTC time (exclusive).
+    #[arg(long, value_name = "TS")]
+    pub until: Option<String>,
+    /// Sources read at once. More uses more cores and memory (one batch queue per reader).
+    /// Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub readers: Option<usize>,
+    /// Rows per Arrow batch. Larger batches cost memory (about 250 bytes per row) and save
+    /// per-batch overhead.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub batch_rows: usize,
+    /// Print one JSON summary on stdout (human messages stay on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+/// `perfcopy copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// Stage directory (Hive-partitioned Parquet dataset; created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub stage: PathBuf,
+    /// Give server names that neither --server-map nor the stage knows the next IDs after the
+    /// highest known (in name order), and record them in DIR/servers.csv. Without it, unknown
+    /// names are an error and nothing is written.
+    #[arg(long)]
+    pub register_servers: bool,
+    /// Read and analyse (rows per source and server, date ranges, duplicates, unknown servers,
+    /// what would be written) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Writer threads (each owns some server partitions). Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub writers: Option<usize>,
+    /// Batches queued per writer before readers wait (backpressure). Memory is about
+    /// batch-rows x 250 bytes x queue-depth x writers.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub queue_depth: usize,
+    /// zstd level of stage files (1 = fastest; higher = smaller and slower).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub zstd_level: i32,
+    /// Rows per Parquet row group in stage files.
+    #[arg(long, value_name = "N", default_value_t = 262_144)]
+    pub row_group_rows: usize,
+}
+
+/// `perfcopy verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// Stage directory to check.
+    #[arg(long, value_name = "DIR")]
+    pub stage: PathBuf,
+}
+
+/// `perfcopy demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory for the demo's sources and stage.
+    #[arg(long, default_value = "demo-out")]
+    pub dir: PathBuf,
+    /// Rows to generate.
+    #[arg(long, default_value_t = 3_000_000)]
+    pub rows: u64,
+    /// Simulated servers.
+    #[arg(long, default_value_t = 6)]
+    pub servers: usize,
+}

@@ -1,0 +1,73 @@
+//! Targets: where consolidated rows go. Each kind (Parquet stage, and later MonitoringDB over
+//! TDS) implements [`Target`]; the pipeline knows nothing else about them.
+//!
+//! A target answers the questions the pipeline asks before it writes (which servers it knows,
+//! which keys it already holds, how far each source was copied) and opens a [`Load`] that
+//! writer workers write into; the load becomes visible only at [`Load::commit`].
+
+pub mod stage;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::source::BatchIter;
+use crate::transform::remap::ServerIdMap;
+
+/// How far a source has been copied into a target: every row of the source with
+/// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub source: String,
+    pub last_run_id: i64,
+    /// SnapshotUTC (ms) of the row with `last_run_id`, to recognise a source that was replaced
+    /// by different data under the same name (the watermark is then ignored).
+    pub last_snapshot_ms: i64,
+}
+
+/// Rows per target ServerID written by a load.
+pub type WrittenRows = BTreeMap<i32, u64>;
+
+/// A destination for consolidated rows.
+pub trait Target: Send + Sync {
+    /// How the user knows this target; never contains a secret.
+    fn label(&self) -> &str;
+    /// Takes the target's writer lock for this run (held until the guard is dropped), so two
+    /// perfcopy runs never write the same target at once. Fails with a clear message when
+    /// another run holds it.
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>>;
+    /// Servers the target already knows (its registry).
+    fn known_servers(&self) -> Result<ServerIdMap>;
+    /// Adds `names` to the registry with IDs after the highest known in `known` (map and
+    /// registry), in name order; returns the IDs given.
+    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>>;
+    /// Keys the target holds for these servers: batches of (SnapshotUTC, ServerID).
+    fn existing_keys(&self, servers: &BTreeSet<i32>) -> Result<BatchIter>;
+    /// Full target rows of these servers within these ms ranges (target schema), for conflict
+    /// detection in hot days.
+    fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
+    /// The watermark recorded for a source, if any.
+    fn watermark(&self, source_identity: &str) -> Result<Option<Watermark>>;
+    /// Starts a load written by `workers` writers.
+    fn begin(&self, workers: usize) -> Result<Box<dyn Load>>;
+}
+
+/// A load in progress.
+pub trait Load: Send + Sync {
+    /// The writer for worker `worker` (each worker thread owns one).
+    fn writer(&self, worker: usize) -> Result<Box<dyn LoadWriter>>;
+    /// Makes every row written by finished writers visible, and records the watermarks.
+    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()>;
+    /// Discards everything written.
+    fn abort(self: Box<Self>);
+}
+
+/// One worker's writer. Receives target-schema batches that all have one ServerID.
+pub trait LoadWriter: Send {
+    /// Writes rows of one target server.
+    fn write(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()>;
+    /// Flushes and hands the written data to the load (not yet visible).
+    fn finish(self: Box<Self>) -> Result<WrittenRows>;
+}

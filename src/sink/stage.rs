@@ -1,0 +1,413 @@
+//! The Parquet staging dataset.
+//!
+//! ```text
+//! DIR/
+//!   servers.csv                               ServerName,ServerID registry
+//!   PerfSnapshotRun/ServerID=<id>/part-<run>-<worker>.parquet
+//!   _perfcopy/watermarks.json                 how far each source was copied
+//!   .perfcopy.lock                            held by the run writing the stage
+//! ```
+//! Files are zstd-compressed Parquet with the target columns and exact types (ServerID is both
+//! in the path, for Hive partitioning, and in the file, so a file is complete on its own).
+//! Files are written as `.part-….parquet.tmp` (hidden from DuckDB, pyarrow and Spark) and
+//! renamed only when the whole run succeeded; the watermarks are written after the renames.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::schema::{target_schema, tgt};
+use crate::sink::{Load, LoadWriter, Target, Watermark, WrittenRows};
+use crate::source::BatchIter;
+use crate::transform::remap::ServerIdMap;
+
+/// Name of the table folder inside a stage.
+pub const TABLE_DIR: &str = "PerfSnapshotRun";
+
+/// Writer settings of a stage.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    pub zstd_level: i32,
+    pub row_group_rows: usize,
+    /// Rows per read batch when the stage is read back.
+    pub batch_rows: usize,
+}
+
+impl Default for StageOptions {
+    fn default() -> Self {
+        StageOptions { zstd_level: 1, row_group_rows: 262_144, batch_rows: 65_536 }
+    }
+}
+
+/// A Parquet stage directory.
+pub struct Stage {
+    dir: PathBuf,
+    label: String,
+    options: StageOptions,
+    /// Whether this run may create the directory (false for read-only uses like verify).
+    create: bool,
+}
+
+impl Stage {
+    /// A stage at `dir`; `create` allows creating it on first write.
+    pub fn new(dir: &Path, options: StageOptions, create: bool) -> Stage {
+        Stage { dir: dir.to_path_buf(), label: dir.display().to_string(), options, create }
+    }
+
+    fn table_dir(&self) -> PathBuf {
+        self.dir.join(TABLE_DIR)
+    }
+
+    fn registry_path(&self) -> PathBuf {
+        self.dir.join("servers.csv")
+    }
+
+    fn watermarks_path(&self) -> PathBuf {
+        self.dir.join("_perfcopy").join("watermarks.json")
+    }
+
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Stage { path: self.dir.clone(), message: message.into() }
+    }
+
+    /// The committed data files of a server partition.
+    pub fn partition_files(&self, server: i32) -> Result<Vec<PathBuf>> {
+        let dir = self.table_dir().join(format!("ServerID={server}"));
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let p = e.map_err(Error::io(&dir))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_') {
+                files.push(p);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// ServerIDs that have a partition directory.
+    pub fn partitions(&self) -> Result<BTreeSet<i32>> {
+        let dir = self.table_dir();
+        let mut out = BTreeSet::new();
+        if !dir.exists() {
+            return Ok(out);
+        }
+        for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let e = e.map_err(Error::io(&dir))?;
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.strip_prefix("ServerID=")).and_then(|v| v.parse().ok()) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the given files' columns (by target column index), in file order.
+    fn read_files(&self, files: Vec<PathBuf>, columns: Vec<usize>, ranges: Option<Vec<(i64, i64)>>) -> BatchIter {
+        let batch_rows = self.options.batch_rows;
+        let iter = files.into_iter().flat_map(move |path| {
+            let opened = (|| -> Result<_> {
+                let file = File::open(&path).map_err(Error::io(&path))?;
+                let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(&path))?;
+                check_stage_schema(&path, b.schema())?;
+                let mut groups: Vec<usize> = (0..b.metadata().num_row_groups()).collect();
+                if let Some(r) = &ranges {
+                    groups = prune_row_groups(&b, r);
+                }
+                let mask = ProjectionMask::roots(b.parquet_schema(), columns.clone());
+                b.with_projection(mask)
+                    .with_row_groups(groups)
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .map_err(Error::parquet(&path))
+            })();
+            let items: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match opened {
+                Err(e) => Box::new(std::iter::once(Err(e))),
+                Ok(reader) => {
+                    let p = path.clone();
+                    Box::new(reader.map(move |b| b.map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })))
+                }
+            };
+            items
+        });
+        Box::new(iter)
+    }
+}
+
+/// Row groups whose SnapshotUTC statistics intersect one of the ranges.
+fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i64)]) -> Vec<usize> {
+    use arrow::array::AsArray;
+    use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+    let meta = b.metadata();
+    let n = meta.num_row_groups();
+    let all: Vec<usize> = (0..n).collect();
+    let Ok(conv) = StatisticsConverter::try_new("SnapshotUTC", b.schema(), b.parquet_schema()) else {
+        return all;
+    };
+    let (Ok(mins), Ok(maxes)) = (conv.row_group_mins(meta.row_groups().iter()), conv.row_group_maxes(meta.row_groups().iter())) else {
+        return all;
+    };
+    let (mins, maxes) = (mins.as_primitive::<arrow::datatypes::TimestampMillisecondType>(), maxes.as_primitive::<arrow::datatypes::TimestampMillisecondType>());
+    all.into_iter()
+        .filter(|&i| {
+            use arrow::array::Array;
+            if mins.is_null(i) || maxes.is_null(i) {
+                return true;
+            }
+            let (lo, hi) = (mins.value(i), maxes.value(i));
+            ranges.iter().any(|&(a, z)| lo < z && hi >= a)
+        })
+        .collect()
+}
+
+/// A stage file must have the target columns with their exact types.
+fn check_stage_schema(path: &Path, schema: &arrow::datatypes::SchemaRef) -> Result<()> {
+    let want = target_schema();
+    for f in want.fields() {
+        match schema.field_with_name(f.name()) {
+            Ok(g) if g.data_type() == f.data_type() => {}
+            Ok(g) => {
+                return Err(Error::Stage {
+                    path: path.to_path_buf(),
+                    message: format!("column '{}' has type {}, expected {}", f.name(), g.data_type(), f.data_type()),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Stage { path: path.to_path_buf(), message: format!("column '{}' is missing", f.name()) })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct WatermarkFile {
+    sources: Vec<Watermark>,
+}
+
+/// Exclusive lock on the stage, released when dropped (also when the process dies).
+struct StageLock {
+    _file: File,
+}
+
+impl Target for Stage {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        if self.create {
+            std::fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
+        }
+        let path = self.dir.join(".perfcopy.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::write(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StageLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(self.err(
+                "another perfcopy run is writing this stage (it holds .perfcopy.lock); wait for it to finish",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Write { path, source: e }),
+        }
+    }
+
+    fn known_servers(&self) -> Result<ServerIdMap> {
+        let p = self.registry_path();
+        if p.exists() {
+            ServerIdMap::from_csv(&p)
+        } else {
+            Ok(ServerIdMap::new())
+        }
+    }
+
+    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
+        let mut all = known.clone();
+        let added = all.register(names);
+        let mut registry = self.known_servers()?;
+        for (name, id) in &added {
+            registry.insert(name, *id).map_err(|m| self.err(m))?;
+        }
+        std::fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
+        registry.write_csv(&self.registry_path())?;
+        Ok(added)
+    }
+
+    fn existing_keys(&self, servers: &BTreeSet<i32>) -> Result<BatchIter> {
+        let mut files = Vec::new();
+        for &s in servers {
+            files.extend(self.partition_files(s)?);
+        }
+        Ok(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], None))
+    }
+
+    fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        let all_cols: Vec<usize> = (0..target_schema().fields().len()).collect();
+        let mut iters = Vec::new();
+        for (&server, r) in ranges {
+            let files = self.partition_files(server)?;
+            iters.push(self.read_files(files, all_cols.clone(), Some(r.clone())));
+        }
+        Ok(Box::new(iters.into_iter().flatten()))
+    }
+
+    fn watermark(&self, source_identity: &str) -> Result<Option<Watermark>> {
+        let p = self.watermarks_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(Error::io(&p))?;
+        let file: WatermarkFile = serde_json::from_str(&text).map_err(|e| self.err(format!("{}: {e}", p.display())))?;
+        Ok(file.sources.into_iter().find(|w| w.source == source_identity))
+    }
+
+    fn begin(&self, _workers: usize) -> Result<Box<dyn Load>> {
+        let table = self.table_dir();
+        std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
+        let run = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),
+            std::process::id()
+        );
+        Ok(Box::new(StageLoad {
+            table,
+            watermarks_path: self.watermarks_path(),
+            run,
+            options: self.options.clone(),
+            pending: Arc::new(Mutex::new(Vec::new())),
+            created: Arc::new(Mutex::new(Vec::new())),
+        }))
+    }
+}
+
+struct StageLoad {
+    table: PathBuf,
+    watermarks_path: PathBuf,
+    run: String,
+    options: StageOptions,
+    /// (temporary, final) names of finished files.
+    pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
+    /// Every temporary file created, for abort.
+    created: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+fn lock_err<T>(_: T) -> Error {
+    Error::Internal("a writer thread panicked while holding the stage's file list".into())
+}
+
+impl Load for StageLoad {
+    fn writer(&self, worker: usize) -> Result<Box<dyn LoadWriter>> {
+        let level = ZstdLevel::try_new(self.options.zstd_level).map_err(Error::parquet(&self.table))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.options.row_group_rows))
+            .set_created_by(format!("perfcopy {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Box::new(StageWriter {
+            table: self.table.clone(),
+            name: format!("part-{}-{worker}", self.run),
+            props,
+            files: HashMap::new(),
+            pending: self.pending.clone(),
+            created: self.created.clone(),
+        }))
+    }
+
+    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().map_err(lock_err)?);
+        let mut dirs = BTreeSet::new();
+        for (tmp, fin) in &pending {
+            std::fs::rename(tmp, fin).map_err(Error::write(fin))?;
+            if let Some(d) = fin.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            // Make the renames durable before the watermarks claim the rows are there.
+            if let Ok(f) = File::open(&d) {
+                let _ = f.sync_all();
+            }
+        }
+        if !watermarks.is_empty() {
+            let mut file: WatermarkFile = match std::fs::read_to_string(&self.watermarks_path) {
+                Ok(t) => serde_json::from_str(&t).unwrap_or_default(),
+                Err(_) => WatermarkFile::default(),
+            };
+            for w in watermarks {
+                file.sources.retain(|x| x.source != w.source);
+                file.sources.push(w);
+            }
+            file.sources.sort_by(|a, b| a.source.cmp(&b.source));
+            let dir = self.watermarks_path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+            let tmp = self.watermarks_path.with_extension("json.tmp");
+            let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
+            std::fs::write(&tmp, text).map_err(Error::write(&tmp))?;
+            std::fs::rename(&tmp, &self.watermarks_path).map_err(Error::write(&self.watermarks_path))?;
+        }
+        Ok(())
+    }
+
+    fn abort(self: Box<Self>) {
+        if let Ok(created) = self.created.lock() {
+            for p in created.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+struct StageWriter {
+    table: PathBuf,
+    name: String,
+    props: WriterProperties,
+    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>, u64)>,
+    pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
+    created: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl LoadWriter for StageWriter {
+    fn write(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()> {
+        if !self.files.contains_key(&server_id) {
+            let dir = self.table.join(format!("ServerID={server_id}"));
+            std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
+            let fin = dir.join(format!("{}.parquet", self.name));
+            let tmp = dir.join(format!(".{}.parquet.tmp", self.name));
+            let file = File::create(&tmp).map_err(Error::write(&tmp))?;
+            self.created.lock().map_err(lock_err)?.push(tmp.clone());
+            let w = ArrowWriter::try_new(file, target_schema(), Some(self.props.clone())).map_err(Error::parquet(&tmp))?;
+            self.files.insert(server_id, (tmp, fin, w, 0));
+        }
+        let (tmp, _, w, rows) = self
+            .files
+            .get_mut(&server_id)
+            .ok_or_else(|| Error::Internal("stage writer vanished".into()))?;
+        w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
+        *rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<WrittenRows> {
+        let mut written = WrittenRows::new();
+        for (server, (tmp, fin, w, rows)) in self.files {
+            let file = w.into_inner().map_err(Error::parquet(&tmp))?;
+            file.sync_all().map_err(Error::write(&tmp))?;
+            self.pending.lock().map_err(lock_err)?.push((tmp, fin));
+            *written.entry(server).or_default() += rows;
+        }
+        Ok(written)
+    }
+}

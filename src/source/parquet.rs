@@ -1,0 +1,147 @@
+//! A Parquet export of one DBATools `PerfSnapshotRun` table.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::error::{Error, Result};
+use crate::schema::src;
+use crate::source::normalize::ColumnMatch;
+use crate::source::{BatchIter, ReadRequest, Source};
+
+/// One Parquet file holding one DBATools `PerfSnapshotRun` export.
+pub struct ParquetSource {
+    path: PathBuf,
+    label: String,
+    identity: String,
+    schema: SchemaRef,
+    columns: ColumnMatch,
+}
+
+impl ParquetSource {
+    /// Opens the file's footer and matches its columns; reads no data yet.
+    pub fn open(path: &Path) -> Result<ParquetSource> {
+        let label = path.display().to_string();
+        let builder = builder(path)?;
+        let schema = builder.schema().clone();
+        let columns = ColumnMatch::new(&label, &schema)?;
+        let identity = std::fs::canonicalize(path)
+            .map_err(Error::io(path))?
+            .display()
+            .to_string();
+        Ok(ParquetSource {
+            path: path.to_path_buf(),
+            label,
+            identity,
+            schema,
+            columns,
+        })
+    }
+
+    /// Whether the file has a ServerID column (older DBATools tables lack it).
+    pub fn has_server_id(&self) -> bool {
+        self.columns.has_server_id()
+    }
+
+    /// Row groups that may hold wanted rows, judged from the footer's statistics. Row groups
+    /// without statistics are always read.
+    fn row_groups(&self, meta: &ParquetMetaData, builder_schema: &SchemaRef, req: &ReadRequest) -> Vec<usize> {
+        let n = meta.num_row_groups();
+        let mut keep = vec![true; n];
+        let stats = |canonical: usize, max: bool| -> Option<Vec<Option<i64>>> {
+            let name = self.columns.source_name(&self.schema, canonical)?;
+            let conv = StatisticsConverter::try_new(name, builder_schema, meta.file_metadata().schema_descr()).ok()?;
+            let arr = if max {
+                conv.row_group_maxes(meta.row_groups().iter()).ok()?
+            } else {
+                conv.row_group_mins(meta.row_groups().iter()).ok()?
+            };
+            let arr = arrow::compute::cast(&arr, &arrow::datatypes::DataType::Int64).ok()?;
+            let arr = arr.as_primitive::<Int64Type>();
+            Some((0..arr.len()).map(|i| arr.is_valid(i).then(|| arr.value(i))).collect())
+        };
+        if let Some(after) = req.after_run_id {
+            if let Some(maxes) = stats(src::RUN_ID, true) {
+                for (k, m) in keep.iter_mut().zip(maxes) {
+                    if m.is_some_and(|m| m <= after) {
+                        *k = false;
+                    }
+                }
+            }
+        }
+        if let Some(ranges) = &req.time_ranges {
+            let scale = time_scale(&self.schema, &self.columns);
+            if let (Some(mins), Some(maxes), Some(scale)) = (stats(src::SNAPSHOT_UTC, false), stats(src::SNAPSHOT_UTC, true), scale) {
+                for ((k, lo), hi) in keep.iter_mut().zip(mins).zip(maxes) {
+                    if let (Some(lo), Some(hi)) = (lo, hi) {
+                        let (lo, hi) = (lo.div_euclid(scale), hi.div_euclid(scale));
+                        if !ranges.iter().any(|&(a, b)| lo < b && hi >= a) {
+                            *k = false;
+                        }
+                    }
+                }
+            }
+        }
+        (0..n).filter(|&i| keep[i]).collect()
+    }
+}
+
+/// Units of the file's SnapshotUTC statistics per millisecond.
+fn time_scale(schema: &SchemaRef, columns: &ColumnMatch) -> Option<i64> {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let name = columns.source_name(schema, src::SNAPSHOT_UTC)?;
+    match schema.field_with_name(name).ok()?.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some(1),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(1_000_000),
+        _ => None,
+    }
+}
+
+fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::NotParquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl Source for ParquetSource {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
+        let builder = builder(&self.path)?;
+        let meta = builder.metadata().clone();
+        let arrow_schema = builder.schema().clone();
+        let groups = self.row_groups(&meta, &arrow_schema, req);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), self.columns.needed(req.projection));
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(groups)
+            .with_batch_size(req.batch_rows.max(1))
+            .build()
+            .map_err(Error::parquet(&self.path))?;
+        let columns = self.columns.clone();
+        let projection = req.projection;
+        let path = self.path.clone();
+        Ok(Box::new(reader.map(move |batch| {
+            let batch = batch.map_err(|e| Error::NotParquet {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            columns.normalize(&batch, projection)
+        })))
+    }
+}

@@ -1,0 +1,64 @@
+//! Transforms: RecordBatch in, RecordBatch out. ServerID remap, the time window, and
+//! deduplication.
+
+pub mod dedupe;
+pub mod remap;
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, RecordBatch};
+
+use crate::error::{Error, Result};
+use crate::schema::{src, target_schema};
+
+/// `--since` (inclusive) / `--until` (exclusive) on SnapshotUTC, in ms since the epoch (UTC).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Window {
+    /// Whether a SnapshotUTC is inside the window.
+    #[inline]
+    pub fn contains(&self, ms: i64) -> bool {
+        self.since.is_none_or(|s| ms >= s) && self.until.is_none_or(|u| ms < u)
+    }
+
+    /// Whether the window restricts anything.
+    pub fn is_unbounded(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+}
+
+/// Builds the target batch (stage / MonitoringDB column order) from a canonical source batch,
+/// the target ServerIDs of its rows, and the rows to keep.
+pub fn to_target(batch: &RecordBatch, server_ids: Int32Array, keep: &BooleanArray) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(target_schema().fields().len());
+    cols.push(batch.column(src::SNAPSHOT_UTC).clone());
+    cols.push(Arc::new(server_ids));
+    cols.push(batch.column(src::SERVER_NAME).clone());
+    cols.extend(batch.columns()[src::FIRST_VALUE..].iter().cloned());
+    let full = RecordBatch::try_new(target_schema(), cols).map_err(Error::arrow("building target rows"))?;
+    if keep.true_count() == keep.len() {
+        Ok(full)
+    } else {
+        arrow::compute::filter_record_batch(&full, keep).map_err(Error::arrow("filtering rows"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_inclusive_exclusive() {
+        let w = Window { since: Some(10), until: Some(20) };
+        assert!(!w.contains(9));
+        assert!(w.contains(10));
+        assert!(w.contains(19));
+        assert!(!w.contains(20));
+        assert!(Window::default().contains(i64::MIN));
+        assert!(Window { since: None, until: Some(0) }.contains(-1));
+    }
+}
