@@ -1,1 +1,110 @@
-//! placeholder
+//! # tds-test-server: an in-process MS-TDS server for perfcopy's tests
+//!
+//! Test-only (a dev-dependency; never in perfcopy's release binary). Written from the MS-TDS
+//! specification so that the real tiberius client (and other clients such as python-tds) can
+//! talk to something on loopback that decodes exactly what SQL Server would receive.
+//!
+//! ```no_run
+//! use tds_test_server::{ServerConfig, TestServer};
+//! let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some("pw".into()), ..Default::default() }).unwrap();
+//! srv.create_dbatools("DBATools_A", true);
+//! srv.create_monitoringdb("MonitoringDB");
+//! // connect tiberius to srv.addr() with EncryptionLevel::NotSupported, user any, password "pw"
+//! ```
+//!
+//! ## Protocol
+//! - Packets: 8-byte headers, multi-packet messages both ways, EOM status. The packet size is
+//!   [`ServerConfig::packet_size`] (or the client's LOGIN7 request) and is announced in ENVCHANGE.
+//! - PRELOGIN: answered with ENCRYPT_NOT_SUP (no TLS). LOGIN7: user, password (checked against
+//!   [`ServerConfig::password`]; wrong → ERROR 18456 and close), database (unknown → 4060),
+//!   packet size → ENVCHANGE(database, collation, language, packet size), INFO, LOGINACK (TDS 7.4), DONE.
+//! - SQLBatch (ALL_HEADERS skipped), RPC `sp_executesql` (ProcID 10 or by name) with typed
+//!   parameters, RPC `sp_getapplock`/`sp_releaseapplock` by name, Transaction Manager requests
+//!   (begin/commit/rollback, used by tiberius' `begin_transaction`), Attention (→ DONE with ATTN),
+//!   BulkLoad (type 7) after `INSERT BULK`.
+//! - Parameter TYPE_INFO decoded: NULLTYPE, INT1/2/4/8, BIT, FLT4/8, DATETIME, INTN, BITN, FLTN,
+//!   DATETIMN, DATEN, DECIMALN/NUMERICN, DATETIME2N, NVARCHAR/NCHAR (incl. PLP max),
+//!   BIGVARCHAR/BIGCHAR. (tiberius 0.13 sends i32/i64 as INTN, bool as BITN, String as
+//!   NVARCHAR(4000) or NVARCHAR(MAX) PLP, NaiveDateTime as DATETIME2N(7), Decimal as NUMERICN,
+//!   and `None` of String/DateTime/Decimal as NULLTYPE.)
+//! - Results: COLMETADATA (NOT NULL integers/bit as fixed INT1/2/4/8/BIT, nullable ones as
+//!   INTN/BITN; DECIMALN(p,s); DATETIME2N(s); NVARCHAR(n) and NVARCHAR(MAX) as PLP; BIGVARCHAR;
+//!   identity columns flagged read-only identity), ROW, DONE/DONEINPROC/DONEPROC with counts and
+//!   MORE, RETURNSTATUS, ERROR/INFO, ENVCHANGE 8/9/10 with 8-byte transaction descriptors.
+//!
+//! ## SQL subset (statements may be separated by `;`; identifiers `[bracketed]` or bare, case-insensitive;
+//! names `[db.][schema.]table`, schema defaults to dbo, db to the session's)
+//! - `SELECT [TOP (n|@P)] {* | expr [AS alias], ...} [FROM table [WITH (hints)]] [WHERE cond] [ORDER BY expr [ASC|DESC], ...]`
+//!   - expr: column, `@var`/`@Pn`, literal (integer, decimal, `'..'`/`N'..'`, NULL), `+ - * /`,
+//!     `CAST(e AS type)`, `CONVERT(type, e)`, `ISNULL`, `COALESCE`, `GETUTCDATE()`/`GETDATE()`
+//!     (DATETIME2(3) here), `SYSUTCDATETIME()`, `OBJECT_ID('name'[, 'U'])`, `DB_NAME()`,
+//!     `SCOPE_IDENTITY()`, `@@SPID`, `@@TRANCOUNT`, `@@VERSION`, `@@SERVERNAME`, `@@IDENTITY`;
+//!     aggregates `COUNT(*)`, `COUNT(col)`, `COUNT_BIG(*)`, `MIN`, `MAX`, `SUM` (no GROUP BY: one row).
+//!   - cond: `AND`, `OR`, `NOT`, parentheses, `= <> != < <= > >=`, `IS [NOT] NULL`, `[NOT] IN (..)`,
+//!     `BETWEEN`, `[NOT] EXISTS (SELECT ..)`. NULL compares as unknown; strings compare case-insensitively.
+//!   - `SELECT TOP 0 * FROM t` (tiberius' bulk metadata query) sends COLMETADATA + DONE.
+//!   - Virtual tables `INFORMATION_SCHEMA.COLUMNS` (TABLE_CATALOG, TABLE_SCHEMA, TABLE_NAME,
+//!     COLUMN_NAME, ORDINAL_POSITION int, COLUMN_DEFAULT, IS_NULLABLE varchar 'YES'/'NO',
+//!     DATA_TYPE nvarchar, CHARACTER_MAXIMUM_LENGTH int (-1 = max), NUMERIC_PRECISION tinyint,
+//!     NUMERIC_SCALE int, DATETIME_PRECISION smallint) and `INFORMATION_SCHEMA.TABLES`.
+//! - `INSERT [INTO] t [(cols)] [OUTPUT INSERTED.col [AS a], ... | INSERTED.*] VALUES (..)[, (..)]` and
+//!   `INSERT t DEFAULT VALUES`: IDENTITY assigned like SQL Server (never reused, gaps after
+//!   rollback), defaults, conversions with SQL Server's errors (515 NULL, 2627 UNIQUE, 544
+//!   explicit identity, 2628 truncation, 8115 overflow).
+//! - `UPDATE t SET col = expr, ... [WHERE cond]`, `DELETE [FROM] t [WHERE cond]`.
+//! - `BEGIN TRAN[SACTION] [name]`, `COMMIT [TRAN[SACTION]|WORK]`, `ROLLBACK [TRAN[SACTION]|WORK]` (nesting counts).
+//! - `IF cond stmt [ELSE stmt]`, `BEGIN ... END` blocks; e.g.
+//!   `IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (...)`.
+//! - `CREATE TABLE t (col type [IDENTITY[(1,1)]] [NULL|NOT NULL] [CONSTRAINT n] [DEFAULT expr]
+//!   [PRIMARY KEY|UNIQUE] [REFERENCES t(c)], ... [, CONSTRAINT n PRIMARY KEY|UNIQUE (cols)] [, FOREIGN KEY ...])`;
+//!   `CREATE [UNIQUE] [NONCLUSTERED] INDEX n ON t (cols)` (UNIQUE adds a constraint; others are no-ops).
+//!   Types: TINYINT, SMALLINT, INT, BIGINT, BIT, DECIMAL/NUMERIC(p,s), NVARCHAR(n|MAX), NCHAR,
+//!   VARCHAR(n|MAX), CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (stored as DATETIME2(3)).
+//! - `DECLARE @v type [= expr], ...`, `SET @v = expr`, `SET NOCOUNT ON|OFF`, other `SET ...` ignored.
+//! - `EXEC [@r =] sp_getapplock @Resource = .., @LockMode = .., @LockOwner = 'Session'|'Transaction',
+//!   @LockTimeout = ms` → 0 granted, 1 granted after waiting, -1 timeout; real cross-connection
+//!   exclusion (every mode is exclusive), per database, released by
+//!   `EXEC sp_releaseapplock @Resource = .., @LockOwner = ..`, at COMMIT/ROLLBACK (Transaction
+//!   owner) or on disconnect.
+//! - `INSERT BULK t (col type, ...) [WITH (...)]` then a BulkLoad message: COLMETADATA, ROW/NBCROW,
+//!   DONE decoded; column types checked strictly against the table (4816 type/precision/scale
+//!   mismatch, 4815 string too long, 515 NULL into NOT NULL, 2627 UNIQUE); the whole load is
+//!   atomic; identity columns omitted get values, supplied ones are kept (KEEP_IDENTITY).
+//! - Anything else → ERROR 102 quoting the statement.
+//!
+//! Transactions: rows inserted (INSERT or bulk) inside a transaction are visible to the own
+//! session at once and to others only after COMMIT; ROLLBACK or a dropped connection discards
+//! them. UPDATE/DELETE inside a transaction change committed rows at once (others see them:
+//! READ UNCOMMITTED-like) and are undone on rollback. No locking besides app locks.
+//!
+//! ## Arrow types ([`TestServer::table_batch`], [`TestServer::insert_batch`])
+//! BIGINT→Int64, INT→Int32, SMALLINT→Int16, TINYINT→UInt8, BIT→Boolean, DECIMAL(p,s)→Decimal128(p,s),
+//! NVARCHAR/VARCHAR/SYSNAME→Utf8, DATETIME2(0..=3)→Timestamp(Millisecond, None),
+//! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back).
+//!
+//! ## Faults and throughput
+//! [`Faults`]: refuse logins, drop a connection after N result rows or on the N-th bulk load,
+//! one-shot errors (deadlock 1205 with rollback, lock timeout 1222, any SqlError) on the next
+//! statement matching a pattern, response delays. Throughput: [`TestServer::fill_synthetic`]
+//! makes a large table from template rows; [`TestServer::set_bulk_count_only`] makes bulk loads
+//! decode and count rows without storing them.
+//!
+//! ## On the crate `tds-protocol` (0.20)
+//! Evaluated as a second, independent decoder. It parses client-side token streams
+//! (COLMETADATA with types, precision, scale, collation, flags; ROW as raw bytes per column;
+//! DONE with counts; ENVCHANGE; LOGINACK) but has no server side: no LOGIN7 or RPC parser, no
+//! token encoder, and no typed value decoding of ROW columns. So the server encodes and decodes
+//! by hand (`wire`), and the tests use `tds-protocol`'s `TokenParser` to cross-check that what the
+//! server sends frames correctly and describes the right types.
+
+pub mod arrow_io;
+pub mod engine;
+pub mod error;
+pub mod server;
+pub mod sql;
+pub mod types;
+pub mod wire;
+
+pub use error::{ServerError, SqlError};
+pub use server::{perf_snapshot_run_columns, parse_login7, Faults, Login7, ServerConfig, Stats, TestServer};
+pub use types::{Column, ColumnDefault, SqlType, Value};

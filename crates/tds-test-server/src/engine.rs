@@ -1,0 +1,1170 @@
+//! The in-memory catalog and the statement interpreter (sessions, transactions, app locks).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::SqlError;
+use crate::sql::{Agg, CmpOp, Cond, Expr, ObjName, Parsed, SelItem, Select, Stmt};
+use crate::types::{cmp_ci, Column, ColumnDefault, SqlType, Value};
+use crate::wire::OutCol;
+
+/// A stored row.
+pub type Row = Vec<Value>;
+
+/// Lowercased (database, schema, table).
+pub type TableKey = (String, String, String);
+
+/// An in-memory table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Schema name as declared.
+    pub schema: String,
+    /// Table name as declared.
+    pub name: String,
+    /// Columns.
+    pub columns: Vec<Column>,
+    /// Committed rows in insertion order.
+    pub rows: Vec<Row>,
+    /// Next IDENTITY value.
+    pub next_identity: i64,
+    /// UNIQUE / PRIMARY KEY column sets.
+    pub uniques: Vec<Vec<usize>>,
+    /// OBJECT_ID value.
+    pub object_id: i32,
+    /// Throughput mode: bulk loads are decoded and counted but rows are not stored.
+    pub bulk_count_only: bool,
+}
+
+impl Table {
+    /// Index of a column by case-insensitive name.
+    pub fn col_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A database: tables by lowercased (schema, name).
+#[derive(Debug, Clone, Default)]
+pub struct Database {
+    /// Name as created.
+    pub name: String,
+    /// Tables.
+    pub tables: BTreeMap<(String, String), Table>,
+}
+
+/// All databases of the server.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Databases by lowercased name.
+    pub dbs: BTreeMap<String, Database>,
+    next_object_id: i32,
+}
+
+impl Catalog {
+    /// Creates a database if missing.
+    pub fn ensure_db(&mut self, name: &str) -> &mut Database {
+        self.dbs.entry(name.to_lowercase()).or_insert_with(|| Database { name: name.to_string(), tables: BTreeMap::new() })
+    }
+
+    /// Creates (or replaces) a table.
+    pub fn create_table(&mut self, db: &str, schema: &str, name: &str, columns: Vec<Column>, uniques: Vec<Vec<usize>>) {
+        self.next_object_id += 1;
+        let object_id = 1_000_000 + self.next_object_id;
+        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, bulk_count_only: false };
+        self.ensure_db(db).tables.insert((schema.to_lowercase(), name.to_lowercase()), t);
+    }
+
+    /// A table by key.
+    pub fn table(&self, k: &TableKey) -> Option<&Table> {
+        self.dbs.get(&k.0)?.tables.get(&(k.1.clone(), k.2.clone()))
+    }
+
+    /// A table by key, mutable.
+    pub fn table_mut(&mut self, k: &TableKey) -> Option<&mut Table> {
+        self.dbs.get_mut(&k.0)?.tables.get_mut(&(k.1.clone(), k.2.clone()))
+    }
+}
+
+/// Who holds an application lock.
+#[derive(Debug, Clone)]
+struct AppLock {
+    session: u64,
+    count: u32,
+    tx_owned: bool,
+}
+
+/// Server-wide application locks (sp_getapplock), scoped per database.
+#[derive(Debug, Default)]
+pub struct AppLocks {
+    held: Mutex<HashMap<(String, String), AppLock>>,
+    notify: tokio::sync::Notify,
+}
+
+impl AppLocks {
+    fn held(&self) -> MutexGuard<'_, HashMap<(String, String), AppLock>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_take(&self, key: &(String, String), session: u64, tx_owned: bool) -> bool {
+        let mut h = self.held();
+        match h.get_mut(key) {
+            Some(l) if l.session == session => {
+                l.count += 1;
+                true
+            }
+            Some(_) => false,
+            None => {
+                h.insert(key.clone(), AppLock { session, count: 1, tx_owned });
+                true
+            }
+        }
+    }
+
+    /// Releases every lock of a session (disconnect) or only its transaction-owned ones.
+    pub fn release_session(&self, session: u64, only_tx: bool) {
+        self.held().retain(|_, l| !(l.session == session && (!only_tx || l.tx_owned)));
+        self.notify.notify_waiters();
+    }
+}
+
+/// State shared by all connections and the host-side API.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Tables.
+    pub catalog: Mutex<Catalog>,
+    /// Application locks.
+    pub applocks: AppLocks,
+}
+
+impl Shared {
+    /// Locks the catalog (a poisoned lock is still usable: the data are plain values).
+    pub fn cat(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An open transaction of a session.
+#[derive(Debug, Default)]
+pub struct Tx {
+    /// TDS transaction descriptor.
+    pub descriptor: u64,
+    /// @@TRANCOUNT.
+    pub depth: u32,
+    /// Rows inserted by this transaction, not yet visible to others.
+    pub pending: HashMap<TableKey, Vec<Row>>,
+    /// Committed rows as they were before this transaction's first UPDATE/DELETE of a table.
+    pub undo: HashMap<TableKey, Vec<Row>>,
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// Session id (SPID).
+    pub id: u64,
+    /// Current database.
+    pub db: String,
+    /// Open transaction.
+    pub tx: Option<Tx>,
+    /// SET NOCOUNT.
+    pub nocount: bool,
+    /// Target of the last INSERT BULK, waiting for its BulkLoad message.
+    pub bulk_target: Option<TableKey>,
+    tx_counter: u64,
+    last_identity: Option<i64>,
+}
+
+/// One response event, turned into tokens by the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// COLMETADATA.
+    Meta(Arc<Vec<OutCol>>),
+    /// ROW.
+    Row(Row),
+    /// End of a statement (DONE in a batch, DONEINPROC in an RPC).
+    Done {
+        /// Status bits other than MORE.
+        status: u16,
+        /// Row count (sets DONE_COUNT).
+        count: Option<u64>,
+    },
+    /// End of an EXEC inside a batch.
+    DoneProc,
+    /// ERROR.
+    Error(SqlError),
+    /// ENVCHANGE with byte values (transactions).
+    EnvBytes(u8, Vec<u8>, Vec<u8>),
+    /// RETURNSTATUS.
+    ReturnStatus(i32),
+}
+
+/// A value bound to a name (parameter or DECLAREd variable).
+#[derive(Debug, Clone)]
+pub struct Var {
+    /// Declared or wire type (None when unknown, e.g. NULL typed parameter).
+    pub ty: Option<SqlType>,
+    /// Value.
+    pub value: Value,
+}
+
+/// Variables of one batch: lowercase name with `@` -> value.
+pub type Vars = HashMap<String, Var>;
+
+fn invalid_object(o: &ObjName) -> SqlError {
+    SqlError::new(208, format!("Invalid object name '{o}'."))
+}
+
+fn invalid_column(c: &str) -> SqlError {
+    SqlError::new(207, format!("Invalid column name '{c}'."))
+}
+
+/// Read-only context for evaluating expressions.
+struct Ctx<'a> {
+    cat: &'a Catalog,
+    session: &'a Session,
+    vars: &'a Vars,
+}
+
+impl Session {
+    /// A new session in `db`.
+    pub fn new(id: u64, db: String) -> Self {
+        Session { id, db, tx: None, nocount: false, bulk_target: None, tx_counter: 0, last_identity: None }
+    }
+
+    /// Resolves a name to a table key (database defaults to the current one, schema to dbo).
+    pub fn key(&self, o: &ObjName) -> TableKey {
+        let db = o.db.as_deref().unwrap_or(&self.db).to_lowercase();
+        let schema = o.schema.as_deref().unwrap_or("dbo").to_lowercase();
+        (db, schema, o.name.to_lowercase())
+    }
+
+    /// Own uncommitted rows of a table.
+    pub fn pending(&self, k: &TableKey) -> &[Row] {
+        self.tx.as_ref().and_then(|t| t.pending.get(k)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// True inside BEGIN TRAN.
+    pub fn in_tx(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// BEGIN TRAN; returns the ENVCHANGE event for the outermost begin.
+    pub fn begin(&mut self) -> Option<Out> {
+        if let Some(tx) = &mut self.tx {
+            tx.depth += 1;
+            return None;
+        }
+        self.tx_counter += 1;
+        let descriptor = (self.id << 32) | self.tx_counter;
+        self.tx = Some(Tx { descriptor, depth: 1, ..Default::default() });
+        Some(Out::EnvBytes(8, descriptor.to_le_bytes().to_vec(), Vec::new()))
+    }
+
+    /// COMMIT: applies pending rows when the outermost level commits.
+    pub fn commit(&mut self, shared: &Shared) -> Result<Option<Out>, SqlError> {
+        let Some(tx) = &mut self.tx else {
+            return Err(SqlError::new(3902, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION."));
+        };
+        if tx.depth > 1 {
+            tx.depth -= 1;
+            return Ok(None);
+        }
+        let tx = self.tx.take().unwrap_or_default();
+        let mut cat = shared.cat();
+        for (k, rows) in tx.pending {
+            if let Some(t) = cat.table_mut(&k) {
+                t.rows.extend(rows);
+            }
+        }
+        drop(cat);
+        shared.applocks.release_session(self.id, true);
+        Ok(Some(Out::EnvBytes(9, Vec::new(), tx.descriptor.to_le_bytes().to_vec())))
+    }
+
+    /// ROLLBACK (also on disconnect and deadlock): discards pending rows, restores UPDATE/DELETE undo images.
+    pub fn rollback(&mut self, shared: &Shared) -> Option<Out> {
+        let tx = self.tx.take()?;
+        let mut cat = shared.cat();
+        for (k, rows) in tx.undo {
+            if let Some(t) = cat.table_mut(&k) {
+                t.rows = rows;
+            }
+        }
+        drop(cat);
+        shared.applocks.release_session(self.id, true);
+        Some(Out::EnvBytes(10, Vec::new(), tx.descriptor.to_le_bytes().to_vec()))
+    }
+
+    fn done(&self, count: u64) -> Out {
+        Out::Done { status: 0, count: if self.nocount { None } else { Some(count) } }
+    }
+
+    /// Runs parsed statements; stops at the first error (which is reported as ERROR + DONE).
+    pub async fn run(&mut self, shared: &Shared, stmts: &[Parsed], vars: &mut Vars, hook: &(dyn Fn(&str) -> Option<SqlError> + Sync)) -> Vec<Out> {
+        let mut out = Vec::new();
+        for p in stmts {
+            let r = match hook(&p.text) {
+                Some(e) => {
+                    if e.number == 1205 {
+                        if let Some(ev) = self.rollback(shared) {
+                            out.push(ev);
+                        }
+                    }
+                    Err(e)
+                }
+                None => self.exec(shared, &p.stmt, &p.text, vars, &mut out).await,
+            };
+            if let Err(e) = r {
+                out.push(Out::Error(e));
+                out.push(Out::Done { status: crate::wire::done::ERROR, count: None });
+                break;
+            }
+        }
+        out
+    }
+
+    fn exec<'a>(&'a mut self, shared: &'a Shared, stmt: &'a Stmt, text: &'a str, vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
+        Box::pin(async move {
+            match stmt {
+                Stmt::Select(s) => {
+                    let (cols, rows) = {
+                        let cat = shared.cat();
+                        run_select(&Ctx { cat: &cat, session: self, vars }, s)?
+                    };
+                    let n = rows.len() as u64;
+                    out.push(Out::Meta(Arc::new(cols)));
+                    out.extend(rows.into_iter().map(Out::Row));
+                    out.push(self.done(n));
+                }
+                Stmt::Insert { table, cols, output, rows } => self.insert(shared, table, cols, output, rows, vars, out)?,
+                Stmt::Update { table, sets, filter } => {
+                    let n = self.update_or_delete(shared, table, Some(sets), filter.as_ref(), vars)?;
+                    out.push(self.done(n));
+                }
+                Stmt::Delete { table, filter } => {
+                    let n = self.update_or_delete(shared, table, None, filter.as_ref(), vars)?;
+                    out.push(self.done(n));
+                }
+                Stmt::Begin => {
+                    out.extend(self.begin());
+                    out.push(Out::Done { status: 0, count: None });
+                }
+                Stmt::Commit => {
+                    out.extend(self.commit(shared)?);
+                    out.push(Out::Done { status: 0, count: None });
+                }
+                Stmt::Rollback => {
+                    match self.rollback(shared) {
+                        Some(ev) => out.push(ev),
+                        None => return Err(SqlError::new(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.")),
+                    }
+                    out.push(Out::Done { status: 0, count: None });
+                }
+                Stmt::If(c, then, els) => {
+                    let yes = {
+                        let cat = shared.cat();
+                        eval_cond(&Ctx { cat: &cat, session: self, vars }, c, None, &[])? == Some(true)
+                    };
+                    for s in if yes { then } else { els } {
+                        self.exec(shared, s, text, vars, out).await?;
+                    }
+                }
+                Stmt::Block(body) => {
+                    for s in body {
+                        self.exec(shared, s, text, vars, out).await?;
+                    }
+                }
+                Stmt::CreateTable { table, cols, uniques } => {
+                    let k = self.key(table);
+                    let mut cat = shared.cat();
+                    if cat.table(&k).is_some() {
+                        return Err(SqlError::new(2714, format!("There is already an object named '{}' in the database.", table.name)));
+                    }
+                    let mut columns = Vec::new();
+                    let mut uq = Vec::new();
+                    for (i, c) in cols.iter().enumerate() {
+                        let default = match &c.default {
+                            None => None,
+                            Some(Expr::Func(f, _)) if matches!(f.as_str(), "GETUTCDATE" | "GETDATE" | "SYSUTCDATETIME" | "SYSDATETIME") => Some(ColumnDefault::Now),
+                            Some(e) => Some(ColumnDefault::Value(eval(&Ctx { cat: &cat, session: self, vars }, e, None, &[])?.coerce(&c.ty, &c.name)?)),
+                        };
+                        columns.push(Column { name: c.name.clone(), ty: c.ty, nullable: c.nullable, identity: c.identity, default });
+                        if c.unique {
+                            uq.push(vec![i]);
+                        }
+                    }
+                    for u in uniques {
+                        let idx: Result<Vec<usize>, SqlError> = u.iter().map(|n| columns.iter().position(|c| c.name.eq_ignore_ascii_case(n)).ok_or_else(|| invalid_column(n))).collect();
+                        uq.push(idx?);
+                    }
+                    if !cat.dbs.contains_key(&k.0) {
+                        return Err(SqlError::new(911, format!("Database '{}' does not exist.", k.0)));
+                    }
+                    let (db, schema) = (table.db.clone().unwrap_or_else(|| self.db.clone()), table.schema.clone().unwrap_or_else(|| "dbo".into()));
+                    cat.create_table(&db, &schema, &table.name, columns, uq);
+                    out.push(Out::Done { status: 0, count: None });
+                }
+                Stmt::CreateIndex { unique, table, cols } => {
+                    let k = self.key(table);
+                    let mut cat = shared.cat();
+                    let t = cat.table_mut(&k).ok_or_else(|| invalid_object(table))?;
+                    let idx: Result<Vec<usize>, SqlError> = cols.iter().map(|n| t.col_index(n).ok_or_else(|| invalid_column(n))).collect();
+                    let idx = idx?;
+                    if *unique {
+                        t.uniques.push(idx);
+                    }
+                    out.push(Out::Done { status: 0, count: None });
+                }
+                Stmt::Declare(list) => {
+                    for (name, ty, init) in list {
+                        let value = match init {
+                            Some(e) => {
+                                let cat = shared.cat();
+                                eval(&Ctx { cat: &cat, session: self, vars }, e, None, &[])?.coerce(ty, name)?
+                            }
+                            None => Value::Null,
+                        };
+                        vars.insert(name.clone(), Var { ty: Some(*ty), value });
+                    }
+                }
+                Stmt::SetVar(name, e) => {
+                    let ty = vars.get(name).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{name}\".")))?.ty;
+                    let v = {
+                        let cat = shared.cat();
+                        eval(&Ctx { cat: &cat, session: self, vars }, e, None, &[])?
+                    };
+                    let v = match ty {
+                        Some(t) => v.coerce(&t, name)?,
+                        None => v,
+                    };
+                    vars.insert(name.clone(), Var { ty, value: v });
+                }
+                Stmt::SetNoCount(on) => self.nocount = *on,
+                Stmt::Noop => {}
+                Stmt::Exec { ret, proc, args } => {
+                    let vals: Result<Vec<(Option<String>, Value)>, SqlError> = {
+                        let cat = shared.cat();
+                        let ctx = Ctx { cat: &cat, session: self, vars };
+                        args.iter().map(|(n, e)| Ok((n.clone(), eval(&ctx, e, None, &[])?))).collect()
+                    };
+                    let status = self.call_proc(shared, proc, &vals?, text).await?;
+                    if let Some(r) = ret {
+                        let ty = vars.get(r).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{r}\".")))?.ty;
+                        vars.insert(r.clone(), Var { ty, value: Value::Int(status as i64) });
+                    }
+                    out.push(Out::ReturnStatus(status));
+                    out.push(Out::DoneProc);
+                }
+                Stmt::InsertBulk { table, cols: _ } => {
+                    let k = self.key(table);
+                    if shared.cat().table(&k).is_none() {
+                        return Err(invalid_object(table));
+                    }
+                    self.bulk_target = Some(k);
+                    out.push(Out::Done { status: 0, count: None });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs a stored procedure of the subset; returns its return status.
+    pub async fn call_proc(&mut self, shared: &Shared, proc: &str, args: &[(Option<String>, Value)], text: &str) -> Result<i32, SqlError> {
+        let arg = |name: &str, pos: usize| -> Value {
+            args.iter().find(|(n, _)| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))).or_else(|| args.get(pos).filter(|(n, _)| n.is_none())).map(|(_, v)| v.clone()).unwrap_or(Value::Null)
+        };
+        match proc {
+            "sp_getapplock" => {
+                let Value::Str(resource) = arg("@resource", 0) else {
+                    return Err(SqlError::new(201, "Procedure or function 'sp_getapplock' expects parameter '@Resource', which was not supplied."));
+                };
+                let owner = match arg("@lockowner", 2) {
+                    Value::Str(s) => s,
+                    _ => "Transaction".into(),
+                };
+                let tx_owned = !owner.eq_ignore_ascii_case("session");
+                if tx_owned && !self.in_tx() {
+                    return Err(SqlError::new(1223, format!("Cannot acquire the application lock on resource '{resource}': @LockOwner = 'Transaction' needs an open transaction.")));
+                }
+                let timeout_ms = match arg("@locktimeout", 3) {
+                    Value::Int(i) => i,
+                    _ => -1,
+                };
+                let key = (self.db.to_lowercase(), resource);
+                let deadline = if timeout_ms < 0 { None } else { Some(tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64)) };
+                let mut waited = false;
+                loop {
+                    let notified = shared.applocks.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if shared.applocks.try_take(&key, self.id, tx_owned) {
+                        return Ok(if waited { 1 } else { 0 });
+                    }
+                    waited = true;
+                    match deadline {
+                        Some(d) => {
+                            if tokio::time::timeout_at(d, notified).await.is_err() {
+                                return Ok(-1);
+                            }
+                        }
+                        None => notified.await,
+                    }
+                }
+            }
+            "sp_releaseapplock" => {
+                let Value::Str(resource) = arg("@resource", 0) else {
+                    return Err(SqlError::new(201, "Procedure or function 'sp_releaseapplock' expects parameter '@Resource', which was not supplied."));
+                };
+                let key = (self.db.to_lowercase(), resource.clone());
+                let mut held = shared.applocks.held();
+                match held.get_mut(&key) {
+                    Some(l) if l.session == self.id => {
+                        l.count -= 1;
+                        if l.count == 0 {
+                            held.remove(&key);
+                        }
+                        drop(held);
+                        shared.applocks.notify.notify_waiters();
+                        Ok(0)
+                    }
+                    _ => Err(SqlError::new(1223, format!("Cannot release the application lock (Database Principal: 'public', Resource: '{resource}') because it is not currently held."))),
+                }
+            }
+            _ => Err(SqlError::unsupported(text, &format!("unknown procedure {proc}"))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(&mut self, shared: &Shared, table: &ObjName, cols: &[String], output: &[(Option<String>, Option<String>)], rows: &[Vec<Expr>], vars: &Vars, out: &mut Vec<Out>) -> Result<(), SqlError> {
+        let k = self.key(table);
+        let mut cat = shared.cat();
+        let t = cat.table(&k).ok_or_else(|| invalid_object(table))?;
+        let names: Vec<String> = if cols.is_empty() { t.columns.iter().filter(|c| !c.identity).map(|c| c.name.clone()).collect() } else { cols.to_vec() };
+        let mut idx = Vec::new();
+        for n in &names {
+            let i = t.col_index(n).ok_or_else(|| invalid_column(n))?;
+            if t.columns[i].identity {
+                return Err(SqlError::new(544, format!("Cannot insert explicit value for identity column in table '{}' when IDENTITY_INSERT is set to OFF.", t.name)));
+            }
+            idx.push(i);
+        }
+        let mut partial = Vec::new();
+        {
+            let ctx = Ctx { cat: &cat, session: self, vars };
+            for r in rows {
+                if r.len() != idx.len() {
+                    return Err(SqlError::new(110, "There are fewer columns in the INSERT statement than values specified in the VALUES clause."));
+                }
+                let mut vals = vec![None; t.columns.len()];
+                for (e, &i) in r.iter().zip(&idx) {
+                    vals[i] = Some(eval(&ctx, e, None, &[])?);
+                }
+                partial.push(vals);
+            }
+        }
+        let out_idx: Vec<(usize, String)> = output
+            .iter()
+            .flat_map(|(n, alias)| match n {
+                None => t.columns.iter().enumerate().map(|(i, c)| Ok((i, c.name.clone()))).collect::<Vec<_>>(),
+                Some(n) => vec![t.col_index(n).map(|i| (i, alias.clone().unwrap_or_else(|| t.columns[i].name.clone()))).ok_or_else(|| invalid_column(n))],
+            })
+            .collect::<Result<_, _>>()?;
+        let pending = self.pending(&k).to_vec();
+        let t = cat.table_mut(&k).ok_or_else(|| invalid_object(table))?;
+        let new_rows = build_rows(t, partial, &pending)?;
+        self.last_identity = t.columns.iter().position(|c| c.identity).and_then(|i| new_rows.last().map(|r| &r[i])).and_then(|v| if let Value::Int(i) = v { Some(*i) } else { None }).or(self.last_identity);
+        if !output.is_empty() {
+            let meta: Vec<OutCol> = out_idx.iter().map(|(i, name)| OutCol { name: name.clone(), ty: t.columns[*i].ty, nullable: t.columns[*i].nullable, identity: false }).collect();
+            out.push(Out::Meta(Arc::new(meta)));
+            for r in &new_rows {
+                out.push(Out::Row(out_idx.iter().map(|(i, _)| r[*i].clone()).collect()));
+            }
+        }
+        let n = new_rows.len() as u64;
+        match &mut self.tx {
+            Some(tx) => tx.pending.entry(k).or_default().extend(new_rows),
+            None => t.rows.extend(new_rows),
+        }
+        out.push(self.done(n));
+        Ok(())
+    }
+
+    fn update_or_delete(&mut self, shared: &Shared, table: &ObjName, sets: Option<&Vec<(String, Expr)>>, filter: Option<&Cond>, vars: &Vars) -> Result<u64, SqlError> {
+        let k = self.key(table);
+        let mut cat = shared.cat();
+        let t = cat.table(&k).ok_or_else(|| invalid_object(table))?;
+        let cols = t.columns.clone();
+        let set_idx: Vec<(usize, &Expr)> = match sets {
+            None => Vec::new(),
+            Some(s) => s
+                .iter()
+                .map(|(n, e)| {
+                    let i = t.col_index(n).ok_or_else(|| invalid_column(n))?;
+                    if cols[i].identity {
+                        return Err(SqlError::new(8102, format!("Cannot update identity column '{}'.", cols[i].name)));
+                    }
+                    Ok((i, e))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        // Compute the change against committed rows and own pending rows, then apply.
+        let apply = |rows: &[Row], ctx: &Ctx| -> Result<(Vec<Row>, u64), SqlError> {
+            let mut kept = Vec::with_capacity(rows.len());
+            let mut n = 0;
+            for r in rows {
+                let hit = match filter {
+                    None => true,
+                    Some(c) => eval_cond(ctx, c, Some(r), &cols)? == Some(true),
+                };
+                if !hit {
+                    kept.push(r.clone());
+                    continue;
+                }
+                n += 1;
+                if sets.is_some() {
+                    let mut nr = r.clone();
+                    for (i, e) in &set_idx {
+                        let v = eval(ctx, e, Some(r), &cols)?.coerce(&cols[*i].ty, &cols[*i].name)?;
+                        if v.is_null() && !cols[*i].nullable {
+                            return Err(null_error(&cols[*i].name, &k, "UPDATE"));
+                        }
+                        nr[*i] = v;
+                    }
+                    kept.push(nr);
+                }
+            }
+            Ok((kept, n))
+        };
+        let (committed, n1, pending, n2) = {
+            let ctx = Ctx { cat: &cat, session: self, vars };
+            let (c, n1) = apply(&t.rows, &ctx)?;
+            let (p, n2) = apply(self.pending(&k), &ctx)?;
+            (c, n1, p, n2)
+        };
+        if sets.is_some() {
+            let all: Vec<&Row> = committed.iter().chain(pending.iter()).collect();
+            for u in &t.uniques {
+                for (a, ra) in all.iter().enumerate() {
+                    if all[a + 1..].iter().any(|rb| same_key(ra, rb, u)) {
+                        return Err(unique_error(t, u, ra));
+                    }
+                }
+            }
+        }
+        let t = cat.table_mut(&k).ok_or_else(|| invalid_object(table))?;
+        if let Some(tx) = &mut self.tx {
+            if n1 > 0 {
+                tx.undo.entry(k.clone()).or_insert_with(|| t.rows.clone());
+            }
+            tx.pending.insert(k, pending);
+        }
+        if n1 > 0 {
+            t.rows = committed;
+        }
+        Ok(n1 + n2)
+    }
+}
+
+fn null_error(col: &str, k: &TableKey, what: &str) -> SqlError {
+    SqlError::new(515, format!("Cannot insert the value NULL into column '{col}', table '{}.{}.{}'; column does not allow nulls. {what} fails.", k.0, k.1, k.2))
+}
+
+fn same_key(a: &Row, b: &Row, cols: &[usize]) -> bool {
+    cols.iter().all(|&i| match (a[i].is_null(), b[i].is_null()) {
+        (true, true) => true,
+        (false, false) => a[i].sql_cmp(&b[i]) == Some(std::cmp::Ordering::Equal),
+        _ => false,
+    })
+}
+
+fn unique_error(t: &Table, u: &[usize], row: &Row) -> SqlError {
+    let names: Vec<&str> = u.iter().map(|&i| t.columns[i].name.as_str()).collect();
+    let vals: Vec<String> = u.iter().map(|&i| row[i].to_string()).collect();
+    SqlError { number: 2627, class: 14, state: 1, message: format!("Violation of UNIQUE KEY constraint 'UQ_{}_{}'. Cannot insert duplicate key in object '{}.{}'. The duplicate key value is ({}).", t.name, names.join("_"), t.schema, t.name, vals.join(", ")) }
+}
+
+/// Completes rows for insertion: identity, defaults, coercion, NOT NULL and UNIQUE checks.
+/// `partial[i][c]` is `Some(value)` for supplied columns. Consumes identity values.
+pub fn build_rows(t: &mut Table, partial: Vec<Vec<Option<Value>>>, pending: &[Row]) -> Result<Vec<Row>, SqlError> {
+    let key = ("".to_string(), t.schema.to_lowercase(), t.name.clone());
+    let now = Value::now();
+    let mut out: Vec<Row> = Vec::with_capacity(partial.len());
+    for p in partial {
+        let mut row = Vec::with_capacity(t.columns.len());
+        for (c, v) in t.columns.iter().zip(p) {
+            let v = match v {
+                Some(v) if c.identity => {
+                    // KEEP_IDENTITY bulk loads supply identity values; keep the seed ahead of them.
+                    let v = v.coerce(&c.ty, &c.name)?;
+                    if let Value::Int(i) = v {
+                        t.next_identity = t.next_identity.max(i + 1);
+                    }
+                    v
+                }
+                Some(v) => v.coerce(&c.ty, &c.name)?,
+                None if c.identity => {
+                    let i = t.next_identity;
+                    t.next_identity += 1;
+                    Value::Int(i)
+                }
+                None => match &c.default {
+                    Some(ColumnDefault::Now) => now.clone().coerce(&c.ty, &c.name)?,
+                    Some(ColumnDefault::Value(v)) => v.clone(),
+                    None => Value::Null,
+                },
+            };
+            if v.is_null() && !c.nullable {
+                return Err(null_error(&c.name, &key, "INSERT"));
+            }
+            row.push(v);
+        }
+        out.push(row);
+    }
+    for u in &t.uniques {
+        for (i, r) in out.iter().enumerate() {
+            if t.rows.iter().chain(pending).chain(&out[..i]).any(|o| same_key(o, r, u)) {
+                return Err(unique_error(t, u, r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
+    let c = |n: &str, ty: SqlType, nullable: bool| Column::new(n, ty, nullable);
+    let columns = vec![
+        c("TABLE_CATALOG", SqlType::NVarChar(Some(128)), true),
+        c("TABLE_SCHEMA", SqlType::NVarChar(Some(128)), true),
+        c("TABLE_NAME", SqlType::NVarChar(Some(128)), false),
+        c("COLUMN_NAME", SqlType::NVarChar(Some(128)), true),
+        c("ORDINAL_POSITION", SqlType::Int, true),
+        c("COLUMN_DEFAULT", SqlType::NVarChar(Some(4000)), true),
+        c("IS_NULLABLE", SqlType::VarChar(Some(3)), true),
+        c("DATA_TYPE", SqlType::NVarChar(Some(128)), true),
+        c("CHARACTER_MAXIMUM_LENGTH", SqlType::Int, true),
+        c("NUMERIC_PRECISION", SqlType::TinyInt, true),
+        c("NUMERIC_SCALE", SqlType::Int, true),
+        c("DATETIME_PRECISION", SqlType::SmallInt, true),
+    ];
+    let mut rows = Vec::new();
+    if let Some(d) = cat.dbs.get(&db.to_lowercase()) {
+        for t in d.tables.values() {
+            for (i, col) in t.columns.iter().enumerate() {
+                let (chars, prec, scale, dtp) = match col.ty {
+                    SqlType::NVarChar(n) | SqlType::VarChar(n) => (Value::Int(n.map(|n| n as i64).unwrap_or(-1)), Value::Null, Value::Null, Value::Null),
+                    SqlType::TinyInt => (Value::Null, Value::Int(3), Value::Int(0), Value::Null),
+                    SqlType::SmallInt => (Value::Null, Value::Int(5), Value::Int(0), Value::Null),
+                    SqlType::Int => (Value::Null, Value::Int(10), Value::Int(0), Value::Null),
+                    SqlType::BigInt => (Value::Null, Value::Int(19), Value::Int(0), Value::Null),
+                    SqlType::Bit => (Value::Null, Value::Null, Value::Null, Value::Null),
+                    SqlType::Decimal { precision, scale } => (Value::Null, Value::Int(precision as i64), Value::Int(scale as i64), Value::Null),
+                    SqlType::DateTime2(s) => (Value::Null, Value::Null, Value::Null, Value::Int(s as i64)),
+                };
+                let default = match &col.default {
+                    None => Value::Null,
+                    Some(ColumnDefault::Now) => Value::Str("(getutcdate())".into()),
+                    Some(ColumnDefault::Value(v)) => Value::Str(format!("(({v}))")),
+                };
+                rows.push(vec![
+                    Value::Str(d.name.clone()),
+                    Value::Str(t.schema.clone()),
+                    Value::Str(t.name.clone()),
+                    Value::Str(col.name.clone()),
+                    Value::Int(i as i64 + 1),
+                    default,
+                    Value::Str(if col.nullable { "YES" } else { "NO" }.into()),
+                    Value::Str(col.ty.data_type_name().into()),
+                    chars,
+                    prec,
+                    scale,
+                    dtp,
+                ]);
+            }
+        }
+    }
+    Table { schema: "INFORMATION_SCHEMA".into(), name: "COLUMNS".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false }
+}
+
+fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
+    let columns = vec![
+        Column::new("TABLE_CATALOG", SqlType::NVarChar(Some(128)), true),
+        Column::new("TABLE_SCHEMA", SqlType::NVarChar(Some(128)), true),
+        Column::new("TABLE_NAME", SqlType::NVarChar(Some(128)), false),
+        Column::new("TABLE_TYPE", SqlType::VarChar(Some(10)), true),
+    ];
+    let rows = cat
+        .dbs
+        .get(&db.to_lowercase())
+        .map(|d| d.tables.values().map(|t| vec![Value::Str(d.name.clone()), Value::Str(t.schema.clone()), Value::Str(t.name.clone()), Value::Str("BASE TABLE".into())]).collect())
+        .unwrap_or_default();
+    Table { schema: "INFORMATION_SCHEMA".into(), name: "TABLES".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false }
+}
+
+fn has_agg(e: &Expr) -> bool {
+    match e {
+        Expr::Agg(..) => true,
+        Expr::Func(_, a) => a.iter().any(has_agg),
+        Expr::Bin(a, _, b) => has_agg(a) || has_agg(b),
+        Expr::Neg(a) | Expr::Cast(a, _) => has_agg(a),
+        _ => false,
+    }
+}
+
+/// Runs a SELECT: result columns and rows (already coerced to the column types).
+fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError> {
+    let virt;
+    let (cols, committed, pending): (&[Column], &[Row], &[Row]) = match &s.from {
+        None => (&[], &[], &[]),
+        Some(o) => {
+            let k = ctx.session.key(o);
+            if k.1 == "information_schema" && (k.2 == "columns" || k.2 == "tables") {
+                let db = o.db.as_deref().unwrap_or(&ctx.session.db);
+                virt = if k.2 == "columns" { info_schema_columns(ctx.cat, db) } else { info_schema_tables(ctx.cat, db) };
+                (&virt.columns, &virt.rows, &[])
+            } else {
+                let t = ctx.cat.table(&k).ok_or_else(|| invalid_object(o))?;
+                (&t.columns, &t.rows, ctx.session.pending(&k))
+            }
+        }
+    };
+    // Output columns.
+    let mut items: Vec<(Expr, String)> = Vec::new();
+    let mut meta = Vec::new();
+    for it in &s.items {
+        match it {
+            SelItem::Star => {
+                if s.from.is_none() {
+                    return Err(SqlError::new(263, "Must specify table to select from."));
+                }
+                for c in cols {
+                    items.push((Expr::Col(c.name.clone()), c.name.clone()));
+                    meta.push(OutCol { name: c.name.clone(), ty: c.ty, nullable: c.nullable, identity: c.identity });
+                }
+            }
+            SelItem::Expr(e, alias) => {
+                let (ty, nullable, identity) = infer(ctx, e, cols)?;
+                let name = alias.clone().unwrap_or_else(|| if let Expr::Col(c) = e { cols.iter().find(|x| x.name.eq_ignore_ascii_case(c)).map(|x| x.name.clone()).unwrap_or(c.clone()) } else { String::new() });
+                items.push((e.clone(), name.clone()));
+                meta.push(OutCol { name, ty, nullable, identity });
+            }
+        }
+    }
+    let top = match &s.top {
+        None => None,
+        Some(e) => match eval(ctx, e, None, cols)? {
+            Value::Int(n) if n >= 0 => Some(n as usize),
+            v => return Err(SqlError::new(1060, format!("The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer (got {v})."))),
+        },
+    };
+    let mut matching: Vec<&Row> = Vec::new();
+    for r in committed.iter().chain(pending) {
+        let hit = match &s.filter {
+            None => true,
+            Some(c) => eval_cond(ctx, c, Some(r), cols)? == Some(true),
+        };
+        if hit {
+            matching.push(r);
+        }
+    }
+    let coerce_row = |vals: Vec<Value>| -> Result<Row, SqlError> { vals.into_iter().zip(&meta).map(|(v, m)| v.coerce(&m.ty, &m.name)).collect() };
+    if items.iter().any(|(e, _)| has_agg(e)) {
+        let vals: Vec<Value> = items.iter().map(|(e, _)| eval_agg(ctx, e, &matching, cols)).collect::<Result<_, _>>()?;
+        let rows = if top == Some(0) { Vec::new() } else { vec![coerce_row(vals)?] };
+        return Ok((meta, rows));
+    }
+    if s.from.is_none() {
+        let vals: Vec<Value> = items.iter().map(|(e, _)| eval(ctx, e, None, cols)).collect::<Result<_, _>>()?;
+        let rows = if top == Some(0) { Vec::new() } else { vec![coerce_row(vals)?] };
+        return Ok((meta, rows));
+    }
+    if !s.order.is_empty() {
+        // ORDER BY may name a select alias.
+        let order: Vec<(Expr, bool)> = s
+            .order
+            .iter()
+            .map(|(e, d)| match e {
+                Expr::Col(n) if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(n)) => items.iter().find(|(_, a)| a.eq_ignore_ascii_case(n)).map(|(e, _)| (e.clone(), *d)).unwrap_or((e.clone(), *d)),
+                _ => (e.clone(), *d),
+            })
+            .collect();
+        let mut keyed: Vec<(Vec<Value>, &Row)> = matching.into_iter().map(|r| Ok((order.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<Vec<_>, SqlError>>()?, r))).collect::<Result<_, SqlError>>()?;
+        keyed.sort_by(|a, b| {
+            for (i, (_, desc)) in order.iter().enumerate() {
+                let o = a.0[i].order_cmp(&b.0[i]);
+                let o = if *desc { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        matching = keyed.into_iter().map(|(_, r)| r).collect();
+    }
+    if let Some(n) = top {
+        matching.truncate(n);
+    }
+    let rows = matching.into_iter().map(|r| coerce_row(items.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<_, _>>()?)).collect::<Result<_, _>>()?;
+    Ok((meta, rows))
+}
+
+/// Type, nullability and identity flag of a select-list expression.
+fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), SqlError> {
+    Ok(match e {
+        Expr::Col(n) => {
+            let c = cols.iter().find(|c| c.name.eq_ignore_ascii_case(n)).ok_or_else(|| invalid_column(n))?;
+            (c.ty, c.nullable, c.identity)
+        }
+        Expr::Var(v) => match v.as_str() {
+            "@@spid" => (SqlType::SmallInt, false, false),
+            "@@trancount" | "@@rowcount" => (SqlType::Int, false, false),
+            "@@version" | "@@servername" => (SqlType::NVarChar(Some(300)), false, false),
+            "@@identity" => (SqlType::Decimal { precision: 38, scale: 0 }, true, false),
+            _ => match ctx.vars.get(v) {
+                Some(Var { ty: Some(t), .. }) => (*t, true, false),
+                Some(Var { value, .. }) => (lit_type(value), true, false),
+                None => return Err(SqlError::new(137, format!("Must declare the scalar variable \"{v}\"."))),
+            },
+        },
+        Expr::Lit(v) => (lit_type(v), v.is_null(), false),
+        Expr::Agg(Agg::Count, _) => (SqlType::Int, false, false),
+        Expr::Agg(Agg::CountBig, _) => (SqlType::BigInt, false, false),
+        Expr::Agg(Agg::Sum, Some(a)) => match infer(ctx, a, cols)?.0 {
+            SqlType::Decimal { scale, .. } => (SqlType::Decimal { precision: 38, scale }, true, false),
+            SqlType::BigInt => (SqlType::BigInt, true, false),
+            _ => (SqlType::Int, true, false),
+        },
+        Expr::Agg(_, Some(a)) => (infer(ctx, a, cols)?.0, true, false),
+        Expr::Agg(_, None) => return Err(SqlError::new(102, "Only COUNT and COUNT_BIG take *.")),
+        Expr::Func(f, args) => match f.as_str() {
+            "ISNULL" | "COALESCE" => {
+                let first = args.first().ok_or_else(|| SqlError::new(174, format!("The {f} function requires arguments.")))?;
+                let (t, _, _) = infer(ctx, first, cols)?;
+                let mut nullable = true;
+                for a in args {
+                    if !infer(ctx, a, cols)?.1 {
+                        nullable = false;
+                    }
+                }
+                (t, nullable, false)
+            }
+            "GETUTCDATE" | "GETDATE" => (SqlType::DateTime2(3), false, false),
+            "SYSUTCDATETIME" | "SYSDATETIME" => (SqlType::DateTime2(7), false, false),
+            "OBJECT_ID" => (SqlType::Int, true, false),
+            "DB_NAME" => (SqlType::NVarChar(Some(128)), true, false),
+            "SCOPE_IDENTITY" => (SqlType::Decimal { precision: 38, scale: 0 }, true, false),
+            other => return Err(SqlError::new(195, format!("'{other}' is not a recognized built-in function name (tds-test-server subset)."))),
+        },
+        Expr::Bin(a, _, b) => {
+            let (ta, na, _) = infer(ctx, a, cols)?;
+            let (tb, nb, _) = infer(ctx, b, cols)?;
+            let t = match (ta, tb) {
+                (SqlType::Decimal { .. }, _) => ta,
+                (_, SqlType::Decimal { .. }) => tb,
+                (SqlType::BigInt, _) | (_, SqlType::BigInt) => SqlType::BigInt,
+                _ => ta,
+            };
+            (t, na || nb, false)
+        }
+        Expr::Neg(a) => {
+            let (t, n, _) = infer(ctx, a, cols)?;
+            (t, n, false)
+        }
+        Expr::Cast(a, t) => (*t, infer(ctx, a, cols)?.1, false),
+    })
+}
+
+fn lit_type(v: &Value) -> SqlType {
+    match v {
+        Value::Null => SqlType::Int,
+        Value::Bool(_) => SqlType::Bit,
+        Value::Int(i) if i32::try_from(*i).is_ok() => SqlType::Int,
+        Value::Int(_) => SqlType::BigInt,
+        Value::Decimal { mantissa, scale } => {
+            let digits = mantissa.unsigned_abs().to_string().len() as u8;
+            SqlType::Decimal { precision: digits.max(*scale + 1).min(38), scale: *scale }
+        }
+        Value::Float(_) => SqlType::Decimal { precision: 38, scale: 10 },
+        Value::Str(s) => SqlType::NVarChar(Some(s.chars().count().clamp(1, 4000) as u16)),
+        Value::DateTime2(_) => SqlType::DateTime2(7),
+    }
+}
+
+fn eval(ctx: &Ctx, e: &Expr, row: Option<&Row>, cols: &[Column]) -> Result<Value, SqlError> {
+    Ok(match e {
+        Expr::Col(n) => {
+            let i = cols.iter().position(|c| c.name.eq_ignore_ascii_case(n)).ok_or_else(|| invalid_column(n))?;
+            match row {
+                Some(r) => r[i].clone(),
+                None => return Err(SqlError::new(207, format!("Invalid column name '{n}' (no row here)."))),
+            }
+        }
+        Expr::Var(v) => match v.as_str() {
+            "@@spid" => Value::Int(ctx.session.id as i64),
+            "@@trancount" => Value::Int(ctx.session.tx.as_ref().map(|t| t.depth as i64).unwrap_or(0)),
+            "@@version" => Value::Str("Microsoft SQL Server 2022 (tds-test-server)".into()),
+            "@@servername" => Value::Str("TDS-TEST-SERVER".into()),
+            "@@identity" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
+            _ => ctx.vars.get(v).map(|x| x.value.clone()).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{v}\".")))?,
+        },
+        Expr::Lit(v) => v.clone(),
+        Expr::Agg(..) => return Err(SqlError::new(147, "An aggregate may not appear in the WHERE clause.")),
+        Expr::Func(f, args) => {
+            let vals: Vec<Value> = args.iter().map(|a| eval(ctx, a, row, cols)).collect::<Result<_, _>>()?;
+            apply_func(ctx, f, vals)?
+        }
+        Expr::Bin(a, op, b) => arith(eval(ctx, a, row, cols)?, op, eval(ctx, b, row, cols)?)?,
+        Expr::Neg(a) => arith(Value::Int(0), "-", eval(ctx, a, row, cols)?)?,
+        Expr::Cast(a, t) => eval(ctx, a, row, cols)?.coerce(t, "CAST")?,
+    })
+}
+
+fn eval_agg(ctx: &Ctx, e: &Expr, rows: &[&Row], cols: &[Column]) -> Result<Value, SqlError> {
+    Ok(match e {
+        Expr::Agg(kind, arg) => {
+            let vals: Vec<Value> = match arg {
+                None => return Ok(Value::Int(rows.len() as i64)),
+                Some(a) => rows.iter().map(|r| eval(ctx, a, Some(r), cols)).filter(|v| !matches!(v, Ok(Value::Null))).collect::<Result<_, _>>()?,
+            };
+            match kind {
+                Agg::Count | Agg::CountBig => Value::Int(vals.len() as i64),
+                Agg::Min => vals.into_iter().reduce(|a, b| if b.order_cmp(&a).is_lt() { b } else { a }).unwrap_or(Value::Null),
+                Agg::Max => vals.into_iter().reduce(|a, b| if b.order_cmp(&a).is_gt() { b } else { a }).unwrap_or(Value::Null),
+                Agg::Sum => {
+                    let mut acc: Option<Value> = None;
+                    for v in vals {
+                        acc = Some(match acc {
+                            None => v,
+                            Some(a) => arith(a, "+", v)?,
+                        });
+                    }
+                    acc.unwrap_or(Value::Null)
+                }
+            }
+        }
+        Expr::Func(f, args) => {
+            let vals: Vec<Value> = args.iter().map(|a| eval_agg(ctx, a, rows, cols)).collect::<Result<_, _>>()?;
+            apply_func(ctx, f, vals)?
+        }
+        Expr::Bin(a, op, b) => arith(eval_agg(ctx, a, rows, cols)?, op, eval_agg(ctx, b, rows, cols)?)?,
+        Expr::Neg(a) => arith(Value::Int(0), "-", eval_agg(ctx, a, rows, cols)?)?,
+        Expr::Cast(a, t) => eval_agg(ctx, a, rows, cols)?.coerce(t, "CAST")?,
+        Expr::Col(n) => return Err(SqlError::new(8120, format!("Column '{n}' is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause."))),
+        other => eval(ctx, other, None, cols)?,
+    })
+}
+
+fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
+    Ok(match f {
+        "ISNULL" | "COALESCE" => vals.into_iter().find(|v| !v.is_null()).unwrap_or(Value::Null),
+        "GETUTCDATE" | "GETDATE" => Value::now().coerce(&SqlType::DateTime2(3), f)?,
+        "SYSUTCDATETIME" | "SYSDATETIME" => Value::now(),
+        "DB_NAME" => Value::Str(ctx.cat.dbs.get(&ctx.session.db.to_lowercase()).map(|d| d.name.clone()).unwrap_or_else(|| ctx.session.db.clone())),
+        "SCOPE_IDENTITY" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
+        "OBJECT_ID" => {
+            let Some(Value::Str(name)) = vals.first() else { return Ok(Value::Null) };
+            let parsed = crate::sql::parse_batch(&format!("DELETE {name}"));
+            let Ok(p) = parsed else { return Ok(Value::Null) };
+            let Some(Stmt::Delete { table, .. }) = p.first().map(|p| &p.stmt) else { return Ok(Value::Null) };
+            let k = ctx.session.key(table);
+            ctx.cat.table(&k).map(|t| Value::Int(t.object_id as i64)).unwrap_or(Value::Null)
+        }
+        other => return Err(SqlError::new(195, format!("'{other}' is not a recognized built-in function name (tds-test-server subset)."))),
+    })
+}
+
+fn arith(a: Value, op: &str, b: Value) -> Result<Value, SqlError> {
+    if a.is_null() || b.is_null() {
+        return Ok(Value::Null);
+    }
+    let overflow = || SqlError::new(8115, "Arithmetic overflow error converting expression to data type bigint.");
+    match (&a, &b) {
+        (Value::Int(x), Value::Int(y)) => Ok(Value::Int(match op {
+            "+" => x.checked_add(*y),
+            "-" => x.checked_sub(*y),
+            "*" => x.checked_mul(*y),
+            _ => {
+                if *y == 0 {
+                    return Err(SqlError::new(8134, "Divide by zero error encountered."));
+                }
+                x.checked_div(*y)
+            }
+        }
+        .ok_or_else(overflow)?)),
+        _ => {
+            let dec = |v: &Value| -> Result<(i128, u8), SqlError> {
+                match v {
+                    Value::Int(i) => Ok((*i as i128, 0)),
+                    Value::Decimal { mantissa, scale } => Ok((*mantissa, *scale)),
+                    other => Err(SqlError::new(8117, format!("Operand {other} is invalid for operator {op}."))),
+                }
+            };
+            let (ma, sa) = dec(&a)?;
+            let (mb, sb) = dec(&b)?;
+            let s = sa.max(sb);
+            let ma = crate::types::rescale(ma, sa, s).ok_or_else(overflow)?;
+            let mb = crate::types::rescale(mb, sb, s).ok_or_else(overflow)?;
+            match op {
+                "+" => Ok(Value::Decimal { mantissa: ma.checked_add(mb).ok_or_else(overflow)?, scale: s }),
+                "-" => Ok(Value::Decimal { mantissa: ma.checked_sub(mb).ok_or_else(overflow)?, scale: s }),
+                _ => Err(SqlError::new(8117, format!("Operator {op} on decimals is outside the tds-test-server subset."))),
+            }
+        }
+    }
+}
+
+fn eval_cond(ctx: &Ctx, c: &Cond, row: Option<&Row>, cols: &[Column]) -> Result<Option<bool>, SqlError> {
+    Ok(match c {
+        Cond::And(a, b) => match (eval_cond(ctx, a, row, cols)?, eval_cond(ctx, b, row, cols)?) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Cond::Or(a, b) => match (eval_cond(ctx, a, row, cols)?, eval_cond(ctx, b, row, cols)?) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Cond::Not(a) => eval_cond(ctx, a, row, cols)?.map(|b| !b),
+        Cond::Cmp(a, op, b) => {
+            let (x, y) = (eval(ctx, a, row, cols)?, eval(ctx, b, row, cols)?);
+            let o = match (&x, &y) {
+                (Value::Str(s), Value::Str(t)) => Some(cmp_ci(s, t)),
+                _ => x.sql_cmp(&y),
+            };
+            if o.is_none() && !x.is_null() && !y.is_null() {
+                return Err(SqlError::new(245, format!("Conversion failed when comparing {x} with {y}.")));
+            }
+            o.map(|o| match op {
+                CmpOp::Eq => o.is_eq(),
+                CmpOp::Ne => o.is_ne(),
+                CmpOp::Lt => o.is_lt(),
+                CmpOp::Le => o.is_le(),
+                CmpOp::Gt => o.is_gt(),
+                CmpOp::Ge => o.is_ge(),
+            })
+        }
+        Cond::IsNull(a, neg) => Some(eval(ctx, a, row, cols)?.is_null() != *neg),
+        Cond::In(a, list, neg) => {
+            let x = eval(ctx, a, row, cols)?;
+            if x.is_null() {
+                return Ok(None);
+            }
+            let mut found = false;
+            for e in list {
+                if x.sql_cmp(&eval(ctx, e, row, cols)?) == Some(std::cmp::Ordering::Equal) {
+                    found = true;
+                }
+            }
+            Some(found != *neg)
+        }
+        Cond::Between(a, lo, hi) => {
+            let x = eval(ctx, a, row, cols)?;
+            match (x.sql_cmp(&eval(ctx, lo, row, cols)?), x.sql_cmp(&eval(ctx, hi, row, cols)?)) {
+                (Some(l), Some(h)) => Some(l.is_ge() && h.is_le()),
+                _ => None,
+            }
+        }
+        Cond::Exists(s, neg) => Some(!run_select(ctx, s)?.1.is_empty() != *neg),
+    })
+}

@@ -1,0 +1,1073 @@
+//! The TCP server, one task per connection, and the synchronous host-side API.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::arrow_io;
+use crate::engine::{build_rows, Out, Session, Shared, TableKey, Var, Vars};
+use crate::error::{Result, ServerError, SqlError};
+use crate::sql::parse_batch;
+use crate::types::{Column, ColumnDefault, SqlType, Value};
+use crate::wire::{self, done, packet, token, BulkColumn, OutCol, Rd, TokenWriter, WireError, WireType};
+
+/// How a [`TestServer`] behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// Packet size the server imposes in its login ENVCHANGE; `None` accepts the client's
+    /// request (4096 if the client asks for 0). Tests use 512 so tokens cross packet bounds.
+    pub packet_size: Option<u32>,
+    /// Password every login must present; `None` accepts any.
+    pub password: Option<String>,
+    /// TCP port on 127.0.0.1; 0 (default) picks a free one.
+    pub port: u16,
+}
+
+/// One-shot and standing fault injections; set them through [`TestServer::faults`].
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    refuse_login: bool,
+    drop_after_rows: Option<u64>,
+    drop_on_bulk_load: Option<u32>,
+    errors: Vec<(String, SqlError)>,
+    delay: Option<Duration>,
+}
+
+impl Faults {
+    fn st(&self) -> MutexGuard<'_, FaultState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// While on, every LOGIN7 is answered with error 18456 and the connection closed.
+    pub fn refuse_logins(&self, on: bool) {
+        self.st().refuse_login = on;
+    }
+    /// One-shot: the next response carrying more than `n` rows is cut after `n` ROW tokens
+    /// (packets sent so far are flushed, without end-of-message) and the connection is closed.
+    pub fn drop_after_rows(&self, n: u64) {
+        self.st().drop_after_rows = Some(n);
+    }
+    /// One-shot: the `n`-th BulkLoad message from now (1 = the next) is received completely,
+    /// then the connection is closed without applying it or answering.
+    pub fn drop_on_bulk_load(&self, n: u32) {
+        self.st().drop_on_bulk_load = Some(n.max(1));
+    }
+    /// One-shot: the next statement whose text contains `pattern` (case-insensitive; "" = any)
+    /// fails with `err` instead of running.
+    pub fn error_once(&self, pattern: &str, err: SqlError) {
+        self.st().errors.push((pattern.to_lowercase(), err));
+    }
+    /// One-shot deadlock: error 1205 (class 13) and the session's transaction is rolled back.
+    pub fn deadlock_once(&self, pattern: &str) {
+        self.error_once(pattern, SqlError { number: 1205, class: 13, state: 51, message: "Transaction (Process ID 51) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.".into() });
+    }
+    /// One-shot lock timeout: error 1222 "Lock request time out period exceeded.".
+    pub fn timeout_once(&self, pattern: &str) {
+        self.error_once(pattern, SqlError { number: 1222, class: 16, state: 45, message: "Lock request time out period exceeded.".into() });
+    }
+    /// Delays every response (login included) by `d`; `None` turns it off.
+    pub fn delay_responses(&self, d: Option<Duration>) {
+        self.st().delay = d;
+    }
+    /// Removes every fault.
+    pub fn clear(&self) {
+        *self.st() = FaultState::default();
+    }
+    fn take_error(&self, text: &str) -> Option<SqlError> {
+        let mut st = self.st();
+        let lower = text.to_lowercase();
+        let i = st.errors.iter().position(|(p, _)| lower.contains(p.as_str()))?;
+        Some(st.errors.remove(i).1)
+    }
+}
+
+/// Counters since start; read a snapshot with [`TestServer::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    logins: AtomicU64,
+    failed_logins: AtomicU64,
+    batches: AtomicU64,
+    rpcs: AtomicU64,
+    statements: AtomicU64,
+    rows_sent: AtomicU64,
+    bulk_loads: AtomicU64,
+    bulk_rows_received: AtomicU64,
+    commits: AtomicU64,
+    rollbacks: AtomicU64,
+    errors_sent: AtomicU64,
+    dropped_connections: AtomicU64,
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Logins refused (wrong password, unknown database, fault).
+    pub failed_logins: u64,
+    /// SQLBatch messages.
+    pub batches: u64,
+    /// RPC messages.
+    pub rpcs: u64,
+    /// Statements run (each statement of a batch or sp_executesql).
+    pub statements: u64,
+    /// ROW tokens sent.
+    pub rows_sent: u64,
+    /// BulkLoad messages completed.
+    pub bulk_loads: u64,
+    /// Rows decoded from BulkLoad messages (also in count-only tables).
+    pub bulk_rows_received: u64,
+    /// Outermost COMMITs.
+    pub commits: u64,
+    /// ROLLBACKs (explicit, deadlock or disconnect).
+    pub rollbacks: u64,
+    /// ERROR tokens sent.
+    pub errors_sent: u64,
+    /// Connections closed by fault injection.
+    pub dropped_connections: u64,
+}
+
+struct State {
+    engine: Shared,
+    faults: Faults,
+    counters: Counters,
+    config: ServerConfig,
+    next_session: AtomicU64,
+}
+
+/// An in-process MS-TDS server on 127.0.0.1 with its own thread and tokio runtime.
+/// Dropping it stops the server and closes every connection.
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("addr", &self.addr).finish()
+    }
+}
+
+fn c(name: &str, ty: SqlType, nullable: bool) -> Column {
+    Column::new(name, ty, nullable)
+}
+
+/// Columns of `DBATools.dbo.PerfSnapshotRun` (SCHEMA.md), with or without ServerID.
+pub fn perf_snapshot_run_columns(with_server_id: bool, server_id_nullable: bool) -> Vec<Column> {
+    let mut v = vec![c("PerfSnapshotRunID", SqlType::BigInt, false).identity(), c("SnapshotUTC", SqlType::DateTime2(3), false)];
+    if with_server_id {
+        v.push(c("ServerID", SqlType::Int, server_id_nullable));
+    }
+    v.extend([
+        c("ServerName", SqlType::NVarChar(Some(128)), false),
+        c("SqlVersion", SqlType::NVarChar(Some(200)), false),
+        c("CpuSignalWaitPct", SqlType::Decimal { precision: 9, scale: 4 }, true),
+        c("TopWaitType", SqlType::NVarChar(Some(120)), true),
+        c("TopWaitMsPerSec", SqlType::Decimal { precision: 18, scale: 4 }, true),
+        c("SessionsCount", SqlType::Int, true),
+        c("RequestsCount", SqlType::Int, true),
+        c("BlockingSessionCount", SqlType::Int, true),
+        c("DeadlockCountRecent", SqlType::Int, true),
+        c("MemoryGrantWarningCount", SqlType::Int, true),
+    ]);
+    v
+}
+
+impl TestServer {
+    /// Binds 127.0.0.1 (ephemeral port unless `config.port` is set) and starts serving.
+    pub fn start(config: ServerConfig) -> Result<TestServer> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State { engine: Shared::default(), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
+        state.engine.cat().ensure_db("master");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("tds-test-server").build()?;
+        let st = state.clone();
+        let thread = std::thread::Builder::new().name("tds-test-server".into()).spawn(move || {
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("tds-test-server: cannot register listener: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = rx => {}
+                    _ = accept_loop(listener, st) => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })?;
+        Ok(TestServer { addr, state, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// The listening address (127.0.0.1:port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Fault injection switches.
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let c = &self.state.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Stats {
+            connections: g(&c.connections),
+            logins: g(&c.logins),
+            failed_logins: g(&c.failed_logins),
+            batches: g(&c.batches),
+            rpcs: g(&c.rpcs),
+            statements: g(&c.statements),
+            rows_sent: g(&c.rows_sent),
+            bulk_loads: g(&c.bulk_loads),
+            bulk_rows_received: g(&c.bulk_rows_received),
+            commits: g(&c.commits),
+            rollbacks: g(&c.rollbacks),
+            errors_sent: g(&c.errors_sent),
+            dropped_connections: g(&c.dropped_connections),
+        }
+    }
+
+    /// Creates an empty database (no-op if it exists).
+    pub fn create_database(&self, db: &str) {
+        self.state.engine.cat().ensure_db(db);
+    }
+
+    /// Creates (or replaces) a table `schema.name` (or `name`, schema dbo) in `db` (created if missing).
+    /// `uniques` lists UNIQUE column sets by column name.
+    pub fn create_table(&self, db: &str, table: &str, columns: Vec<Column>, uniques: &[&[&str]]) -> Result<()> {
+        let (schema, name) = split_name(table);
+        let idx: Result<Vec<Vec<usize>>> = uniques
+            .iter()
+            .map(|u| u.iter().map(|n| columns.iter().position(|c| c.name.eq_ignore_ascii_case(n)).ok_or_else(|| ServerError::Api(format!("unique column '{n}' not in table '{table}'")))).collect())
+            .collect();
+        self.state.engine.cat().create_table(db, &schema, &name, columns, idx?);
+        Ok(())
+    }
+
+    /// Creates `db` with `dbo.PerfSnapshotRun` in the source shape of SCHEMA.md
+    /// (ServerID INT NULL present only when `with_server_id`).
+    pub fn create_dbatools(&self, db: &str, with_server_id: bool) {
+        self.state.engine.cat().create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(with_server_id, true), vec![]);
+    }
+
+    /// Creates `db` with `dbo.Servers` (UNIQUE ServerName, IsActive default 1, CreatedDate default
+    /// now) and `dbo.PerfSnapshotRun` in the target shape (ServerID INT NOT NULL; no unique key on
+    /// (SnapshotUTC, ServerID), as in the real MonitoringDB). DBAToolsSyncLog is not created: see
+    /// [`TestServer::create_synclog`].
+    pub fn create_monitoringdb(&self, db: &str) {
+        let servers = vec![
+            c("ServerID", SqlType::Int, false).identity(),
+            c("ServerName", SqlType::NVarChar(Some(256)), false),
+            c("Environment", SqlType::NVarChar(Some(50)), true),
+            c("IsActive", SqlType::Bit, false).default(ColumnDefault::Value(Value::Bool(true))),
+            c("CreatedDate", SqlType::DateTime2(7), false).default(ColumnDefault::Now),
+            c("ModifiedDate", SqlType::DateTime2(7), true),
+        ];
+        let mut cat = self.state.engine.cat();
+        cat.create_table(db, "dbo", "Servers", servers, vec![vec![0], vec![1]]);
+        cat.create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(true, false), vec![]);
+    }
+
+    /// Creates `dbo.DBAToolsSyncLog` in SCHEMA.md's shape in `db`.
+    pub fn create_synclog(&self, db: &str) {
+        let cols = vec![
+            c("SyncLogID", SqlType::Int, false).identity(),
+            c("ServerID", SqlType::Int, false),
+            c("ServerName", SqlType::NVarChar(Some(256)), false),
+            c("DBAToolsDatabase", SqlType::NVarChar(Some(128)), false),
+            c("LastSyncUTC", SqlType::DateTime2(7), true),
+            c("LastRunID", SqlType::BigInt, true),
+            c("LastSyncDuration", SqlType::Int, true),
+            c("RowsCopied", SqlType::Int, true),
+            c("SyncStatus", SqlType::VarChar(Some(50)), false),
+            c("ErrorMessage", SqlType::NVarChar(Some(4000)), true),
+            c("CreatedUTC", SqlType::DateTime2(7), false).default(ColumnDefault::Now),
+            c("ModifiedUTC", SqlType::DateTime2(7), true),
+        ];
+        self.state.engine.cat().create_table(db, "dbo", "DBAToolsSyncLog", cols, vec![vec![0]]);
+    }
+
+    /// True if the table exists.
+    pub fn has_table(&self, db: &str, table: &str) -> bool {
+        self.state.engine.cat().table(&key(db, table)).is_some()
+    }
+
+    /// The columns of a table.
+    pub fn table_columns(&self, db: &str, table: &str) -> Result<Vec<Column>> {
+        let cat = self.state.engine.cat();
+        Ok(cat.table(&key(db, table)).ok_or_else(|| no_table(db, table))?.columns.clone())
+    }
+
+    /// Appends rows from Arrow, matching columns by name (case-insensitive). Absent columns get
+    /// their IDENTITY value, default or NULL, like an INSERT naming only the batch's columns; an
+    /// identity column present in the batch keeps its values (like IDENTITY_INSERT ON).
+    /// Values are converted as SQL Server converts on INSERT; errors name column and row.
+    pub fn insert_batch(&self, db: &str, table: &str, batch: &RecordBatch) -> Result<u64> {
+        let mut cat = self.state.engine.cat();
+        let t = cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?;
+        let mut map = Vec::new();
+        for (j, f) in batch.schema().fields().iter().enumerate() {
+            let i = t.col_index(f.name()).ok_or_else(|| ServerError::Api(format!("column '{}' of the batch is not in {db}.{table}", f.name())))?;
+            map.push((j, i));
+        }
+        let mut partial = Vec::with_capacity(batch.num_rows());
+        for r in 0..batch.num_rows() {
+            let mut row = vec![None; t.columns.len()];
+            for &(j, i) in &map {
+                let v = arrow_io::arrow_value(batch.column(j).as_ref(), r)?;
+                row[i] = Some(v.coerce(&t.columns[i].ty, &t.columns[i].name).map_err(|e| ServerError::Api(format!("{db}.{table} row {r}: {e}")))?);
+            }
+            partial.push(row);
+        }
+        let rows = build_rows(t, partial, &[]).map_err(|e| ServerError::Api(format!("{db}.{table}: {e}")))?;
+        let n = rows.len() as u64;
+        t.rows.extend(rows);
+        Ok(n)
+    }
+
+    /// Appends every row of a Parquet file (see [`TestServer::insert_batch`]).
+    pub fn seed_parquet(&self, db: &str, table: &str, path: &Path) -> Result<u64> {
+        let file = std::fs::File::open(path).map_err(|e| ServerError::Api(format!("cannot open {}: {e}", path.display())))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        let mut n = 0;
+        for b in reader {
+            n += self.insert_batch(db, table, &b?)?;
+        }
+        Ok(n)
+    }
+
+    /// The committed rows of a table as Arrow (types per [`SqlType::arrow_type`]).
+    pub fn table_batch(&self, db: &str, table: &str) -> Result<RecordBatch> {
+        let cat = self.state.engine.cat();
+        let t = cat.table(&key(db, table)).ok_or_else(|| no_table(db, table))?;
+        arrow_io::rows_to_batch(&t.columns, &t.rows)
+    }
+
+    /// Number of committed rows.
+    pub fn row_count(&self, db: &str, table: &str) -> Result<usize> {
+        let cat = self.state.engine.cat();
+        Ok(cat.table(&key(db, table)).ok_or_else(|| no_table(db, table))?.rows.len())
+    }
+
+    /// Throughput mode for bulk loads: rows are decoded and validated, counted in
+    /// [`Stats::bulk_rows_received`], but not stored.
+    pub fn set_bulk_count_only(&self, db: &str, table: &str, on: bool) -> Result<()> {
+        let mut cat = self.state.engine.cat();
+        cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?.bulk_count_only = on;
+        Ok(())
+    }
+
+    /// Throughput mode for reads: fills `table` with `n` rows by cycling `template`'s rows
+    /// (identity columns numbered 1..=n). Responses are encoded once per row like any other.
+    pub fn fill_synthetic(&self, db: &str, table: &str, template: &RecordBatch, n: usize) -> Result<()> {
+        if template.num_rows() == 0 {
+            return Err(ServerError::Api("synthetic template has no rows".into()));
+        }
+        let before = self.row_count(db, table)?;
+        self.insert_batch(db, table, template)?;
+        let mut cat = self.state.engine.cat();
+        let t = cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?;
+        let tmpl: Vec<_> = t.rows.split_off(before);
+        let id = t.columns.iter().position(|c| c.identity);
+        t.rows.reserve(n);
+        for i in 0..n {
+            let mut r = tmpl[i % tmpl.len()].clone();
+            if let Some(id) = id {
+                r[id] = Value::Int(i as i64 + 1);
+            }
+            t.rows.push(r);
+        }
+        t.next_identity = n as i64 + 1;
+        Ok(())
+    }
+
+    /// Runs a batch in-process as a fresh session of `db` (for test setup); returns its events'
+    /// first error if any.
+    pub fn execute(&self, db: &str, sql: &str) -> Result<()> {
+        let stmts = parse_batch(sql)?;
+        let mut s = Session::new(0, db.to_string());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let outs = rt.block_on(s.run(&self.state.engine, &stmts, &mut Vars::new(), &|_| None));
+        s.rollback(&self.state.engine);
+        match outs.into_iter().find_map(|o| if let Out::Error(e) = o { Some(e) } else { None }) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn split_name(table: &str) -> (String, String) {
+    let t = table.replace(['[', ']'], "");
+    match t.rsplit_once('.') {
+        Some((s, n)) => (s.rsplit('.').next().unwrap_or("dbo").to_string(), n.to_string()),
+        None => ("dbo".into(), t),
+    }
+}
+
+fn key(db: &str, table: &str) -> TableKey {
+    let (s, n) = split_name(table);
+    (db.to_lowercase(), s.to_lowercase(), n.to_lowercase())
+}
+
+fn no_table(db: &str, table: &str) -> ServerError {
+    ServerError::Api(format!("no table {table} in database {db}"))
+}
+
+async fn accept_loop(listener: TcpListener, st: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                st.counters.connections.fetch_add(1, Ordering::SeqCst);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let id = st.next_session.fetch_add(1, Ordering::SeqCst);
+                    let mut conn = Conn { stream, st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1 };
+                    let r = conn.serve().await;
+                    // A dropped connection discards its transaction and releases its app locks.
+                    if conn.session.rollback(&st.engine).is_some() {
+                        st.counters.rollbacks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    st.engine.applocks.release_session(id, false);
+                    match r {
+                        Ok(()) | Err(ServerError::Io(_)) => tracing::debug!("tds-test-server: connection {peer} closed"),
+                        Err(e) => tracing::error!("tds-test-server: connection {peer} closed: {e}"),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!("tds-test-server: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    st: Arc<State>,
+    packet_size: usize,
+    session: Session,
+    out_packet_id: u8,
+}
+
+/// Why a connection loop ends early.
+enum Stop {
+    /// Fault injection closed it.
+    Dropped,
+    /// An error (protocol or I/O).
+    Err(ServerError),
+}
+
+impl From<ServerError> for Stop {
+    fn from(e: ServerError) -> Self {
+        Stop::Err(e)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::Err(e.into())
+    }
+}
+
+fn proto(msg: impl Into<String>) -> ServerError {
+    ServerError::Protocol(msg.into())
+}
+
+fn wire_err(what: &str, e: WireError) -> ServerError {
+    proto(format!("{what}: {e}"))
+}
+
+const MAX_MESSAGE: usize = 256 << 20;
+
+impl Conn {
+    async fn serve(&mut self) -> Result<()> {
+        match self.serve_inner().await {
+            Ok(()) => Ok(()),
+            Err(Stop::Dropped) => {
+                self.st.counters.dropped_connections.fetch_add(1, Ordering::SeqCst);
+                let _ = self.stream.shutdown().await;
+                Ok(())
+            }
+            Err(Stop::Err(e)) => Err(e),
+        }
+    }
+
+    /// Reads one packet: (type, status, payload). `None` at a clean end of stream.
+    async fn read_packet(&mut self) -> Result<Option<(u8, u8, Vec<u8>)>> {
+        let mut h = [0u8; 8];
+        match self.stream.read_exact(&mut h).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+        if len < 8 {
+            return Err(proto(format!("packet length {len} below the 8-byte header")));
+        }
+        let mut body = vec![0u8; len - 8];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Some((h[0], h[1], body)))
+    }
+
+    /// Reads a whole message whose first packet is given.
+    async fn read_rest(&mut self, ty: u8, status: u8, mut body: Vec<u8>) -> Result<Vec<u8>> {
+        let mut eom = status & packet::STATUS_EOM != 0;
+        while !eom {
+            let (t, s, b) = self.read_packet().await?.ok_or_else(|| proto("connection closed inside a message"))?;
+            if t != ty {
+                return Err(proto(format!("packet type {t} inside a message of type {ty}")));
+            }
+            body.extend_from_slice(&b);
+            if body.len() > MAX_MESSAGE {
+                return Err(proto("message larger than 256 MiB"));
+            }
+            eom = s & packet::STATUS_EOM != 0;
+        }
+        Ok(body)
+    }
+
+    /// Frames `data` into packets of the negotiated size; `eom` marks the last one.
+    async fn send(&mut self, data: &[u8], eom: bool) -> Result<()> {
+        let delay = self.st.faults.st().delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let chunk = self.packet_size.saturating_sub(8).max(1);
+        let mut framed = Vec::with_capacity(data.len() + data.len() / chunk * 8 + 8);
+        let mut parts: Vec<&[u8]> = data.chunks(chunk).collect();
+        if parts.is_empty() {
+            parts.push(&[]);
+        }
+        let n = parts.len();
+        for (i, p) in parts.into_iter().enumerate() {
+            let last = i + 1 == n && eom;
+            framed.push(packet::TABULAR);
+            framed.push(if last { packet::STATUS_EOM } else { 0 });
+            framed.extend_from_slice(&((p.len() + 8) as u16).to_be_bytes());
+            framed.extend_from_slice(&(self.session.id as u16).to_be_bytes());
+            framed.push(self.out_packet_id);
+            framed.push(0);
+            framed.extend_from_slice(p);
+            self.out_packet_id = self.out_packet_id.wrapping_add(1);
+        }
+        self.stream.write_all(&framed).await?;
+        Ok(())
+    }
+
+    async fn serve_inner(&mut self) -> std::result::Result<(), Stop> {
+        // PRELOGIN
+        let Some((ty, status, body)) = self.read_packet().await? else { return Ok(()) };
+        if ty != packet::PRELOGIN {
+            return Err(proto(format!("expected PRELOGIN, got packet type {ty}")).into());
+        }
+        self.read_rest(ty, status, body).await?;
+        self.send(&prelogin_response(), true).await?;
+        // LOGIN7
+        let Some((ty, status, body)) = self.read_packet().await? else { return Ok(()) };
+        if ty != packet::LOGIN7 {
+            return Err(proto(format!("expected LOGIN7, got packet type {ty} (TLS is not supported)")).into());
+        }
+        let body = self.read_rest(ty, status, body).await?;
+        if !self.login(&body).await? {
+            return Ok(());
+        }
+        loop {
+            let Some((ty, status, body)) = self.read_packet().await? else { return Ok(()) };
+            match ty {
+                packet::SQL_BATCH => {
+                    let msg = self.read_rest(ty, status, body).await?;
+                    self.st.counters.batches.fetch_add(1, Ordering::SeqCst);
+                    let text = skip_all_headers(&msg).and_then(|b| wire::utf16_to_string(b).map_err(|e| wire_err("SQLBatch text", e)))?;
+                    let outs = self.run_sql(&text, Vars::new()).await;
+                    self.respond(outs, false).await?;
+                }
+                packet::RPC => {
+                    let msg = self.read_rest(ty, status, body).await?;
+                    self.st.counters.rpcs.fetch_add(1, Ordering::SeqCst);
+                    let outs = self.rpc(&msg).await?;
+                    self.respond(outs, true).await?;
+                }
+                packet::TRANSACTION_MANAGER => {
+                    let msg = self.read_rest(ty, status, body).await?;
+                    let outs = self.transaction_manager(&msg)?;
+                    self.respond(outs, false).await?;
+                }
+                packet::BULK_LOAD => self.bulk_load(status, body).await?,
+                packet::ATTENTION => {
+                    let mut w = TokenWriter::default();
+                    w.done(token::DONE, done::ATTN, 0);
+                    self.send(&w.buf, true).await?;
+                }
+                other => return Err(proto(format!("unsupported packet type {other}")).into()),
+            }
+        }
+    }
+
+    async fn login(&mut self, body: &[u8]) -> std::result::Result<bool, Stop> {
+        let l = parse_login7(body)?;
+        let cfg = &self.st.config;
+        let refuse = self.st.faults.st().refuse_login;
+        let mut w = TokenWriter::default();
+        let db = if l.database.is_empty() { "master".to_string() } else { l.database.clone() };
+        let known = self.st.engine.cat().dbs.contains_key(&db.to_lowercase());
+        let fail = if refuse || cfg.password.as_ref().is_some_and(|p| *p != l.password) {
+            Some((18456, 14, format!("Login failed for user '{}'.", l.user)))
+        } else if !known {
+            Some((4060, 11, format!("Cannot open database \"{db}\" requested by the login. The login failed.")))
+        } else {
+            None
+        };
+        if let Some((n, class, msg)) = fail {
+            self.st.counters.failed_logins.fetch_add(1, Ordering::SeqCst);
+            self.st.counters.errors_sent.fetch_add(1, Ordering::SeqCst);
+            w.message(token::ERROR, n, 1, class, &msg);
+            w.done(token::DONE, done::ERROR, 0);
+            self.send(&w.buf, true).await?;
+            let _ = self.stream.shutdown().await;
+            return Ok(false);
+        }
+        let canonical = self.st.engine.cat().dbs.get(&db.to_lowercase()).map(|d| d.name.clone()).unwrap_or(db);
+        self.session.db = canonical.clone();
+        let size = match (cfg.packet_size, l.packet_size) {
+            (Some(s), _) => s,
+            (None, 0) => 4096,
+            (None, s) => s,
+        }
+        .clamp(512, 32767);
+        w.env_str(1, &canonical, "master");
+        w.message(token::INFO, 5701, 2, 0, &format!("Changed database context to '{canonical}'."));
+        w.env_bytes(7, &wire::COLLATION, &[]);
+        w.env_str(2, "us_english", "");
+        w.message(token::INFO, 5703, 1, 0, "Changed language setting to us_english.");
+        w.login_ack();
+        w.env_str(4, &size.to_string(), &l.packet_size.to_string());
+        w.done(token::DONE, 0, 0);
+        self.send(&w.buf, true).await?;
+        self.packet_size = size as usize;
+        self.st.counters.logins.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    async fn run_sql(&mut self, text: &str, mut vars: Vars) -> Vec<Out> {
+        let stmts = match parse_batch(text) {
+            Ok(s) => s,
+            Err(e) => return vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+        };
+        self.st.counters.statements.fetch_add(stmts.len() as u64, Ordering::SeqCst);
+        let faults = &self.st.faults;
+        let outs = self.session.run(&self.st.engine, &stmts, &mut vars, &|t| faults.take_error(t)).await;
+        for o in &outs {
+            match o {
+                Out::EnvBytes(9, ..) => self.st.counters.commits.fetch_add(1, Ordering::SeqCst),
+                Out::EnvBytes(10, ..) => self.st.counters.rollbacks.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
+        }
+        outs
+    }
+
+    async fn rpc(&mut self, msg: &[u8]) -> Result<Vec<Out>> {
+        let b = skip_all_headers(msg)?;
+        let mut r = Rd::new(b);
+        let e = |x| wire_err("RPC request", x);
+        let n = r.u16().map_err(e)?;
+        let proc = if n == 0xFFFF {
+            match r.u16().map_err(e)? {
+                10 => "sp_executesql".to_string(),
+                id => return Ok(vec![Out::Error(SqlError::new(2812, format!("tds-test-server supports RPC ProcID 10 (sp_executesql) only, got ProcID {id}."))), Out::Done { status: done::ERROR, count: None }]),
+            }
+        } else {
+            r.utf16(n as usize).map_err(e)?.to_lowercase()
+        };
+        let _flags = r.u16().map_err(e)?;
+        let mut params: Vec<(String, Option<SqlType>, Value)> = Vec::new();
+        while r.remaining() > 0 {
+            let name = r.b_varchar().map_err(e)?;
+            let _status = r.u8().map_err(e)?;
+            let wt = WireType::decode(&mut r).map_err(e)?;
+            let v = wt.decode_value(&mut r).map_err(e)?;
+            params.push((name.to_lowercase(), wt.sql_type(), v));
+        }
+        let proc = proc.rsplit('.').next().unwrap_or(&proc).to_string();
+        if proc == "sp_executesql" {
+            let Some((_, _, Value::Str(stmt))) = params.first().cloned() else {
+                return Ok(vec![Out::Error(SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.")), Out::Done { status: done::ERROR, count: None }]);
+            };
+            let mut vars = Vars::new();
+            for (i, (name, ty, v)) in params.into_iter().enumerate().skip(2) {
+                let name = if name.is_empty() { format!("@p{}", i - 1) } else { name };
+                vars.insert(name, Var { ty, value: v });
+            }
+            return Ok(self.run_sql(&stmt, vars).await);
+        }
+        let args: Vec<(Option<String>, Value)> = params.into_iter().map(|(n, _, v)| (if n.is_empty() { None } else { Some(n) }, v)).collect();
+        self.st.counters.statements.fetch_add(1, Ordering::SeqCst);
+        Ok(match self.session.call_proc(&self.st.engine, &proc, &args, &proc).await {
+            Ok(status) => vec![Out::ReturnStatus(status)],
+            Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+        })
+    }
+
+    fn transaction_manager(&mut self, msg: &[u8]) -> Result<Vec<Out>> {
+        let b = skip_all_headers(msg)?;
+        let mut r = Rd::new(b);
+        let req = r.u16().map_err(|x| wire_err("transaction manager request", x))?;
+        let mut outs = Vec::new();
+        match req {
+            5 => outs.extend(self.session.begin()),
+            7 => match self.session.commit(&self.st.engine) {
+                Ok(ev) => {
+                    if ev.is_some() {
+                        self.st.counters.commits.fetch_add(1, Ordering::SeqCst);
+                    }
+                    outs.extend(ev)
+                }
+                Err(e) => outs.push(Out::Error(e)),
+            },
+            8 => match self.session.rollback(&self.st.engine) {
+                Some(ev) => {
+                    self.st.counters.rollbacks.fetch_add(1, Ordering::SeqCst);
+                    outs.push(ev)
+                }
+                None => outs.push(Out::Error(SqlError::new(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION."))),
+            },
+            other => outs.push(Out::Error(SqlError::new(8525, format!("Transaction manager request {other} is not supported by tds-test-server.")))),
+        }
+        let err = outs.iter().any(|o| matches!(o, Out::Error(_)));
+        outs.push(Out::Done { status: if err { done::ERROR } else { 0 }, count: None });
+        Ok(outs)
+    }
+
+    /// Encodes events to tokens and sends them; honours the drop-after-rows fault.
+    async fn respond(&mut self, mut outs: Vec<Out>, rpc: bool) -> std::result::Result<(), Stop> {
+        if !outs.iter().any(|o| matches!(o, Out::Done { .. } | Out::DoneProc)) && !rpc {
+            outs.push(Out::Done { status: 0, count: None });
+        }
+        let any_error = outs.iter().any(|o| matches!(o, Out::Error(_)));
+        let last_done = outs.iter().rposition(|o| matches!(o, Out::Done { .. } | Out::DoneProc));
+        let mut w = TokenWriter::default();
+        let mut meta: Arc<Vec<OutCol>> = Arc::new(Vec::new());
+        let mut rows = 0u64;
+        let limit = self.st.faults.st().drop_after_rows;
+        let in_tx = if self.session.in_tx() { done::INXACT } else { 0 };
+        for (i, o) in outs.into_iter().enumerate() {
+            match o {
+                Out::Meta(m) => {
+                    w.col_metadata(&m);
+                    meta = m;
+                }
+                Out::Row(r) => {
+                    if let Some(n) = limit {
+                        if rows >= n {
+                            self.st.faults.st().drop_after_rows = None;
+                            self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
+                            self.send(&w.buf, false).await?;
+                            return Err(Stop::Dropped);
+                        }
+                    }
+                    if let Err(e) = w.row(&meta, &r) {
+                        return Err(proto(format!("cannot encode a result row: {e}")).into());
+                    }
+                    rows += 1;
+                }
+                Out::Done { status, count } => {
+                    let more = if rpc || Some(i) != last_done { done::MORE } else { 0 };
+                    let cnt = if count.is_some() { done::COUNT } else { 0 };
+                    w.done(if rpc { token::DONEINPROC } else { token::DONE }, status | more | cnt | in_tx, count.unwrap_or(0));
+                }
+                Out::DoneProc => {
+                    let more = if Some(i) != last_done { done::MORE } else { 0 };
+                    w.done(token::DONEPROC, more, 0);
+                }
+                Out::Error(e) => {
+                    self.st.counters.errors_sent.fetch_add(1, Ordering::SeqCst);
+                    w.message(token::ERROR, e.number, e.state, e.class, &e.message);
+                }
+                Out::EnvBytes(kind, new, old) => w.env_bytes(kind, &new, &old),
+                Out::ReturnStatus(s) => w.return_status(s),
+            }
+        }
+        if rpc {
+            w.return_status(if any_error { -6 } else { 0 });
+            w.done(token::DONEPROC, if any_error { done::ERROR } else { 0 }, 0);
+        }
+        self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
+        self.send(&w.buf, true).await?;
+        Ok(())
+    }
+
+    async fn bulk_load(&mut self, status: u8, first: Vec<u8>) -> std::result::Result<(), Stop> {
+        let drop_this = {
+            let mut f = self.st.faults.st();
+            match f.drop_on_bulk_load {
+                Some(1) => {
+                    f.drop_on_bulk_load = None;
+                    true
+                }
+                Some(n) => {
+                    f.drop_on_bulk_load = Some(n - 1);
+                    false
+                }
+                None => false,
+            }
+        };
+        let target = self.session.bulk_target.take();
+        let cols = target.as_ref().and_then(|k| self.st.engine.cat().table(k).map(|t| (t.columns.clone(), t.bulk_count_only, t.name.clone())));
+        let mut dec = BulkDecoder { buf: Vec::new(), cols: None, table: cols.clone(), map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false };
+        if target.is_none() || cols.is_none() {
+            dec.error = Some(SqlError::new(4804, "While reading current row from host, a premature end-of-message was encountered (no INSERT BULK statement precedes this BulkLoad message)."));
+        }
+        let mut eom = status & packet::STATUS_EOM != 0;
+        dec.feed(&first)?;
+        while !eom {
+            let (t, s, b) = self.read_packet().await?.ok_or_else(|| proto("connection closed inside a BulkLoad message"))?;
+            if t != packet::BULK_LOAD {
+                return Err(proto(format!("packet type {t} inside a BulkLoad message")).into());
+            }
+            dec.feed(&b)?;
+            eom = s & packet::STATUS_EOM != 0;
+        }
+        if !dec.buf.is_empty() {
+            return Err(proto(format!("BulkLoad message ends inside a token ({} bytes left)", dec.buf.len())).into());
+        }
+        self.st.counters.bulk_rows_received.fetch_add(dec.n, Ordering::SeqCst);
+        if drop_this {
+            return Err(Stop::Dropped);
+        }
+        self.st.counters.bulk_loads.fetch_add(1, Ordering::SeqCst);
+        let outs = match (dec.error.take(), target, cols) {
+            (Some(e), _, _) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+            (None, Some(k), Some((_, count_only, _))) => {
+                let n = dec.n;
+                if count_only {
+                    vec![Out::Done { status: 0, count: Some(n) }]
+                } else {
+                    let pending = self.session.pending(&k).to_vec();
+                    let mut cat = self.st.engine.cat();
+                    match cat.table_mut(&k) {
+                        None => vec![Out::Error(SqlError::new(208, "Invalid object name (table dropped during bulk load).")), Out::Done { status: done::ERROR, count: None }],
+                        Some(t) => match build_rows(t, std::mem::take(&mut dec.rows), &pending) {
+                            Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+                            Ok(rows) => {
+                                match &mut self.session.tx {
+                                    Some(tx) => tx.pending.entry(k).or_default().extend(rows),
+                                    None => t.rows.extend(rows),
+                                }
+                                vec![Out::Done { status: 0, count: Some(n) }]
+                            }
+                        },
+                    }
+                }
+            }
+            _ => vec![Out::Done { status: done::ERROR, count: None }],
+        };
+        self.respond(outs, false).await
+    }
+}
+
+/// Streaming decoder of one BulkLoad message: COLMETADATA, ROW/NBCROW tokens, DONE.
+struct BulkDecoder {
+    buf: Vec<u8>,
+    cols: Option<Vec<BulkColumn>>,
+    /// Target columns, count-only flag, table name.
+    table: Option<(Vec<Column>, bool, String)>,
+    /// Bulk column index -> table column index.
+    map: Vec<usize>,
+    rows: Vec<Vec<Option<Value>>>,
+    n: u64,
+    error: Option<SqlError>,
+    done: bool,
+}
+
+impl BulkDecoder {
+    fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(bytes);
+        let mut consumed = 0;
+        let res = loop {
+            if consumed == buf.len() {
+                break Ok(());
+            }
+            let mut r = Rd::new(&buf[consumed..]);
+            match self.token(&mut r) {
+                Ok(()) => consumed += r.pos,
+                Err(WireError::Incomplete) => break Ok(()),
+                Err(e) => break Err(wire_err("BulkLoad", e)),
+            }
+        };
+        buf.drain(..consumed);
+        self.buf = buf;
+        res
+    }
+
+    fn token(&mut self, r: &mut Rd) -> wire::WResult<()> {
+        if self.done {
+            return Err(WireError::Malformed("data after the DONE token".into()));
+        }
+        match r.u8()? {
+            token::COLMETADATA => {
+                let cols = wire::decode_col_metadata(r)?;
+                self.validate(&cols);
+                self.cols = Some(cols);
+            }
+            t @ (token::ROW | token::NBCROW) => {
+                let cols = self.cols.as_ref().ok_or_else(|| WireError::Malformed("ROW before COLMETADATA".into()))?;
+                let vals = if t == token::ROW { cols.iter().map(|c| c.wire.decode_value(r)).collect::<wire::WResult<Vec<_>>>()? } else { wire::decode_nbc_row(r, cols)? };
+                self.n += 1;
+                self.accept_row(vals);
+            }
+            token::DONE => {
+                r.bytes(12)?;
+                self.done = true;
+            }
+            other => return Err(WireError::Malformed(format!("unexpected token 0x{other:02X} in BulkLoad"))),
+        }
+        Ok(())
+    }
+
+    /// Checks the client's column types against the table, as SQL Server does (strictly:
+    /// same type family and width, same precision/scale, same DATETIME2 scale).
+    fn validate(&mut self, bulk: &[BulkColumn]) {
+        let Some((cols, _, tname)) = &self.table else { return };
+        self.map.clear();
+        for (j, b) in bulk.iter().enumerate() {
+            let Some(i) = cols.iter().position(|c| c.name.eq_ignore_ascii_case(&b.name)) else {
+                self.error.get_or_insert(SqlError::new(4819, format!("Cannot bulk load. The bulk data stream was incorrectly specified as sorted or the column '{}' is not in table '{tname}'.", b.name)));
+                self.map.push(usize::MAX);
+                continue;
+            };
+            self.map.push(i);
+            let want = cols[i].ty;
+            let ok = match (b.wire.sql_type(), want) {
+                (Some(SqlType::NVarChar(_)), SqlType::NVarChar(_)) | (Some(SqlType::VarChar(_)), SqlType::VarChar(_)) => true,
+                (Some(got), want) => got == want,
+                (None, _) => false,
+            };
+            if !ok {
+                let got = b.wire.sql_type().map(|t| t.sql_name()).unwrap_or_else(|| format!("{:?}", b.wire));
+                self.error.get_or_insert(SqlError::new(4816, format!("Invalid column type from bcp client for colid {} ('{}': client sent {got}, table '{tname}' has {}).", j + 1, b.name, want.sql_name())));
+            }
+        }
+    }
+
+    fn accept_row(&mut self, vals: Vec<Value>) {
+        let Some((cols, count_only, _)) = &self.table else { return };
+        if self.error.is_some() {
+            return;
+        }
+        let mut row = vec![None; cols.len()];
+        for (j, v) in vals.into_iter().enumerate() {
+            let Some(&i) = self.map.get(j) else { continue };
+            if i == usize::MAX {
+                continue;
+            }
+            if let (Value::Str(s), SqlType::NVarChar(Some(max)) | SqlType::VarChar(Some(max))) = (&v, cols[i].ty) {
+                if s.chars().count() > max as usize {
+                    self.error = Some(SqlError::new(4815, format!("Received an invalid column length from the bcp client for colid {} (column '{}', {} characters, max {max}).", j + 1, cols[i].name, s.chars().count())));
+                    return;
+                }
+            }
+            row[i] = Some(v);
+        }
+        if !count_only {
+            self.rows.push(row);
+        }
+    }
+}
+
+/// Skips ALL_HEADERS (TDS 7.2+) at the start of SQLBatch/RPC/TM payloads.
+fn skip_all_headers(msg: &[u8]) -> Result<&[u8]> {
+    let mut r = Rd::new(msg);
+    let total = r.u32().map_err(|e| wire_err("ALL_HEADERS", e))? as usize;
+    if total < 4 || total > msg.len() {
+        return Err(proto(format!("ALL_HEADERS length {total} outside the {}-byte message", msg.len())));
+    }
+    Ok(&msg[total..])
+}
+
+fn prelogin_response() -> Vec<u8> {
+    // VERSION, ENCRYPTION (ENCRYPT_NOT_SUP), INSTOPT (valid), MARS (off), terminator.
+    let opts: [(u8, &[u8]); 4] = [(0, &[16, 0, 0x10, 0x00, 0, 0]), (1, &[0x02]), (2, &[0x00]), (4, &[0x00])];
+    let mut head = Vec::new();
+    let mut data = Vec::new();
+    let base = opts.len() * 5 + 1;
+    for (t, d) in opts {
+        head.push(t);
+        head.extend_from_slice(&((base + data.len()) as u16).to_be_bytes());
+        head.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        data.extend_from_slice(d);
+    }
+    head.push(0xFF);
+    head.extend_from_slice(&data);
+    head
+}
+
+/// The parts of LOGIN7 the server uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login7 {
+    /// Requested packet size.
+    pub packet_size: u32,
+    /// User name.
+    pub user: String,
+    /// Password (de-obfuscated).
+    pub password: String,
+    /// Application name.
+    pub app: String,
+    /// Initial database (may be empty).
+    pub database: String,
+}
+
+/// Parses a LOGIN7 message (MS-TDS 2.2.6.4).
+pub fn parse_login7(b: &[u8]) -> Result<Login7> {
+    let e = |x| wire_err("LOGIN7", x);
+    let mut r = Rd::new(b);
+    let _len = r.u32().map_err(e)?;
+    let _ver = r.u32().map_err(e)?;
+    let packet_size = r.u32().map_err(e)?;
+    let field = |idx: usize| -> Result<&[u8]> {
+        let at = 36 + idx * 4;
+        let mut r = Rd::new(b.get(at..at + 4).ok_or_else(|| proto("LOGIN7 shorter than its fixed part"))?);
+        let off = r.u16().map_err(e)? as usize;
+        let n = r.u16().map_err(e)? as usize * 2;
+        b.get(off..off + n).ok_or_else(|| proto(format!("LOGIN7 field {idx} at {off}+{n} outside the {}-byte message", b.len())))
+    };
+    let text = |idx: usize| -> Result<String> { wire::utf16_to_string(field(idx)?).map_err(e) };
+    let pw: Vec<u8> = field(2)?.iter().map(|&x| (x ^ 0xA5).rotate_left(4)).collect();
+    Ok(Login7 { packet_size, user: text(1)?, password: wire::utf16_to_string(&pw).map_err(e)?, app: text(3)?, database: text(8)? })
+}
+

@@ -1,0 +1,820 @@
+//! MS-TDS byte level: a bounds-checked reader, TYPE_INFO/value decoding (RPC parameters and
+//! BulkLoad rows) and server-side token encoding (COLMETADATA, ROW, DONE, ERROR, ENVCHANGE, ...).
+//!
+//! Everything here works on complete byte slices and never panics on malformed input:
+//! a short buffer is [`WireError::Incomplete`], anything else [`WireError::Malformed`].
+
+use crate::types::{SqlType, Value, TICKS_PER_DAY};
+
+/// Packet types (MS-TDS 2.2.3.1.1).
+pub mod packet {
+    /// SQL batch.
+    pub const SQL_BATCH: u8 = 1;
+    /// RPC request.
+    pub const RPC: u8 = 3;
+    /// Tabular result (server to client).
+    pub const TABULAR: u8 = 4;
+    /// Attention signal.
+    pub const ATTENTION: u8 = 6;
+    /// Bulk load data.
+    pub const BULK_LOAD: u8 = 7;
+    /// Transaction manager request.
+    pub const TRANSACTION_MANAGER: u8 = 14;
+    /// LOGIN7.
+    pub const LOGIN7: u8 = 16;
+    /// PRELOGIN.
+    pub const PRELOGIN: u8 = 18;
+    /// Status bit: end of message.
+    pub const STATUS_EOM: u8 = 0x01;
+}
+
+/// Token types (MS-TDS 2.2.7).
+pub mod token {
+    #![allow(missing_docs)]
+    pub const COLMETADATA: u8 = 0x81;
+    pub const ERROR: u8 = 0xAA;
+    pub const INFO: u8 = 0xAB;
+    pub const LOGINACK: u8 = 0xAD;
+    pub const ROW: u8 = 0xD1;
+    pub const NBCROW: u8 = 0xD2;
+    pub const ENVCHANGE: u8 = 0xE3;
+    pub const RETURNSTATUS: u8 = 0x79;
+    pub const DONE: u8 = 0xFD;
+    pub const DONEPROC: u8 = 0xFE;
+    pub const DONEINPROC: u8 = 0xFF;
+}
+
+/// DONE status bits.
+pub mod done {
+    #![allow(missing_docs)]
+    pub const MORE: u16 = 0x01;
+    pub const ERROR: u16 = 0x02;
+    pub const INXACT: u16 = 0x04;
+    pub const COUNT: u16 = 0x10;
+    pub const ATTN: u16 = 0x20;
+}
+
+/// Data type bytes (MS-TDS 2.2.5.4).
+pub mod ty {
+    #![allow(missing_docs)]
+    pub const NULL: u8 = 0x1F;
+    pub const INT1: u8 = 0x30;
+    pub const BIT: u8 = 0x32;
+    pub const INT2: u8 = 0x34;
+    pub const INT4: u8 = 0x38;
+    pub const DATETIM4: u8 = 0x3A;
+    pub const FLT4: u8 = 0x3B;
+    pub const DATETIME: u8 = 0x3D;
+    pub const FLT8: u8 = 0x3E;
+    pub const INT8: u8 = 0x7F;
+    pub const INTN: u8 = 0x26;
+    pub const BITN: u8 = 0x68;
+    pub const DECIMALN: u8 = 0x6A;
+    pub const NUMERICN: u8 = 0x6C;
+    pub const FLTN: u8 = 0x6D;
+    pub const DATETIMN: u8 = 0x6F;
+    pub const DATEN: u8 = 0x28;
+    pub const DATETIME2N: u8 = 0x2A;
+    pub const BIGVARCHAR: u8 = 0xA7;
+    pub const BIGCHAR: u8 = 0xAF;
+    pub const NVARCHAR: u8 = 0xE7;
+    pub const NCHAR: u8 = 0xEF;
+}
+
+/// The collation the server reports: LCID 0x0409, flags 0xD0 (CI, AS), SortId 52
+/// = SQL_Latin1_General_CP1_CI_AS (code page 1252).
+pub const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
+
+/// A decoding failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The buffer ends before the item does (more packets may complete it).
+    Incomplete,
+    /// The bytes cannot be valid MS-TDS.
+    Malformed(String),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Incomplete => write!(f, "message ends early"),
+            WireError::Malformed(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Shorthand for decoder results.
+pub type WResult<T> = Result<T, WireError>;
+
+fn bad<T>(msg: impl Into<String>) -> WResult<T> {
+    Err(WireError::Malformed(msg.into()))
+}
+
+/// A bounds-checked little-endian reader over a byte slice.
+#[derive(Debug, Clone)]
+pub struct Rd<'a> {
+    buf: &'a [u8],
+    /// Current offset.
+    pub pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    /// Reader at offset 0.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Rd { buf, pos: 0 }
+    }
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    /// Next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> WResult<&'a [u8]> {
+        if self.remaining() < n {
+            return Err(WireError::Incomplete);
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> WResult<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+    /// u8.
+    pub fn u8(&mut self) -> WResult<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+    /// u16 little endian.
+    pub fn u16(&mut self) -> WResult<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    /// u32 little endian.
+    pub fn u32(&mut self) -> WResult<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    /// u64 little endian.
+    pub fn u64(&mut self) -> WResult<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    /// `n` UTF-16LE code units.
+    pub fn utf16(&mut self, n: usize) -> WResult<String> {
+        utf16_to_string(self.bytes(n * 2)?)
+    }
+    /// B_VARCHAR: u8 length in characters, UTF-16LE.
+    pub fn b_varchar(&mut self) -> WResult<String> {
+        let n = self.u8()? as usize;
+        self.utf16(n)
+    }
+    /// US_VARCHAR: u16 length in characters, UTF-16LE.
+    pub fn us_varchar(&mut self) -> WResult<String> {
+        let n = self.u16()? as usize;
+        self.utf16(n)
+    }
+}
+
+/// Decodes UTF-16LE bytes.
+pub fn utf16_to_string(b: &[u8]) -> WResult<String> {
+    if b.len() % 2 != 0 {
+        return bad("odd UTF-16 byte length");
+    }
+    let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).map_err(|_| WireError::Malformed("invalid UTF-16 text".into()))
+}
+
+/// Decodes code page 1252 bytes (VARCHAR with the server collation).
+pub fn cp1252_to_string(b: &[u8]) -> String {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+    ];
+    b.iter().map(|&c| if (0x80..0xA0).contains(&c) { HIGH[(c - 0x80) as usize] } else { c as char }).collect()
+}
+
+/// Encodes text as code page 1252; `None` if a character has no 1252 byte.
+pub fn string_to_cp1252(s: &str) -> Option<Vec<u8>> {
+    s.chars()
+        .map(|c| {
+            let u = c as u32;
+            if u < 0x80 || (0xA0..=0xFF).contains(&u) {
+                return Some(u as u8);
+            }
+            (0x80u8..0xA0).find(|&b| cp1252_to_string(&[b]).starts_with(c))
+        })
+        .collect()
+}
+
+/// A decoded TYPE_INFO (of an RPC parameter or a BulkLoad COLMETADATA column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireType {
+    /// NULLTYPE.
+    Null,
+    /// INT1/INT2/INT4/INT8 (fixed; byte width).
+    FixedInt(u8),
+    /// BIT (fixed).
+    FixedBit,
+    /// FLT4/FLT8 (fixed; byte width).
+    FixedFloat(u8),
+    /// DATETIME (fixed 8 bytes).
+    FixedDateTime,
+    /// INTN with its max width.
+    IntN(u8),
+    /// BITN.
+    BitN,
+    /// FLTN with its max width.
+    FloatN(u8),
+    /// DATETIMN with its width (4 or 8).
+    DateTimeN(u8),
+    /// DATEN.
+    DateN,
+    /// DECIMALN/NUMERICN.
+    DecimalN {
+        /// Byte length of the value (5/9/13/17).
+        len: u8,
+        /// Precision.
+        precision: u8,
+        /// Scale.
+        scale: u8,
+    },
+    /// DATETIME2N with its scale.
+    DateTime2N(u8),
+    /// NVARCHAR/NCHAR, max length in bytes (0xFFFF = MAX, sent as PLP).
+    NVarChar(u16),
+    /// BIGVARCHAR/BIGCHAR, max length in bytes (0xFFFF = MAX).
+    VarChar(u16),
+}
+
+impl WireType {
+    /// Reads a TYPE_INFO.
+    pub fn decode(r: &mut Rd) -> WResult<WireType> {
+        let t = r.u8()?;
+        Ok(match t {
+            ty::NULL => WireType::Null,
+            ty::INT1 => WireType::FixedInt(1),
+            ty::INT2 => WireType::FixedInt(2),
+            ty::INT4 => WireType::FixedInt(4),
+            ty::INT8 => WireType::FixedInt(8),
+            ty::BIT => WireType::FixedBit,
+            ty::FLT4 => WireType::FixedFloat(4),
+            ty::FLT8 => WireType::FixedFloat(8),
+            ty::DATETIME => WireType::FixedDateTime,
+            ty::INTN => match r.u8()? {
+                n @ (1 | 2 | 4 | 8) => WireType::IntN(n),
+                n => return bad(format!("INTN length {n}")),
+            },
+            ty::BITN => match r.u8()? {
+                1 => WireType::BitN,
+                n => return bad(format!("BITN length {n}")),
+            },
+            ty::FLTN => match r.u8()? {
+                n @ (4 | 8) => WireType::FloatN(n),
+                n => return bad(format!("FLTN length {n}")),
+            },
+            ty::DATETIMN => match r.u8()? {
+                n @ (4 | 8) => WireType::DateTimeN(n),
+                n => return bad(format!("DATETIMN length {n}")),
+            },
+            ty::DATEN => WireType::DateN,
+            ty::DECIMALN | ty::NUMERICN => {
+                let len = r.u8()?;
+                let precision = r.u8()?;
+                let scale = r.u8()?;
+                if !(1..=38).contains(&precision) || scale > precision || !matches!(len, 5 | 9 | 13 | 17) {
+                    return bad(format!("DECIMALN len {len} precision {precision} scale {scale}"));
+                }
+                WireType::DecimalN { len, precision, scale }
+            }
+            ty::DATETIME2N => match r.u8()? {
+                s @ 0..=7 => WireType::DateTime2N(s),
+                s => return bad(format!("DATETIME2N scale {s}")),
+            },
+            ty::NVARCHAR | ty::NCHAR => {
+                let n = r.u16()?;
+                r.bytes(5)?;
+                WireType::NVarChar(n)
+            }
+            ty::BIGVARCHAR | ty::BIGCHAR => {
+                let n = r.u16()?;
+                r.bytes(5)?;
+                WireType::VarChar(n)
+            }
+            other => return bad(format!("unsupported data type 0x{other:02X}")),
+        })
+    }
+
+    /// The SQL type this wire type carries, for comparing with a table column.
+    pub fn sql_type(&self) -> Option<SqlType> {
+        Some(match *self {
+            WireType::FixedInt(1) | WireType::IntN(1) => SqlType::TinyInt,
+            WireType::FixedInt(2) | WireType::IntN(2) => SqlType::SmallInt,
+            WireType::FixedInt(4) | WireType::IntN(4) => SqlType::Int,
+            WireType::FixedInt(_) | WireType::IntN(_) => SqlType::BigInt,
+            WireType::FixedBit | WireType::BitN => SqlType::Bit,
+            WireType::DecimalN { precision, scale, .. } => SqlType::Decimal { precision, scale },
+            WireType::DateTime2N(s) => SqlType::DateTime2(s),
+            WireType::NVarChar(0xFFFF) => SqlType::NVarChar(None),
+            WireType::NVarChar(n) => SqlType::NVarChar(Some(n / 2)),
+            WireType::VarChar(0xFFFF) => SqlType::VarChar(None),
+            WireType::VarChar(n) => SqlType::VarChar(Some(n)),
+            _ => return None,
+        })
+    }
+
+    /// Reads one value of this type (a ROW column or an RPC parameter value).
+    pub fn decode_value(&self, r: &mut Rd) -> WResult<Value> {
+        match *self {
+            WireType::Null => Ok(Value::Null),
+            WireType::FixedInt(n) => read_int(r, n),
+            WireType::FixedBit => Ok(Value::Bool(r.u8()? != 0)),
+            WireType::FixedFloat(n) => read_float(r, n),
+            WireType::FixedDateTime => read_datetime(r, 8),
+            WireType::IntN(_) => match r.u8()? {
+                0 => Ok(Value::Null),
+                n @ (1 | 2 | 4 | 8) => read_int(r, n),
+                n => bad(format!("INTN value length {n}")),
+            },
+            WireType::BitN => match r.u8()? {
+                0 => Ok(Value::Null),
+                1 => Ok(Value::Bool(r.u8()? != 0)),
+                n => bad(format!("BITN value length {n}")),
+            },
+            WireType::FloatN(_) => match r.u8()? {
+                0 => Ok(Value::Null),
+                n @ (4 | 8) => read_float(r, n),
+                n => bad(format!("FLTN value length {n}")),
+            },
+            WireType::DateTimeN(_) => match r.u8()? {
+                0 => Ok(Value::Null),
+                n @ (4 | 8) => read_datetime(r, n),
+                n => bad(format!("DATETIMN value length {n}")),
+            },
+            WireType::DateN => match r.u8()? {
+                0 => Ok(Value::Null),
+                3 => Ok(Value::DateTime2(read_u24(r)? as i64 * TICKS_PER_DAY)),
+                n => bad(format!("DATEN value length {n}")),
+            },
+            WireType::DecimalN { precision, scale, .. } => {
+                let n = r.u8()?;
+                if n == 0 {
+                    return Ok(Value::Null);
+                }
+                if !matches!(n, 5 | 9 | 13 | 17) {
+                    return bad(format!("DECIMALN value length {n}"));
+                }
+                let sign = r.u8()?;
+                let mut mag = [0u8; 16];
+                mag[..(n - 1) as usize].copy_from_slice(r.bytes((n - 1) as usize)?);
+                let m = u128::from_le_bytes(mag);
+                if m >= 10u128.pow(precision as u32) {
+                    return bad(format!("DECIMALN value {m} exceeds precision {precision}"));
+                }
+                let m = m as i128;
+                Ok(Value::Decimal { mantissa: if sign == 0 { -m } else { m }, scale })
+            }
+            WireType::DateTime2N(scale) => {
+                let n = r.u8()?;
+                if n == 0 {
+                    return Ok(Value::Null);
+                }
+                let tlen = time_len(scale);
+                if n != tlen + 3 {
+                    return bad(format!("DATETIME2N value length {n} for scale {scale}"));
+                }
+                let mut t = [0u8; 8];
+                t[..tlen as usize].copy_from_slice(r.bytes(tlen as usize)?);
+                let units = u64::from_le_bytes(t) as i64;
+                let ticks = units * 10i64.pow(7 - scale as u32);
+                if ticks >= TICKS_PER_DAY {
+                    return bad("DATETIME2N time beyond one day");
+                }
+                let days = read_u24(r)? as i64;
+                Ok(Value::DateTime2(days * TICKS_PER_DAY + ticks))
+            }
+            WireType::NVarChar(max) => match read_var_bytes(r, max)? {
+                None => Ok(Value::Null),
+                Some(b) => Ok(Value::Str(utf16_to_string(&b)?)),
+            },
+            WireType::VarChar(max) => match read_var_bytes(r, max)? {
+                None => Ok(Value::Null),
+                Some(b) => Ok(Value::Str(cp1252_to_string(&b))),
+            },
+        }
+    }
+}
+
+fn read_u24(r: &mut Rd) -> WResult<u32> {
+    let b = r.bytes(3)?;
+    Ok(b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16)
+}
+
+fn read_int(r: &mut Rd, n: u8) -> WResult<Value> {
+    Ok(Value::Int(match n {
+        1 => r.u8()? as i64,
+        2 => r.u16()? as i16 as i64,
+        4 => r.u32()? as i32 as i64,
+        _ => r.u64()? as i64,
+    }))
+}
+
+fn read_float(r: &mut Rd, n: u8) -> WResult<Value> {
+    Ok(Value::Float(if n == 4 { f32::from_bits(r.u32()?) as f64 } else { f64::from_bits(r.u64()?) }))
+}
+
+/// DATETIME: days since 1900-01-01 and 1/300 s ticks (or SMALLDATETIME: u16 days, u16 minutes).
+fn read_datetime(r: &mut Rd, n: u8) -> WResult<Value> {
+    const DAYS_1900: i64 = 693_595;
+    let (days, ticks) = if n == 4 {
+        let d = r.u16()? as i64;
+        let m = r.u16()? as i64;
+        (d, m * 60 * 10_000_000)
+    } else {
+        let d = r.u32()? as i32 as i64;
+        let t = r.u32()? as i64;
+        (d, (t * 10_000_000 * 10 + 1500) / 3000)
+    };
+    Ok(Value::DateTime2((DAYS_1900 + days) * TICKS_PER_DAY + ticks))
+}
+
+/// Reads a USHORTLEN value (u16 length, 0xFFFF = NULL) or, for MAX types, a PLP value.
+fn read_var_bytes(r: &mut Rd, max: u16) -> WResult<Option<Vec<u8>>> {
+    if max != 0xFFFF {
+        let n = r.u16()?;
+        if n == 0xFFFF {
+            return Ok(None);
+        }
+        if n > max {
+            return bad(format!("value length {n} exceeds declared max {max}"));
+        }
+        return Ok(Some(r.bytes(n as usize)?.to_vec()));
+    }
+    let total = r.u64()?;
+    if total == u64::MAX {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    loop {
+        let n = r.u32()? as usize;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(r.bytes(n)?);
+    }
+    if total != 0xFFFF_FFFF_FFFF_FFFE && total != out.len() as u64 {
+        return bad(format!("PLP total length {total} but chunks hold {}", out.len()));
+    }
+    Ok(Some(out))
+}
+
+/// Bytes of a DATETIME2/TIME time part for a scale.
+pub fn time_len(scale: u8) -> u8 {
+    match scale {
+        0..=2 => 3,
+        3 | 4 => 4,
+        _ => 5,
+    }
+}
+
+/// Bytes of a DECIMALN value for a precision.
+pub fn decimal_len(precision: u8) -> u8 {
+    match precision {
+        0..=9 => 5,
+        10..=19 => 9,
+        20..=28 => 13,
+        _ => 17,
+    }
+}
+
+/// A result column as sent in COLMETADATA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutCol {
+    /// Column name.
+    pub name: String,
+    /// Type.
+    pub ty: SqlType,
+    /// Nullable flag.
+    pub nullable: bool,
+    /// Identity flag (and then read-only, as SQL Server reports it).
+    pub identity: bool,
+}
+
+/// Appends server tokens to a message buffer.
+#[derive(Debug, Default)]
+pub struct TokenWriter {
+    /// Encoded bytes.
+    pub buf: Vec<u8>,
+}
+
+fn put_b_varchar(buf: &mut Vec<u8>, s: &str) {
+    let n = s.encode_utf16().count().min(255);
+    buf.push(n as u8);
+    for u in s.encode_utf16().take(n) {
+        buf.extend_from_slice(&u.to_le_bytes());
+    }
+}
+
+fn put_us_varchar(buf: &mut Vec<u8>, s: &str) {
+    let n = s.encode_utf16().count().min(65535);
+    buf.extend_from_slice(&(n as u16).to_le_bytes());
+    for u in s.encode_utf16().take(n) {
+        buf.extend_from_slice(&u.to_le_bytes());
+    }
+}
+
+impl TokenWriter {
+    fn with_len(&mut self, tok: u8, f: impl FnOnce(&mut Vec<u8>)) {
+        self.buf.push(tok);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        f(&mut self.buf);
+        let len = (self.buf.len() - at - 2).min(65535) as u16;
+        self.buf[at..at + 2].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// LOGINACK for TDS 7.4.
+    pub fn login_ack(&mut self) {
+        self.with_len(token::LOGINACK, |b| {
+            b.push(1); // SQL interface
+            b.extend_from_slice(&[0x74, 0x00, 0x00, 0x04]); // TDS 7.4, big endian
+            put_b_varchar(b, "Microsoft SQL Server");
+            b.extend_from_slice(&[16, 0, 0x10, 0x00]); // version 16.0.4096
+        });
+    }
+
+    /// ENVCHANGE with two B_VARCHAR values (database, language, packet size).
+    pub fn env_str(&mut self, kind: u8, new: &str, old: &str) {
+        self.with_len(token::ENVCHANGE, |b| {
+            b.push(kind);
+            put_b_varchar(b, new);
+            put_b_varchar(b, old);
+        });
+    }
+
+    /// ENVCHANGE with two B_VARBYTE values (collation, transactions).
+    pub fn env_bytes(&mut self, kind: u8, new: &[u8], old: &[u8]) {
+        self.with_len(token::ENVCHANGE, |b| {
+            b.push(kind);
+            b.push(new.len() as u8);
+            b.extend_from_slice(new);
+            b.push(old.len() as u8);
+            b.extend_from_slice(old);
+        });
+    }
+
+    /// ERROR (0xAA) or INFO (0xAB).
+    pub fn message(&mut self, tok: u8, number: i32, state: u8, class: u8, text: &str) {
+        self.with_len(tok, |b| {
+            b.extend_from_slice(&number.to_le_bytes());
+            b.push(state);
+            b.push(class);
+            put_us_varchar(b, text);
+            put_b_varchar(b, "tds-test-server");
+            put_b_varchar(b, "");
+            b.extend_from_slice(&1i32.to_le_bytes());
+        });
+    }
+
+    /// DONE, DONEPROC or DONEINPROC.
+    pub fn done(&mut self, tok: u8, status: u16, count: u64) {
+        self.buf.push(tok);
+        self.buf.extend_from_slice(&status.to_le_bytes());
+        self.buf.extend_from_slice(&0xC1u16.to_le_bytes()); // CurCmd: SELECT-ish; clients ignore it
+        self.buf.extend_from_slice(&count.to_le_bytes());
+    }
+
+    /// RETURNSTATUS.
+    pub fn return_status(&mut self, v: i32) {
+        self.buf.push(token::RETURNSTATUS);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// COLMETADATA.
+    pub fn col_metadata(&mut self, cols: &[OutCol]) {
+        let b = &mut self.buf;
+        b.push(token::COLMETADATA);
+        b.extend_from_slice(&(cols.len() as u16).to_le_bytes());
+        for c in cols {
+            b.extend_from_slice(&0u32.to_le_bytes()); // UserType
+            // fNullable, usUpdateable = 1 (read/write) unless identity, fIdentity.
+            let mut flags: u16 = if c.nullable { 0x0001 } else { 0 };
+            if c.identity {
+                flags |= 0x0010;
+            } else {
+                flags |= 0x0004;
+            }
+            b.extend_from_slice(&flags.to_le_bytes());
+            encode_type_info(b, &c.ty, c.nullable);
+            put_b_varchar(b, &c.name);
+        }
+    }
+
+    /// ROW; `values` must already fit `cols` (see [`Value::coerce`]).
+    pub fn row(&mut self, cols: &[OutCol], values: &[Value]) -> Result<(), String> {
+        self.buf.push(token::ROW);
+        for (c, v) in cols.iter().zip(values) {
+            encode_value(&mut self.buf, &c.ty, c.nullable, v).map_err(|e| format!("column '{}': {e}", c.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes TYPE_INFO the way SQL Server describes a column: fixed INT4/INT8/BIT/INT1/INT2 for
+/// NOT NULL integers, INTN/BITN for nullable ones.
+pub fn encode_type_info(b: &mut Vec<u8>, t: &SqlType, nullable: bool) {
+    match *t {
+        SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt => {
+            let w = int_width(t);
+            if nullable {
+                b.extend_from_slice(&[ty::INTN, w]);
+            } else {
+                b.push(match w {
+                    1 => ty::INT1,
+                    2 => ty::INT2,
+                    4 => ty::INT4,
+                    _ => ty::INT8,
+                });
+            }
+        }
+        SqlType::Bit => {
+            if nullable {
+                b.extend_from_slice(&[ty::BITN, 1]);
+            } else {
+                b.push(ty::BIT);
+            }
+        }
+        SqlType::Decimal { precision, scale } => b.extend_from_slice(&[ty::DECIMALN, decimal_len(precision), precision, scale]),
+        SqlType::DateTime2(s) => b.extend_from_slice(&[ty::DATETIME2N, s]),
+        SqlType::NVarChar(n) => {
+            b.push(ty::NVARCHAR);
+            let max = n.map(|n| n.saturating_mul(2)).unwrap_or(0xFFFF);
+            b.extend_from_slice(&max.to_le_bytes());
+            b.extend_from_slice(&COLLATION);
+        }
+        SqlType::VarChar(n) => {
+            b.push(ty::BIGVARCHAR);
+            b.extend_from_slice(&n.unwrap_or(0xFFFF).to_le_bytes());
+            b.extend_from_slice(&COLLATION);
+        }
+    }
+}
+
+fn int_width(t: &SqlType) -> u8 {
+    match t {
+        SqlType::TinyInt => 1,
+        SqlType::SmallInt => 2,
+        SqlType::Int => 4,
+        _ => 8,
+    }
+}
+
+fn put_int(b: &mut Vec<u8>, w: u8, i: i64) {
+    match w {
+        1 => b.push(i as u8),
+        2 => b.extend_from_slice(&(i as i16).to_le_bytes()),
+        4 => b.extend_from_slice(&(i as i32).to_le_bytes()),
+        _ => b.extend_from_slice(&i.to_le_bytes()),
+    }
+}
+
+/// Writes one value in the ROW format of a column described by [`encode_type_info`].
+pub fn encode_value(b: &mut Vec<u8>, t: &SqlType, nullable: bool, v: &Value) -> Result<(), String> {
+    match (t, v) {
+        (SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt, Value::Null) if nullable => b.push(0),
+        (SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt, Value::Int(i)) => {
+            let w = int_width(t);
+            if nullable {
+                b.push(w);
+            }
+            put_int(b, w, *i);
+        }
+        (SqlType::Bit, Value::Null) if nullable => b.push(0),
+        (SqlType::Bit, Value::Bool(x)) => {
+            if nullable {
+                b.push(1);
+            }
+            b.push(*x as u8);
+        }
+        (SqlType::Decimal { .. }, Value::Null) | (SqlType::DateTime2(_), Value::Null) => b.push(0),
+        (SqlType::Decimal { precision, scale }, Value::Decimal { mantissa, scale: vs }) if vs == scale => {
+            let len = decimal_len(*precision);
+            b.push(len);
+            b.push(if *mantissa < 0 { 0 } else { 1 });
+            b.extend_from_slice(&mantissa.unsigned_abs().to_le_bytes()[..(len - 1) as usize]);
+        }
+        (SqlType::DateTime2(s), Value::DateTime2(ticks)) => {
+            let tl = time_len(*s);
+            b.push(tl + 3);
+            let days = ticks.div_euclid(TICKS_PER_DAY);
+            let t = ticks.rem_euclid(TICKS_PER_DAY) / 10i64.pow(7 - *s as u32);
+            b.extend_from_slice(&t.to_le_bytes()[..tl as usize]);
+            b.extend_from_slice(&(days as u32).to_le_bytes()[..3]);
+        }
+        (SqlType::NVarChar(n), v) => {
+            let bytes = match v {
+                Value::Null => None,
+                Value::Str(s) => Some(s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>()),
+                other => return Err(format!("value {other:?} is not text")),
+            };
+            put_var_bytes(b, n.is_none(), bytes.as_deref());
+        }
+        (SqlType::VarChar(n), v) => {
+            let bytes = match v {
+                Value::Null => None,
+                Value::Str(s) => Some(string_to_cp1252(s).ok_or_else(|| format!("'{s}' has characters outside code page 1252"))?),
+                other => return Err(format!("value {other:?} is not text")),
+            };
+            put_var_bytes(b, n.is_none(), bytes.as_deref());
+        }
+        (t, v) => return Err(format!("value {v:?} does not fit type {} (nullable {nullable})", t.sql_name())),
+    }
+    Ok(())
+}
+
+/// USHORTLEN bytes, or PLP for MAX types (one chunk per value).
+fn put_var_bytes(b: &mut Vec<u8>, plp: bool, bytes: Option<&[u8]>) {
+    match (plp, bytes) {
+        (false, None) => b.extend_from_slice(&0xFFFFu16.to_le_bytes()),
+        (false, Some(x)) => {
+            b.extend_from_slice(&(x.len() as u16).to_le_bytes());
+            b.extend_from_slice(x);
+        }
+        (true, None) => b.extend_from_slice(&u64::MAX.to_le_bytes()),
+        (true, Some(x)) => {
+            b.extend_from_slice(&(x.len() as u64).to_le_bytes());
+            if !x.is_empty() {
+                b.extend_from_slice(&(x.len() as u32).to_le_bytes());
+                b.extend_from_slice(x);
+            }
+            b.extend_from_slice(&0u32.to_le_bytes());
+        }
+    }
+}
+
+/// A column of a BulkLoad COLMETADATA token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkColumn {
+    /// Column name.
+    pub name: String,
+    /// Declared wire type.
+    pub wire: WireType,
+    /// Flags word (bit 0 nullable).
+    pub flags: u16,
+}
+
+/// Reads a COLMETADATA token body (after the 0x81 byte), as a client sends it in BulkLoad.
+pub fn decode_col_metadata(r: &mut Rd) -> WResult<Vec<BulkColumn>> {
+    let n = r.u16()?;
+    if n == 0xFFFF {
+        return Ok(Vec::new());
+    }
+    let mut cols = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let _user_type = r.u32()?;
+        let flags = r.u16()?;
+        let wire = WireType::decode(r)?;
+        let name = r.b_varchar()?;
+        cols.push(BulkColumn { name, wire, flags });
+    }
+    Ok(cols)
+}
+
+/// Reads an NBCROW body: null bitmap then the non-null values.
+pub fn decode_nbc_row(r: &mut Rd, cols: &[BulkColumn]) -> WResult<Vec<Value>> {
+    let bitmap = r.bytes(cols.len().div_ceil(8))?.to_vec();
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| if bitmap[i / 8] & (1 << (i % 8)) != 0 { Ok(Value::Null) } else { c.wire.decode_value(r) })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_row_encoding() {
+        let cases = [
+            (SqlType::Int, true, Value::Null),
+            (SqlType::Int, false, Value::Int(-7)),
+            (SqlType::BigInt, true, Value::Int(i64::MIN)),
+            (SqlType::Decimal { precision: 38, scale: 4 }, true, Value::Decimal { mantissa: -(10i128.pow(38) - 1), scale: 4 }),
+            (SqlType::DateTime2(3), false, Value::DateTime2(crate::types::parse_datetime("2024-05-06 07:08:09.123").unwrap())),
+            (SqlType::NVarChar(None), true, Value::Str("héllo ✓".into())),
+            (SqlType::NVarChar(Some(10)), true, Value::Null),
+            (SqlType::VarChar(Some(10)), false, Value::Str("€uro".into())),
+            (SqlType::Bit, true, Value::Bool(true)),
+        ];
+        for (t, nullable, v) in cases {
+            let mut ti = Vec::new();
+            encode_type_info(&mut ti, &t, nullable);
+            let wire = WireType::decode(&mut Rd::new(&ti)).unwrap();
+            let mut b = Vec::new();
+            encode_value(&mut b, &t, nullable, &v).unwrap();
+            let mut r = Rd::new(&b);
+            assert_eq!(wire.decode_value(&mut r).unwrap(), v, "{t:?}");
+            assert_eq!(r.remaining(), 0);
+            // Every shorter prefix is Incomplete, never a panic or a wrong value.
+            for cut in 0..b.len() {
+                assert_eq!(wire.decode_value(&mut Rd::new(&b[..cut])), Err(WireError::Incomplete), "{t:?} cut {cut}");
+            }
+        }
+    }
+}
