@@ -408,9 +408,18 @@ impl TestServer {
     pub fn execute(&self, db: &str, sql: &str) -> Result<()> {
         let stmts = parse_batch(sql)?;
         let mut s = Session::new(0, db.to_string());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let outs = rt.block_on(s.run(&self.state.engine, &stmts, &mut Vars::new(), &|_| None));
-        s.rollback(&self.state.engine);
+        let engine = &self.state.engine;
+        // A thread of its own, so this also works when called from inside an async test.
+        let outs = std::thread::scope(|sc| {
+            sc.spawn(|| -> Result<Vec<Out>> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let outs = rt.block_on(s.run(engine, &stmts, &mut Vars::new(), &|_| None));
+                s.rollback(engine);
+                Ok(outs)
+            })
+            .join()
+            .map_err(|_| ServerError::Api("execute thread panicked".into()))?
+        })?;
         match outs.into_iter().find_map(|o| if let Out::Error(e) = o { Some(e) } else { None }) {
             Some(e) => Err(e.into()),
             None => Ok(()),
