@@ -1,0 +1,215 @@
+//! INSERT/OUTPUT, transactions, INFORMATION_SCHEMA, app locks and DBAToolsSyncLog creation,
+//! driven through tiberius.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, BooleanArray, Int32Array, StringArray};
+use common::*;
+use tds_test_server::{ServerConfig, TestServer};
+
+fn server() -> TestServer {
+    let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+    srv.create_monitoringdb("MonitoringDB");
+    srv
+}
+
+#[tokio::test]
+async fn insert_output_assigns_identities_and_unique_violation_is_2627() {
+    let srv = server();
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let rows = c
+        .query("INSERT INTO MonitoringDB.dbo.Servers (ServerName, Environment) OUTPUT INSERTED.ServerID, INSERTED.ServerName VALUES (@P1, @P2), (@P3, NULL)", &[&"SQL01", &"Production", &"HOST\\Ünï"])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get::<i32, _>("ServerID").unwrap(), r.get::<&str, _>("ServerName").unwrap().to_string())).collect();
+    assert_eq!(got, vec![(1, "SQL01".to_string()), (2, "HOST\\Ünï".to_string())]);
+
+    // Case-insensitive duplicate, like the default CI collation.
+    let e = c.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"sql01"]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 2627), "{e:?}");
+    // The failed insert consumed an identity value, as SQL Server does.
+    let r = c.query("INSERT INTO dbo.Servers (ServerName) OUTPUT INSERTED.ServerID VALUES (N'SQL03')", &[]).await.unwrap().into_row().await.unwrap().unwrap();
+    assert_eq!(r.get::<i32, _>(0), Some(4));
+
+    let b = srv.table_batch("MonitoringDB", "dbo.Servers").unwrap();
+    let ids = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+    assert_eq!(ids.values().to_vec(), vec![1, 2, 4]);
+    let env = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!((env.value(0), env.is_null(1)), ("Production", true));
+    let active = b.column(3).as_any().downcast_ref::<BooleanArray>().unwrap();
+    assert!(active.iter().all(|v| v == Some(true)), "IsActive defaults to 1");
+    assert_eq!(b.column(4).null_count(), 0, "CreatedDate defaults to now");
+
+    // UPDATE and DELETE report counts.
+    let r = c.execute("UPDATE dbo.Servers SET Environment = @P1, ModifiedDate = SYSUTCDATETIME() WHERE ServerID >= @P2", &[&"Staging", &2i32]).await.unwrap();
+    assert_eq!(r.rows_affected(), &[2]);
+    let r = c.execute("DELETE FROM dbo.Servers WHERE ServerName = @P1", &[&"SQL03"]).await.unwrap();
+    assert_eq!(r.rows_affected(), &[1]);
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.Servers").unwrap(), 2);
+    let e = c.execute("INSERT INTO dbo.Servers (ServerName) VALUES (NULL)", &[]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 515), "{e:?}");
+}
+
+async fn count(c: &mut Conn) -> i32 {
+    c.query("SELECT COUNT(*) FROM dbo.Servers", &[]).await.unwrap().into_row().await.unwrap().unwrap().get::<i32, _>(0).unwrap()
+}
+
+#[tokio::test]
+async fn transaction_rows_are_visible_to_others_only_after_commit() {
+    let srv = server();
+    let mut a = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let mut b = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+
+    // T-SQL BEGIN/COMMIT.
+    a.simple_query("BEGIN TRANSACTION").await.unwrap().into_results().await.unwrap();
+    a.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"A1"]).await.unwrap();
+    assert_eq!(count(&mut a).await, 1, "own insert visible");
+    assert_eq!(count(&mut b).await, 0, "other session does not see it");
+    a.simple_query("COMMIT").await.unwrap().into_results().await.unwrap();
+    assert_eq!(count(&mut b).await, 1);
+
+    // ROLLBACK discards.
+    a.simple_query("BEGIN TRAN; INSERT INTO dbo.Servers (ServerName) VALUES (N'A2'); ROLLBACK TRAN").await.unwrap().into_results().await.unwrap();
+    assert_eq!(count(&mut b).await, 1);
+
+    // tiberius' transaction manager requests.
+    a.begin_transaction().await.unwrap();
+    a.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"A3"]).await.unwrap();
+    assert_eq!(count(&mut b).await, 1);
+    a.commit_transaction().await.unwrap();
+    assert_eq!(count(&mut b).await, 2);
+    a.begin_transaction().await.unwrap();
+    a.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"A4"]).await.unwrap();
+    a.rollback_transaction().await.unwrap();
+    assert_eq!(count(&mut b).await, 2);
+
+    // A dropped connection discards its open transaction.
+    a.simple_query("BEGIN TRAN").await.unwrap().into_results().await.unwrap();
+    a.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"A5"]).await.unwrap();
+    drop(a);
+    let t0 = Instant::now();
+    while srv.stats().rollbacks < 3 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(&mut b).await, 2);
+    let names = srv.table_batch("MonitoringDB", "dbo.Servers").unwrap();
+    let names = names.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(names.iter().flatten().collect::<Vec<_>>(), vec!["A1", "A3"]);
+    let st = srv.stats();
+    assert_eq!((st.commits, st.rollbacks), (2, 3));
+
+    let e = match b.simple_query("COMMIT").await {
+        Err(e) => e,
+        Ok(s) => s.into_results().await.unwrap_err(),
+    };
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 3902), "{e:?}");
+}
+
+#[tokio::test]
+async fn information_schema_columns_describes_the_source_table_like_sql_server() {
+    let srv = server();
+    srv.create_dbatools("DBATools_X", true);
+    let mut c = connect(srv.addr(), "DBATools_X", None).await.unwrap();
+    let rows = c
+        .query(
+            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION",
+            &[&"dbo", &"PerfSnapshotRun"],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let got: Vec<(String, String, Option<i32>, Option<u8>, Option<i32>, String)> = rows
+        .iter()
+        .map(|r| (r.get::<&str, _>(0).unwrap().into(), r.get::<&str, _>(1).unwrap().into(), r.get::<i32, _>(2), r.get::<u8, _>(3), r.get::<i32, _>(4), r.get::<&str, _>(5).unwrap().into()))
+        .collect();
+    let s = |x: &str| x.to_string();
+    let want = vec![
+        (s("PerfSnapshotRunID"), s("bigint"), None, Some(19), Some(0), s("NO")),
+        (s("SnapshotUTC"), s("datetime2"), None, None, None, s("NO")),
+        (s("ServerID"), s("int"), None, Some(10), Some(0), s("YES")),
+        (s("ServerName"), s("nvarchar"), Some(128), None, None, s("NO")),
+        (s("SqlVersion"), s("nvarchar"), Some(200), None, None, s("NO")),
+        (s("CpuSignalWaitPct"), s("decimal"), None, Some(9), Some(4), s("YES")),
+        (s("TopWaitType"), s("nvarchar"), Some(120), None, None, s("YES")),
+        (s("TopWaitMsPerSec"), s("decimal"), None, Some(18), Some(4), s("YES")),
+        (s("SessionsCount"), s("int"), None, Some(10), Some(0), s("YES")),
+        (s("RequestsCount"), s("int"), None, Some(10), Some(0), s("YES")),
+        (s("BlockingSessionCount"), s("int"), None, Some(10), Some(0), s("YES")),
+        (s("DeadlockCountRecent"), s("int"), None, Some(10), Some(0), s("YES")),
+        (s("MemoryGrantWarningCount"), s("int"), None, Some(10), Some(0), s("YES")),
+    ];
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn synclog_is_created_once_by_if_object_id_and_then_written() {
+    let srv = server();
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let ddl = "IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (
+        SyncLogID INT IDENTITY(1,1) NOT NULL CONSTRAINT PK_DBAToolsSyncLog PRIMARY KEY,
+        ServerID INT NOT NULL, ServerName NVARCHAR(256) NOT NULL, DBAToolsDatabase SYSNAME NOT NULL,
+        LastSyncUTC DATETIME2 NULL, LastRunID BIGINT NULL, LastSyncDuration INT NULL, RowsCopied INT NULL,
+        SyncStatus VARCHAR(50) NOT NULL, ErrorMessage NVARCHAR(4000) NULL,
+        CreatedUTC DATETIME2 NOT NULL DEFAULT GETUTCDATE(), ModifiedUTC DATETIME2 NULL)";
+    c.simple_query(ddl).await.unwrap().into_results().await.unwrap();
+    c.simple_query(ddl).await.unwrap().into_results().await.unwrap(); // second run is a no-op
+    // The created table has SCHEMA.md's shape: same as the host-side create_synclog.
+    let reference = TestServer::start(ServerConfig::default()).unwrap();
+    reference.create_synclog("R");
+    assert_eq!(srv.table_columns("MonitoringDB", "dbo.DBAToolsSyncLog").unwrap().iter().map(|c| (c.name.clone(), c.ty, c.nullable, c.identity)).collect::<Vec<_>>(),
+        reference.table_columns("R", "dbo.DBAToolsSyncLog").unwrap().iter().map(|c| (c.name.clone(), c.ty, c.nullable, c.identity)).collect::<Vec<_>>());
+
+    let now = chrono::Utc::now().naive_utc();
+    c.execute("INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, LastSyncDuration, RowsCopied, SyncStatus) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)",
+        &[&1i32, &"SQL01", &"DBATools_A", &now, &1234i64, &250i32, &99i32, &"Success"]).await.unwrap();
+    let r = c
+        .query("SELECT TOP (1) LastRunID, SyncStatus, LastSyncUTC, CreatedUTC FROM dbo.DBAToolsSyncLog WHERE ServerID = @P1 AND DBAToolsDatabase = @P2 AND SyncStatus = 'Success' ORDER BY SyncLogID DESC", &[&1i32, &"DBATools_A"])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.get::<i64, _>(0), Some(1234));
+    assert_eq!(r.get::<&str, _>(1), Some("Success"));
+    // DATETIME2(7) keeps 100 ns: the value comes back exactly (chrono's now has ns; tiberius sends 100 ns units).
+    let back = r.get::<chrono::NaiveDateTime, _>(2).unwrap();
+    assert_eq!(back.and_utc().timestamp_nanos_opt().unwrap() / 100, now.and_utc().timestamp_nanos_opt().unwrap() / 100);
+    assert!(r.get::<chrono::NaiveDateTime, _>(3).is_some());
+}
+
+#[tokio::test]
+async fn applock_excludes_other_sessions_until_release_or_disconnect() {
+    let srv = server();
+    let mut a = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let mut b = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    const GET: &str = "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = @P2; SELECT @r AS result;";
+    async fn get(c: &mut Conn, timeout_ms: i32) -> i32 {
+        let rs = c.query(GET, &[&"perfcopy:DBATools_A", &timeout_ms]).await.unwrap().into_results().await.unwrap();
+        rs.last().unwrap()[0].get::<i32, _>("result").unwrap()
+    }
+    assert_eq!(get(&mut a, 0).await, 0);
+    let t0 = Instant::now();
+    assert_eq!(get(&mut b, 200).await, -1, "held by a: b times out");
+    assert!(t0.elapsed() >= Duration::from_millis(190), "waited the timeout");
+    a.execute("EXEC sp_releaseapplock @Resource = @P1, @LockOwner = 'Session'", &[&"perfcopy:DBATools_A"]).await.unwrap();
+    assert_eq!(get(&mut b, 0).await, 0);
+
+    // a waits while b holds it; b disconnecting grants it to a (status 1: granted after waiting).
+    let waiter = tokio::spawn(async move { get(&mut a, 5000).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(b);
+    assert_eq!(waiter.await.unwrap(), 1);
+
+    // Releasing a lock one does not hold is error 1223.
+    let mut c2 = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let e = c2.execute("EXEC sp_releaseapplock @Resource = @P1, @LockOwner = 'Session'", &[&"nobody"]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 1223), "{e:?}");
+}
