@@ -170,7 +170,7 @@ fn demo(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         since: None,
         until: None,
         readers: None,
-        batch_rows: 65_536,
+        batch_rows: crate::cli::DEFAULT_BATCH_ROWS,
         json,
         progress: ProgressMode::Auto,
     };
@@ -180,7 +180,7 @@ fn demo(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         register_servers: true,
         dry_run: false,
         writers: None,
-        queue_depth: 4,
+        queue_depth: crate::cli::DEFAULT_QUEUE_DEPTH,
         zstd_level: 1,
         row_group_rows: 262_144,
     };

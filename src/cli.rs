@@ -7,6 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pipeline::progress::ProgressMode;
 
+/// Default `--batch-rows`: large enough that per-batch costs vanish, small enough that queued
+/// batches stay a few tens of MB.
+pub const DEFAULT_BATCH_ROWS: usize = 32_768;
+/// Default `--queue-depth`.
+pub const DEFAULT_QUEUE_DEPTH: usize = 2;
+
 /// perfcopy moves SQL Server monitoring history (DBATools PerfSnapshotRun) into one central
 /// store: a MonitoringDB, or a Parquet staging dataset. Nothing lost, nothing doubled; re-runs
 /// are safe and cheap.
@@ -84,7 +90,7 @@ pub struct SourceArgs {
     pub readers: Option<usize>,
     /// Rows per Arrow batch. Larger batches cost memory (about 250 bytes per row) and save
     /// per-batch overhead.
-    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS)]
     pub batch_rows: usize,
     /// Print one JSON summary on stdout (human messages stay on stderr).
     #[arg(long)]
@@ -116,7 +122,7 @@ pub struct CopyArgs {
     pub writers: Option<usize>,
     /// Batches queued per writer before readers wait (backpressure). Memory is about
     /// batch-rows x 250 bytes x queue-depth x writers.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_QUEUE_DEPTH)]
     pub queue_depth: usize,
     /// zstd level of stage files (1 = fastest; higher = smaller and slower).
     #[arg(long, value_name = "N", default_value_t = 1)]

@@ -9,7 +9,9 @@
 //!    and send per-server batches through bounded channels to the writer workers; the target
 //!    makes the rows visible at commit, after every stage succeeded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ahash::AHashSet as HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -447,8 +449,8 @@ fn hot_winners(
     let all_ranges = day_ranges(hot.iter().map(|&(_, d)| d));
     let value_cols: Vec<usize> = (src::FIRST_VALUE..crate::schema::SOURCE_COLUMNS.len()).collect();
 
-    let per_source = for_each_source(sources, opts.readers, cancel, |rank, source| {
-        let mut w = Winners::new();
+    let winners = Mutex::new(Winners::new());
+    for_each_source(sources, opts.readers, cancel, |rank, source| {
         let after = scans[rank].watermark;
         let req = ReadRequest {
             projection: Projection::Full,
@@ -462,24 +464,25 @@ fn hot_winners(
             let keep = wanted(&batch, src::RUN_ID, src::SNAPSHOT_UTC, after, &opts.window);
             let ids = crate::transform::remap::target_ids(map, &batch, src::SERVER_NAME)?;
             let ts = snapshot_ms(&batch, src::SNAPSHOT_UTC);
+            let mut is_hot = HotCache::new(hot);
             let rows: Vec<usize> = (0..batch.num_rows())
-                .filter(|&r| keep.value(r) && hot.contains(&(ids.value(r), day_of(ts.value(r)))))
+                .filter(|&r| keep.value(r) && is_hot.get(ids.value(r), ts.value(r)))
                 .collect();
             if rows.is_empty() {
                 continue;
             }
             let hashes = row_hashes(&batch, &value_cols, &rows);
             let run = batch.column(src::RUN_ID).as_primitive::<Int64Type>();
+            // One shared table (not one per reader, merged later): the state is the biggest
+            // memory user of a copy, so it must not exist twice.
+            let mut w = winners.lock().map_err(|_| Error::Internal("dedupe state poisoned".into()))?;
             for (&r, h) in rows.iter().zip(hashes) {
                 w.offer(ids.value(r), ts.value(r), rank as u32 + 1, run.value(r), h);
             }
         }
-        Ok(w)
+        Ok(())
     })?;
-    let mut winners = Winners::new();
-    for w in per_source {
-        winners.merge(w);
-    }
+    let mut winners = winners.into_inner().map_err(|_| Error::Internal("dedupe state poisoned".into()))?;
 
     let target_value_cols: Vec<usize> = (tgt::FIRST_VALUE..crate::schema::target_columns().len()).collect();
     for batch in target.existing_rows(&ranges)? {
@@ -487,13 +490,39 @@ fn hot_winners(
         let batch = batch?;
         let ts = snapshot_ms(&batch, tgt::SNAPSHOT_UTC);
         let ids = batch.column(tgt::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
-        let rows: Vec<usize> = (0..batch.num_rows()).filter(|&r| hot.contains(&(ids.value(r), day_of(ts.value(r))))).collect();
+        let mut is_hot = HotCache::new(hot);
+        let rows: Vec<usize> = (0..batch.num_rows()).filter(|&r| is_hot.get(ids.value(r), ts.value(r))).collect();
         let hashes = row_hashes(&batch, &target_value_cols, &rows);
         for (&r, h) in rows.iter().zip(hashes) {
             winners.offer(ids.value(r), ts.value(r), TARGET_RANK, 0, h);
         }
     }
     Ok(winners)
+}
+
+/// Hot-day lookups for consecutive rows, which nearly always share their (server, day).
+struct HotCache<'a> {
+    hot: &'a HashSet<Day>,
+    last: Option<(Day, bool)>,
+}
+
+impl<'a> HotCache<'a> {
+    fn new(hot: &'a HashSet<Day>) -> Self {
+        HotCache { hot, last: None }
+    }
+
+    #[inline]
+    fn get(&mut self, server: i32, ts: i64) -> bool {
+        let day = (server, day_of(ts));
+        match self.last {
+            Some((d, v)) if d == day => v,
+            _ => {
+                let v = self.hot.contains(&day);
+                self.last = Some((day, v));
+                v
+            }
+        }
+    }
 }
 
 struct CopyOutcome {
@@ -578,8 +607,9 @@ fn copy_pass(
                 let wanted_rows = wanted(&batch, src::RUN_ID, src::SNAPSHOT_UTC, after, &opts.window);
                 let ids = crate::transform::remap::target_ids(map, &batch, src::SERVER_NAME)?;
                 let mut keep: Vec<bool> = wanted_rows.values().iter().collect();
+                let mut is_hot = HotCache::new(hot);
                 let hot_rows: Vec<usize> = (0..batch.num_rows())
-                    .filter(|&r| keep[r] && hot.contains(&(ids.value(r), day_of(ts.value(r)))))
+                    .filter(|&r| keep[r] && is_hot.get(ids.value(r), ts.value(r)))
                     .collect();
                 if !hot_rows.is_empty() {
                     let hashes = row_hashes(&batch, &value_cols, &hot_rows);

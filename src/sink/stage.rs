@@ -96,6 +96,23 @@ impl Stage {
         Ok(files)
     }
 
+    /// Removes temporary files left by a run that was killed before it could clean up. Only
+    /// called with the stage lock held, so no live run owns them.
+    fn remove_stale_temporaries(&self) -> Result<()> {
+        for id in self.partitions()? {
+            let dir = self.table_dir().join(format!("ServerID={id}"));
+            for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+                let p = e.map_err(Error::io(&dir))?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with(".part-") && name.ends_with(".tmp") {
+                    tracing::info!("removing {} left by an interrupted run", p.display());
+                    std::fs::remove_file(&p).map_err(Error::write(&p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// ServerIDs that have a partition directory.
     pub fn partitions(&self) -> Result<BTreeSet<i32>> {
         let dir = self.table_dir();
@@ -277,6 +294,7 @@ impl Target for Stage {
     fn begin(&self, _workers: usize) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
+        self.remove_stale_temporaries()?;
         let run = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),

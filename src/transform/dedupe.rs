@@ -18,7 +18,7 @@
 //! the source's order. A dropped row whose values (every copied column except ServerName, which
 //! may differ between aliases) differ from the survivor's is counted as a conflict.
 
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::hash::{BuildHasher, Hasher};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -140,12 +140,12 @@ pub fn day_ranges(days: impl IntoIterator<Item = i64>) -> Vec<(i64, i64)> {
     out
 }
 
-/// The survivor of one hot key.
+/// The survivor of one hot key (24 bytes: this is the bulk of the dedupe state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Winner {
-    pub rank: u32,
     pub run_id: i64,
     pub hash: u64,
+    pub rank: u32,
     /// Set by the copy pass once the survivor has been kept, so a second row tying on
     /// (rank, run_id) is dropped.
     pub taken: bool,
@@ -157,10 +157,11 @@ impl Winner {
     }
 }
 
-/// Step 2 and 3: the survivor of every hot key.
+/// Step 2 and 3: the survivor of every hot key, per server then SnapshotUTC.
 #[derive(Debug, Default)]
 pub struct Winners {
-    map: HashMap<(i32, i64), Winner>,
+    map: HashMap<i32, HashMap<i64, Winner>>,
+    len: usize,
 }
 
 /// What the copy pass decides for one hot row.
@@ -180,48 +181,44 @@ impl Winners {
 
     /// Number of hot keys held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Whether no keys are held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
-    /// Offers a row of a hot day (step 2); rows must be offered in each source's own order.
+    /// Offers a row of a hot day (step 2). Rows of one source must be offered in the
+    /// source's own order; sources may interleave.
     pub fn offer(&mut self, server: i32, ts: i64, rank: u32, run_id: i64, hash: u64) {
         let cand = Winner { rank, run_id, hash, taken: false };
+        let mut added = false;
         self.map
-            .entry((server, ts))
+            .entry(server)
+            .or_default()
+            .entry(ts)
             .and_modify(|w| {
                 if cand.beats(w) {
                     *w = cand;
                 }
             })
-            .or_insert(cand);
-    }
-
-    /// Merges winners gathered by another worker.
-    pub fn merge(&mut self, other: Winners) {
-        for (k, cand) in other.map {
-            self.map
-                .entry(k)
-                .and_modify(|w| {
-                    if cand.beats(w) {
-                        *w = cand;
-                    }
-                })
-                .or_insert(cand);
-        }
+            .or_insert_with(|| {
+                added = true;
+                cand
+            });
+        self.len += added as usize;
     }
 
     /// Decides a hot row in the copy pass (step 3).
     pub fn decide(&mut self, server: i32, ts: i64, rank: u32, run_id: i64, hash: u64) -> Verdict {
-        match self.map.get_mut(&(server, ts)) {
+        let per_server = self.map.entry(server).or_default();
+        match per_server.get_mut(&ts) {
             // Not offered in step 2: the key appeared after planning (a source that grew
             // between passes). Keep the first row seen and record it.
             None => {
-                self.map.insert((server, ts), Winner { rank, run_id, hash, taken: true });
+                per_server.insert(ts, Winner { rank, run_id, hash, taken: true });
+                self.len += 1;
                 Verdict::Keep
             }
             Some(w) if w.rank == rank && w.run_id == run_id && !w.taken => {
