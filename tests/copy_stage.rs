@@ -50,7 +50,8 @@ fn assert_failed(o: &std::process::Output, expected_code: Option<i32>) -> String
 fn staged(t: &TempDir, rows: &[SrcRow]) -> (PathBuf, PathBuf, BTreeMap<(i32, i64), Row>) {
     let (pa, stage) = (t.path().join("a.parquet"), t.path().join("stage"));
     write_source(&pa, rows, &SourceOpts::default());
-    copy_json(&["--from", s(&pa), "--stage", s(&stage), "--register-servers"]);
+    // Small row groups, so reading the stage's hot days back prunes by statistics.
+    copy_json(&["--from", s(&pa), "--stage", s(&stage), "--register-servers", "--row-group-rows", "16"]);
     let stage_rows = by_key(&read_stage(&stage));
     (pa, stage, stage_rows)
 }
@@ -438,7 +439,7 @@ fn dry_run_writes_nothing_and_reports_what_a_real_run_does() {
 }
 
 #[test]
-fn microseconds_odd_column_case_extra_columns_and_no_server_id_column() {
+fn microseconds_odd_column_case_extra_columns_no_server_id_and_other_string_types() {
     let t = tmp();
     let stage = t.path().join("stage");
     let a = series("SQLA", T0, 150, 1, 1);
@@ -448,8 +449,8 @@ fn microseconds_odd_column_case_extra_columns_and_no_server_id_column() {
     c.extend(copy_rows(&a[..30], 200, 0, None));
     let paths: Vec<PathBuf> = ["a.parquet", "b.parquet", "c.parquet"].iter().map(|n| t.path().join(n)).collect();
     write_source(&paths[0], &a, &SourceOpts { micros: true, case: Case::Lower, extra_columns: true, server_id_column: false, ..Default::default() });
-    write_source(&paths[1], &b, &SourceOpts { case: Case::Upper, reverse: true, extra_columns: true, ..Default::default() });
-    write_source(&paths[2], &c, &SourceOpts { micros: true, server_id_column: false, reverse: true, ..Default::default() });
+    write_source(&paths[1], &b, &SourceOpts { case: Case::Upper, reverse: true, extra_columns: true, dictionary_names: true, ..Default::default() });
+    write_source(&paths[2], &c, &SourceOpts { micros: true, server_id_column: false, reverse: true, large_strings: true, utc_zone: true, ..Default::default() });
     let sources: Vec<Vec<SrcRow>> = paths.iter().map(|p| read_source(p)).collect();
     assert_eq!(sources[0].len(), 150);
     // Known servers (registration of case variants is tested on its own).
@@ -493,13 +494,14 @@ fn duplicates_within_one_source_out_of_time_order() {
 #[test]
 fn rows_already_in_the_stage_win_over_sources() {
     let t = tmp();
-    let a = series("SQLA", T0, 200, 1, 1);
+    // Five days in the stage, of which the new export touches one and a half.
+    let a = series("SQLA", T0, 1_500, 1, 1);
     let (_, stage, stage1) = staged(&t, &a);
     let pb = t.path().join("b.parquet");
 
     // Another export holding the same snapshots, half with other values, and some new ones.
-    let mut b = copy_rows(&a[40..160], 1, 2, None);
-    b.extend(series("SQLA", T0 + 200 * MIN5, 60, 121, 4));
+    let mut b = copy_rows(&a[600..720], 1, 2, None);
+    b.extend(series("SQLA", T0 + 1_500 * MIN5, 60, 121, 4));
     write_source(&pb, &b, &SourceOpts::default());
     let want = expected(&[b], &name_map(&[("SQLA", 1)]), Win::default(), &stage1);
     assert_eq!((want.per_source[0].already_in_target, want.per_source[0].conflicts, want.per_source[0].rows_written), (120, 60, 60));
@@ -601,4 +603,71 @@ fn registering_case_variants_of_a_name_does_not_depend_on_readers() {
         assert_eq!(read_registry(&stage.join("servers.csv")), reg.iter().cloned().collect::<BTreeMap<_, _>>(), "--readers {readers}");
         assert_stage_eq(&stage, &want.stage);
     }
+}
+
+#[test]
+fn an_error_in_the_middle_of_a_copy_leaves_no_data_files() {
+    let t = tmp();
+    let stage = t.path().join("stage");
+    let (pa, pb) = (t.path().join("a.parquet"), t.path().join("b_bad.parquet"));
+    write_source(&pa, &series("SQLA", T0, 2_000, 1, 1), &SourceOpts::default());
+    // Only the full-row pass sees the bad value: a TopWaitType longer than NVARCHAR(120), in
+    // the last row, after many batches of both sources went to the writers.
+    let mut b = series("SQLB", T0, 2_000, 1, 2);
+    b.last_mut().unwrap().v.top_wait_type = Some("W".repeat(121));
+    write_source(&pb, &b, &SourceOpts::default());
+    let o = perfcopy(&["copy", "--from", s(&pa), "--from", s(&pb), "--stage", s(&stage), "--register-servers", "--batch-rows", "32", "--readers", "2"]);
+    let err = assert_failed(&o, None);
+    assert!(err.contains("b_bad.parquet") && err.contains("TopWaitType"), "{err}");
+    assert!(stage_files(&stage).is_empty(), "no data file may be left: {:?}", snapshot_dir(&stage).keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_stage_is_locked() {
+    let t = tmp();
+    let a = series("SQLA", T0, 50, 1, 1);
+    let (_, stage, _) = staged(&t, &a);
+    let pb = t.path().join("b.parquet");
+    write_source(&pb, &series("SQLA", T0 + DAY, 50, 1, 2), &SourceOpts::default());
+    let lock = std::fs::OpenOptions::new().write(true).open(stage.join(".perfcopy.lock")).unwrap();
+    lock.lock().unwrap();
+    let before = snapshot_dir(&stage);
+    let o = perfcopy(&["copy", "--from", s(&pb), "--stage", s(&stage)]);
+    let err = assert_failed(&o, None);
+    assert!(err.contains("lock"), "{err}");
+    assert_eq!(snapshot_dir(&stage), before);
+    lock.unlock().unwrap();
+    copy_json(&["--from", s(&pb), "--stage", s(&stage)]);
+    assert_eq!(read_stage(&stage).len(), 100);
+}
+
+#[test]
+fn verify_fails_on_a_stage_holding_a_key_twice() {
+    let t = tmp();
+    let a = series("SQLA", T0, 120, 1, 1);
+    let (pa, stage, _) = staged(&t, &a);
+    let (_, file) = stage_files(&stage).remove(0);
+    std::fs::copy(&file, file.with_file_name("part-copied-by-hand.parquet")).unwrap();
+    let o = perfcopy(&["verify", "--from", s(&pa), "--stage", s(&stage), "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["servers"][0]["target_duplicates"].as_u64(), Some(120));
+    assert_eq!(report["servers"][0]["missing"].as_u64(), Some(0));
+}
+
+/// A bad value's row number must point into the file, not into whichever batch it was read in.
+#[test]
+fn bad_value_errors_name_the_row_of_the_file() {
+    let t = tmp();
+    let p = t.path().join("a.parquet");
+    let bad_row = 1_234usize;
+    let mut rows = series("SQLA", T0, 2_000, 1, 1);
+    rows[bad_row].v.top_wait_type = Some("W".repeat(121));
+    write_source(&p, &rows, &SourceOpts { row_group_rows: 500, ..Default::default() });
+    let o = perfcopy(&["copy", "--from", s(&p), "--stage", s(&t.path().join("stage")), "--register-servers", "--batch-rows", "32"]);
+    let err = assert_failed(&o, None);
+    assert!(err.contains("TopWaitType"), "{err}");
+    // 0-based or 1-based, but in the file: not row 18 of the 39th batch.
+    let file_row = [format!("row {bad_row}:"), format!("row {}:", bad_row + 1)];
+    assert!(file_row.iter().any(|r| err.contains(r.as_str())), "stderr must name row {bad_row} of the file: {err}");
 }

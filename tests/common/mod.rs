@@ -142,6 +142,12 @@ pub struct SourceOpts {
     pub row_group_rows: usize,
     /// Microseconds added to every microsecond timestamp (non-zero: sub-millisecond values).
     pub micros_extra: i64,
+    /// Strings as LargeUtf8 (as polars writes them).
+    pub large_strings: bool,
+    /// ServerName dictionary-encoded (as pandas categoricals come).
+    pub dictionary_names: bool,
+    /// SnapshotUTC with time zone "UTC".
+    pub utc_zone: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +159,7 @@ pub enum Case {
 
 impl Default for SourceOpts {
     fn default() -> Self {
-        SourceOpts { micros: false, case: Case::Exact, extra_columns: false, server_id_column: true, omit: None, reverse: false, row_group_rows: 97, micros_extra: 0 }
+        SourceOpts { micros: false, case: Case::Exact, extra_columns: false, server_id_column: true, omit: None, reverse: false, row_group_rows: 97, micros_extra: 0, large_strings: false, dictionary_names: false, utc_zone: false }
     }
 }
 
@@ -169,7 +175,13 @@ pub fn write_source(path: &Path, rows: &[SrcRow], opts: &SourceOpts) {
     } else {
         Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.snapshot_ms).collect::<Vec<_>>()))
     };
-    let ts_type = DataType::Timestamp(if opts.micros { TimeUnit::Microsecond } else { TimeUnit::Millisecond }, None);
+    let zone: Option<Arc<str>> = opts.utc_zone.then(|| "UTC".into());
+    let ts: ArrayRef = match (opts.micros, &zone) {
+        (_, None) => ts,
+        (true, Some(z)) => Arc::new(ts.as_primitive::<TimestampMicrosecondType>().clone().with_timezone(z.clone())),
+        (false, Some(z)) => Arc::new(ts.as_primitive::<TimestampMillisecondType>().clone().with_timezone(z.clone())),
+    };
+    let ts_type = DataType::Timestamp(if opts.micros { TimeUnit::Microsecond } else { TimeUnit::Millisecond }, zone);
     let mut cols: Vec<(&str, DataType, ArrayRef)> = vec![
         ("PerfSnapshotRunID", DataType::Int64, Arc::new(Int64Array::from(rows.iter().map(|r| r.run_id).collect::<Vec<_>>()))),
         ("SnapshotUTC", ts_type, ts),
@@ -186,6 +198,15 @@ pub fn write_source(path: &Path, rows: &[SrcRow], opts: &SourceOpts) {
         ("MemoryGrantWarningCount", DataType::Int32, ints(|v| v.grant_warnings)),
     ];
     cols.retain(|(n, _, _)| Some(*n) != opts.omit && (opts.server_id_column || *n != "ServerID"));
+    for (name, ty, a) in cols.iter_mut() {
+        let want = match ty {
+            DataType::Utf8 if opts.dictionary_names && *name == "ServerName" => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            DataType::Utf8 if opts.large_strings => DataType::LargeUtf8,
+            _ => continue,
+        };
+        *a = arrow::compute::cast(a, &want).unwrap();
+        *ty = want;
+    }
     if opts.extra_columns {
         let extra: ArrayRef = Arc::new(StringArray::from(rows.iter().map(|r| format!("note {}", r.run_id)).collect::<Vec<_>>()));
         cols.insert(0, ("CollectorNote", DataType::Utf8, extra));
@@ -227,7 +248,11 @@ fn opt_dec(a: &ArrayRef, r: usize) -> Option<i128> {
 }
 
 fn opt_str(a: &ArrayRef, r: usize) -> Option<String> {
-    a.is_valid(r).then(|| a.as_string::<i32>().value(r).to_string())
+    if !a.is_valid(r) {
+        return None;
+    }
+    let plain = arrow::compute::cast(&a.slice(r, 1), &DataType::Utf8).unwrap();
+    Some(plain.as_string::<i32>().value(0).to_string())
 }
 
 fn ms(a: &ArrayRef, r: usize) -> i64 {
