@@ -153,7 +153,7 @@ fn a_source_replaced_under_the_same_name_is_read_again() {
     let args = ["--from", s(&pa), "--stage", s(&stage), "--register-servers"];
     copy_json(&args);
     let map = name_map(&[("SQLA", 1)]);
-    let mut stage_rows = expected(&[a.clone()], &map, Win::default(), &BTreeMap::new()).stage;
+    let mut stage_rows = expected(std::slice::from_ref(&a), &map, Win::default(), &BTreeMap::new()).stage;
     assert_stage_eq(&stage, &stage_rows);
 
     // Same name, other content: IDs restart at 1, so row 200 (the watermark) is another row.
@@ -429,6 +429,7 @@ fn dry_run_writes_nothing_and_reports_what_a_real_run_does() {
     assert_eq!(snapshot_dir(&stage), before, "--dry-run changed the stage");
     assert_eq!(dry["dry_run"], true);
     assert_report(&dry, &want);
+    assert_eq!(registered_in_report(&dry), vec![("NEWONE".to_string(), 2)], "what --register-servers would assign");
 
     let real = copy_json(&args);
     assert_copied(&real, &stage, &want);
@@ -670,4 +671,17 @@ fn bad_value_errors_name_the_row_of_the_file() {
     // 0-based or 1-based, but in the file: not row 18 of the 39th batch.
     let file_row = [format!("row {bad_row}:"), format!("row {}:", bad_row + 1)];
     assert!(file_row.iter().any(|r| err.contains(r.as_str())), "stderr must name row {bad_row} of the file: {err}");
+}
+
+#[test]
+fn empty_sources_and_non_parquet_files_in_a_directory_are_harmless() {
+    let t = tmp();
+    let (dir, stage) = (t.path().join("sources"), t.path().join("stage"));
+    let b = series("SQLB", T0, 80, 1, 2);
+    write_source(&dir.join("a_empty.parquet"), &[], &SourceOpts::default());
+    write_source(&dir.join("b.parquet"), &b, &SourceOpts::default());
+    std::fs::write(dir.join("README.txt"), "not a source").unwrap();
+    let want = expected(&[Vec::new(), b], &name_map(&[("SQLB", 1)]), Win::default(), &BTreeMap::new());
+    let report = copy_json(&["--from", s(&dir), "--stage", s(&stage), "--register-servers"]);
+    assert_copied(&report, &stage, &want);
 }
