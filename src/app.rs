@@ -179,6 +179,7 @@ fn demo(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         stage: stage_dir.clone(),
         register_servers: true,
         dry_run: false,
+        rescan: false,
         writers: None,
         queue_depth: crate::cli::DEFAULT_QUEUE_DEPTH,
         zstd_level: 1,

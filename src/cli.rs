@@ -117,6 +117,10 @@ pub struct CopyArgs {
     /// what would be written) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Ignore the watermarks of earlier runs and read every source row again. Rows the stage
+    /// holds are still never written twice, so this repairs a stage that lost files.
+    #[arg(long)]
+    pub rescan: bool,
     /// Writer threads (each owns some server partitions). Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub writers: Option<usize>,

@@ -113,6 +113,7 @@ pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
             batch_rows: sources.batch_rows,
             queue_depth: a.queue_depth,
             dry_run: a.dry_run,
+            rescan: a.rescan,
         },
         stage: StageOptions { zstd_level: a.zstd_level, row_group_rows: a.row_group_rows, batch_rows: sources.batch_rows },
         sources,

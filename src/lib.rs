@@ -24,6 +24,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod mssql;
 pub mod pipeline;
 pub mod schema;
 pub mod sink;

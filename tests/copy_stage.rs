@@ -669,7 +669,12 @@ fn bad_value_errors_name_the_row_of_the_file() {
     let err = assert_failed(&o, None);
     assert!(err.contains("TopWaitType"), "{err}");
     // 0-based or 1-based, but in the file: not row 18 of the 39th batch.
-    let file_row = [format!("row {bad_row}:"), format!("row {}:", bad_row + 1)];
+    let file_row = [
+        format!("row {bad_row}:"),
+        format!("row {}:", bad_row + 1),
+        format!("row {bad_row} of the file"),
+        format!("row {} of the file", bad_row + 1),
+    ];
     assert!(file_row.iter().any(|r| err.contains(r.as_str())), "stderr must name row {bad_row} of the file: {err}");
 }
 

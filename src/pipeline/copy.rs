@@ -43,6 +43,8 @@ pub struct CopyOptions {
     pub batch_rows: usize,
     pub queue_depth: usize,
     pub dry_run: bool,
+    /// Ignore recorded watermarks.
+    pub rescan: bool,
 }
 
 /// What happened to one source's rows.
@@ -119,21 +121,32 @@ pub fn iso(ms: i64) -> String {
 }
 
 /// Interns folded server names to small integers (the planner's provisional groups).
+///
+/// A name spelled in several cases keeps the spelling met first in `--from` order (lowest
+/// source rank, then the source's own order), whatever order the readers run in: that
+/// spelling is what gets registered.
 #[derive(Default)]
 struct Names {
     index: HashMap<String, i32>,
     spelled: Vec<String>,
+    spelled_by: Vec<u32>,
 }
 
 impl Names {
-    fn intern(&mut self, name: &str) -> i32 {
+    fn intern(&mut self, name: &str, rank: u32) -> i32 {
         let folded = fold(name);
         if let Some(&i) = self.index.get(&folded) {
+            let slot = i as usize;
+            if rank < self.spelled_by[slot] {
+                self.spelled[slot] = name.to_string();
+                self.spelled_by[slot] = rank;
+            }
             return i;
         }
         let i = self.spelled.len() as i32;
         self.index.insert(folded, i);
         self.spelled.push(name.to_string());
+        self.spelled_by.push(rank);
         i
     }
 }
@@ -228,7 +241,7 @@ pub fn run_copy(
     // Watermarks are only trusted when the row they point at is still the same row.
     let mut watermarks: Vec<Option<Watermark>> = Vec::with_capacity(sources.len());
     for s in sources {
-        watermarks.push(target.watermark(s.identity())?);
+        watermarks.push(if opts.rescan { None } else { target.watermark(s.identity())? });
     }
 
     // Pass 1: keys.
@@ -258,7 +271,7 @@ pub fn run_copy(
         if opts.register_servers && !opts.dry_run {
             let added = target.register_servers(&unknown, &map)?;
             for (n, id) in &added {
-                map.insert(n, *id).map_err(|m| Error::Internal(m))?;
+                map.insert(n, *id).map_err(Error::Internal)?;
             }
             progress.message(&format!("registered {} new server(s): {}", added.len(), describe(&added)));
             report.registered_servers = added;
@@ -412,7 +425,7 @@ fn scan_keys(
             let g = match last {
                 Some((n, g)) if n == name => g,
                 _ => {
-                    let g = names.lock().map_err(|_| Error::Internal("name table poisoned".into()))?.intern(name);
+                    let g = names.lock().map_err(|_| Error::Internal("name table poisoned".into()))?.intern(name, rank);
                     last = Some((name, g));
                     g
                 }

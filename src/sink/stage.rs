@@ -383,6 +383,10 @@ impl Load for StageLoad {
         if let Ok(created) = self.created.lock() {
             for p in created.iter() {
                 let _ = std::fs::remove_file(p);
+                // A partition folder this run created stays only if it holds other files.
+                if let Some(dir) = p.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! later SQL Server over TDS) implements [`Source`] and yields Arrow batches in the canonical
 //! schemas of [`crate::schema`]; the pipeline knows nothing else about them.
 
+pub mod mssql;
 pub mod normalize;
 pub mod parquet;
 pub mod synthetic;

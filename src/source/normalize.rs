@@ -90,8 +90,9 @@ impl ColumnMatch {
     }
 
     /// Converts a batch read from the source (with all or some of its columns, found by name)
-    /// into the canonical batch for `projection`.
-    pub fn normalize(&self, batch: &RecordBatch, projection: Projection) -> Result<RecordBatch> {
+    /// into the canonical batch for `projection`. `row_name` names a row of the batch in
+    /// errors the way the user can find it ("row 1234 of the file", "PerfSnapshotRunID 99").
+    pub fn normalize(&self, batch: &RecordBatch, projection: Projection, row_name: &RowName) -> Result<RecordBatch> {
         let target = match projection {
             Projection::Keys => crate::schema::key_schema(),
             Projection::Full => crate::schema::source_schema(),
@@ -108,7 +109,7 @@ impl ColumnMatch {
                         .iter()
                         .position(|f| f.name().eq_ignore_ascii_case(col.name))
                         .ok_or_else(|| Error::Internal(format!("column {} not projected", col.name)))?;
-                    convert(&self.label, col, batch.column(idx))?
+                    convert(&self.label, col, batch.column(idx), row_name)?
                 }
             };
             columns.push(array);
@@ -116,6 +117,9 @@ impl ColumnMatch {
         RecordBatch::try_new(target, columns).map_err(Error::arrow(format!("normalising '{}'", self.label)))
     }
 }
+
+/// Names a row of a batch for error messages.
+pub type RowName<'a> = dyn Fn(usize) -> String + 'a;
 
 /// Canonical column indices of a projection, in output order.
 pub fn projection_columns(projection: Projection) -> &'static [usize] {
@@ -166,7 +170,7 @@ fn bad_value(label: &str, col: &Column, message: String) -> Error {
     }
 }
 
-fn convert(label: &str, col: &Column, array: &ArrayRef) -> Result<ArrayRef> {
+fn convert(label: &str, col: &Column, array: &ArrayRef, row_name: &RowName) -> Result<ArrayRef> {
     let target = col.sql.arrow_type();
     let strict = CastOptions { safe: false, ..Default::default() };
     let out: ArrayRef = match (col.sql, array.data_type()) {
@@ -191,12 +195,12 @@ fn convert(label: &str, col: &Column, array: &ArrayRef) -> Result<ArrayRef> {
                     return Err(bad_value(
                         label,
                         col,
-                        format!("row {row}: value has sub-millisecond precision; the SQL Server column is DATETIME2(3)"),
+                        format!("{}: value has sub-millisecond precision; the SQL Server column is DATETIME2(3)", row_name(row)),
                     ));
                 }
                 let ms = (v / den)
                     .checked_mul(num)
-                    .ok_or_else(|| bad_value(label, col, format!("row {row}: timestamp out of range")))?;
+                    .ok_or_else(|| bad_value(label, col, format!("{}: timestamp out of range", row_name(row))))?;
                 values.push(ms);
             }
             Arc::new(TimestampMillisecondArray::new(values.into(), raw.nulls().cloned()))
@@ -205,11 +209,14 @@ fn convert(label: &str, col: &Column, array: &ArrayRef) -> Result<ArrayRef> {
             let casted = cast_with_options(array, &DataType::Decimal128(38, scale), &strict)
                 .map_err(|e| bad_value(label, col, e.to_string()))?;
             let dec = casted.as_primitive::<arrow::datatypes::Decimal128Type>();
-            if let Err(e) = dec.validate_decimal_precision(precision) {
+            if dec.validate_decimal_precision(precision).is_err() {
+                let bad = (0..dec.len())
+                    .find(|&r| dec.is_valid(r) && !<arrow::datatypes::Decimal128Type as arrow::datatypes::DecimalType>::is_valid_decimal_precision(dec.value(r), precision))
+                    .unwrap_or(0);
                 return Err(bad_value(
                     label,
                     col,
-                    format!("value does not fit {}: {e}", col.sql.sql_name()),
+                    format!("{}: value {} does not fit {}", row_name(bad), dec.value_as_string(bad), col.sql.sql_name()),
                 ));
             }
             Arc::new(
@@ -222,10 +229,10 @@ fn convert(label: &str, col: &Column, array: &ArrayRef) -> Result<ArrayRef> {
     };
     if !col.nullable && out.null_count() > 0 {
         let row = (0..out.len()).find(|&i| out.is_null(i)).unwrap_or(0);
-        return Err(bad_value(label, col, format!("row {row} is NULL but the column is NOT NULL")));
+        return Err(bad_value(label, col, format!("{} is NULL but the column is NOT NULL", row_name(row))));
     }
     if let SqlType::NVarChar(max) = col.sql {
-        check_lengths(label, col, out.as_string::<i32>(), max)?;
+        check_lengths(label, col, out.as_string::<i32>(), max, row_name)?;
     }
     if let SqlType::Int = col.sql {
         debug_assert!(out.as_any().downcast_ref::<Int32Array>().is_some());
@@ -235,7 +242,7 @@ fn convert(label: &str, col: &Column, array: &ArrayRef) -> Result<ArrayRef> {
 
 /// NVARCHAR(n) counts UTF-16 code units; a UTF-8 string never has more of them than bytes, so
 /// only strings longer than `max` bytes need counting.
-fn check_lengths(label: &str, col: &Column, strings: &StringArray, max: u16) -> Result<()> {
+fn check_lengths(label: &str, col: &Column, strings: &StringArray, max: u16, row_name: &RowName) -> Result<()> {
     let max = max as usize;
     for (row, s) in strings.iter().enumerate() {
         if let Some(s) = s {
@@ -243,7 +250,7 @@ fn check_lengths(label: &str, col: &Column, strings: &StringArray, max: u16) -> 
                 return Err(bad_value(
                     label,
                     col,
-                    format!("row {row}: {} characters do not fit {}", s.encode_utf16().count(), col.sql.sql_name()),
+                    format!("{}: {} characters do not fit {}", row_name(row), s.encode_utf16().count(), col.sql.sql_name()),
                 ));
             }
         }
@@ -261,6 +268,10 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, TimestampMicrosecondArray};
     use arrow::datatypes::{Field, Schema};
+
+    fn batch_row(r: usize) -> String {
+        format!("row {r}")
+    }
 
     fn schema_with(fields: Vec<Field>) -> SchemaRef {
         Arc::new(Schema::new(fields))
@@ -322,9 +333,9 @@ mod tests {
             )
             .unwrap()
         };
-        let out = m.normalize(&batch(1_700_000_000_123_000), Projection::Keys).unwrap();
+        let out = m.normalize(&batch(1_700_000_000_123_000), Projection::Keys, &batch_row).unwrap();
         assert_eq!(snapshot_ms(&out, 1).value(0), 1_700_000_000_123);
-        let err = m.normalize(&batch(1_700_000_000_123_456), Projection::Keys).unwrap_err();
+        let err = m.normalize(&batch(1_700_000_000_123_456), Projection::Keys, &batch_row).unwrap_err();
         assert!(err.to_string().contains("sub-millisecond"), "{err}");
     }
 
@@ -336,14 +347,14 @@ mod tests {
                 .with_precision_and_scale(18, 4)
                 .unwrap(),
         );
-        let out = convert("f", col, &ok).unwrap();
+        let out = convert("f", col, &ok, &batch_row).unwrap();
         assert_eq!(out.data_type(), &DataType::Decimal128(9, 4));
         let too_big: ArrayRef = Arc::new(
             Decimal128Array::from(vec![Some(1_000_000_0000i128)])
                 .with_precision_and_scale(18, 4)
                 .unwrap(),
         );
-        let err = convert("f", col, &too_big).unwrap_err().to_string();
+        let err = convert("f", col, &too_big, &batch_row).unwrap_err().to_string();
         assert!(err.contains("CpuSignalWaitPct") && err.contains("DECIMAL(9,4)"), "{err}");
     }
 
@@ -351,10 +362,10 @@ mod tests {
     fn null_in_not_null_column_and_too_long_names_are_rejected() {
         let name_col = &SOURCE_COLUMNS[3];
         let nulls: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
-        assert!(convert("f", name_col, &nulls).unwrap_err().to_string().contains("row 1 is NULL"));
+        assert!(convert("f", name_col, &nulls, &batch_row).unwrap_err().to_string().contains("row 1 is NULL"));
         let long: ArrayRef = Arc::new(StringArray::from(vec!["é".repeat(129)]));
-        assert!(convert("f", name_col, &long).unwrap_err().to_string().contains("129 characters"));
+        assert!(convert("f", name_col, &long, &batch_row).unwrap_err().to_string().contains("129 characters"));
         let fits: ArrayRef = Arc::new(StringArray::from(vec!["é".repeat(128)]));
-        assert!(convert("f", name_col, &fits).is_ok());
+        assert!(convert("f", name_col, &fits, &batch_row).is_ok());
     }
 }

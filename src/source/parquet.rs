@@ -92,6 +92,38 @@ impl ParquetSource {
     }
 }
 
+/// Maps the n-th row read (after row-group pruning) to its row number in the file.
+struct RowNumbers {
+    /// (first row read from this group, first row of the group in the file), ascending.
+    starts: Vec<(u64, u64)>,
+}
+
+impl RowNumbers {
+    fn new(meta: &ParquetMetaData, selected: &[usize]) -> RowNumbers {
+        let mut file_start = Vec::with_capacity(meta.num_row_groups());
+        let mut acc = 0u64;
+        for g in meta.row_groups() {
+            file_start.push(acc);
+            acc += g.num_rows() as u64;
+        }
+        let mut starts = Vec::with_capacity(selected.len());
+        let mut read = 0u64;
+        for &g in selected {
+            starts.push((read, file_start[g]));
+            read += meta.row_group(g).num_rows() as u64;
+        }
+        RowNumbers { starts }
+    }
+
+    fn file_row(&self, nth: u64) -> u64 {
+        let i = self.starts.partition_point(|&(read, _)| read <= nth).saturating_sub(1);
+        match self.starts.get(i) {
+            Some(&(read, file)) => file + (nth - read),
+            None => nth,
+        }
+    }
+}
+
 /// Units of the file's SnapshotUTC statistics per millisecond.
 fn time_scale(schema: &SchemaRef, columns: &ColumnMatch) -> Option<i64> {
     use arrow::datatypes::{DataType, TimeUnit};
@@ -129,19 +161,23 @@ impl Source for ParquetSource {
         let mask = ProjectionMask::roots(builder.parquet_schema(), self.columns.needed(req.projection));
         let reader = builder
             .with_projection(mask)
-            .with_row_groups(groups)
+            .with_row_groups(groups.clone())
             .with_batch_size(req.batch_rows.max(1))
             .build()
             .map_err(Error::parquet(&self.path))?;
+        let rows = RowNumbers::new(&meta, &groups);
         let columns = self.columns.clone();
         let projection = req.projection;
         let path = self.path.clone();
+        let mut emitted = 0u64;
         Ok(Box::new(reader.map(move |batch| {
             let batch = batch.map_err(|e| Error::NotParquet {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            columns.normalize(&batch, projection)
+            let first = emitted;
+            emitted += batch.num_rows() as u64;
+            columns.normalize(&batch, projection, &|r| format!("row {} of the file", rows.file_row(first + r as u64) + 1))
         })))
     }
 }

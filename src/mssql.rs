@@ -1,0 +1,246 @@
+//! SQL Server connections (tiberius over tokio): connection strings, labels without secrets,
+//! connecting with a bounded timeout, and error mapping that never carries a password.
+//!
+//! Connection strings are ADO.NET style (`Server=tcp:sql01,1433;Database=DBATools;User
+//! Id=perf;Password=…`) or JDBC style (`jdbc:sqlserver://sql01:1433;databaseName=…`); tiberius
+//! parses them. Encryption is on unless the string says `Encrypt=false`;
+//! `TrustServerCertificate=true` is the explicit opt-out of certificate checks.
+
+use std::time::Duration;
+
+use tiberius::{Client, Config};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+use crate::error::{Error, Result};
+
+/// A connected client.
+pub type SqlClient = Client<Compat<TcpStream>>;
+
+/// A parsed connection string: tiberius' config plus what perfcopy shows and scrubs.
+#[derive(Clone)]
+pub struct ConnSpec {
+    config: Config,
+    /// `host:port/database`, for messages.
+    label: String,
+    database: String,
+    /// Secrets to remove from any message (the password as written).
+    secrets: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSpec").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+/// Key/value pairs of an ADO.NET or JDBC string, for labels and scrubbing only (tiberius does
+/// the authoritative parse). Values may be quoted with `'…'`, `"…"` or `{…}`.
+fn pairs(s: &str) -> Vec<(String, String)> {
+    let body = s.trim();
+    let body = match body.get(..16) {
+        Some(p) if p.eq_ignore_ascii_case("jdbc:sqlserver:/") => {
+            let rest = &body[16..];
+            let rest = rest.trim_start_matches('/');
+            // jdbc:sqlserver://host[:port][;k=v...]
+            let (hostpart, tail) = rest.split_once(';').unwrap_or((rest, ""));
+            let mut v = vec![("server".to_string(), hostpart.replace(':', ","))];
+            v.extend(pairs(tail));
+            return v;
+        }
+        _ => body,
+    };
+    let mut out = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        let mut key = String::new();
+        for c in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            key.push(c);
+        }
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let mut val = String::new();
+        match chars.peek().copied() {
+            Some(q @ ('\'' | '"' | '{')) => {
+                let close = if q == '{' { '}' } else { q };
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == close {
+                        if chars.peek() == Some(&close) {
+                            chars.next();
+                            val.push(c);
+                            continue;
+                        }
+                        break;
+                    }
+                    val.push(c);
+                }
+                for c in chars.by_ref() {
+                    if c == ';' {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                for c in chars.by_ref() {
+                    if c == ';' {
+                        break;
+                    }
+                    val.push(c);
+                }
+            }
+        }
+        let key = key.trim().to_ascii_lowercase();
+        if !key.is_empty() {
+            out.push((key, val.trim().to_string()));
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+    }
+    out
+}
+
+impl ConnSpec {
+    /// Parses a connection string. Errors name what is wrong, never the password.
+    pub fn parse(what: &str, s: &str) -> Result<ConnSpec> {
+        let kv = pairs(s);
+        let get = |keys: &[&str]| kv.iter().find(|(k, _)| keys.contains(&k.as_str())).map(|(_, v)| v.clone());
+        let secrets: Vec<String> = kv
+            .iter()
+            .filter(|(k, v)| matches!(k.as_str(), "password" | "pwd") && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect();
+        let scrub = |m: String| scrub_all(&m, &secrets);
+        let config = if s.trim_start().to_ascii_lowercase().starts_with("jdbc:") {
+            Config::from_jdbc_string(s)
+        } else {
+            Config::from_ado_string(s)
+        }
+        .map_err(|e| Error::Usage { flag: what.into(), message: scrub(format!("invalid connection string: {e}")) })?;
+        let server = get(&["server", "data source", "address", "addr", "network address"]).ok_or_else(|| Error::Usage {
+            flag: what.into(),
+            message: "connection string has no Server= (or Data Source=)".into(),
+        })?;
+        let database = get(&["database", "initial catalog", "databasename"]).ok_or_else(|| Error::Usage {
+            flag: what.into(),
+            message: format!("connection string for '{}' has no Database= (or Initial Catalog=)", scrub(server.clone())),
+        })?;
+        let connect_timeout = match get(&["connect timeout", "connection timeout", "timeout", "logintimeout"]) {
+            Some(t) => Duration::from_secs(t.parse().map_err(|_| Error::Usage {
+                flag: what.into(),
+                message: format!("Connect Timeout '{t}' is not a number of seconds"),
+            })?),
+            None => Duration::from_secs(15),
+        };
+        let host = server.trim_start_matches("tcp:");
+        Ok(ConnSpec {
+            label: scrub(format!("{host}/{database}")),
+            config,
+            database,
+            secrets,
+            connect_timeout,
+        })
+    }
+
+    /// `host,port/database` (no user, no password).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The database named in the string.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Removes the password from a message.
+    pub fn scrub(&self, message: &str) -> String {
+        scrub_all(message, &self.secrets)
+    }
+
+    /// A typed error about this connection, scrubbed.
+    pub fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::Target { target: self.label.clone(), message: self.scrub(&message.to_string()) }
+    }
+
+    /// Connects and logs in, within the connect timeout.
+    pub async fn connect(&self) -> Result<SqlClient> {
+        let addr = self.config.get_addr();
+        let fut = async {
+            let tcp = TcpStream::connect(&addr).await.map_err(|e| self.error(format!("cannot reach {addr}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            Client::connect(self.config.clone(), tcp.compat_write()).await.map_err(|e| self.sql_error("login failed", e))
+        };
+        match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(self.error(format!("no answer from {addr} within {} s (Connect Timeout)", self.connect_timeout.as_secs()))),
+        }
+    }
+
+    /// Maps a tiberius error, scrubbed, with what perfcopy was doing.
+    pub fn sql_error(&self, doing: &str, e: tiberius::error::Error) -> Error {
+        self.error(format!("{doing}: {e}"))
+    }
+}
+
+fn scrub_all(message: &str, secrets: &[String]) -> String {
+    let mut m = message.to_string();
+    for s in secrets {
+        if s.len() >= 1 {
+            m = m.replace(s.as_str(), "***");
+        }
+    }
+    m
+}
+
+/// Whether a SQL Server error is worth retrying: deadlock victim, lock timeout, timeouts,
+/// dropped connections.
+pub fn is_transient(e: &tiberius::error::Error) -> bool {
+    use tiberius::error::Error as E;
+    match e {
+        E::Server(t) => matches!(t.code(), 1205 | 1222 | 40197 | 40501 | 40613 | 49918 | 49919 | 49920 | 233 | 10053 | 10054 | 10060),
+        E::Io { .. } => true,
+        _ => false,
+    }
+}
+
+/// A current-thread tokio runtime for one worker thread's SQL Server I/O.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_scrubs_without_the_password() {
+        let s = ConnSpec::parse("--from", "Server=tcp:sql01,1433;Database=DBATools;User Id=perf;Password='s3;cr=t';Encrypt=false").unwrap();
+        assert_eq!(s.label(), "sql01,1433/DBATools");
+        assert_eq!(s.database(), "DBATools");
+        assert_eq!(s.scrub("login for perf with s3;cr=t failed"), "login for perf with *** failed");
+    }
+
+    #[test]
+    fn jdbc_strings_are_accepted() {
+        let s = ConnSpec::parse("--from", "jdbc:sqlserver://sql02:1444;databaseName=DBATools;user=perf;password={pw}").unwrap();
+        assert_eq!(s.label(), "sql02,1444/DBATools");
+    }
+
+    #[test]
+    fn malformed_strings_name_the_flag_and_hide_the_password() {
+        let e = ConnSpec::parse("--to", "Server=tcp:x,1433;Password=hunter2;Port=abc").unwrap_err().to_string();
+        assert!(e.contains("--to"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = ConnSpec::parse("--to", "Server=tcp:x,1433;Password=hunter2").unwrap_err().to_string();
+        assert!(e.contains("Database") && !e.contains("hunter2"), "{e}");
+    }
+}

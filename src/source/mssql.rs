@@ -1,0 +1,454 @@
+//! A DBATools database on SQL Server, read over TDS with tiberius.
+//!
+//! The table's columns are discovered first (older DBATools tables lack `ServerID`), checked
+//! with the same rules as Parquet sources, and rows are streamed in `PerfSnapshotRunID` order
+//! with keyset paging (`WHERE PerfSnapshotRunID > @last ORDER BY PerfSnapshotRunID`), one page
+//! per batch, so a read holds no long locks and can resume anywhere. Values go straight from
+//! TDS column data into Arrow builders of the exact types (no strings in between).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    AsArray,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder, TimestampMillisecondBuilder, UInt8Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use futures_util::TryStreamExt;
+use tiberius::ColumnData;
+
+use crate::error::{Error, Result};
+use crate::mssql::{runtime, ConnSpec, SqlClient};
+use crate::source::normalize::{projection_columns, ColumnMatch};
+use crate::source::{BatchIter, Projection, ReadRequest, Source};
+
+/// The source table (fixed: identifiers are never built from data).
+pub const SOURCE_TABLE: &str = "dbo.PerfSnapshotRun";
+
+/// Days from 0001-01-01 (TDS DATE epoch) to 1970-01-01.
+const DAYS_TO_UNIX_EPOCH: i64 = 719_162;
+
+/// A DBATools database.
+pub struct MssqlSource {
+    conn: ConnSpec,
+    label: String,
+    identity: String,
+    /// The table's columns as SQL Server describes them, in Arrow types.
+    schema: SchemaRef,
+    columns: ColumnMatch,
+    /// Optional PerfSnapshotRunID range (inclusive) when a source is split across connections.
+    range: Option<(i64, i64)>,
+}
+
+/// Arrow type of a column as INFORMATION_SCHEMA describes it.
+fn arrow_type(data_type: &str, precision: Option<u8>, scale: Option<i32>, datetime_precision: Option<i16>) -> Option<DataType> {
+    Some(match data_type.to_ascii_lowercase().as_str() {
+        "bigint" => DataType::Int64,
+        "int" => DataType::Int32,
+        "smallint" => DataType::Int16,
+        "tinyint" => DataType::UInt8,
+        "bit" => DataType::Boolean,
+        "decimal" | "numeric" => DataType::Decimal128(precision.unwrap_or(18), scale.unwrap_or(0) as i8),
+        "datetime2" if datetime_precision.unwrap_or(7) <= 3 => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "datetime2" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "datetime" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "nvarchar" | "varchar" | "nchar" | "char" | "sysname" => DataType::Utf8,
+        _ => return None,
+    })
+}
+
+impl MssqlSource {
+    /// Connects, discovers the table's columns and checks them.
+    pub fn open(conn: ConnSpec) -> Result<MssqlSource> {
+        let rt = runtime()?;
+        let label = conn.label().to_string();
+        let schema = rt.block_on(async {
+            let mut client = conn.connect().await?;
+            discover(&conn, &mut client).await
+        })?;
+        let columns = ColumnMatch::new(&label, &schema)?;
+        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None })
+    }
+
+    /// Splits the source into up to `parts` PerfSnapshotRunID ranges of about equal size,
+    /// each read on its own connection (in ID order, so the survivor rule is unchanged).
+    pub fn split(self, parts: usize) -> Result<Vec<MssqlSource>> {
+        if parts <= 1 {
+            return Ok(vec![self]);
+        }
+        let rt = runtime()?;
+        let (lo, hi) = rt.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let row = client
+                .query(format!("SELECT MIN(PerfSnapshotRunID) AS lo, MAX(PerfSnapshotRunID) AS hi FROM {SOURCE_TABLE}"), &[])
+                .await
+                .map_err(|e| self.conn.sql_error("reading the ID range", e))?
+                .into_row()
+                .await
+                .map_err(|e| self.conn.sql_error("reading the ID range", e))?;
+            let get = |i| row.as_ref().and_then(|r| r.try_get::<i64, _>(i).ok().flatten());
+            Ok::<_, Error>((get(0), get(1)))
+        })?;
+        let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(vec![self]) };
+        let width = ((hi - lo) / parts as i64).max(1);
+        let mut out = Vec::new();
+        let mut start = lo;
+        while start <= hi {
+            let end = if out.len() + 1 == parts { hi } else { (start + width - 1).min(hi) };
+            out.push(MssqlSource {
+                conn: self.conn.clone(),
+                label: format!("{} [{start}..{end}]", self.label),
+                identity: self.identity.clone(),
+                schema: self.schema.clone(),
+                columns: self.columns.clone(),
+                range: Some((start, end)),
+            });
+            start = end + 1;
+        }
+        Ok(out)
+    }
+
+    /// Whether the table has a ServerID column.
+    pub fn has_server_id(&self) -> bool {
+        self.columns.has_server_id()
+    }
+}
+
+async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> {
+    let rows = client
+        .query(
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE \
+             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION",
+            &[&"dbo", &"PerfSnapshotRun"],
+        )
+        .await
+        .map_err(|e| conn.sql_error("discovering the columns of dbo.PerfSnapshotRun", e))?
+        .into_first_result()
+        .await
+        .map_err(|e| conn.sql_error("discovering the columns of dbo.PerfSnapshotRun", e))?;
+    if rows.is_empty() {
+        return Err(Error::Source {
+            source_label: conn.label().to_string(),
+            message: format!("table {SOURCE_TABLE} does not exist in database '{}'", conn.database()),
+        });
+    }
+    let mut fields = Vec::new();
+    for r in &rows {
+        let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
+        let data_type: &str = r.try_get(1).ok().flatten().unwrap_or("");
+        let precision: Option<u8> = r.try_get(2).ok().flatten();
+        let scale: Option<i32> = r.try_get(3).ok().flatten();
+        let dt_precision: Option<i16> = r.try_get(4).ok().flatten();
+        let nullable = r.try_get::<&str, _>(5).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
+        // A column of a type perfcopy cannot read is kept as Null so that, if it is one of
+        // ours, the type check names it; extra columns are ignored anyway.
+        let t = arrow_type(data_type, precision, scale, dt_precision).unwrap_or(DataType::Null);
+        fields.push(Field::new(name, t, nullable));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// One column being decoded from TDS rows into an Arrow builder.
+enum Col {
+    I64(Int64Builder),
+    I32(Int32Builder),
+    I16(Int16Builder),
+    U8(UInt8Builder),
+    Bool(BooleanBuilder),
+    Dec(Decimal128Builder, u8, i8),
+    TsMs(TimestampMillisecondBuilder),
+    TsUs(TimestampMicrosecondBuilder),
+    Str(StringBuilder),
+}
+
+impl Col {
+    fn new(t: &DataType, cap: usize) -> Option<Col> {
+        Some(match t {
+            DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
+            DataType::Int32 => Col::I32(Int32Builder::with_capacity(cap)),
+            DataType::Int16 => Col::I16(Int16Builder::with_capacity(cap)),
+            DataType::UInt8 => Col::U8(UInt8Builder::with_capacity(cap)),
+            DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
+            DataType::Decimal128(p, s) => Col::Dec(Decimal128Builder::with_capacity(cap), *p, *s),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => Col::TsMs(TimestampMillisecondBuilder::with_capacity(cap)),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => Col::TsUs(TimestampMicrosecondBuilder::with_capacity(cap)),
+            DataType::Utf8 => Col::Str(StringBuilder::with_capacity(cap, cap * 32)),
+            _ => return None,
+        })
+    }
+
+    /// Appends one value; `Err` carries a description of a value that does not fit.
+    fn push(&mut self, v: &ColumnData<'_>) -> std::result::Result<(), String> {
+        match (self, v) {
+            (Col::I64(b), ColumnData::I64(x)) => b.append_option(*x),
+            (Col::I64(b), ColumnData::I32(x)) => b.append_option(x.map(i64::from)),
+            (Col::I32(b), ColumnData::I32(x)) => b.append_option(*x),
+            (Col::I32(b), ColumnData::I16(x)) => b.append_option(x.map(i32::from)),
+            (Col::I32(b), ColumnData::U8(x)) => b.append_option(x.map(i32::from)),
+            (Col::I16(b), ColumnData::I16(x)) => b.append_option(*x),
+            (Col::U8(b), ColumnData::U8(x)) => b.append_option(*x),
+            (Col::Bool(b), ColumnData::Bit(x)) => b.append_option(*x),
+            (Col::Dec(b, _, s), ColumnData::Numeric(x)) => match x {
+                None => b.append_null(),
+                Some(n) => {
+                    let diff = *s as i32 - n.scale() as i32;
+                    let v = if diff >= 0 { n.value() * 10i128.pow(diff as u32) } else { n.value() / 10i128.pow((-diff) as u32) };
+                    b.append_value(v)
+                }
+            },
+            (Col::TsMs(b), ColumnData::DateTime2(x)) => match x {
+                None => b.append_null(),
+                Some(d) => b.append_value(datetime2_units(d, 3).ok_or("DATETIME2 value has sub-millisecond digits")?),
+            },
+            (Col::TsUs(b), ColumnData::DateTime2(x)) => match x {
+                None => b.append_null(),
+                Some(d) => b.append_value(datetime2_units(d, 6).ok_or("DATETIME2 value has sub-microsecond digits")?),
+            },
+            (Col::TsMs(b), ColumnData::DateTime(x)) => match x {
+                None => b.append_null(),
+                Some(d) => {
+                    // DATETIME: 1/300 s ticks since 1900-01-01.
+                    let ms = (d.days() as i64 - 25_567) * 86_400_000 + (d.seconds_fragments() as i64 * 10 + 1) / 3;
+                    b.append_value(ms)
+                }
+            },
+            (Col::Str(b), ColumnData::String(x)) => b.append_option(x.as_deref()),
+            (_, other) => return Err(format!("unexpected TDS value {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
+            Col::I64(b) => Arc::new(b.finish()),
+            Col::I32(b) => Arc::new(b.finish()),
+            Col::I16(b) => Arc::new(b.finish()),
+            Col::U8(b) => Arc::new(b.finish()),
+            Col::Bool(b) => Arc::new(b.finish()),
+            Col::Dec(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s).map_err(Error::arrow("decimal column"))?),
+            Col::TsMs(b) => Arc::new(b.finish()),
+            Col::TsUs(b) => Arc::new(b.finish()),
+            Col::Str(b) => Arc::new(b.finish()),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Col::I64(b) => b.len(),
+            Col::I32(b) => b.len(),
+            Col::I16(b) => b.len(),
+            Col::U8(b) => b.len(),
+            Col::Bool(b) => b.len(),
+            Col::Dec(b, ..) => b.len(),
+            Col::TsMs(b) => b.len(),
+            Col::TsUs(b) => b.len(),
+            Col::Str(b) => b.len(),
+        }
+    }
+}
+
+/// A DATETIME2 as units of 10^-`digits` s since the Unix epoch, when exact.
+fn datetime2_units(d: &tiberius::time::DateTime2, digits: u32) -> Option<i64> {
+    let t = d.time();
+    let scale = t.scale() as u32;
+    let inc = t.increments() as i64;
+    let frac = if scale >= digits {
+        let div = 10i64.pow(scale - digits);
+        if inc % div != 0 {
+            return None;
+        }
+        inc / div
+    } else {
+        inc * 10i64.pow(digits - scale)
+    };
+    let days = d.date().days() as i64 - DAYS_TO_UNIX_EPOCH;
+    Some(days * 86_400 * 10i64.pow(digits) + frac)
+}
+
+impl Source for MssqlSource {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
+        // Columns to select, in the source's own names (validated identifiers from
+        // INFORMATION_SCHEMA, bracket-quoted).
+        let wanted: Vec<usize> = projection_columns(req.projection)
+            .iter()
+            .filter(|&&c| self.columns.source_name(&self.schema, c).is_some())
+            .copied()
+            .collect();
+        let names: Vec<String> = wanted
+            .iter()
+            .filter_map(|&c| self.columns.source_name(&self.schema, c))
+            .map(|n| format!("[{}]", n.replace(']', "]]")))
+            .collect();
+        let fields: Vec<Field> = wanted
+            .iter()
+            .filter_map(|&c| {
+                let n = self.columns.source_name(&self.schema, c)?;
+                self.schema.field_with_name(n).ok().cloned()
+            })
+            .collect();
+        let page_schema = Arc::new(Schema::new(fields));
+        let run_col = names.iter().position(|n| n.eq_ignore_ascii_case("[PerfSnapshotRunID]")).unwrap_or(0);
+        let upper = self.range.map(|(_, hi)| hi);
+        let start = match (req.after_run_id, self.range) {
+            (Some(a), Some((lo, _))) => a.max(lo - 1),
+            (Some(a), None) => a,
+            (None, Some((lo, _))) => lo - 1,
+            (None, None) => i64::MIN,
+        };
+        let sql = format!(
+            "SELECT TOP (@P1) {} FROM {SOURCE_TABLE} WHERE PerfSnapshotRunID > @P2{} ORDER BY PerfSnapshotRunID",
+            names.join(", "),
+            if upper.is_some() { " AND PerfSnapshotRunID <= @P3" } else { "" }
+        );
+        Ok(Box::new(PageReader {
+            rt: Some(runtime()?),
+            client: None,
+            conn: self.conn.clone(),
+            sql,
+            page_rows: req.batch_rows.max(1),
+            last: start,
+            upper,
+            done: false,
+            page_schema,
+            run_col,
+            columns: self.columns.clone(),
+            projection: req.projection,
+            _label: self.label.clone(),
+        }))
+    }
+}
+
+/// Keyset-paged reader: each `next()` fetches one page as one batch.
+struct PageReader {
+    rt: Option<tokio::runtime::Runtime>,
+    client: Option<SqlClient>,
+    conn: ConnSpec,
+    sql: String,
+    page_rows: usize,
+    last: i64,
+    upper: Option<i64>,
+    done: bool,
+    page_schema: SchemaRef,
+    run_col: usize,
+    columns: ColumnMatch,
+    projection: Projection,
+    _label: String,
+}
+
+impl PageReader {
+    async fn page(&mut self) -> Result<Option<RecordBatch>> {
+        if self.client.is_none() {
+            self.client = Some(self.conn.connect().await?);
+        }
+        let client = self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
+        let n = self.page_rows as i64;
+        let mut params: Vec<&dyn tiberius::ToSql> = vec![&n, &self.last];
+        if let Some(u) = &self.upper {
+            params.push(u);
+        }
+        let conn = &self.conn;
+        let stream = client.query(self.sql.as_str(), &params).await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))?;
+        let mut rows = stream.into_row_stream();
+        let mut cols: Vec<Col> = self
+            .page_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Col::new(f.data_type(), self.page_rows).ok_or_else(|| Error::ColumnType {
+                    source_label: conn.label().to_string(),
+                    column: f.name().clone(),
+                    found: "a SQL type perfcopy cannot read".into(),
+                    expected: "the type in SCHEMA.md".into(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))? {
+            for (i, (c, (_, v))) in cols.iter_mut().zip(row.cells()).enumerate() {
+                if let ColumnData::I64(Some(id)) = v {
+                    if i == self.run_col {
+                        self.last = *id;
+                    }
+                }
+                c.push(v).map_err(|m| Error::BadValue {
+                    source_label: conn.label().to_string(),
+                    column: self.page_schema.field(i).name().clone(),
+                    message: m,
+                })?;
+            }
+        }
+        let got = cols.first().map(|c| c.len()).unwrap_or(0);
+        if got < self.page_rows {
+            self.done = true;
+        }
+        if got == 0 {
+            return Ok(None);
+        }
+        let arrays = cols.iter_mut().map(|c| c.finish()).collect::<Result<Vec<_>>>()?;
+        let raw = RecordBatch::try_new(self.page_schema.clone(), arrays).map_err(Error::arrow(format!("page of '{}'", conn.label())))?;
+        let ids = raw.column(self.run_col).as_primitive::<arrow::datatypes::Int64Type>().clone();
+        self.columns
+            .normalize(&raw, self.projection, &|r| format!("PerfSnapshotRunID {}", ids.value(r)))
+            .map(Some)
+    }
+}
+
+impl Iterator for PageReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        // The runtime is taken out for the duration of the call so `page` can borrow self.
+        let rt = self.rt.take()?;
+        let r = rt.block_on(self.page());
+        self.rt = Some(rt);
+        match r {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiberius::time::{Date, DateTime2, Time};
+
+    #[test]
+    fn datetime2_to_unix_ms() {
+        // 1970-01-01T00:00:01.234 as DATETIME2(3) and DATETIME2(7).
+        let d3 = DateTime2::new(Date::new(719_162), Time::new(1_234, 3));
+        assert_eq!(datetime2_units(&d3, 3), Some(1_234));
+        let d7 = DateTime2::new(Date::new(719_162), Time::new(12_340_000, 7));
+        assert_eq!(datetime2_units(&d7, 3), Some(1_234));
+        let sub = DateTime2::new(Date::new(719_162), Time::new(12_340_001, 7));
+        assert_eq!(datetime2_units(&sub, 3), None);
+        assert_eq!(datetime2_units(&sub, 6), None);
+        // 2020-01-01 is day 737424 since 0001-01-01.
+        let y2020 = DateTime2::new(Date::new(737_424), Time::new(0, 3));
+        assert_eq!(datetime2_units(&y2020, 3), Some(1_577_836_800_000));
+    }
+
+    #[test]
+    fn information_schema_types_map_to_exact_arrow_types() {
+        assert_eq!(arrow_type("bigint", None, None, None), Some(DataType::Int64));
+        assert_eq!(arrow_type("datetime2", None, None, Some(3)), Some(DataType::Timestamp(TimeUnit::Millisecond, None)));
+        assert_eq!(arrow_type("DECIMAL", Some(9), Some(4), None), Some(DataType::Decimal128(9, 4)));
+        assert_eq!(arrow_type("nvarchar", None, None, None), Some(DataType::Utf8));
+        assert_eq!(arrow_type("xml", None, None, None), None);
+    }
+}
