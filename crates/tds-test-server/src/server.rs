@@ -604,7 +604,8 @@ impl Conn {
         if ty != packet::PRELOGIN {
             return Err(proto(format!("expected PRELOGIN, got packet type {ty}")).into());
         }
-        self.read_rest(ty, status, body).await?;
+        let msg = self.read_rest(ty, status, body).await?;
+        validate_prelogin(&msg)?;
         self.send(&prelogin_response(), true).await?;
         // LOGIN7
         let Some((ty, status, body)) = self.read_packet().await? else { return Ok(()) };
@@ -1027,6 +1028,22 @@ fn skip_all_headers(msg: &[u8]) -> Result<&[u8]> {
         return Err(proto(format!("ALL_HEADERS length {total} outside the {}-byte message", msg.len())));
     }
     Ok(&msg[total..])
+}
+
+/// Checks the PRELOGIN option table: 5-byte entries up to 0xFF, each pointing inside the message.
+fn validate_prelogin(msg: &[u8]) -> Result<()> {
+    let mut r = Rd::new(msg);
+    loop {
+        let t = r.u8().map_err(|e| wire_err("PRELOGIN", e))?;
+        if t == 0xFF {
+            return Ok(());
+        }
+        let off = u16::from_be_bytes([r.u8().map_err(|e| wire_err("PRELOGIN", e))?, r.u8().map_err(|e| wire_err("PRELOGIN", e))?]) as usize;
+        let len = u16::from_be_bytes([r.u8().map_err(|e| wire_err("PRELOGIN", e))?, r.u8().map_err(|e| wire_err("PRELOGIN", e))?]) as usize;
+        if off + len > msg.len() {
+            return Err(proto(format!("PRELOGIN option {t} at {off}+{len} outside the {}-byte message", msg.len())));
+        }
+    }
 }
 
 fn prelogin_response() -> Vec<u8> {
