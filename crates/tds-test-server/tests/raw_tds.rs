@@ -205,3 +205,47 @@ fn malformed_input_closes_only_that_connection() {
     let (toks, _) = ok.batch("SELECT COUNT(*) AS n FROM dbo.T");
     assert_eq!(done_of(&toks), (false, true, 1));
 }
+
+#[test]
+fn bulk_column_type_mismatch_is_4816_and_too_long_string_4815() {
+    let srv = TestServer::start(ServerConfig { password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+    srv.create_table("V", "dbo.T", vec![Column::new("d", SqlType::Decimal { precision: 9, scale: 4 }, true), Column::new("s", SqlType::NVarChar(Some(3)), true)], &[]).unwrap();
+    let mut r = Raw::login(srv.addr(), "V", 4096);
+    let colmeta = |prec: u8, len: u8| -> Vec<u8> {
+        let mut m = vec![0x81, 0x02, 0x00];
+        m.extend_from_slice(&[0, 0, 0, 0, 0x09, 0x00, 0x6A, len, prec, 4, 1, b'd', 0]);
+        m.extend_from_slice(&[0, 0, 0, 0, 0x09, 0x00, 0xE7, 0x40, 0x00, 0x09, 0x04, 0xD0, 0x00, 0x34, 1, b's', 0]);
+        m
+    };
+    let done = [0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    // DECIMAL(18,4) sent for a DECIMAL(9,4) column.
+    r.batch("INSERT BULK dbo.T ([d] decimal(18,4), [s] nvarchar(3))");
+    let mut msg = colmeta(18, 9);
+    msg.extend_from_slice(&[0xD1, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]);
+    msg.extend_from_slice(&done);
+    r.send(7, &msg);
+    let (toks, _) = r.tokens();
+    let err = toks.iter().find_map(|t| if let Token::Error(e) = t { Some(e.clone()) } else { None }).expect("an ERROR token");
+    assert_eq!(err.number, 4816, "{}", err.message);
+    assert!(err.message.contains("decimal(18,4)") && err.message.contains("decimal(9,4)"), "{}", err.message);
+    // Matching types, but a 4-character value for NVARCHAR(3).
+    r.batch("INSERT BULK dbo.T ([d] decimal(9,4), [s] nvarchar(3))");
+    let mut msg = colmeta(9, 5);
+    msg.extend_from_slice(&[0xD1, 5, 0, 0x10, 0x27, 0, 0, 8, 0, b'a', 0, b'b', 0, b'c', 0, b'd', 0]);
+    msg.extend_from_slice(&done);
+    r.send(7, &msg);
+    let (toks, _) = r.tokens();
+    let err = toks.iter().find_map(|t| if let Token::Error(e) = t { Some(e.clone()) } else { None }).expect("an ERROR token");
+    assert_eq!(err.number, 4815, "{}", err.message);
+    // And a valid row: -1.0000 and 'abc'.
+    r.batch("INSERT BULK dbo.T ([d] decimal(9,4), [s] nvarchar(3))");
+    let mut msg = colmeta(9, 5);
+    msg.extend_from_slice(&[0xD1, 5, 0, 0x10, 0x27, 0, 0, 6, 0, b'a', 0, b'b', 0, b'c', 0]);
+    msg.extend_from_slice(&done);
+    r.send(7, &msg);
+    let (toks, _) = r.tokens();
+    assert_eq!(done_of(&toks), (false, true, 1));
+    let b = srv.table_batch("V", "dbo.T").unwrap();
+    let d = b.column(0).as_any().downcast_ref::<arrow::array::Decimal128Array>().unwrap();
+    assert_eq!(d.value(0), -10000);
+}

@@ -152,3 +152,61 @@ pub fn without_server_id(mut rows: Vec<SrcRow>) -> Vec<SrcRow> {
     }
     rows
 }
+
+/// Reads a PerfSnapshotRun RecordBatch (from `TestServer::table_batch`) back into SrcRows,
+/// asserting SCHEMA.md's exact Arrow types on the way.
+pub fn from_batch(b: &RecordBatch) -> Vec<SrcRow> {
+    use arrow::array::{Array, Int64Array};
+    let col = |n: &str| b.column(b.schema().index_of(n).unwrap()).clone();
+    let id = col("PerfSnapshotRunID");
+    let id = id.as_any().downcast_ref::<Int64Array>().expect("PerfSnapshotRunID is Int64");
+    let snap = col("SnapshotUTC");
+    let snap = snap.as_any().downcast_ref::<TimestampMillisecondArray>().expect("SnapshotUTC is Timestamp(ms)");
+    let sid = b.schema().index_of("ServerID").ok().map(|i| b.column(i).clone());
+    let text = |n: &str| col(n).as_any().downcast_ref::<StringArray>().expect("Utf8").clone();
+    let dec = |n: &str, p: u8| {
+        let c = col(n);
+        assert_eq!(c.data_type(), &DataType::Decimal128(p, 4));
+        c.as_any().downcast_ref::<Decimal128Array>().unwrap().clone()
+    };
+    let int = |n: &str| col(n).as_any().downcast_ref::<Int32Array>().expect("Int32").clone();
+    let (name, ver, wait) = (text("ServerName"), text("SqlVersion"), text("TopWaitType"));
+    let (cpu, ms) = (dec("CpuSignalWaitPct", 9), dec("TopWaitMsPerSec", 18));
+    let counts: Vec<Int32Array> = ["SessionsCount", "RequestsCount", "BlockingSessionCount", "DeadlockCountRecent", "MemoryGrantWarningCount"].iter().map(|n| int(n)).collect();
+    let opt_i32 = |a: &Int32Array, i: usize| if a.is_null(i) { None } else { Some(a.value(i)) };
+    (0..b.num_rows())
+        .map(|i| SrcRow {
+            id: id.value(i),
+            snapshot: chrono::DateTime::from_timestamp_millis(snap.value(i)).unwrap().naive_utc(),
+            server_id: sid.as_ref().and_then(|a| opt_i32(a.as_any().downcast_ref::<Int32Array>().unwrap(), i)),
+            server_name: name.value(i).to_string(),
+            sql_version: ver.value(i).to_string(),
+            cpu: if cpu.is_null(i) { None } else { Some(cpu.value(i)) },
+            top_wait: if wait.is_null(i) { None } else { Some(wait.value(i).to_string()) },
+            wait_ms: if ms.is_null(i) { None } else { Some(ms.value(i)) },
+            counts: [0, 1, 2, 3, 4].map(|k| opt_i32(&counts[k], i)),
+        })
+        .collect()
+}
+
+/// The bulk-load row of a SrcRow for the target PerfSnapshotRun (no identity column).
+pub fn target_token_row(r: &SrcRow) -> tiberius::TokenRow<'static> {
+    use rust_decimal::Decimal;
+    use tiberius::IntoSql;
+    let mut t = tiberius::TokenRow::new();
+    t.push(r.snapshot.into_sql());
+    t.push(r.server_id.unwrap_or(-1).into_sql());
+    t.push(r.server_name.clone().into_sql());
+    t.push(r.sql_version.clone().into_sql());
+    t.push(r.cpu.map(|m| Decimal::from_i128_with_scale(m, 4)).into_sql());
+    t.push(r.top_wait.clone().into_sql());
+    t.push(r.wait_ms.map(|m| Decimal::from_i128_with_scale(m, 4)).into_sql());
+    for c in r.counts {
+        t.push(c.into_sql());
+    }
+    t
+}
+
+pub const TARGET_BULK_COLUMNS: [&str; 12] = [
+    "SnapshotUTC", "ServerID", "ServerName", "SqlVersion", "CpuSignalWaitPct", "TopWaitType", "TopWaitMsPerSec", "SessionsCount", "RequestsCount", "BlockingSessionCount", "DeadlockCountRecent", "MemoryGrantWarningCount",
+];

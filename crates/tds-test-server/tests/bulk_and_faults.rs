@@ -1,0 +1,168 @@
+//! tiberius bulk loads into the in-memory tables, bulk validation errors, and fault injection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tds_test_server::{ServerConfig, SqlError, TestServer};
+use tiberius::{SortOrder, SqlBulkCopyOption};
+
+fn server(packet: u32) -> TestServer {
+    let srv = TestServer::start(ServerConfig { packet_size: Some(packet), password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+    srv.create_monitoringdb("MonitoringDB");
+    srv
+}
+
+fn expected_target(rows: &[SrcRow], first_id: i64) -> Vec<SrcRow> {
+    rows.iter().enumerate().map(|(k, r)| SrcRow { id: first_id + k as i64, server_id: Some(r.server_id.unwrap_or(-1)), ..r.clone() }).collect()
+}
+
+async fn bulk(c: &mut Conn, rows: &[SrcRow]) -> tiberius::Result<u64> {
+    let mut req = c.bulk_insert_with_options("dbo.PerfSnapshotRun", &TARGET_BULK_COLUMNS, SqlBulkCopyOption::TableLock.into(), &[("SnapshotUTC", SortOrder::Ascending)]).await?;
+    for r in rows {
+        req.send(target_token_row(r)).await?;
+    }
+    Ok(req.finalize().await?.total())
+}
+
+#[tokio::test]
+async fn tiberius_bulk_insert_round_trips_every_value_over_512_and_32767_packets() {
+    for packet in [512u32, 32767] {
+        let srv = server(packet);
+        let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+        let rows = src_rows(700);
+        assert_eq!(bulk(&mut c, &rows[..400]).await.unwrap(), 400);
+        assert_eq!(bulk(&mut c, &rows[400..]).await.unwrap(), 300);
+        let got = from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap());
+        assert_eq!(got, expected_target(&rows, 1), "packet size {packet}");
+        let st = srv.stats();
+        assert_eq!((st.bulk_loads, st.bulk_rows_received), (2, 700));
+    }
+}
+
+#[tokio::test]
+async fn bulk_rows_in_a_transaction_appear_on_commit_and_vanish_on_rollback() {
+    let srv = server(512);
+    let mut a = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let mut b = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let rows = src_rows(50);
+    a.simple_query("BEGIN TRAN").await.unwrap().into_results().await.unwrap();
+    bulk(&mut a, &rows[..20]).await.unwrap();
+    let seen_b = b.query("SELECT COUNT(*) FROM dbo.PerfSnapshotRun", &[]).await.unwrap().into_row().await.unwrap().unwrap().get::<i32, _>(0);
+    let seen_a = a.query("SELECT COUNT(*) FROM dbo.PerfSnapshotRun", &[]).await.unwrap().into_row().await.unwrap().unwrap().get::<i32, _>(0);
+    assert_eq!((seen_a, seen_b), (Some(20), Some(0)));
+    a.simple_query("ROLLBACK").await.unwrap().into_results().await.unwrap();
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    a.simple_query("BEGIN TRAN").await.unwrap().into_results().await.unwrap();
+    bulk(&mut a, &rows[20..]).await.unwrap();
+    a.simple_query("COMMIT TRAN").await.unwrap().into_results().await.unwrap();
+    // Identities 1..=20 were consumed by the rolled-back load, as in SQL Server.
+    assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), expected_target(&rows[20..], 21));
+}
+
+#[tokio::test]
+async fn bulk_null_into_not_null_column_fails_the_whole_load_with_515() {
+    let srv = server(512);
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let rows = src_rows(10);
+    let mut req = c.bulk_insert_with_options("dbo.PerfSnapshotRun", &TARGET_BULK_COLUMNS, Default::default(), &[]).await.unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let mut t = target_token_row(r);
+        if i == 7 {
+            // ServerName is NVARCHAR(128) NOT NULL.
+            let mut vals: Vec<_> = t.into_iter().collect();
+            vals[2] = tiberius::ColumnData::String(None);
+            t = tiberius::TokenRow::new();
+            for v in vals {
+                t.push(v);
+            }
+        }
+        req.send(t).await.unwrap();
+    }
+    let e = req.finalize().await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 515 && t.message().contains("ServerName")), "{e:?}");
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0, "atomic: no row of the failed load");
+    // The connection is still usable.
+    assert_eq!(bulk(&mut c, &rows).await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn count_only_table_counts_bulk_rows_without_storing_them() {
+    let srv = server(32767);
+    srv.set_bulk_count_only("MonitoringDB", "dbo.PerfSnapshotRun", true).unwrap();
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    assert_eq!(bulk(&mut c, &src_rows(2000)).await.unwrap(), 2000);
+    assert_eq!(srv.stats().bulk_rows_received, 2000);
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn drop_after_rows_cuts_a_result_and_closes_only_that_connection() {
+    let srv = server(512);
+    srv.create_dbatools("DBATools_F", true);
+    srv.insert_batch("DBATools_F", "dbo.PerfSnapshotRun", &src_batch(&src_rows(100), true)).unwrap();
+    srv.faults().drop_after_rows(30);
+    let mut c = connect(srv.addr(), "DBATools_F", None).await.unwrap();
+    let r = async { c.query("SELECT * FROM dbo.PerfSnapshotRun ORDER BY PerfSnapshotRunID", &[]).await?.into_first_result().await }.await;
+    assert!(r.is_err(), "a cut result must fail, got {:?} rows", r.map(|v| v.len()));
+    assert_eq!(srv.stats().dropped_connections, 1);
+    assert_eq!(srv.stats().rows_sent, 30);
+    // One-shot: a new connection reads everything.
+    let mut c = connect(srv.addr(), "DBATools_F", None).await.unwrap();
+    let all = c.query("SELECT * FROM dbo.PerfSnapshotRun", &[]).await.unwrap().into_first_result().await.unwrap();
+    assert_eq!(all.len(), 100);
+}
+
+#[tokio::test]
+async fn drop_on_second_bulk_load_keeps_the_first_and_discards_the_second() {
+    let srv = server(512);
+    srv.faults().drop_on_bulk_load(2);
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let rows = src_rows(60);
+    assert_eq!(bulk(&mut c, &rows[..30]).await.unwrap(), 30);
+    assert!(bulk(&mut c, &rows[30..]).await.is_err());
+    assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), expected_target(&rows[..30], 1));
+    assert_eq!(srv.stats().dropped_connections, 1);
+}
+
+#[tokio::test]
+async fn deadlock_once_rolls_back_and_fails_one_statement_only() {
+    let srv = server(512);
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    srv.faults().deadlock_once("insert into dbo.servers");
+    c.simple_query("BEGIN TRAN").await.unwrap().into_results().await.unwrap();
+    c.execute("UPDATE dbo.Servers SET Environment = N'x' WHERE ServerID = 0", &[]).await.unwrap();
+    let e = c.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"S1"]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 1205 && t.class() == 13), "{e:?}");
+    assert_eq!(srv.stats().rollbacks, 1, "the deadlock victim's transaction is rolled back");
+    // The retry succeeds outside any transaction (tiberius saw the rollback ENVCHANGE).
+    c.execute("INSERT INTO dbo.Servers (ServerName) VALUES (@P1)", &[&"S1"]).await.unwrap();
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.Servers").unwrap(), 1);
+
+    srv.faults().timeout_once("");
+    let e = c.execute("DELETE FROM dbo.Servers WHERE ServerID = 99", &[]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 1222), "{e:?}");
+    srv.faults().error_once("servers", SqlError::new(50000, "custom failure"));
+    let e = c.query("SELECT * FROM dbo.Servers", &[]).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 50000), "{e:?}");
+    c.query("SELECT * FROM dbo.Servers", &[]).await.unwrap().into_first_result().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_logins_and_delayed_responses() {
+    let srv = server(4096);
+    srv.faults().refuse_logins(true);
+    let e = connect(srv.addr(), "MonitoringDB", None).await.unwrap_err();
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 18456), "{e:?}");
+    srv.faults().refuse_logins(false);
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    srv.faults().delay_responses(Some(Duration::from_millis(300)));
+    let t0 = Instant::now();
+    c.query("SELECT 1", &[]).await.unwrap().into_first_result().await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(290), "{:?}", t0.elapsed());
+    srv.faults().clear();
+    let t0 = Instant::now();
+    c.query("SELECT 1", &[]).await.unwrap().into_first_result().await.unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(250));
+}
