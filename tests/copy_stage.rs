@@ -351,9 +351,11 @@ fn verify_passes_on_a_good_stage_and_fails_after_a_file_is_deleted() {
     let files = stage_files(&stage);
     let (victim_id, victim) = files[files.len() / 2].clone();
     let lost: Vec<Row> = read_stage(&stage).into_iter().filter(|r| r.server_id == victim_id).collect();
-    let remaining_in_partition = files.iter().filter(|(id, p)| *id == victim_id && *p != victim).count();
-    assert_eq!(remaining_in_partition, 0, "one file per partition after one run");
-    std::fs::remove_file(&victim).unwrap();
+    // A partition may hold one file per writer: delete them all.
+    for (_, p) in files.iter().filter(|(id, _)| *id == victim_id) {
+        std::fs::remove_file(p).unwrap();
+    }
+    assert!(!victim.exists());
 
     let o = perfcopy(&["verify", "--from", s(&src), "--stage", s(&stage), "--json"]);
     assert_eq!(o.status.code(), Some(3), "verify on a damaged stage: {}", stderr(&o));

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::progress::Progress;
 use crate::pipeline::Cancel;
 use crate::schema::{key, src, tgt};
-use crate::sink::{Target, Watermark};
+use crate::sink::{SourceMeta, Target, Watermark, WriteUnit};
 use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::dedupe::{day_of, day_ranges, row_hashes, Day, OverlapPlanner, Verdict, Winners, TARGET_RANK};
@@ -241,7 +241,7 @@ pub fn run_copy(
     // Watermarks are only trusted when the row they point at is still the same row.
     let mut watermarks: Vec<Option<Watermark>> = Vec::with_capacity(sources.len());
     for s in sources {
-        watermarks.push(if opts.rescan { None } else { target.watermark(s.identity())? });
+        watermarks.push(if opts.rescan { None } else { target.watermark(s.as_ref())? });
     }
 
     // Pass 1: keys.
@@ -296,8 +296,16 @@ pub fn run_copy(
     for scan in scans.iter_mut() {
         planner.merge(std::mem::take(&mut scan.planner).regroup(to_id));
     }
-    let copied_servers: BTreeSet<i32> = planner.source_days().map(|(s, _)| s).collect();
-    let mut keys = target.existing_keys(&copied_servers)?;
+    // The time range each server is copied in, to ask the target only for keys there.
+    let mut copied: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for scan in &scans {
+        for (&g, st) in &scan.names {
+            let e = copied.entry(to_id(g)).or_insert((st.min, st.max));
+            e.0 = e.0.min(st.min);
+            e.1 = e.1.max(st.max);
+        }
+    }
+    let mut keys = target.existing_keys(&copied)?;
     for batch in keys.by_ref() {
         cancel.check()?;
         let batch = batch?;
@@ -319,8 +327,24 @@ pub fn run_copy(
     report.dedupe_hot_keys = winners.len();
 
     // Pass 3: copy.
-    let total: u64 = scans.iter().map(|s| s.rows_read).sum();
-    let outcome = copy_pass(sources, target, opts, &map, &hot, winners, &scans, progress, total, cancel)?;
+    let metas = sources
+        .iter()
+        .zip(&scans)
+        .map(|(s, scan)| {
+            // The source's own server: as it says, or the name most of its rows carry.
+            let name = s.server_name().map(str::to_string).or_else(|| {
+                scan.names.iter().max_by_key(|(_, st)| st.rows).map(|(&g, _)| names.spelled[g as usize].clone())
+            });
+            SourceMeta {
+                identity: s.identity().to_string(),
+                server_id: name.as_deref().and_then(|n| map.get(n)).unwrap_or(0),
+                server_name: name.unwrap_or_default(),
+                database: s.database_name(),
+                watermarks: opts.window.is_unbounded(),
+            }
+        })
+        .collect();
+    let outcome = copy_pass(sources, target, opts, &map, &hot, winners, &scans, metas, progress, cancel)?;
 
     // Report.
     let mut per_server: BTreeMap<i32, ServerReport> = BTreeMap::new();
@@ -394,7 +418,8 @@ fn scan_keys(
         rows_filtered: 0,
         watermark: after,
     };
-    let mut wm_row_ok = wm.is_none();
+    // A watermark without a SnapshotUTC (a SQL Server ledger) is trusted as it is.
+    let mut wm_row_ok = wm.is_none_or(|w| w.last_snapshot_ms.is_none());
     let mut groups: Vec<i32> = Vec::new();
     let mut ts_kept: Vec<i64> = Vec::new();
     for batch in source.read(&req)? {
@@ -410,7 +435,7 @@ fn scan_keys(
             let (id, t) = (ids.value(row), ts.value(row));
             if let Some(w) = wm {
                 if id == w.last_run_id {
-                    wm_row_ok = t == w.last_snapshot_ms;
+                    wm_row_ok = w.last_snapshot_ms.is_none_or(|m| m == t);
                 }
                 if id <= w.last_run_id {
                     continue;
@@ -543,7 +568,13 @@ struct CopyOutcome {
     written: BTreeMap<i32, u64>,
 }
 
-type WriterMsg = (i32, RecordBatch);
+/// A deduplicated source batch on its way to a writer.
+struct WriterMsg {
+    source: usize,
+    rows: RecordBatch,
+    last_run_id: Option<i64>,
+    last_snapshot_ms: Option<i64>,
+}
 
 /// Pass 3: the streaming copy.
 #[allow(clippy::too_many_arguments)]
@@ -555,13 +586,14 @@ fn copy_pass(
     hot: &HashSet<Day>,
     winners: Winners,
     scans: &[KeyScan],
+    metas: Vec<SourceMeta>,
     progress: &Progress,
-    total: u64,
     cancel: &Cancel,
 ) -> Result<CopyOutcome> {
+    let total: u64 = scans.iter().map(|s| s.rows_read).sum();
     let winners = Mutex::new(winners);
     let overall = progress.phase(if opts.dry_run { "analyse" } else { "copy" }, Some(total));
-    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers)?) };
+    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, metas)?) };
     let workers = opts.writers.max(1);
     let (senders, receivers): (Vec<Sender<WriterMsg>>, Vec<Receiver<WriterMsg>>) =
         (0..workers).map(|_| bounded::<WriterMsg>(opts.queue_depth.max(1))).unzip();
@@ -577,18 +609,26 @@ fn copy_pass(
                 let mut counts = BTreeMap::new();
                 match load {
                     None => {
-                        for (id, b) in rx {
-                            *counts.entry(id).or_insert(0) += b.num_rows() as u64;
+                        for msg in rx {
+                            for (id, part) in split_by_server(&msg.rows)? {
+                                *counts.entry(id).or_insert(0) += part.num_rows() as u64;
+                            }
                         }
                         Ok(counts)
                     }
                     Some(load) => {
                         let mut writer = load.writer(w)?;
-                        for (id, b) in rx.iter() {
+                        for msg in rx.iter() {
                             if cancel.is_cancelled() {
                                 return Err(Error::Cancelled);
                             }
-                            if let Err(e) = writer.write(id, &b) {
+                            let unit = WriteUnit {
+                                source: msg.source,
+                                rows: &msg.rows,
+                                last_run_id: msg.last_run_id,
+                                last_snapshot_ms: msg.last_snapshot_ms,
+                            };
+                            if let Err(e) = writer.write(unit) {
                                 cancel.cancel();
                                 return Err(e);
                             }
@@ -642,12 +682,13 @@ fn copy_pass(
                 let keep = BooleanArray::from(keep);
                 let out = to_target(&batch, ids, &keep)?;
                 rep.rows_written += out.num_rows() as u64;
-                for (server, part) in split_by_server(&out)? {
-                    let tx = &senders_ref[(server.unsigned_abs() as usize) % senders_ref.len()];
-                    if tx.send((server, part)).is_err() {
-                        cancel.cancel();
-                        return Err(Error::Cancelled);
-                    }
+                // A source's batches all go to one writer, in order, so a target that commits
+                // per batch can advance the source's watermark batch by batch.
+                let tx = &senders_ref[rank % senders_ref.len()];
+                let msg = WriterMsg { source: rank, rows: out, last_run_id: top.map(|t| t.0), last_snapshot_ms: top.map(|t| t.1) };
+                if tx.send(msg).is_err() {
+                    cancel.cancel();
+                    return Err(Error::Cancelled);
                 }
                 bar.inc(batch.num_rows() as u64);
                 overall.inc(batch.num_rows() as u64);
@@ -701,10 +742,19 @@ fn copy_pass(
         }
         let tops = max_run.into_inner().map_err(|_| Error::Internal("poisoned".into()))?;
         let marks = if opts.window.is_unbounded() {
-            sources
-                .iter()
-                .zip(tops)
-                .filter_map(|(s, top)| top.map(|(id, ts)| Watermark { source: s.identity().to_string(), last_run_id: id, last_snapshot_ms: ts }))
+            // Parts of one split source share an identity: the highest of their tops counts.
+            let mut by_identity: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            for (s, top) in sources.iter().zip(tops) {
+                if let Some(t) = top {
+                    let e = by_identity.entry(s.identity()).or_insert(t);
+                    if t.0 > e.0 {
+                        *e = t;
+                    }
+                }
+            }
+            by_identity
+                .into_iter()
+                .map(|(id, (run, ts))| Watermark { source: id.to_string(), last_run_id: run, last_snapshot_ms: Some(ts) })
                 .collect()
         } else {
             Vec::new()

@@ -137,7 +137,7 @@ pub fn run_verify(
         src_keys.sort_unstable();
         src_keys.dedup();
         let mut tgt_keys: Vec<i64> = Vec::new();
-        for batch in target.existing_keys(&BTreeSet::from([id]))? {
+        for batch in target.existing_keys(&BTreeMap::from([(id, (i64::MIN, i64::MAX))]))? {
             let batch = batch?;
             tgt_keys.extend_from_slice(snapshot_ms(&batch, 0).values());
         }

@@ -23,8 +23,39 @@ pub struct Watermark {
     pub source: String,
     pub last_run_id: i64,
     /// SnapshotUTC (ms) of the row with `last_run_id`, to recognise a source that was replaced
-    /// by different data under the same name (the watermark is then ignored).
-    pub last_snapshot_ms: i64,
+    /// by different data under the same name (the watermark is then ignored). Targets that do
+    /// not record it (DBAToolsSyncLog) trust the watermark, as the toolkit's procedure does.
+    pub last_snapshot_ms: Option<i64>,
+}
+
+/// What a target knows of one source of a load: who it is, for its sync ledger.
+#[derive(Debug, Clone)]
+pub struct SourceMeta {
+    /// [`crate::source::Source::identity`].
+    pub identity: String,
+    /// The source's own server (`@@SERVERNAME`, or the server most of its rows belong to).
+    pub server_name: String,
+    /// Its target ServerID.
+    pub server_id: i32,
+    /// The DBATools database name (or the file name of a Parquet export).
+    pub database: String,
+    /// Whether the run copies the whole source (no `--since`/`--until`): only then may the
+    /// load record watermarks.
+    pub watermarks: bool,
+}
+
+/// One batch of a source, deduplicated, for the target.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteUnit<'a> {
+    /// Index of the source in the load's [`SourceMeta`] list.
+    pub source: usize,
+    /// Rows to write (target schema; any ServerIDs; may be empty).
+    pub rows: &'a RecordBatch,
+    /// Highest source PerfSnapshotRunID consumed so far, this batch included: once this unit
+    /// is durable, every source row up to it is in the target.
+    pub last_run_id: Option<i64>,
+    /// SnapshotUTC of that row.
+    pub last_snapshot_ms: Option<i64>,
 }
 
 /// Rows per target ServerID written by a load.
@@ -43,31 +74,33 @@ pub trait Target: Send + Sync {
     /// Adds `names` to the registry with IDs after the highest known in `known` (map and
     /// registry), in name order; returns the IDs given.
     fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>>;
-    /// Keys the target holds for these servers: batches of (SnapshotUTC, ServerID).
-    fn existing_keys(&self, servers: &BTreeSet<i32>) -> Result<BatchIter>;
+    /// Keys the target holds for these servers within these inclusive ms ranges: batches of
+    /// (SnapshotUTC, ServerID). A target may return more (the caller filters).
+    fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter>;
     /// Full target rows of these servers within these ms ranges (target schema), for conflict
     /// detection in hot days.
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
     /// The watermark recorded for a source, if any.
-    fn watermark(&self, source_identity: &str) -> Result<Option<Watermark>>;
-    /// Starts a load written by `workers` writers.
-    fn begin(&self, workers: usize) -> Result<Box<dyn Load>>;
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>>;
+    /// Starts a load of these sources written by `workers` writers. Each source's units go to
+    /// one writer, in the source's order.
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>>;
 }
 
 /// A load in progress.
 pub trait Load: Send + Sync {
     /// The writer for worker `worker` (each worker thread owns one).
     fn writer(&self, worker: usize) -> Result<Box<dyn LoadWriter>>;
-    /// Makes every row written by finished writers visible, and records the watermarks.
+    /// Makes every row written by finished writers visible, and records the final watermarks.
     fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()>;
     /// Discards everything written.
     fn abort(self: Box<Self>);
 }
 
-/// One worker's writer. Receives target-schema batches that all have one ServerID.
+/// One worker's writer.
 pub trait LoadWriter: Send {
-    /// Writes rows of one target server.
-    fn write(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()>;
+    /// Writes one unit.
+    fn write(&mut self, unit: WriteUnit<'_>) -> Result<()>;
     /// Flushes and hands the written data to the load (not yet visible).
     fn finish(self: Box<Self>) -> Result<WrittenRows>;
 }

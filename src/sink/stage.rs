@@ -25,7 +25,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::schema::{target_schema, tgt};
-use crate::sink::{Load, LoadWriter, Target, Watermark, WrittenRows};
+use crate::sink::{Load, LoadWriter, Target, Watermark, WriteUnit, WrittenRows};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
 
@@ -263,12 +263,13 @@ impl Target for Stage {
         Ok(added)
     }
 
-    fn existing_keys(&self, servers: &BTreeSet<i32>) -> Result<BatchIter> {
-        let mut files = Vec::new();
-        for &s in servers {
-            files.extend(self.partition_files(s)?);
+    fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        let mut iters = Vec::new();
+        for (&server, &(lo, hi)) in ranges {
+            let files = self.partition_files(server)?;
+            iters.push(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], Some(vec![(lo, hi.saturating_add(1))])));
         }
-        Ok(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], None))
+        Ok(Box::new(iters.into_iter().flatten()))
     }
 
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
@@ -281,7 +282,8 @@ impl Target for Stage {
         Ok(Box::new(iters.into_iter().flatten()))
     }
 
-    fn watermark(&self, source_identity: &str) -> Result<Option<Watermark>> {
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>> {
+        let source_identity = source.identity();
         let p = self.watermarks_path();
         if !p.exists() {
             return Ok(None);
@@ -291,7 +293,7 @@ impl Target for Stage {
         Ok(file.sources.into_iter().find(|w| w.source == source_identity))
     }
 
-    fn begin(&self, _workers: usize) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
         self.remove_stale_temporaries()?;
@@ -402,7 +404,27 @@ struct StageWriter {
 }
 
 impl LoadWriter for StageWriter {
-    fn write(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()> {
+    fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
+        for (server, part) in crate::pipeline::copy::split_by_server(unit.rows)? {
+            self.write_server(server, &part)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<WrittenRows> {
+        let mut written = WrittenRows::new();
+        for (server, (tmp, fin, w, rows)) in self.files {
+            let file = w.into_inner().map_err(Error::parquet(&tmp))?;
+            file.sync_all().map_err(Error::write(&tmp))?;
+            self.pending.lock().map_err(lock_err)?.push((tmp, fin));
+            *written.entry(server).or_default() += rows;
+        }
+        Ok(written)
+    }
+}
+
+impl StageWriter {
+    fn write_server(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()> {
         if !self.files.contains_key(&server_id) {
             let dir = self.table.join(format!("ServerID={server_id}"));
             std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
@@ -420,16 +442,5 @@ impl LoadWriter for StageWriter {
         w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
         *rows += batch.num_rows() as u64;
         Ok(())
-    }
-
-    fn finish(self: Box<Self>) -> Result<WrittenRows> {
-        let mut written = WrittenRows::new();
-        for (server, (tmp, fin, w, rows)) in self.files {
-            let file = w.into_inner().map_err(Error::parquet(&tmp))?;
-            file.sync_all().map_err(Error::write(&tmp))?;
-            self.pending.lock().map_err(lock_err)?.push((tmp, fin));
-            *written.entry(server).or_default() += rows;
-        }
-        Ok(written)
     }
 }

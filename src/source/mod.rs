@@ -46,6 +46,17 @@ pub trait Source: Send + Sync {
     fn identity(&self) -> &str;
     /// Streams rows, in the source's natural order (PerfSnapshotRunID order where it has one).
     fn read(&self, request: &ReadRequest) -> Result<BatchIter>;
+    /// The monitored server this source belongs to (`@@SERVERNAME`), when the source knows.
+    fn server_name(&self) -> Option<&str> {
+        None
+    }
+    /// The DBATools database name for sync ledgers (a file source: its file name).
+    fn database_name(&self) -> String {
+        std::path::Path::new(self.label())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.label().to_string())
+    }
 }
 
 /// A `--from` argument as the user gave it, before it is opened.
