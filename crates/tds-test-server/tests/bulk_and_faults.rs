@@ -166,3 +166,20 @@ async fn refused_logins_and_delayed_responses() {
     c.query("SELECT 1", &[]).await.unwrap().into_first_result().await.unwrap();
     assert!(t0.elapsed() < Duration::from_millis(250));
 }
+
+#[tokio::test]
+async fn synthetic_table_serves_many_rows_with_identity_numbering() {
+    let srv = server(32767);
+    srv.create_dbatools("DBATools_S", true);
+    let tmpl = src_rows(7);
+    srv.fill_synthetic("DBATools_S", "dbo.PerfSnapshotRun", &src_batch(&tmpl, true), 50_000).unwrap();
+    let mut c = connect(srv.addr(), "DBATools_S", None).await.unwrap();
+    let t0 = Instant::now();
+    let rows = c.query("SELECT * FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > @P1", &[&0i64]).await.unwrap().into_first_result().await.unwrap();
+    eprintln!("synthetic: 50000 rows read by tiberius in {:?}", t0.elapsed());
+    assert_eq!(rows.len(), 50_000);
+    for (i, r) in rows.iter().enumerate().step_by(997) {
+        let want = SrcRow { id: i as i64 + 1, ..tmpl[i % 7].clone() };
+        assert_eq!(from_tiberius(r, true), want);
+    }
+}
