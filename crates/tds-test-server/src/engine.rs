@@ -1165,6 +1165,6 @@ fn eval_cond(ctx: &Ctx, c: &Cond, row: Option<&Row>, cols: &[Column]) -> Result<
                 _ => None,
             }
         }
-        Cond::Exists(s, neg) => Some(!run_select(ctx, s)?.1.is_empty() != *neg),
+        Cond::Exists(s, neg) => Some(run_select(ctx, s)?.1.is_empty() == *neg),
     })
 }

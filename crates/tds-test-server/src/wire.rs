@@ -175,7 +175,7 @@ impl<'a> Rd<'a> {
 
 /// Decodes UTF-16LE bytes.
 pub fn utf16_to_string(b: &[u8]) -> WResult<String> {
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return bad("odd UTF-16 byte length");
     }
     let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
@@ -565,7 +565,9 @@ impl TokenWriter {
             b.extend_from_slice(&number.to_le_bytes());
             b.push(state);
             b.push(class);
-            put_us_varchar(b, text);
+            // SQL Server caps message text; a quoted huge statement must not overflow the u16 token length.
+            let text: String = text.chars().take(4000).collect();
+            put_us_varchar(b, &text);
             put_b_varchar(b, "tds-test-server");
             put_b_varchar(b, "");
             b.extend_from_slice(&1i32.to_le_bytes());

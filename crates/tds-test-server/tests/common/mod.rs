@@ -62,7 +62,7 @@ pub fn src_row(i: usize) -> SrcRow {
     SrcRow {
         id: i64v + 1,
         snapshot: base + chrono::Duration::milliseconds(i64v * 61_123 + 7),
-        server_id: if i % 3 == 0 { None } else { Some((i as i32) * 7 - 1000) },
+        server_id: if i.is_multiple_of(3) { None } else { Some((i as i32) * 7 - 1000) },
         server_name: names[i % names.len()].to_string(),
         sql_version: if i % 10 == 9 { "V".repeat(200) } else { format!("Microsoft SQL Server 2019 (RTM-CU{i}) — 15.0.{i}") },
         cpu: match i % 5 {
@@ -71,7 +71,7 @@ pub fn src_row(i: usize) -> SrcRow {
             2 => Some(-MAX_9_4),
             _ => Some((i as i128 * 123_457) % MAX_9_4 - 5_000),
         },
-        top_wait: if i % 2 == 0 { None } else { Some(format!("PAGEIOLATCH_SH_{i}")) },
+        top_wait: if i.is_multiple_of(2) { None } else { Some(format!("PAGEIOLATCH_SH_{i}")) },
         wait_ms: match i % 7 {
             0 => None,
             1 => Some(MAX_18_4),
@@ -79,7 +79,7 @@ pub fn src_row(i: usize) -> SrcRow {
             _ => Some(i as i128 * 1_000_003 - 77),
         },
         counts: [
-            if i % 2 == 0 { None } else { Some(i as i32) },
+            if i.is_multiple_of(2) { None } else { Some(i as i32) },
             if i % 4 == 1 { Some(i32::MAX) } else { None },
             if i % 4 == 2 { Some(i32::MIN) } else { None },
             None,
