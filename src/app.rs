@@ -10,7 +10,10 @@ use crate::pipeline::copy::{run_copy, CopyReport};
 use crate::pipeline::progress::{Progress, ProgressMode};
 use crate::pipeline::verify::{run_verify, VerifyReport};
 use crate::pipeline::Cancel;
+use crate::config::TargetSpec;
+use crate::sink::mssql::MonitoringDb;
 use crate::sink::stage::Stage;
+use crate::sink::Target;
 use crate::source::open_sources;
 use crate::source::synthetic::write_parquet_sources;
 
@@ -47,15 +50,18 @@ fn generate(a: &GenerateArgs) -> Result<()> {
 
 fn copy(a: &CopyArgs, cancel: &Cancel) -> Result<CopyReport> {
     let plan = config::copy_plan(a)?;
-    let sources = open_sources(&plan.sources.specs)?;
-    let stage = Stage::new(&a.stage, plan.stage.clone(), true);
+    let sources = open_sources(&plan.sources.inputs, plan.sources.split)?;
+    let target: Box<dyn Target> = match &plan.sources.target {
+        TargetSpec::Stage(dir) => Box::new(Stage::new(dir, plan.stage.clone(), true)),
+        TargetSpec::MonitoringDb(conn) => Box::new(MonitoringDb::new(conn.clone(), plan.bulk.clone())),
+    };
     let progress = Progress::new(a.src.progress);
-    let report = run_copy(&sources, &stage, &plan.copy, &progress, cancel)?;
+    let report = run_copy(&sources, target.as_ref(), &plan.copy, &progress, cancel)?;
     print_copy_report(&report);
     if a.src.json {
         print_json(&report)?;
     }
-    if a.dry_run && !report.unknown_servers.is_empty() && !a.register_servers {
+    if a.dry_run && !report.unknown_servers.is_empty() && !plan.copy.register_servers {
         return Err(Error::UnknownServers { names: report.unknown_servers.clone() });
     }
     Ok(report)
@@ -112,10 +118,13 @@ fn short(s: &str, n: usize) -> String {
 
 fn verify(a: &VerifyArgs, cancel: &Cancel) -> Result<i32> {
     let plan = config::verify_plan(a)?;
-    let sources = open_sources(&plan.sources.specs)?;
-    let stage = Stage::new(&a.stage, Default::default(), false);
+    let sources = open_sources(&plan.sources.inputs, plan.sources.split)?;
+    let target: Box<dyn Target> = match &plan.sources.target {
+        TargetSpec::Stage(dir) => Box::new(Stage::new(dir, Default::default(), false)),
+        TargetSpec::MonitoringDb(conn) => Box::new(MonitoringDb::new(conn.clone(), Default::default())),
+    };
     let progress = Progress::new(a.src.progress);
-    let report = run_verify(&sources, &stage, &plan.verify, &progress, cancel)?;
+    let report = run_verify(&sources, target.as_ref(), &plan.verify, &progress, cancel)?;
     print_verify_report(&report);
     if a.src.json {
         print_json(&report)?;
@@ -166,17 +175,20 @@ fn demo(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
     generate(&gen)?;
     let src_args = |json: bool| crate::cli::SourceArgs {
         from: vec![sources_dir.display().to_string()],
+        config: None,
         server_map: None,
         since: None,
         until: None,
         readers: None,
-        batch_rows: crate::cli::DEFAULT_BATCH_ROWS,
+        batch_rows: None,
+        source_connections: 1,
         json,
         progress: ProgressMode::Auto,
     };
+    let target = crate::cli::TargetArgs { stage: Some(stage_dir.clone()), to: None };
     let copy_args = CopyArgs {
         src: src_args(false),
-        stage: stage_dir.clone(),
+        target: target.clone(),
         register_servers: true,
         dry_run: false,
         rescan: false,
@@ -184,13 +196,17 @@ fn demo(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         queue_depth: crate::cli::DEFAULT_QUEUE_DEPTH,
         zstd_level: 1,
         row_group_rows: 262_144,
+        no_tablock: false,
+        order_hint: false,
+        retries: 5,
+        packet_size: None,
     };
     eprintln!("\n== 2/4 copy into the stage {} (new servers registered in servers.csv)", stage_dir.display());
     let first = copy(&copy_args, cancel)?;
     eprintln!("\n== 3/4 copy again: a re-run adds nothing");
     let again = copy(&copy_args, cancel)?;
     eprintln!("\n== 4/4 verify: every source row is in the stage");
-    let code = verify(&VerifyArgs { src: src_args(false), stage: stage_dir.clone() }, cancel)?;
+    let code = verify(&VerifyArgs { src: src_args(false), target }, cancel)?;
     eprintln!(
         "\nDone: {} rows read, {} duplicates removed ({} with conflicting values), {} rows staged; the re-run wrote {}.",
         first.totals.rows_read, first.totals.duplicates_dropped, first.totals.conflicts, first.totals.rows_written, again.totals.rows_written

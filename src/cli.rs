@@ -67,11 +67,18 @@ pub struct GenerateArgs {
 /// Flags shared by commands that read sources.
 #[derive(Debug, Args, Clone)]
 pub struct SourceArgs {
-    /// A source: a Parquet export of one DBATools PerfSnapshotRun table, or a directory whose
-    /// *.parquet files are each one source. Repeatable. The order matters for which duplicate
-    /// survives: the first source given wins (files of a directory in name order).
-    #[arg(long = "from", required = true, value_name = "SOURCE")]
+    /// A source: a Parquet export of one DBATools PerfSnapshotRun table, a directory whose
+    /// *.parquet files are each one source, or a DBATools connection string
+    /// ("Server=tcp:sql01,1433;Database=DBATools;User Id=…", or jdbc:sqlserver://…).
+    /// Repeatable. The order matters for which duplicate survives: the first source given wins
+    /// (files of a directory in name order). Put passwords in --config, not here.
+    #[arg(long = "from", required_unless_present = "config", value_name = "SOURCE")]
     pub from: Vec<String>,
+    /// TOML file listing sources, the target and options, with passwords taken from
+    /// environment variables or files (see README). Flags given too add sources and override
+    /// options.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// CSV with header `ServerName,ServerID` mapping source server names to target IDs;
     /// consulted before the stage's own servers.csv. Several names may map to one ID (renamed
     /// servers). Names match case-insensitively.
@@ -88,10 +95,15 @@ pub struct SourceArgs {
     /// Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub readers: Option<usize>,
-    /// Rows per Arrow batch. Larger batches cost memory (about 250 bytes per row) and save
-    /// per-batch overhead.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS)]
-    pub batch_rows: usize,
+    /// Rows per Arrow batch (default 32768), which is also the rows per transaction into
+    /// MonitoringDB and per page read from SQL Server. Larger batches cost memory (about 250
+    /// bytes per row) and save per-batch overhead.
+    #[arg(long, value_name = "N")]
+    pub batch_rows: Option<usize>,
+    /// Split each SQL Server source into N PerfSnapshotRunID ranges, each read on its own
+    /// connection (for large sources; more load on the source server).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub source_connections: usize,
     /// Print one JSON summary on stdout (human messages stay on stderr).
     #[arg(long)]
     pub json: bool,
@@ -105,9 +117,8 @@ pub struct SourceArgs {
 pub struct CopyArgs {
     #[command(flatten)]
     pub src: SourceArgs,
-    /// Stage directory (Hive-partitioned Parquet dataset; created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub stage: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Give server names that neither --server-map nor the stage knows the next IDs after the
     /// highest known (in name order), and record them in DIR/servers.csv. Without it, unknown
     /// names are an error and nothing is written.
@@ -134,6 +145,32 @@ pub struct CopyArgs {
     /// Rows per Parquet row group in stage files.
     #[arg(long, value_name = "N", default_value_t = 262_144)]
     pub row_group_rows: usize,
+    /// MonitoringDB: bulk load without TABLOCK (row locks; slower, lets readers in).
+    #[arg(long)]
+    pub no_tablock: bool,
+    /// MonitoringDB: sort each batch by (ServerID, SnapshotUTC) and send an ORDER hint.
+    #[arg(long)]
+    pub order_hint: bool,
+    /// MonitoringDB: attempts per batch on transient errors (dropped connection, deadlock,
+    /// timeout), with exponential backoff from 200 ms.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// MonitoringDB and SQL Server sources: TDS packet size in bytes (512..32767; default:
+    /// the connection string's, else 4096).
+    #[arg(long, value_name = "BYTES")]
+    pub packet_size: Option<u32>,
+}
+
+/// Where rows go (one of the two, on the command line or in --config).
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Stage directory (Hive-partitioned Parquet dataset; created if missing).
+    #[arg(long, value_name = "DIR", conflicts_with = "to")]
+    pub stage: Option<PathBuf>,
+    /// MonitoringDB connection string ("Server=tcp:monitor,1433;Database=MonitoringDB;User
+    /// Id=…"). Put the password in --config, not here.
+    #[arg(long, value_name = "CONNECTION")]
+    pub to: Option<String>,
 }
 
 /// `perfcopy verify`.
@@ -141,9 +178,8 @@ pub struct CopyArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub src: SourceArgs,
-    /// Stage directory to check.
-    #[arg(long, value_name = "DIR")]
-    pub stage: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// `perfcopy demo`.

@@ -3,13 +3,17 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
-use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, VerifyArgs};
+use std::path::{Path, PathBuf};
+
+use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, TargetArgs, VerifyArgs};
+use crate::mssql::ConnSpec;
+use crate::sink::mssql::BulkOptions;
 use crate::error::{Error, Result};
 use crate::pipeline::copy::CopyOptions;
 use crate::pipeline::verify::VerifyOptions;
 use crate::sink::stage::StageOptions;
 use crate::source::synthetic::SyntheticSpec;
-use crate::source::SourceSpec;
+use crate::source::{SourceInput, SourceSpec};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
 
@@ -43,37 +47,208 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
+/// The `--config` file. Unknown keys are an error (a typo must not silently drop a setting).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub target: Option<TargetConfig>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub options: OptionsConfig,
+}
+
+/// `[target]`: a MonitoringDB connection or a stage directory.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub connection: Option<String>,
+    pub stage: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[[source]]`: a DBATools connection or a Parquet path.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub connection: Option<String>,
+    pub path: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[options]`: defaults for flags (flags given on the command line win).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionsConfig {
+    pub server_map: Option<PathBuf>,
+    pub register_servers: Option<bool>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub readers: Option<usize>,
+    pub batch_rows: Option<usize>,
+}
+
+fn config_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Config { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Reads and parses a config file; relative paths in it are relative to the file.
+pub fn read_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| config_err(path, e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rel = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(t) = cfg.target.as_mut() {
+        t.stage.as_mut().map(rel);
+        t.password_file.as_mut().map(rel);
+    }
+    for s in &mut cfg.sources {
+        s.path.as_mut().map(rel);
+        s.password_file.as_mut().map(rel);
+    }
+    cfg.options.server_map.as_mut().map(rel);
+    Ok(cfg)
+}
+
+/// A password from an environment variable or a file (trailing newline removed). Messages
+/// name the variable or file, never the value.
+fn password(what: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(usage(what, "give password_env or password_file, not both")),
+        (Some(var), None) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| usage(what, format!("environment variable '{var}' (password_env) is not set"))),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| usage(what, format!("cannot read password_file '{}': {e}", f.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn connection(what: &str, text: &str, env: &Option<String>, file: &Option<PathBuf>, packet_size: Option<u32>) -> Result<ConnSpec> {
+    let mut spec = ConnSpec::parse(what, text)?;
+    if let Some(pw) = password(what, env, file)? {
+        spec = spec.with_password(what, &pw)?;
+    }
+    if let Some(n) = packet_size {
+        spec.set_packet_size(n);
+    }
+    Ok(spec)
+}
+
+/// Where a copy or verify writes or looks.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    Stage(PathBuf),
+    MonitoringDb(ConnSpec),
+}
+
 /// Validated source-side settings shared by copy and verify.
 pub struct SourcePlan {
-    pub specs: Vec<SourceSpec>,
+    pub inputs: Vec<SourceInput>,
     pub server_map: Option<ServerIdMap>,
     pub window: Window,
     pub readers: usize,
     pub batch_rows: usize,
+    pub split: usize,
+    pub register_servers: bool,
+    pub target: TargetSpec,
 }
 
-fn source_plan(a: &SourceArgs) -> Result<SourcePlan> {
-    let since = a.since.as_deref().map(|t| parse_utc_ms("--since", t)).transpose()?;
-    let until = a.until.as_deref().map(|t| parse_utc_ms("--until", t)).transpose()?;
+fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Result<SourcePlan> {
+    let cfg = match &a.config {
+        Some(p) => read_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let o = &cfg.options;
+    let since_text = a.since.clone().or_else(|| o.since.clone());
+    let until_text = a.until.clone().or_else(|| o.until.clone());
+    let since = since_text.as_deref().map(|t| parse_utc_ms("--since", t)).transpose()?;
+    let until = until_text.as_deref().map(|t| parse_utc_ms("--until", t)).transpose()?;
     if let (Some(s), Some(u)) = (since, until) {
         if s >= u {
-            return Err(usage("--since", format!("--since ({}) must be before --until ({})", a.since.as_deref().unwrap_or(""), a.until.as_deref().unwrap_or(""))));
+            return Err(usage(
+                "--since",
+                format!("--since ({}) must be before --until ({})", since_text.as_deref().unwrap_or(""), until_text.as_deref().unwrap_or("")),
+            ));
         }
     }
-    if a.batch_rows == 0 {
+    let batch_rows = a.batch_rows.or(o.batch_rows).unwrap_or(crate::cli::DEFAULT_BATCH_ROWS);
+    if batch_rows == 0 {
         return Err(usage("--batch-rows", "must be at least 1"));
     }
-    let readers = a.readers.unwrap_or_else(default_threads);
+    let readers = a.readers.or(o.readers).unwrap_or_else(default_threads);
     if readers == 0 {
         return Err(usage("--readers", "must be at least 1"));
     }
-    let server_map = a.server_map.as_deref().map(ServerIdMap::from_csv).transpose()?;
+    if a.source_connections == 0 {
+        return Err(usage("--source-connections", "must be at least 1"));
+    }
+    if let Some(n) = packet_size {
+        if !(512..=32_767).contains(&n) {
+            return Err(usage("--packet-size", format!("{n} is outside 512..32767")));
+        }
+    }
+    let map_path = a.server_map.clone().or_else(|| o.server_map.clone());
+    let server_map = map_path.as_deref().map(ServerIdMap::from_csv).transpose()?;
+
+    let mut inputs = Vec::new();
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let what = format!("[[source]] #{} in --config", i + 1);
+        inputs.push(match (&s.connection, &s.path) {
+            (Some(c), None) => SourceInput::Sql(connection(&what, c, &s.password_env, &s.password_file, packet_size)?),
+            (None, Some(p)) => SourceInput::Path(p.clone()),
+            _ => return Err(usage(&what, "needs exactly one of connection or path")),
+        });
+    }
+    for f in &a.from {
+        inputs.push(match SourceSpec::parse(f) {
+            SourceSpec::Path(p) => SourceInput::Path(p),
+            SourceSpec::Connection(c) => SourceInput::Sql(connection("--from", &c, &None, &None, packet_size)?),
+        });
+    }
+    if inputs.is_empty() {
+        return Err(usage("--from", "no sources given (--from, or [[source]] in --config)"));
+    }
+
+    let cfg_target = cfg.target.unwrap_or_default();
+    let target = match (&t.stage, &t.to) {
+        (Some(dir), None) => TargetSpec::Stage(dir.clone()),
+        (None, Some(c)) => TargetSpec::MonitoringDb(connection("--to", c, &cfg_target.password_env, &cfg_target.password_file, packet_size)?),
+        (Some(_), Some(_)) => return Err(usage("--to", "give --stage or --to, not both")),
+        (None, None) => match (&cfg_target.stage, &cfg_target.connection) {
+            (Some(dir), None) => TargetSpec::Stage(dir.clone()),
+            (None, Some(c)) => TargetSpec::MonitoringDb(connection(
+                "[target] in --config",
+                c,
+                &cfg_target.password_env,
+                &cfg_target.password_file,
+                packet_size,
+            )?),
+            (Some(_), Some(_)) => return Err(usage("[target] in --config", "give stage or connection, not both")),
+            (None, None) => return Err(usage("--stage", "no target: give --stage DIR or --to CONNECTION (or [target] in --config)")),
+        },
+    };
+    if let TargetSpec::Stage(dir) = &target {
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage("--stage", format!("'{}' exists and is not a directory", dir.display())));
+        }
+    }
     Ok(SourcePlan {
-        specs: a.from.iter().map(|f| SourceSpec::parse(f)).collect(),
+        inputs,
         server_map,
         window: Window { since, until },
         readers,
-        batch_rows: a.batch_rows,
+        batch_rows,
+        split: a.source_connections,
+        register_servers: o.register_servers.unwrap_or(false),
+        target,
     })
 }
 
@@ -82,11 +257,12 @@ pub struct CopyPlan {
     pub sources: SourcePlan,
     pub copy: CopyOptions,
     pub stage: StageOptions,
+    pub bulk: BulkOptions,
 }
 
-/// Validates `copy` flags.
+/// Validates `copy` flags (and the config file).
 pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
-    let sources = source_plan(&a.src)?;
+    let sources = source_plan(&a.src, &a.target, a.packet_size)?;
     let writers = a.writers.unwrap_or_else(default_threads);
     if writers == 0 {
         return Err(usage("--writers", "must be at least 1"));
@@ -100,13 +276,13 @@ pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
     if a.row_group_rows == 0 {
         return Err(usage("--row-group-rows", "must be at least 1"));
     }
-    if a.stage.exists() && !a.stage.is_dir() {
-        return Err(usage("--stage", format!("'{}' exists and is not a directory", a.stage.display())));
+    if a.retries == 0 {
+        return Err(usage("--retries", "must be at least 1"));
     }
     Ok(CopyPlan {
         copy: CopyOptions {
             server_map: sources.server_map.clone(),
-            register_servers: a.register_servers,
+            register_servers: a.register_servers || sources.register_servers,
             window: sources.window,
             readers: sources.readers,
             writers,
@@ -116,6 +292,7 @@ pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
             rescan: a.rescan,
         },
         stage: StageOptions { zstd_level: a.zstd_level, row_group_rows: a.row_group_rows, batch_rows: sources.batch_rows },
+        bulk: BulkOptions { tablock: !a.no_tablock, order_hint: a.order_hint, retries: a.retries, ..Default::default() },
         sources,
     })
 }
@@ -126,11 +303,13 @@ pub struct VerifyPlan {
     pub verify: VerifyOptions,
 }
 
-/// Validates `verify` flags.
+/// Validates `verify` flags (and the config file).
 pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
-    let sources = source_plan(&a.src)?;
-    if !a.stage.is_dir() {
-        return Err(usage("--stage", format!("'{}' is not a stage directory", a.stage.display())));
+    let sources = source_plan(&a.src, &a.target, None)?;
+    if let TargetSpec::Stage(dir) = &sources.target {
+        if !dir.is_dir() {
+            return Err(usage("--stage", format!("'{}' is not a stage directory", dir.display())));
+        }
     }
     Ok(VerifyPlan {
         verify: VerifyOptions {

@@ -26,6 +26,7 @@ pub struct ConnSpec {
     database: String,
     /// Secrets to remove from any message (the password as written).
     secrets: Vec<String>,
+    user: Option<String>,
     pub connect_timeout: Duration,
 }
 
@@ -139,13 +140,33 @@ impl ConnSpec {
             None => Duration::from_secs(15),
         };
         let host = server.trim_start_matches("tcp:");
+        let user = get(&["user id", "uid", "user", "username"]);
         Ok(ConnSpec {
             label: scrub(format!("{host}/{database}")),
             config,
             database,
             secrets,
+            user,
             connect_timeout,
         })
+    }
+
+    /// Sets the password (from an environment variable or a file, never the command line).
+    pub fn with_password(mut self, what: &str, password: &str) -> Result<ConnSpec> {
+        let user = self.user.clone().ok_or_else(|| Error::Usage {
+            flag: what.into(),
+            message: format!("connection '{}' has no User Id= for the password to go with", self.label),
+        })?;
+        self.config.authentication(tiberius::AuthMethod::sql_server(user, password));
+        if !password.is_empty() {
+            self.secrets.push(password.to_string());
+        }
+        Ok(self)
+    }
+
+    /// Overrides the TDS packet size the client asks for.
+    pub fn set_packet_size(&mut self, bytes: u32) {
+        self.config.packet_size(bytes);
     }
 
     /// `host,port/database` (no user, no password).

@@ -5,6 +5,7 @@
 //! which keys it already holds, how far each source was copied) and opens a [`Load`] that
 //! writer workers write into; the load becomes visible only at [`Load::commit`].
 
+pub mod mssql;
 pub mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -68,6 +68,13 @@ pub enum SourceSpec {
     Connection(String),
 }
 
+/// A validated source argument.
+#[derive(Debug, Clone)]
+pub enum SourceInput {
+    Path(PathBuf),
+    Sql(crate::mssql::ConnSpec),
+}
+
 impl SourceSpec {
     /// Classifies a `--from` argument: connection strings are recognised by their keys, anything
     /// else is a path.
@@ -86,30 +93,36 @@ impl SourceSpec {
     }
 }
 
-/// Expands path specs into one source per Parquet file (directories: their `*.parquet` files
-/// in name order). The result's order is the sources' rank for deduplication.
-pub fn open_sources(specs: &[SourceSpec]) -> Result<Vec<Box<dyn Source>>> {
+/// Opens every source: path specs expand into one source per Parquet file (directories: their
+/// `*.parquet` files in name order); a SQL Server source may be split into `split` ID ranges
+/// read on separate connections. The result's order is the sources' rank for deduplication.
+pub fn open_sources(specs: &[SourceInput], split: usize) -> Result<Vec<Box<dyn Source>>> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut once = |src: &dyn Source| {
+        let fresh = seen.insert(src.identity().to_string());
+        if !fresh {
+            tracing::warn!("source '{}' was given more than once; reading it once", src.label());
+        }
+        fresh
+    };
     for spec in specs {
         match spec {
-            SourceSpec::Path(p) => {
+            SourceInput::Path(p) => {
                 for file in expand_path(p)? {
                     let src = parquet::ParquetSource::open(&file)?;
-                    if !seen.insert(src.identity().to_string()) {
-                        tracing::warn!("source '{}' was given more than once; reading it once", src.label());
-                        continue;
+                    if once(&src) {
+                        out.push(Box::new(src));
                     }
-                    out.push(Box::new(src));
                 }
             }
-            SourceSpec::Connection(_) => {
-                return Err(Error::Usage {
-                    flag: "--from".into(),
-                    message: "SQL Server connection strings are not supported by this build yet; \
-                              pass a Parquet file or directory"
-                        .into(),
-                })
+            SourceInput::Sql(conn) => {
+                let src = mssql::MssqlSource::open(conn.clone())?;
+                if once(&src) {
+                    for part in src.split(split)? {
+                        out.push(Box::new(part));
+                    }
+                }
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct MssqlSource {
     columns: ColumnMatch,
     /// Optional PerfSnapshotRunID range (inclusive) when a source is split across connections.
     range: Option<(i64, i64)>,
+    /// `@@SERVERNAME` of the instance.
+    server_name: Option<String>,
 }
 
 /// Arrow type of a column as INFORMATION_SCHEMA describes it.
@@ -63,12 +65,21 @@ impl MssqlSource {
     pub fn open(conn: ConnSpec) -> Result<MssqlSource> {
         let rt = runtime()?;
         let label = conn.label().to_string();
-        let schema = rt.block_on(async {
+        let (schema, server_name) = rt.block_on(async {
             let mut client = conn.connect().await?;
-            discover(&conn, &mut client).await
+            let schema = discover(&conn, &mut client).await?;
+            let row = client
+                .query("SELECT @@SERVERNAME AS name", &[])
+                .await
+                .map_err(|e| conn.sql_error("reading @@SERVERNAME", e))?
+                .into_row()
+                .await
+                .map_err(|e| conn.sql_error("reading @@SERVERNAME", e))?;
+            let name = row.and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
+            Ok::<_, Error>((schema, name))
         })?;
         let columns = ColumnMatch::new(&label, &schema)?;
-        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None })
+        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None, server_name })
     }
 
     /// Splits the source into up to `parts` PerfSnapshotRunID ranges of about equal size,
@@ -103,6 +114,7 @@ impl MssqlSource {
                 schema: self.schema.clone(),
                 columns: self.columns.clone(),
                 range: Some((start, end)),
+                server_name: self.server_name.clone(),
             });
             start = end + 1;
         }
@@ -248,6 +260,50 @@ impl Col {
     }
 }
 
+/// Arrow builders for rows of a TDS result, one per column of `schema`.
+pub struct Builders {
+    cols: Vec<Col>,
+}
+
+impl Builders {
+    /// Builders for `schema`'s columns (types perfcopy reads; others are an error).
+    pub fn new(schema: &SchemaRef, capacity: usize) -> Result<Builders> {
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Col::new(f.data_type(), capacity)
+                    .ok_or_else(|| Error::Internal(format!("no TDS reader for column '{}' of type {}", f.name(), f.data_type())))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Builders { cols })
+    }
+
+    /// Appends one row; `Err` names the column whose value does not fit.
+    pub fn push_row(&mut self, row: &tiberius::Row) -> std::result::Result<(), String> {
+        for (i, (c, (meta, v))) in self.cols.iter_mut().zip(row.cells()).enumerate() {
+            c.push(v).map_err(|m| format!("column {} ('{}'): {m}", i + 1, meta.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Rows appended since the last finish.
+    pub fn len(&self) -> usize {
+        self.cols.first().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Whether no rows are pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pending rows as a batch of `schema`; the builders start over.
+    pub fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let arrays = self.cols.iter_mut().map(|c| c.finish()).collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(schema.clone(), arrays).map_err(Error::arrow("TDS rows to Arrow"))
+    }
+}
+
 /// A DATETIME2 as units of 10^-`digits` s since the Unix epoch, when exact.
 fn datetime2_units(d: &tiberius::time::DateTime2, digits: u32) -> Option<i64> {
     let t = d.time();
@@ -273,6 +329,14 @@ impl Source for MssqlSource {
 
     fn identity(&self) -> &str {
         &self.identity
+    }
+
+    fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    fn database_name(&self) -> String {
+        self.conn.database().to_string()
     }
 
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
@@ -358,42 +422,25 @@ impl PageReader {
         let conn = &self.conn;
         let stream = client.query(self.sql.as_str(), &params).await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))?;
         let mut rows = stream.into_row_stream();
-        let mut cols: Vec<Col> = self
-            .page_schema
-            .fields()
-            .iter()
-            .map(|f| {
-                Col::new(f.data_type(), self.page_rows).ok_or_else(|| Error::ColumnType {
-                    source_label: conn.label().to_string(),
-                    column: f.name().clone(),
-                    found: "a SQL type perfcopy cannot read".into(),
-                    expected: "the type in SCHEMA.md".into(),
-                })
-            })
-            .collect::<Result<_>>()?;
+        let mut cols = Builders::new(&self.page_schema, self.page_rows)?;
         while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))? {
-            for (i, (c, (_, v))) in cols.iter_mut().zip(row.cells()).enumerate() {
-                if let ColumnData::I64(Some(id)) = v {
-                    if i == self.run_col {
-                        self.last = *id;
-                    }
-                }
-                c.push(v).map_err(|m| Error::BadValue {
-                    source_label: conn.label().to_string(),
-                    column: self.page_schema.field(i).name().clone(),
-                    message: m,
-                })?;
+            if let Some(ColumnData::I64(Some(id))) = row.cells().nth(self.run_col).map(|(_, v)| v) {
+                self.last = *id;
             }
+            cols.push_row(&row).map_err(|m| Error::BadValue {
+                source_label: conn.label().to_string(),
+                column: "PerfSnapshotRun".into(),
+                message: m,
+            })?;
         }
-        let got = cols.first().map(|c| c.len()).unwrap_or(0);
+        let got = cols.len();
         if got < self.page_rows {
             self.done = true;
         }
         if got == 0 {
             return Ok(None);
         }
-        let arrays = cols.iter_mut().map(|c| c.finish()).collect::<Result<Vec<_>>>()?;
-        let raw = RecordBatch::try_new(self.page_schema.clone(), arrays).map_err(Error::arrow(format!("page of '{}'", conn.label())))?;
+        let raw = cols.finish(&self.page_schema)?;
         let ids = raw.column(self.run_col).as_primitive::<arrow::datatypes::Int64Type>().clone();
         self.columns
             .normalize(&raw, self.projection, &|r| format!("PerfSnapshotRunID {}", ids.value(r)))

@@ -247,7 +247,7 @@ fn opt_dec(a: &ArrayRef, r: usize) -> Option<i128> {
     a.is_valid(r).then(|| a.as_primitive::<Decimal128Type>().value(r))
 }
 
-fn opt_str(a: &ArrayRef, r: usize) -> Option<String> {
+pub fn opt_str(a: &ArrayRef, r: usize) -> Option<String> {
     if !a.is_valid(r) {
         return None;
     }
@@ -255,7 +255,7 @@ fn opt_str(a: &ArrayRef, r: usize) -> Option<String> {
     Some(plain.as_string::<i32>().value(0).to_string())
 }
 
-fn ms(a: &ArrayRef, r: usize) -> i64 {
+pub fn ms(a: &ArrayRef, r: usize) -> i64 {
     match a.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<TimestampMillisecondType>().value(r),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
@@ -267,7 +267,7 @@ fn ms(a: &ArrayRef, r: usize) -> i64 {
     }
 }
 
-fn values_of(b: &RecordBatch, r: usize) -> Values {
+pub fn values_of(b: &RecordBatch, r: usize) -> Values {
     let c = |n: &str| col(b, n).unwrap_or_else(|| panic!("column {n} missing"));
     Values {
         sql_version: opt_str(c("SqlVersion"), r).unwrap(),

@@ -1,0 +1,648 @@
+//! MonitoringDB over TDS: `dbo.Servers` as the registry, `dbo.PerfSnapshotRun` loaded with
+//! TDS bulk load (`INSERT BULK`, the BCP path), and `dbo.DBAToolsSyncLog` as the ledger.
+//!
+//! Each unit (one deduplicated source batch) commits in one transaction together with its
+//! source's watermark row in `dbo.DBAToolsSyncLog`, in the toolkit's shape (one `Success` row
+//! per source and run, whose `LastRunID` advances with each batch), so a re-run resumes after
+//! the last committed batch and the toolkit's own T-SQL sync procedure sees the same state.
+//! A failed unit rolls back completely; transient errors (dropped connection, deadlock victim
+//! 1205, lock timeout 1222, statement timeout) are retried on a new connection with backoff, a
+//! bounded number of times. After a failure whose outcome is unknown (the connection died
+//! around COMMIT) the unit's first key is looked up: the pipeline only sends keys the target
+//! did not hold, so finding it means the unit committed.
+//!
+//! An application lock (`sp_getapplock`, session owner, on its own connection) keeps two
+//! perfcopy runs from loading the same MonitoringDB at once. Table names are fixed; values are
+//! always parameters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Decimal128Type, Int32Type, TimestampMillisecondType};
+use futures_util::TryStreamExt;
+use tiberius::numeric::Numeric;
+use tiberius::time::{Date, DateTime2, Time};
+use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
+
+use crate::error::{Error, Result};
+use crate::mssql::{is_transient, runtime, ConnSpec, SqlClient};
+use crate::schema::{target_columns, target_schema, SqlType};
+use crate::sink::{Load, LoadWriter, SourceMeta, Target, Watermark, WriteUnit, WrittenRows};
+use crate::source::{BatchIter, Source};
+use crate::transform::remap::ServerIdMap;
+
+const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
+const DAYS_TO_UNIX_EPOCH: i64 = 719_162;
+
+/// `CREATE TABLE` of the sync ledger, as SCHEMA.md documents it (created when missing).
+pub const SYNCLOG_DDL: &str = "IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (\
+    SyncLogID INT IDENTITY(1,1) NOT NULL PRIMARY KEY, \
+    ServerID INT NOT NULL REFERENCES dbo.Servers(ServerID), \
+    ServerName NVARCHAR(256) NOT NULL, \
+    DBAToolsDatabase SYSNAME NOT NULL, \
+    LastSyncUTC DATETIME2 NULL, \
+    LastRunID BIGINT NULL, \
+    LastSyncDuration INT NULL, \
+    RowsCopied INT NULL, \
+    SyncStatus VARCHAR(50) NOT NULL, \
+    ErrorMessage NVARCHAR(4000) NULL, \
+    CreatedUTC DATETIME2 NOT NULL DEFAULT GETUTCDATE(), \
+    ModifiedUTC DATETIME2 NULL)";
+
+/// Bulk-load settings.
+#[derive(Debug, Clone)]
+pub struct BulkOptions {
+    /// `TABLOCK`: a bulk update lock for each load (faster; blocks readers of the table).
+    pub tablock: bool,
+    /// Send each unit sorted by (ServerID, SnapshotUTC) with an `ORDER` hint.
+    pub order_hint: bool,
+    /// Attempts per unit on transient errors.
+    pub retries: u32,
+    /// First backoff; doubles per attempt.
+    pub backoff: Duration,
+}
+
+impl Default for BulkOptions {
+    fn default() -> Self {
+        BulkOptions { tablock: true, order_hint: false, retries: 5, backoff: Duration::from_millis(200) }
+    }
+}
+
+/// A MonitoringDB.
+pub struct MonitoringDb {
+    conn: ConnSpec,
+    label: String,
+    options: BulkOptions,
+}
+
+impl MonitoringDb {
+    /// A target; connects lazily.
+    pub fn new(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
+        MonitoringDb { label: conn.label().to_string(), conn, options }
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        runtime()?.block_on(f)
+    }
+
+    /// Checks that the target table has the columns perfcopy writes, with their types.
+    async fn check_table(&self, client: &mut SqlClient) -> Result<()> {
+        let rows = query_rows(
+            &self.conn,
+            client,
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE \
+             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
+            &[&"dbo", &"PerfSnapshotRun"],
+        )
+        .await?;
+        if rows.is_empty() {
+            return Err(self.conn.error(format!("table {TARGET_TABLE} does not exist in database '{}'", self.conn.database())));
+        }
+        let mut found: BTreeMap<String, (String, Option<u8>, Option<i32>, Option<i32>)> = BTreeMap::new();
+        for r in &rows {
+            let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
+            let t: &str = r.try_get(1).ok().flatten().unwrap_or("");
+            found.insert(name.to_ascii_lowercase(), (t.to_ascii_lowercase(), r.try_get(2).ok().flatten(), r.try_get(3).ok().flatten(), r.try_get(4).ok().flatten()));
+        }
+        for c in target_columns() {
+            let Some((t, p, s, len)) = found.get(&c.name.to_ascii_lowercase()) else {
+                return Err(self.conn.error(format!("{TARGET_TABLE} has no column '{}'", c.name)));
+            };
+            let ok = match c.sql {
+                SqlType::BigInt => t == "bigint",
+                SqlType::Int => t == "int",
+                SqlType::DateTime2_3 => t == "datetime2",
+                SqlType::Decimal { precision, scale } => t == "decimal" && *p == Some(precision) && *s == Some(scale as i32),
+                SqlType::NVarChar(n) => (t == "nvarchar" || t == "sysname") && len.is_none_or(|l| l == -1 || l >= n as i32),
+                SqlType::Bit => t == "bit",
+            };
+            if !ok {
+                return Err(self.conn.error(format!(
+                    "{TARGET_TABLE}.{} is {t}{}, perfcopy writes {}",
+                    c.name,
+                    match (p, s, len) {
+                        (Some(p), Some(s), _) if t == "decimal" => format!("({p},{s})"),
+                        (_, _, Some(l)) => format!("({l})"),
+                        _ => String::new(),
+                    },
+                    c.sql.sql_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a query and collects its first result's rows.
+async fn query_rows(conn: &ConnSpec, client: &mut SqlClient, sql: &str, params: &[&dyn tiberius::ToSql]) -> Result<Vec<tiberius::Row>> {
+    client
+        .query(sql, params)
+        .await
+        .map_err(|e| conn.sql_error(&format!("running '{}'", first_words(sql)), e))?
+        .into_first_result()
+        .await
+        .map_err(|e| conn.sql_error(&format!("reading the result of '{}'", first_words(sql)), e))
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+}
+
+/// Unix ms as a DATETIME2(3).
+fn datetime2(ms: i64) -> DateTime2 {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    DateTime2::new(Date::new((days + DAYS_TO_UNIX_EPOCH) as u32), Time::new(in_day as u64, 3))
+}
+
+/// Holds the application lock on its own connection until dropped.
+struct AppLock {
+    _rt: tokio::runtime::Runtime,
+    _client: SqlClient,
+}
+
+impl Target for MonitoringDb {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        let rt = runtime()?;
+        let client = rt.block_on(async {
+            let mut client = self.conn.connect().await?;
+            self.check_table(&mut client).await?;
+            let rows = query_rows(
+                &self.conn,
+                &mut client,
+                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = @P2; SELECT @r AS result;",
+                &[&"perfcopy: dbo.PerfSnapshotRun", &0i32],
+            )
+            .await?;
+            let code: i32 = rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(-999);
+            if code < 0 {
+                return Err(self.conn.error("another perfcopy run is loading this MonitoringDB (it holds the application lock 'perfcopy: dbo.PerfSnapshotRun'); wait for it to finish"));
+            }
+            client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
+            Ok(client)
+        })?;
+        Ok(Box::new(AppLock { _rt: rt, _client: client }))
+    }
+
+    fn known_servers(&self) -> Result<ServerIdMap> {
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let rows = query_rows(&self.conn, &mut client, "SELECT ServerID, ServerName FROM dbo.Servers", &[]).await?;
+            let mut map = ServerIdMap::new();
+            for r in rows {
+                let id: i32 = r.try_get(0).ok().flatten().unwrap_or(0);
+                let name: &str = r.try_get(1).ok().flatten().unwrap_or("");
+                map.insert(name, id).map_err(|m| self.conn.error(format!("dbo.Servers: {m}")))?;
+            }
+            Ok(map)
+        })
+    }
+
+    fn register_servers(&self, names: &BTreeSet<String>, _known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            client.simple_query("BEGIN TRANSACTION").await.map_err(|e| self.conn.sql_error("registering servers", e))?.into_results().await.map_err(|e| self.conn.sql_error("registering servers", e))?;
+            let mut added = Vec::new();
+            for name in names {
+                let rows = query_rows(
+                    &self.conn,
+                    &mut client,
+                    "INSERT INTO dbo.Servers (ServerName) OUTPUT INSERTED.ServerID VALUES (@P1)",
+                    &[&name.as_str()],
+                )
+                .await?;
+                let id: i32 = rows
+                    .first()
+                    .and_then(|r| r.try_get(0).ok().flatten())
+                    .ok_or_else(|| self.conn.error(format!("dbo.Servers returned no ServerID for '{name}'")))?;
+                added.push((name.clone(), id));
+            }
+            client.simple_query("COMMIT TRANSACTION").await.map_err(|e| self.conn.sql_error("registering servers", e))?.into_results().await.map_err(|e| self.conn.sql_error("registering servers", e))?;
+            Ok(added)
+        })
+    }
+
+    fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        let ranges: Vec<(i32, i64, i64)> = ranges.iter().map(|(&s, &(lo, hi))| (s, lo, hi)).collect();
+        let conn = self.conn.clone();
+        Ok(Box::new(PerServer::new(conn, ranges, true)))
+    }
+
+    fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        let ranges: Vec<(i32, i64, i64)> = ranges
+            .iter()
+            .flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi.saturating_sub(1))))
+            .collect();
+        Ok(Box::new(PerServer::new(self.conn.clone(), ranges, false)))
+    }
+
+    fn watermark(&self, source: &dyn Source) -> Result<Option<Watermark>> {
+        let Some(server) = source.server_name() else { return Ok(None) };
+        let database = source.database_name();
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            if !self.synclog_exists(&mut client).await? {
+                return Ok(None);
+            }
+            let rows = query_rows(
+                &self.conn,
+                &mut client,
+                "SELECT TOP (1) LastRunID FROM dbo.DBAToolsSyncLog WHERE ServerName = @P1 AND DBAToolsDatabase = @P2 AND SyncStatus = 'Success' AND LastRunID IS NOT NULL ORDER BY SyncLogID DESC",
+                &[&server, &database.as_str()],
+            )
+            .await?;
+            Ok(rows.first().and_then(|r| r.try_get::<i64, _>(0).ok().flatten()).map(|id| Watermark {
+                source: source.identity().to_string(),
+                last_run_id: id,
+                last_snapshot_ms: None,
+            }))
+        })
+    }
+
+    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+        Ok(Box::new(MonitoringLoad { conn: self.conn.clone(), options: self.options.clone(), sources: Arc::new(sources) }))
+    }
+}
+
+impl MonitoringDb {
+    async fn synclog_exists(&self, client: &mut SqlClient) -> Result<bool> {
+        let rows = query_rows(&self.conn, client, "SELECT OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS id", &[]).await?;
+        Ok(rows.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).is_some())
+    }
+}
+
+/// Reads target rows server by server (and range by range), one query each.
+struct PerServer {
+    conn: ConnSpec,
+    ranges: std::vec::IntoIter<(i32, i64, i64)>,
+    keys_only: bool,
+    rt: Option<tokio::runtime::Runtime>,
+    client: Option<SqlClient>,
+    pending: std::vec::IntoIter<RecordBatch>,
+}
+
+impl PerServer {
+    fn new(conn: ConnSpec, ranges: Vec<(i32, i64, i64)>, keys_only: bool) -> PerServer {
+        PerServer { conn, ranges: ranges.into_iter(), keys_only, rt: None, client: None, pending: Vec::new().into_iter() }
+    }
+
+    async fn fetch(conn: &ConnSpec, client: &mut Option<SqlClient>, keys_only: bool, (server, lo, hi): (i32, i64, i64)) -> Result<Vec<RecordBatch>> {
+        if client.is_none() {
+            *client = Some(conn.connect().await?);
+        }
+        let c = client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
+        let cols: Vec<&str> = if keys_only { vec!["SnapshotUTC", "ServerID"] } else { target_columns().iter().map(|c| c.name).collect() };
+        let sql = format!(
+            "SELECT {} FROM {TARGET_TABLE} WHERE ServerID = @P1 AND SnapshotUTC >= @P2 AND SnapshotUTC <= @P3",
+            cols.join(", ")
+        );
+        let lo = chrono::DateTime::from_timestamp_millis(lo.max(-62_135_596_800_000)).map(|d| d.naive_utc());
+        let hi = chrono::DateTime::from_timestamp_millis(hi.min(253_402_300_799_999)).map(|d| d.naive_utc());
+        let stream = c.query(sql.as_str(), &[&server, &lo, &hi]).await.map_err(|e| conn.sql_error("reading existing rows", e))?;
+        let mut rows = stream.into_row_stream();
+        let schema = if keys_only {
+            Arc::new(arrow::datatypes::Schema::new(vec![target_schema().field(0).clone(), target_schema().field(1).clone()]))
+        } else {
+            target_schema()
+        };
+        let mut batches = Vec::new();
+        let mut cols_b = crate::source::mssql::Builders::new(&schema, 65_536)?;
+        while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading existing rows", e))? {
+            cols_b.push_row(&row).map_err(|m| conn.error(format!("reading existing rows: {m}")))?;
+            if cols_b.len() >= 65_536 {
+                batches.push(cols_b.finish(&schema)?);
+            }
+        }
+        if !cols_b.is_empty() {
+            batches.push(cols_b.finish(&schema)?);
+        }
+        Ok(batches)
+    }
+}
+
+impl Iterator for PerServer {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(b) = self.pending.next() {
+                return Some(Ok(b));
+            }
+            let range = self.ranges.next()?;
+            if self.rt.is_none() {
+                match runtime() {
+                    Ok(rt) => self.rt = Some(rt),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let rt = self.rt.as_ref()?;
+            match rt.block_on(Self::fetch(&self.conn, &mut self.client, self.keys_only, range)) {
+                Ok(batches) => self.pending = batches.into_iter(),
+                Err(e) => {
+                    self.ranges = Vec::new().into_iter();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// A load into MonitoringDB.
+struct MonitoringLoad {
+    conn: ConnSpec,
+    options: BulkOptions,
+    sources: Arc<Vec<SourceMeta>>,
+}
+
+impl Load for MonitoringLoad {
+    fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
+        Ok(Box::new(MonitoringWriter {
+            conn: self.conn.clone(),
+            options: self.options.clone(),
+            sources: self.sources.clone(),
+            rt: Some(runtime()?),
+            client: None,
+            sync_rows: BTreeMap::new(),
+            written: WrittenRows::new(),
+            started: Instant::now(),
+            pending_mark: BTreeMap::new(),
+        }))
+    }
+
+    fn commit(self: Box<Self>, _watermarks: Vec<Watermark>) -> Result<()> {
+        // Every unit committed on its own, with its watermark.
+        Ok(())
+    }
+
+    fn abort(self: Box<Self>) {
+        // Committed units stay (they are complete and recorded in the ledger); the unit that
+        // failed was rolled back.
+    }
+}
+
+/// The ledger row of one source in this run.
+#[derive(Debug, Clone, Copy)]
+struct SyncRow {
+    id: i32,
+    rows: i64,
+}
+
+struct MonitoringWriter {
+    conn: ConnSpec,
+    options: BulkOptions,
+    sources: Arc<Vec<SourceMeta>>,
+    rt: Option<tokio::runtime::Runtime>,
+    client: Option<SqlClient>,
+    /// Per source: its ledger row in this run, once inserted.
+    sync_rows: BTreeMap<usize, SyncRow>,
+    written: WrittenRows,
+    started: Instant,
+    /// Per source: a watermark advanced by empty units, not yet recorded.
+    pending_mark: BTreeMap<usize, i64>,
+}
+
+/// Outcome of one attempt at a unit.
+enum Attempt {
+    Done,
+    Transient(Error),
+}
+
+impl MonitoringWriter {
+    async fn unit(&mut self, unit: &WriteUnit<'_>) -> Result<Attempt> {
+        if self.client.is_none() {
+            match self.conn.connect().await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => return Ok(Attempt::Transient(e)),
+            }
+        }
+        let meta = &self.sources[unit.source];
+        let conn = self.conn.clone();
+        let client = self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
+        let result: std::result::Result<Option<SyncRow>, tiberius::error::Error> = async {
+            client.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
+            if unit.rows.num_rows() > 0 {
+                bulk_insert(client, unit.rows, &self.options).await?;
+            }
+            let mut sync = self.sync_rows.get(&unit.source).copied();
+            if let (true, Some(last)) = (meta.watermarks, unit.last_run_id) {
+                let n = unit.rows.num_rows() as i64;
+                let duration = self.started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+                let now = chrono::Utc::now().naive_utc();
+                match sync {
+                    None => {
+                        let rows = client
+                            .query(
+                                "INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, LastSyncDuration, RowsCopied, SyncStatus) \
+                                 OUTPUT INSERTED.SyncLogID VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, 'Success')",
+                                &[&meta.server_id, &meta.server_name.as_str(), &meta.database.as_str(), &now, &last, &duration, &(n.min(i32::MAX as i64) as i32)],
+                            )
+                            .await?
+                            .into_first_result()
+                            .await?;
+                        let id: i32 = rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(0);
+                        sync = Some(SyncRow { id, rows: n });
+                    }
+                    Some(s) => {
+                        let total = s.rows + n;
+                        client
+                            .execute(
+                                "UPDATE dbo.DBAToolsSyncLog SET LastSyncUTC = @P1, LastRunID = @P2, LastSyncDuration = @P3, RowsCopied = @P4, ModifiedUTC = @P1 WHERE SyncLogID = @P5",
+                                &[&now, &last, &duration, &(total.min(i32::MAX as i64) as i32), &s.id],
+                            )
+                            .await?;
+                        sync = Some(SyncRow { id: s.id, rows: total });
+                    }
+                }
+            }
+            client.simple_query("COMMIT TRANSACTION").await?.into_results().await?;
+            Ok(sync)
+        }
+        .await;
+        match result {
+            Ok(sync) => {
+                if let Some(s) = sync {
+                    self.sync_rows.insert(unit.source, s);
+                }
+                Ok(Attempt::Done)
+            }
+            Err(e) if is_transient(&e) => {
+                // The connection may be unusable; a new one is made for the retry (the server
+                // rolls back what this one left open).
+                self.client = None;
+                Ok(Attempt::Transient(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e)))
+            }
+            Err(e) => {
+                if let Some(c) = self.client.as_mut() {
+                    let _ = c.simple_query("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION").await;
+                }
+                Err(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e))
+            }
+        }
+    }
+
+    /// Whether a unit whose commit outcome is unknown did commit: its first key is there.
+    async fn committed(&mut self, unit: &WriteUnit<'_>) -> Result<bool> {
+        if unit.rows.num_rows() == 0 {
+            return Ok(false);
+        }
+        let client = match self.client.as_mut() {
+            Some(c) => c,
+            None => {
+                self.client = Some(self.conn.connect().await?);
+                self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?
+            }
+        };
+        let ts = unit.rows.column(0).as_primitive::<TimestampMillisecondType>().value(0);
+        let server = unit.rows.column(1).as_primitive::<Int32Type>().value(0);
+        let at = chrono::DateTime::from_timestamp_millis(ts).map(|d| d.naive_utc());
+        let rows = query_rows(
+            &self.conn,
+            client,
+            "SELECT COUNT(*) AS n FROM dbo.PerfSnapshotRun WHERE ServerID = @P1 AND SnapshotUTC = @P2",
+            &[&server, &at],
+        )
+        .await?;
+        Ok(rows.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).unwrap_or(0) > 0)
+    }
+}
+
+impl LoadWriter for MonitoringWriter {
+    fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
+        let rt = self.rt.take().ok_or_else(|| Error::Internal("writer runtime missing".into()))?;
+        let r = rt.block_on(async {
+            let mut attempt = 0u32;
+            loop {
+                match self.unit(&unit).await? {
+                    Attempt::Done => return Ok(()),
+                    Attempt::Transient(e) => {
+                        if self.committed(&unit).await.unwrap_or(false) {
+                            tracing::warn!("{e}; the batch had committed before the connection broke");
+                            return Ok(());
+                        }
+                        attempt += 1;
+                        if attempt >= self.options.retries {
+                            return Err(Error::Target {
+                                target: self.conn.label().to_string(),
+                                message: format!("giving up after {attempt} attempts: {e}"),
+                            });
+                        }
+                        tracing::warn!("{e}; retrying ({attempt}/{})", self.options.retries);
+                        tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                    }
+                }
+            }
+        });
+        self.rt = Some(rt);
+        r?;
+        for (server, part) in crate::pipeline::copy::split_by_server(unit.rows)? {
+            *self.written.entry(server).or_default() += part.num_rows() as u64;
+        }
+        if unit.rows.num_rows() == 0 {
+            if let Some(l) = unit.last_run_id {
+                self.pending_mark.insert(unit.source, l);
+            }
+        } else {
+            self.pending_mark.remove(&unit.source);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<WrittenRows> {
+        // Record watermarks that advanced through batches with nothing new to write.
+        let marks: Vec<(usize, i64)> = std::mem::take(&mut self.pending_mark).into_iter().collect();
+        if !marks.is_empty() {
+            let empty = RecordBatch::new_empty(target_schema());
+            for (source, last) in marks {
+                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: None })?;
+                self.pending_mark.clear();
+            }
+        }
+        Ok(self.written)
+    }
+}
+
+fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'_, str>> {
+    (!a.is_null(r)).then(|| std::borrow::Cow::Borrowed(a.value(r)))
+}
+
+/// Sends one batch with TDS bulk load.
+async fn bulk_insert(client: &mut SqlClient, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
+    let mut flags = tiberius::SqlBulkCopyOptions::empty();
+    if options.tablock {
+        flags |= SqlBulkCopyOption::TableLock;
+    }
+    flags |= SqlBulkCopyOption::KeepNulls;
+    let sorted;
+    let rows = if options.order_hint {
+        sorted = sort_for_order_hint(rows).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))?;
+        &sorted
+    } else {
+        rows
+    };
+    let hints: Vec<(&str, tiberius::SortOrder)> = if options.order_hint {
+        vec![("ServerID", tiberius::SortOrder::Ascending), ("SnapshotUTC", tiberius::SortOrder::Ascending)]
+    } else {
+        Vec::new()
+    };
+    let mut req = client.bulk_insert_with_options(TARGET_TABLE, &names, flags, &hints).await?;
+    let cols = rows.columns();
+    let ts = cols[0].as_primitive::<TimestampMillisecondType>();
+    let ids = cols[1].as_primitive::<Int32Type>();
+    let name = cols[2].as_string::<i32>();
+    let version = cols[3].as_string::<i32>();
+    let cpu = cols[4].as_primitive::<Decimal128Type>();
+    let wait_type = cols[5].as_string::<i32>();
+    let wait_ms = cols[6].as_primitive::<Decimal128Type>();
+    let counters: Vec<&arrow::array::Int32Array> = cols[7..12].iter().map(|c| c.as_primitive::<Int32Type>()).collect();
+    for r in 0..rows.num_rows() {
+        let mut row = TokenRow::with_capacity(12);
+        row.push(ColumnData::DateTime2(Some(datetime2(ts.value(r)))));
+        row.push(ColumnData::I32(Some(ids.value(r))));
+        row.push(ColumnData::String(opt_str(name, r)));
+        row.push(ColumnData::String(opt_str(version, r)));
+        row.push(ColumnData::Numeric((!cpu.is_null(r)).then(|| Numeric::new_with_scale(cpu.value(r), 4))));
+        row.push(ColumnData::String(opt_str(wait_type, r)));
+        row.push(ColumnData::Numeric((!wait_ms.is_null(r)).then(|| Numeric::new_with_scale(wait_ms.value(r), 4))));
+        for c in &counters {
+            row.push(ColumnData::I32((!c.is_null(r)).then(|| c.value(r))));
+        }
+        req.send(row).await?;
+    }
+    req.finalize().await?;
+    Ok(())
+}
+
+fn sort_for_order_hint(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+    let idx = lexsort_to_indices(
+        &[
+            SortColumn { values: rows.column(1).clone(), options: None },
+            SortColumn { values: rows.column(0).clone(), options: None },
+        ],
+        None,
+    )?;
+    take_record_batch(rows, &idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_ms_to_datetime2_and_back() {
+        let d = datetime2(1_577_836_800_123);
+        assert_eq!(d.date().days(), 737_424);
+        assert_eq!(d.time().increments(), 123);
+        assert_eq!(d.time().scale(), 3);
+        let before_epoch = datetime2(-1);
+        assert_eq!(before_epoch.date().days() as i64, DAYS_TO_UNIX_EPOCH - 1);
+        assert_eq!(before_epoch.time().increments(), 86_399_999);
+    }
+}
