@@ -12,6 +12,12 @@
 //! // connect tiberius to srv.addr() with EncryptionLevel::NotSupported, user any, password "pw"
 //! ```
 //!
+//! ## Standalone
+//! `cargo run -p tds-test-server --bin tds_test_server -- --port 14330 --seed-parquet FILE`
+//! (`--port 0` picks a free port; the `READY 127.0.0.1:PORT` line names it; `--help` lists the
+//! options: database names, password, packet size, `--synthetic-rows N`, `--bulk-count-only`,
+//! `--stop-on-stdin-eof`). Integration tests start it through `CARGO_BIN_EXE_tds_test_server`.
+//!
 //! ## Protocol
 //! - Packets: 8-byte headers, multi-packet messages both ways, EOM status. The packet size is
 //!   [`ServerConfig::packet_size`] (or the client's LOGIN7 request) and is announced in ENVCHANGE.

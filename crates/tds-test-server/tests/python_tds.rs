@@ -1,10 +1,16 @@
 //! python-tds (PyPI `python-tds`, module `pytds`), a TDS client we did not write, reads seeded
 //! rows and bulk-loads them back; expectations come from the Rust generator, not the server.
-//! If `pytds` is missing the test fails when CI is set and is skipped (with a message) otherwise.
+//! One test runs the server in-process; the other starts the standalone binary
+//! (`src/bin/tds_test_server.rs`) seeded from a Parquet file the test writes, and reads the
+//! bulk-loaded rows back through tiberius.
+//! If `pytds` is missing the tests fail when CI is set and are skipped (with a message) otherwise.
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use common::*;
 use tds_test_server::{ServerConfig, TestServer};
@@ -23,21 +29,20 @@ fn dec(m: Option<i128>) -> serde_json::Value {
     }
 }
 
-#[test]
-fn python_tds_reads_seeded_rows_and_bulk_loads_them_back() {
-    if !pytds_available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("python module pytds is not importable; CI must `pip install python-tds`");
-        }
-        eprintln!("SKIPPED python_tds_reads_seeded_rows_and_bulk_loads_them_back: `import pytds` failed (pip install python-tds)");
-        return;
+/// False (after printing why) when the test must be skipped; panics under CI.
+fn require_pytds(test: &str) -> bool {
+    if pytds_available() {
+        return true;
     }
-    let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
-    srv.create_dbatools("DBATools_P", true);
-    srv.create_monitoringdb("MonitoringDB");
-    let rows = src_rows(97);
-    srv.insert_batch("DBATools_P", "dbo.PerfSnapshotRun", &src_batch(&rows, true)).unwrap();
+    if std::env::var_os("CI").is_some() {
+        panic!("python module pytds is not importable; CI must `pip install python-tds`");
+    }
+    eprintln!("SKIPPED {test}: `import pytds` failed (pip install python-tds)");
+    false
+}
 
+/// The JSON the python script compares every read value with (computed from the generator).
+fn expected_json(rows: &[SrcRow], dir: &Path) -> PathBuf {
     let expected: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -58,17 +63,130 @@ fn python_tds_reads_seeded_rows_and_bulk_loads_them_back() {
             })
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("expected.json");
+    let path = dir.join("expected.json");
     std::fs::write(&path, serde_json::to_string(&expected).unwrap()).unwrap();
+    path
+}
+
+/// Runs tests/python/pytds_check.py; asserts it read and bulk-loaded `n` rows.
+fn run_pytds_script(addr: SocketAddr, expected: &Path, n: usize) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pytds_check.py");
-    let out = Command::new("python3").arg(script).arg(srv.addr().ip().to_string()).arg(srv.addr().port().to_string()).arg(PASSWORD).arg(&path).output().unwrap();
+    let out = Command::new("python3").arg(script).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg(PASSWORD).arg(expected).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "pytds script failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("PYTDS-OK {} {}", rows.len(), rows.len())), "{stdout}");
+    assert!(stdout.contains(&format!("PYTDS-OK {n} {n}")), "{stdout}");
+}
+
+/// The target rows python-tds' copy_to loads (ServerID NULL becomes -1, NOT NULL in the target).
+fn bulk_expected(rows: &[SrcRow]) -> Vec<SrcRow> {
+    rows.iter().map(|r| SrcRow { server_id: Some(r.server_id.unwrap_or(-1)), ..r.clone() }).collect()
+}
+
+#[test]
+fn python_tds_reads_seeded_rows_and_bulk_loads_them_back() {
+    if !require_pytds("python_tds_reads_seeded_rows_and_bulk_loads_them_back") {
+        return;
+    }
+    let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+    srv.create_dbatools("DBATools_P", true);
+    srv.create_monitoringdb("MonitoringDB");
+    let rows = src_rows(97);
+    srv.insert_batch("DBATools_P", "dbo.PerfSnapshotRun", &src_batch(&rows, true)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    run_pytds_script(srv.addr(), &expected_json(&rows, dir.path()), rows.len());
 
     // What python-tds bulk-loaded, as the server decoded it, equals the generator's rows.
-    let want: Vec<SrcRow> = rows.iter().map(|r| SrcRow { server_id: Some(r.server_id.unwrap_or(-1)), ..r.clone() }).collect();
-    assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), want);
+    assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), bulk_expected(&rows));
     assert_eq!(srv.stats().bulk_rows_received, rows.len() as u64);
+}
+
+/// The standalone server process; killed by its PID (and its stdin closed) when dropped, so a
+/// failing assertion never leaves it running.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tds_test_server"))
+            .args(args)
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tds_test_server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("READY ") {
+                        break a.trim().parse::<SocketAddr>().unwrap_or_else(|e| panic!("READY line '{l}': {e}"));
+                    }
+                    seen.push(l);
+                }
+                other => {
+                    let status = child.wait();
+                    panic!("tds_test_server ended before READY ({other:?}, {status:?}); output: {seen:?}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        assert_ne!(addr.port(), 0, "READY must name the bound port");
+        ServerProcess { child, addr }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Child::kill signals this child's own PID only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_parquet(path: &Path, batch: &arrow::record_batch::RecordBatch) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_server_seeded_from_parquet_serves_python_tds_and_decodes_its_bulk_copy() {
+    if !require_pytds("standalone_server_seeded_from_parquet_serves_python_tds_and_decodes_its_bulk_copy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = src_rows(131);
+    // The generator covers what the issue asks for; check so a generator edit cannot drop it.
+    assert!(rows.iter().any(|r| r.cpu == Some(MAX_9_4)) && rows.iter().any(|r| r.cpu == Some(-MAX_9_4)));
+    assert!(rows.iter().any(|r| r.wait_ms == Some(MAX_18_4)) && rows.iter().any(|r| r.wait_ms == Some(-MAX_18_4)));
+    assert!(rows.iter().any(|r| r.server_id.is_none() && r.cpu.is_none() && r.top_wait.is_none()));
+    assert!(rows.iter().any(|r| r.server_name.chars().any(|c| !c.is_ascii())));
+    assert!(rows.iter().any(|r| r.snapshot.and_utc().timestamp_subsec_millis() % 10 != 0));
+    let seed = dir.path().join("seed.parquet");
+    write_parquet(&seed, &src_batch(&rows, true));
+    let seed_arg = seed.to_str().unwrap();
+    let srv = ServerProcess::start(&["--port", "0", "--seed-parquet", seed_arg, "--database", "DBATools_P", "--password", PASSWORD, "--packet-size", "512"]);
+
+    let addr = srv.addr;
+    let expected = expected_json(&rows, dir.path());
+    tokio::task::spawn_blocking(move || run_pytds_script(addr, &expected, rows.len())).await.unwrap();
+
+    // A second client reads back what the server decoded from python-tds' bulk copy.
+    let rows = src_rows(131);
+    let mut c = connect(srv.addr, "MonitoringDB", Some(4096)).await.unwrap();
+    let got = c.query("SELECT * FROM dbo.PerfSnapshotRun ORDER BY PerfSnapshotRunID", &[]).await.unwrap().into_first_result().await.unwrap();
+    assert_eq!(got.iter().map(|r| from_tiberius(r, true)).collect::<Vec<_>>(), bulk_expected(&rows));
+    // And the Parquet seed, read by tiberius too, equals the generator (ids 1..=n in file order).
+    let mut c = connect(srv.addr, "DBATools_P", None).await.unwrap();
+    let seeded = c.query("SELECT * FROM dbo.PerfSnapshotRun ORDER BY PerfSnapshotRunID", &[]).await.unwrap().into_first_result().await.unwrap();
+    assert_eq!(seeded.iter().map(|r| from_tiberius(r, true)).collect::<Vec<_>>(), rows);
+    drop(srv);
 }
