@@ -341,6 +341,7 @@ pub fn run_copy(
                 server_name: name.unwrap_or_default(),
                 database: s.database_name(),
                 watermarks: opts.window.is_unbounded(),
+                split: sources.iter().filter(|o| o.identity() == s.identity()).count() > 1,
             }
         })
         .collect();
@@ -730,14 +731,14 @@ fn copy_pass(
         Ok(r) => r,
         Err(e) => {
             if let Some(load) = load {
-                load.abort();
+                load.abort(&e.to_string());
             }
             return Err(e);
         }
     };
     if let Some(load) = load {
         if cancel.is_cancelled() {
-            load.abort();
+            load.abort("cancelled");
             return Err(Error::Cancelled);
         }
         let tops = max_run.into_inner().map_err(|_| Error::Internal("poisoned".into()))?;

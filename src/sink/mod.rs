@@ -43,6 +43,9 @@ pub struct SourceMeta {
     /// Whether the run copies the whole source (no `--since`/`--until`): only then may the
     /// load record watermarks.
     pub watermarks: bool,
+    /// Whether this is one of several ID ranges of a source read in parallel: its batches do
+    /// not commit in source order, so only the final watermark (at commit) may be recorded.
+    pub split: bool,
 }
 
 /// One batch of a source, deduplicated, for the target.
@@ -94,8 +97,9 @@ pub trait Load: Send + Sync {
     fn writer(&self, worker: usize) -> Result<Box<dyn LoadWriter>>;
     /// Makes every row written by finished writers visible, and records the final watermarks.
     fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()>;
-    /// Discards everything written.
-    fn abort(self: Box<Self>);
+    /// Stops after `reason` (already scrubbed of secrets): discards what is not durable yet
+    /// and records the failure where the target keeps a ledger.
+    fn abort(self: Box<Self>, reason: &str);
 }
 
 /// One worker's writer.

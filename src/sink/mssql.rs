@@ -375,15 +375,65 @@ impl Load for MonitoringLoad {
         }))
     }
 
-    fn commit(self: Box<Self>, _watermarks: Vec<Watermark>) -> Result<()> {
-        // Every unit committed on its own, with its watermark.
-        Ok(())
+    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+        // Every unit committed on its own, with its watermark, except for split sources, whose
+        // parts commit out of order: their single ledger row is written now.
+        let split: Vec<(&SourceMeta, &Watermark)> = watermarks
+            .iter()
+            .filter_map(|w| self.sources.iter().find(|m| m.split && m.watermarks && m.identity == w.source).map(|m| (m, w)))
+            .collect();
+        if split.is_empty() {
+            return Ok(());
+        }
+        runtime()?.block_on(async {
+            let mut client = self.conn.connect().await?;
+            for (m, w) in split {
+                insert_synclog(&self.conn, &mut client, m, Some(w.last_run_id), None, "Success", None).await?;
+            }
+            Ok(())
+        })
     }
 
-    fn abort(self: Box<Self>) {
+    fn abort(self: Box<Self>, reason: &str) {
         // Committed units stay (they are complete and recorded in the ledger); the unit that
-        // failed was rolled back.
+        // failed was rolled back. The failure is recorded as the toolkit's procedure does.
+        let reason: String = self.conn.scrub(reason).chars().take(4000).collect();
+        let r = runtime().and_then(|rt| {
+            rt.block_on(async {
+                let mut client = self.conn.connect().await?;
+                let mut seen = BTreeSet::new();
+                for m in self.sources.iter().filter(|m| m.server_id > 0 && seen.insert(m.identity.clone())) {
+                    insert_synclog(&self.conn, &mut client, m, None, None, "Failed", Some(&reason)).await?;
+                }
+                Ok(())
+            })
+        });
+        if let Err(e) = r {
+            tracing::warn!("could not record the failure in dbo.DBAToolsSyncLog: {e}");
+        }
     }
+}
+
+/// Inserts a ledger row; returns its SyncLogID.
+async fn insert_synclog(
+    conn: &ConnSpec,
+    client: &mut SqlClient,
+    meta: &SourceMeta,
+    last_run_id: Option<i64>,
+    rows: Option<i32>,
+    status: &str,
+    error: Option<&str>,
+) -> Result<i32> {
+    let now = chrono::Utc::now().naive_utc();
+    let found = query_rows(
+        conn,
+        client,
+        "INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, RowsCopied, SyncStatus, ErrorMessage) \
+         OUTPUT INSERTED.SyncLogID VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)",
+        &[&meta.server_id, &meta.server_name.as_str(), &meta.database.as_str(), &now, &last_run_id, &rows, &status, &error],
+    )
+    .await?;
+    Ok(found.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).unwrap_or(0))
 }
 
 /// The ledger row of one source in this run.
@@ -430,7 +480,7 @@ impl MonitoringWriter {
                 bulk_insert(client, unit.rows, &self.options).await?;
             }
             let mut sync = self.sync_rows.get(&unit.source).copied();
-            if let (true, Some(last)) = (meta.watermarks, unit.last_run_id) {
+            if let (true, false, Some(last)) = (meta.watermarks, meta.split, unit.last_run_id) {
                 let n = unit.rows.num_rows() as i64;
                 let duration = self.started.elapsed().as_millis().min(i32::MAX as u128) as i32;
                 let now = chrono::Utc::now().naive_utc();

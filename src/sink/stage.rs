@@ -381,7 +381,7 @@ impl Load for StageLoad {
         Ok(())
     }
 
-    fn abort(self: Box<Self>) {
+    fn abort(self: Box<Self>, _reason: &str) {
         if let Ok(created) = self.created.lock() {
             for p in created.iter() {
                 let _ = std::fs::remove_file(p);
