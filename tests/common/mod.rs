@@ -3,6 +3,8 @@
 //! must produce (a plain BTreeMap implementation of the survivor rule, not perfcopy's code).
 #![allow(dead_code)]
 
+pub mod mssql;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -410,13 +412,17 @@ pub fn by_key(rows: &[Row]) -> BTreeMap<(i32, i64), Row> {
 
 /// Asserts a stage holds exactly `want`, listing the first differences.
 pub fn assert_stage_eq(stage: &Path, want: &BTreeMap<(i32, i64), Row>) {
-    let got = by_key(&read_stage(stage));
-    if &got != want {
+    assert_rows_eq(&format!("stage {}", stage.display()), &by_key(&read_stage(stage)), want);
+}
+
+/// Asserts keyed rows equal `want`, listing the first differences; `what` names the holder.
+pub fn assert_rows_eq(what: &str, got: &BTreeMap<(i32, i64), Row>, want: &BTreeMap<(i32, i64), Row>) {
+    if got != want {
         let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).take(5).collect();
         let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).take(5).collect();
         let differ: Vec<_> = want.iter().filter(|(k, v)| got.get(k).is_some_and(|g| g != *v)).take(3).map(|(k, v)| (k, v, &got[k])).collect();
         panic!(
-            "stage differs from the expectation: {} rows vs {} expected; missing e.g. {missing:?}; unexpected e.g. {extra:?}; differing (key, want, got) e.g. {differ:#?}",
+            "{what} differs from the expectation: {} rows vs {} expected; missing e.g. {missing:?}; unexpected e.g. {extra:?}; differing (key, want, got) e.g. {differ:#?}",
             got.len(),
             want.len()
         );
