@@ -622,7 +622,7 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
 }
 
 /// Sends one batch with TDS bulk load.
-async fn bulk_insert(client: &mut SqlClient, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+pub async fn bulk_insert(client: &mut SqlClient, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
     let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
     let mut flags = tiberius::SqlBulkCopyOptions::empty();
     if options.tablock {
