@@ -36,6 +36,9 @@ pub struct Table {
     pub object_id: i32,
     /// Throughput mode: bulk loads are decoded and counted but rows are not stored.
     pub bulk_count_only: bool,
+    /// Throughput mode for reads (set by `TestServer::fill_synthetic`): pre-encoded rows.
+    /// Any write to the table ([`Catalog::table_mut`]) ends it.
+    pub synthetic: Option<Arc<Synthetic>>,
 }
 
 impl Table {
@@ -72,7 +75,7 @@ impl Catalog {
     pub fn create_table(&mut self, db: &str, schema: &str, name: &str, columns: Vec<Column>, uniques: Vec<Vec<usize>>) {
         self.next_object_id += 1;
         let object_id = 1_000_000 + self.next_object_id;
-        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, bulk_count_only: false };
+        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, bulk_count_only: false, synthetic: None };
         self.ensure_db(db).tables.insert((schema.to_lowercase(), name.to_lowercase()), t);
     }
 
@@ -81,9 +84,87 @@ impl Catalog {
         self.dbs.get(&k.0)?.tables.get(&(k.1.clone(), k.2.clone()))
     }
 
-    /// A table by key, mutable.
+    /// A table by key, mutable. Mutable access means a write may follow, so it ends the
+    /// table's pre-encoded throughput mode ([`Table::synthetic`]).
     pub fn table_mut(&mut self, k: &TableKey) -> Option<&mut Table> {
-        self.dbs.get_mut(&k.0)?.tables.get_mut(&(k.1.clone(), k.2.clone()))
+        let t = self.dbs.get_mut(&k.0)?.tables.get_mut(&(k.1.clone(), k.2.clone()))?;
+        t.synthetic = None;
+        Some(t)
+    }
+}
+
+/// A table filled by `TestServer::fill_synthetic`: `n` rows, row `i` (0-based) is template
+/// `i % templates.len()` with identity value `i + 1`. The SELECTs [`synthetic_plan`] recognises
+/// are answered from ROW tokens encoded once per template row and projection.
+#[derive(Debug)]
+pub struct Synthetic {
+    /// Rows in the table.
+    pub n: u64,
+    /// Template rows (identity values irrelevant: they are patched per row).
+    pub templates: Vec<Row>,
+    /// Index of the identity column.
+    pub identity: Option<usize>,
+    encoded: Mutex<HashMap<Vec<usize>, Arc<Encoded>>>,
+}
+
+impl Synthetic {
+    /// A synthetic table description.
+    pub fn new(n: u64, templates: Vec<Row>, identity: Option<usize>) -> Synthetic {
+        Synthetic { n, templates, identity, encoded: Mutex::new(HashMap::new()) }
+    }
+
+    /// The template rows encoded for the projection `proj` (table column indices); `None` if a
+    /// value does not encode (the normal path then reports the error).
+    fn encoded(&self, proj: &[usize], cols: &[Column]) -> Option<Arc<Encoded>> {
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.get(proj) {
+            return Some(e.clone());
+        }
+        let id_width = self.identity.map(|i| crate::wire::int_width(&cols[i].ty) as usize).unwrap_or(0);
+        let mut rows = Vec::with_capacity(self.templates.len());
+        let mut id_at = Vec::with_capacity(self.templates.len());
+        for t in &self.templates {
+            let mut b = vec![crate::wire::token::ROW];
+            let mut at = Vec::new();
+            for &i in proj {
+                let c = &cols[i];
+                if Some(i) == self.identity {
+                    crate::wire::encode_value(&mut b, &c.ty, c.nullable, &Value::Int(0)).ok()?;
+                    at.push(b.len() - id_width);
+                } else {
+                    crate::wire::encode_value(&mut b, &c.ty, c.nullable, t.get(i)?).ok()?;
+                }
+            }
+            rows.push(b);
+            id_at.push(at);
+        }
+        let e = Arc::new(Encoded { rows, id_at, id_width });
+        cache.insert(proj.to_vec(), e.clone());
+        Some(e)
+    }
+}
+
+/// ROW tokens of a synthetic table's template rows for one projection.
+#[derive(Debug, PartialEq)]
+pub struct Encoded {
+    /// One ROW token per template row, identity values zero.
+    pub rows: Vec<Vec<u8>>,
+    /// Per template: offsets of the identity value bytes to patch.
+    pub id_at: Vec<Vec<usize>>,
+    /// Identity value width in bytes (1, 2, 4 or 8).
+    pub id_width: usize,
+}
+
+impl Encoded {
+    /// Appends the ROW token of synthetic row `i` (0-based; identity value `i + 1`).
+    pub fn write_row(&self, buf: &mut Vec<u8>, i: u64) {
+        let k = (i % self.rows.len() as u64) as usize;
+        let at = buf.len();
+        buf.extend_from_slice(&self.rows[k]);
+        let id = (i + 1).to_le_bytes();
+        for &o in &self.id_at[k] {
+            buf[at + o..at + o + self.id_width].copy_from_slice(&id[..self.id_width]);
+        }
     }
 }
 
@@ -197,6 +278,15 @@ pub enum Out {
     EnvBytes(u8, Vec<u8>, Vec<u8>),
     /// RETURNSTATUS.
     ReturnStatus(i32),
+    /// `count` pre-encoded rows of a synthetic table, starting at 0-based row `first`.
+    Synthetic {
+        /// The encoded template rows.
+        rows: Arc<Encoded>,
+        /// First row (0-based; identity `first + 1`).
+        first: u64,
+        /// Rows to send.
+        count: u64,
+    },
 }
 
 /// A value bound to a name (parameter or DECLAREd variable).
@@ -328,6 +418,18 @@ impl Session {
         Box::pin(async move {
             match stmt {
                 Stmt::Select(s) => {
+                    let fast = {
+                        let cat = shared.cat();
+                        synthetic_plan(&Ctx { cat: &cat, session: self, vars }, s)
+                    };
+                    if let Some((cols, rows, first, count)) = fast {
+                        out.push(Out::Meta(Arc::new(cols)));
+                        if count > 0 {
+                            out.push(Out::Synthetic { rows, first, count });
+                        }
+                        out.push(self.done(count));
+                        return Ok(());
+                    }
                     let (cols, rows) = {
                         let cat = shared.cat();
                         run_select(&Ctx { cat: &cat, session: self, vars }, s)?
@@ -783,7 +885,7 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
             }
         }
     }
-    Table { schema: "INFORMATION_SCHEMA".into(), name: "COLUMNS".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false }
+    Table { schema: "INFORMATION_SCHEMA".into(), name: "COLUMNS".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false, synthetic: None }
 }
 
 fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
@@ -798,7 +900,7 @@ fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
         .get(&db.to_lowercase())
         .map(|d| d.tables.values().map(|t| vec![Value::Str(d.name.clone()), Value::Str(t.schema.clone()), Value::Str(t.name.clone()), Value::Str("BASE TABLE".into())]).collect())
         .unwrap_or_default();
-    Table { schema: "INFORMATION_SCHEMA".into(), name: "TABLES".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false }
+    Table { schema: "INFORMATION_SCHEMA".into(), name: "TABLES".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false, synthetic: None }
 }
 
 fn has_agg(e: &Expr) -> bool {
@@ -812,6 +914,112 @@ fn has_agg(e: &Expr) -> bool {
 }
 
 /// Runs a SELECT: result columns and rows (already coerced to the column types).
+/// The pre-encoded answer to a SELECT of a synthetic table: (columns, encoded rows, first row,
+/// row count), when the statement is `SELECT [TOP (n)] {* | col [AS a], ...} FROM t` with an
+/// optional WHERE made of `AND`ed comparisons (`= < <= > >=`, BETWEEN) of the identity column
+/// with integer constants or variables, and an optional `ORDER BY` the identity column ascending
+/// (which is also the stored order). Anything else (or own uncommitted rows in the table) gives
+/// `None` and takes the normal path, which returns the same rows.
+fn synthetic_plan(ctx: &Ctx, s: &Select) -> Option<(Vec<OutCol>, Arc<Encoded>, u64, u64)> {
+    let o = s.from.as_ref()?;
+    let k = ctx.session.key(o);
+    let t = ctx.cat.table(&k)?;
+    let syn = t.synthetic.as_ref()?;
+    if !ctx.session.pending(&k).is_empty() || syn.templates.is_empty() {
+        return None;
+    }
+    let cols = &t.columns;
+    let mut proj = Vec::new();
+    let mut meta = Vec::new();
+    for it in &s.items {
+        let mut push = |i: usize, alias: Option<&String>| {
+            let c = &cols[i];
+            proj.push(i);
+            meta.push(OutCol { name: alias.cloned().unwrap_or_else(|| c.name.clone()), ty: c.ty, nullable: c.nullable, identity: c.identity });
+        };
+        match it {
+            SelItem::Star => (0..cols.len()).for_each(|i| push(i, None)),
+            SelItem::Expr(Expr::Col(n), alias) => push(t.col_index(n)?, alias.as_ref()),
+            SelItem::Expr(..) => return None,
+        }
+    }
+    let is_id = |n: &str| syn.identity.is_some_and(|i| cols[i].name.eq_ignore_ascii_case(n));
+    match s.order.as_slice() {
+        [] => {}
+        [(Expr::Col(n), false)] if is_id(n) => {}
+        // An alias of the identity column (ORDER BY resolves table columns first).
+        [(Expr::Col(n), false)] if t.col_index(n).is_none() && meta.iter().position(|m| m.name.eq_ignore_ascii_case(n)).is_some_and(|j| Some(proj[j]) == syn.identity) => {}
+        _ => return None,
+    }
+    let (mut lo, mut hi) = (1i128, syn.n as i128);
+    if let Some(c) = &s.filter {
+        id_bounds(ctx, c, &is_id, cols, &mut lo, &mut hi)?;
+    }
+    let mut count = (hi - lo + 1).max(0);
+    if let Some(e) = &s.top {
+        match eval(ctx, e, None, cols).ok()? {
+            Value::Int(n) if n >= 0 => count = count.min(n as i128),
+            _ => return None,
+        }
+    }
+    let rows = syn.encoded(&proj, cols)?;
+    Some((meta, rows, (lo.max(1) - 1) as u64, count as u64))
+}
+
+/// Narrows [lo, hi] by a condition on the identity column; `None` if the condition is not of
+/// the recognised form.
+fn id_bounds(ctx: &Ctx, c: &Cond, is_id: &dyn Fn(&str) -> bool, cols: &[Column], lo: &mut i128, hi: &mut i128) -> Option<()> {
+    // The integer a side evaluates to; NULL makes the comparison unknown: no row matches.
+    let int = |e: &Expr| -> Option<Option<i128>> {
+        match eval(ctx, e, None, cols).ok()? {
+            Value::Int(v) => Some(Some(v as i128)),
+            Value::Null => Some(None),
+            _ => None,
+        }
+    };
+    let mut apply = |op: CmpOp, v: Option<i128>| {
+        let Some(v) = v else {
+            *hi = *lo - 1;
+            return Some(());
+        };
+        match op {
+            CmpOp::Eq => {
+                *lo = (*lo).max(v);
+                *hi = (*hi).min(v);
+            }
+            CmpOp::Gt => *lo = (*lo).max(v + 1),
+            CmpOp::Ge => *lo = (*lo).max(v),
+            CmpOp::Lt => *hi = (*hi).min(v - 1),
+            CmpOp::Le => *hi = (*hi).min(v),
+            CmpOp::Ne => return None,
+        }
+        Some(())
+    };
+    match c {
+        Cond::And(a, b) => {
+            id_bounds(ctx, a, is_id, cols, lo, hi)?;
+            id_bounds(ctx, b, is_id, cols, lo, hi)
+        }
+        Cond::Cmp(Expr::Col(n), op, e) if is_id(n) => apply(*op, int(e)?),
+        Cond::Cmp(e, op, Expr::Col(n)) if is_id(n) => {
+            let flipped = match op {
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::Ge => CmpOp::Le,
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::Le => CmpOp::Ge,
+                other => *other,
+            };
+            apply(flipped, int(e)?)
+        }
+        Cond::Between(Expr::Col(n), a, b) if is_id(n) => {
+            let (a, b) = (int(a)?, int(b)?);
+            apply(CmpOp::Ge, a)?;
+            apply(CmpOp::Le, b)
+        }
+        _ => None,
+    }
+}
+
 fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError> {
     let virt;
     let (cols, committed, pending): (&[Column], &[Row], &[Row]) = match &s.from {

@@ -89,12 +89,22 @@
 //! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back).
 //!
 //! ## Faults and throughput
-//! [`Faults`]: refuse logins, drop a connection after N result rows or on the N-th bulk load,
-//! one-shot errors (deadlock 1205 with rollback, lock timeout 1222, any SqlError) on the next
-//! statement matching a pattern, response delays. Throughput: [`TestServer::fill_synthetic`]
-//! makes a large table from template rows; [`TestServer::set_bulk_count_only`] makes bulk loads
-//! decode and count rows without storing them.
+//! [`Faults`]: refuse logins, drop a connection after N result rows (counted cumulatively over
+//! all responses of each connection since the fault was armed; the first connection to exceed
+//! N is cut after its N-th row) or on the N-th bulk load, one-shot errors (deadlock 1205 with
+//! rollback, lock timeout 1222, any SqlError) on the next statement matching a pattern,
+//! response delays (once per response message).
 //!
+//! Throughput: [`TestServer::fill_synthetic`] makes a large table from template rows and
+//! encodes each template row's ROW token once; `SELECT [TOP (n)] {* | col [AS a], ...} FROM t
+//! [WHERE <AND-ed = < <= > >= BETWEEN on the identity column with integer constants/variables>]
+//! [ORDER BY <identity> [ASC]]` is then answered by copying those bytes and patching the
+//! identity value (other statements, and any read after a write to the table, use the normal
+//! path and return the same rows; [`Stats::pre_encoded_rows_sent`] counts the fast path).
+//! Large results of either path are streamed in whole packets as they are encoded.
+//! [`TestServer::set_bulk_count_only`] makes bulk loads validate COLMETADATA and then only
+//! walk ROW/NBCROW tokens (lengths checked, values not decoded) and count them.
+
 //! ## On the crate `tds-protocol` (0.20)
 //! Evaluated as a second, independent decoder. It parses client-side token streams
 //! (COLMETADATA with types, precision, scale, collation, flags; ROW as raw bytes per column;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::arrow_io;
-use crate::engine::{build_rows, Out, Session, Shared, TableKey, Var, Vars};
+use crate::engine::{build_rows, Out, Session, Shared, Synthetic, TableKey, Var, Vars};
 use crate::error::{Result, ServerError, SqlError};
 use crate::sql::parse_batch;
 use crate::types::{Column, ColumnDefault, SqlType, Value};
@@ -39,6 +39,8 @@ pub struct Faults {
 struct FaultState {
     refuse_login: bool,
     drop_after_rows: Option<u64>,
+    /// Bumped each time drop_after_rows is armed; connections restart their row count then.
+    drop_epoch: u64,
     drop_on_bulk_load: Option<u32>,
     errors: Vec<(String, SqlError)>,
     delay: Option<Duration>,
@@ -52,10 +54,14 @@ impl Faults {
     pub fn refuse_logins(&self, on: bool) {
         self.st().refuse_login = on;
     }
-    /// One-shot: the next response carrying more than `n` rows is cut after `n` ROW tokens
-    /// (packets sent so far are flushed, without end-of-message) and the connection is closed.
+    /// One-shot: the first connection to send more than `n` result rows from now on, counted
+    /// cumulatively over all its responses (each connection counts its own rows), is cut after
+    /// its `n`-th ROW token (packets sent so far are flushed, without end-of-message) and closed.
+    /// Re-arming restarts every connection's count.
     pub fn drop_after_rows(&self, n: u64) {
-        self.st().drop_after_rows = Some(n);
+        let mut st = self.st();
+        st.drop_after_rows = Some(n);
+        st.drop_epoch += 1;
     }
     /// One-shot: the `n`-th BulkLoad message from now (1 = the next) is received completely,
     /// then the connection is closed without applying it or answering.
@@ -81,7 +87,9 @@ impl Faults {
     }
     /// Removes every fault.
     pub fn clear(&self) {
-        *self.st() = FaultState::default();
+        let mut st = self.st();
+        let epoch = st.drop_epoch;
+        *st = FaultState { drop_epoch: epoch + 1, ..FaultState::default() };
     }
     fn take_error(&self, text: &str) -> Option<SqlError> {
         let mut st = self.st();
@@ -101,6 +109,7 @@ struct Counters {
     rpcs: AtomicU64,
     statements: AtomicU64,
     rows_sent: AtomicU64,
+    pre_encoded_rows_sent: AtomicU64,
     bulk_loads: AtomicU64,
     bulk_rows_received: AtomicU64,
     commits: AtomicU64,
@@ -126,6 +135,8 @@ pub struct Stats {
     pub statements: u64,
     /// ROW tokens sent.
     pub rows_sent: u64,
+    /// ROW tokens of those copied from pre-encoded synthetic rows.
+    pub pre_encoded_rows_sent: u64,
     /// BulkLoad messages completed.
     pub bulk_loads: u64,
     /// Rows decoded from BulkLoad messages (also in count-only tables).
@@ -240,6 +251,7 @@ impl TestServer {
             rpcs: g(&c.rpcs),
             statements: g(&c.statements),
             rows_sent: g(&c.rows_sent),
+            pre_encoded_rows_sent: g(&c.pre_encoded_rows_sent),
             bulk_loads: g(&c.bulk_loads),
             bulk_rows_received: g(&c.bulk_rows_received),
             commits: g(&c.commits),
@@ -371,16 +383,27 @@ impl TestServer {
         Ok(cat.table(&key(db, table)).ok_or_else(|| no_table(db, table))?.rows.len())
     }
 
-    /// Throughput mode for bulk loads: rows are decoded and validated, counted in
-    /// [`Stats::bulk_rows_received`], but not stored.
+    /// Throughput mode for bulk loads: COLMETADATA is decoded and validated against the table
+    /// as usual, ROW/NBCROW tokens are only walked (lengths read, values skipped, not decoded,
+    /// so no per-value checks such as 4815), counted in [`Stats::bulk_rows_received`] and not
+    /// stored.
     pub fn set_bulk_count_only(&self, db: &str, table: &str, on: bool) -> Result<()> {
         let mut cat = self.state.engine.cat();
-        cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?.bulk_count_only = on;
+        let k = key(db, table);
+        let synthetic = cat.table(&k).ok_or_else(|| no_table(db, table))?.synthetic.clone();
+        let t = cat.table_mut(&k).ok_or_else(|| no_table(db, table))?;
+        t.bulk_count_only = on;
+        // Not a write of rows: a pre-encoded table stays pre-encoded.
+        t.synthetic = synthetic;
         Ok(())
     }
 
     /// Throughput mode for reads: fills `table` with `n` rows by cycling `template`'s rows
-    /// (identity columns numbered 1..=n). Responses are encoded once per row like any other.
+    /// (identity columns numbered 1..=n). Each template row is encoded once as a ROW token;
+    /// `SELECT [TOP] * | cols FROM table [WHERE <identity comparisons>] [ORDER BY <identity>]`
+    /// (see the crate docs) is answered by copying those bytes and patching the identity value,
+    /// other statements read the stored rows as usual and return the same values. Any later
+    /// write to the table ends the pre-encoded mode (the stored rows stay correct).
     pub fn fill_synthetic(&self, db: &str, table: &str, template: &RecordBatch, n: usize) -> Result<()> {
         if template.num_rows() == 0 {
             return Err(ServerError::Api("synthetic template has no rows".into()));
@@ -391,6 +414,17 @@ impl TestServer {
         let t = cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?;
         let tmpl: Vec<_> = t.rows.split_off(before);
         let id = t.columns.iter().position(|c| c.identity);
+        if let Some(id) = id {
+            let max: i128 = match t.columns[id].ty {
+                SqlType::TinyInt => u8::MAX as i128,
+                SqlType::SmallInt => i16::MAX as i128,
+                SqlType::Int => i32::MAX as i128,
+                _ => i64::MAX as i128,
+            };
+            if n as i128 > max {
+                return Err(ServerError::Api(format!("{n} synthetic rows overflow identity column {} ({})", t.columns[id].name, t.columns[id].ty.sql_name())));
+            }
+        }
         t.rows.reserve(n);
         for i in 0..n {
             let mut r = tmpl[i % tmpl.len()].clone();
@@ -400,7 +434,16 @@ impl TestServer {
             t.rows.push(r);
         }
         t.next_identity = n as i64 + 1;
+        // Only a table holding exactly the synthetic rows can be served from templates.
+        if before == 0 {
+            t.synthetic = Some(Arc::new(Synthetic::new(n as u64, tmpl, id)));
+        }
         Ok(())
+    }
+
+    /// True while `table` answers reads from pre-encoded rows ([`TestServer::fill_synthetic`]).
+    pub fn is_pre_encoded(&self, db: &str, table: &str) -> bool {
+        self.state.engine.cat().table(&key(db, table)).is_some_and(|t| t.synthetic.is_some())
     }
 
     /// Runs a batch in-process as a fresh session of `db` (for test setup); returns its events'
@@ -464,7 +507,7 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>) {
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let id = st.next_session.fetch_add(1, Ordering::SeqCst);
-                    let mut conn = Conn { stream, st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1 };
+                    let mut conn = Conn { stream, st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1, mid_message: false, fault_epoch: 0, fault_rows: 0 };
                     let r = conn.serve().await;
                     // A dropped connection discards its transaction and releases its app locks.
                     if conn.session.rollback(&st.engine).is_some() {
@@ -491,6 +534,12 @@ struct Conn {
     packet_size: usize,
     session: Session,
     out_packet_id: u8,
+    /// A message is partly sent (no EOM yet).
+    mid_message: bool,
+    /// [`FaultState::drop_epoch`] that `fault_rows` counts for.
+    fault_epoch: u64,
+    /// Result rows this connection sent since the drop-after-rows fault was armed.
+    fault_rows: u64,
 }
 
 /// Why a connection loop ends early.
@@ -522,6 +571,9 @@ fn wire_err(what: &str, e: WireError) -> ServerError {
 }
 
 const MAX_MESSAGE: usize = 256 << 20;
+
+/// Result bytes buffered before whole packets are sent (large results stream).
+const FLUSH_AT: usize = 1 << 20;
 
 impl Conn {
     async fn serve(&mut self) -> Result<()> {
@@ -571,11 +623,15 @@ impl Conn {
     }
 
     /// Frames `data` into packets of the negotiated size; `eom` marks the last one.
+    /// The response delay fault applies once per message (before its first packet).
     async fn send(&mut self, data: &[u8], eom: bool) -> Result<()> {
-        let delay = self.st.faults.st().delay;
-        if let Some(d) = delay {
-            tokio::time::sleep(d).await;
+        if !self.mid_message {
+            let delay = self.st.faults.st().delay;
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
         }
+        self.mid_message = !eom;
         let chunk = self.packet_size.saturating_sub(8).max(1);
         let mut framed = Vec::with_capacity(data.len() + data.len() / chunk * 8 + 8);
         let mut parts: Vec<&[u8]> = data.chunks(chunk).collect();
@@ -783,7 +839,8 @@ impl Conn {
         Ok(outs)
     }
 
-    /// Encodes events to tokens and sends them; honours the drop-after-rows fault.
+    /// Encodes events to tokens and sends them (in packets as the buffer fills, so large
+    /// results stream); honours the drop-after-rows fault.
     async fn respond(&mut self, mut outs: Vec<Out>, rpc: bool) -> std::result::Result<(), Stop> {
         if !outs.iter().any(|o| matches!(o, Out::Done { .. } | Out::DoneProc)) && !rpc {
             outs.push(Out::Done { status: 0, count: None });
@@ -793,7 +850,16 @@ impl Conn {
         let mut w = TokenWriter::default();
         let mut meta: Arc<Vec<OutCol>> = Arc::new(Vec::new());
         let mut rows = 0u64;
-        let limit = self.st.faults.st().drop_after_rows;
+        let mut pre_encoded = 0u64;
+        // Rows this connection may still send before the drop-after-rows fault cuts it.
+        let mut budget = {
+            let f = self.st.faults.st();
+            if f.drop_epoch != self.fault_epoch {
+                self.fault_epoch = f.drop_epoch;
+                self.fault_rows = 0;
+            }
+            f.drop_after_rows.map(|n| n.saturating_sub(self.fault_rows))
+        };
         let in_tx = if self.session.in_tx() { done::INXACT } else { 0 };
         for (i, o) in outs.into_iter().enumerate() {
             match o {
@@ -802,18 +868,30 @@ impl Conn {
                     meta = m;
                 }
                 Out::Row(r) => {
-                    if let Some(n) = limit {
-                        if rows >= n {
-                            self.st.faults.st().drop_after_rows = None;
-                            self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
-                            self.send(&w.buf, false).await?;
-                            return Err(Stop::Dropped);
-                        }
+                    if budget == Some(0) {
+                        return self.cut(&w.buf, rows).await;
                     }
                     if let Err(e) = w.row(&meta, &r) {
                         return Err(proto(format!("cannot encode a result row: {e}")).into());
                     }
                     rows += 1;
+                    budget = budget.map(|b| b - 1);
+                    self.flush_full_packets(&mut w.buf).await?;
+                }
+                Out::Synthetic { rows: enc, first, count } => {
+                    for k in first..first + count {
+                        if budget == Some(0) {
+                            self.st.counters.pre_encoded_rows_sent.fetch_add(pre_encoded, Ordering::SeqCst);
+                            return self.cut(&w.buf, rows).await;
+                        }
+                        enc.write_row(&mut w.buf, k);
+                        rows += 1;
+                        pre_encoded += 1;
+                        budget = budget.map(|b| b - 1);
+                        if w.buf.len() >= FLUSH_AT {
+                            self.flush_full_packets(&mut w.buf).await?;
+                        }
+                    }
                 }
                 Out::Done { status, count } => {
                     let more = if rpc || Some(i) != last_done { done::MORE } else { 0 };
@@ -836,8 +914,32 @@ impl Conn {
             w.return_status(if any_error { -6 } else { 0 });
             w.done(token::DONEPROC, if any_error { done::ERROR } else { 0 }, 0);
         }
+        self.fault_rows += rows;
         self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
+        self.st.counters.pre_encoded_rows_sent.fetch_add(pre_encoded, Ordering::SeqCst);
         self.send(&w.buf, true).await?;
+        Ok(())
+    }
+
+    /// The drop-after-rows fault fires: sends what is encoded (no end-of-message), disarms the
+    /// fault and closes the connection.
+    async fn cut(&mut self, buf: &[u8], rows: u64) -> std::result::Result<(), Stop> {
+        self.st.faults.st().drop_after_rows = None;
+        self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
+        self.send(buf, false).await?;
+        Err(Stop::Dropped)
+    }
+
+    /// Once `buf` holds at least [`FLUSH_AT`] bytes, sends its whole packets (not the end of
+    /// the message) and keeps the remainder.
+    async fn flush_full_packets(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let chunk = self.packet_size.saturating_sub(8).max(1);
+        if buf.len() < FLUSH_AT {
+            return Ok(());
+        }
+        let whole = buf.len() / chunk * chunk;
+        self.send(&buf[..whole], false).await?;
+        buf.drain(..whole);
         Ok(())
     }
 
@@ -957,6 +1059,12 @@ impl BulkDecoder {
             }
             t @ (token::ROW | token::NBCROW) => {
                 let cols = self.cols.as_ref().ok_or_else(|| WireError::Malformed("ROW before COLMETADATA".into()))?;
+                // Count-only tables and loads that already failed only need row boundaries.
+                if self.error.is_some() || matches!(self.table, Some((_, true, _)) | None) {
+                    wire::skip_row(r, cols, t == token::NBCROW)?;
+                    self.n += 1;
+                    return Ok(());
+                }
                 let vals = if t == token::ROW { cols.iter().map(|c| c.wire.decode_value(r)).collect::<wire::WResult<Vec<_>>>()? } else { wire::decode_nbc_row(r, cols)? };
                 self.n += 1;
                 self.accept_row(vals);
@@ -1097,3 +1205,92 @@ pub fn parse_login7(b: &[u8]) -> Result<Login7> {
     Ok(Login7 { packet_size, user: text(1)?, password: wire::utf16_to_string(&pw).map_err(e)?, app: text(3)?, database: text(8)? })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BulkLoad message with ROW and NBCROW tokens, PLP NVARCHAR(MAX), decimals, DATETIME2,
+    /// VARCHAR and NULLs; the rows it carries.
+    fn bulk_message() -> (Vec<Column>, Vec<u8>, Vec<Vec<Option<Value>>>) {
+        let cols = vec![
+            Column::new("a", SqlType::Int, true),
+            Column::new("b", SqlType::NVarChar(None), true),
+            Column::new("c", SqlType::Decimal { precision: 18, scale: 4 }, true),
+            Column::new("d", SqlType::DateTime2(3), false),
+            Column::new("e", SqlType::VarChar(Some(10)), true),
+        ];
+        let out: Vec<OutCol> = cols.iter().map(|c| OutCol { name: c.name.clone(), ty: c.ty, nullable: c.nullable, identity: false }).collect();
+        let rows = [
+            vec![Value::Int(-7), Value::Str("héllo ✓ ".repeat(300)), Value::Decimal { mantissa: -999_999_999_999_999_999, scale: 4 }, Value::DateTime2(123_456_780_000), Value::Str("€uro".into())],
+            vec![Value::Null, Value::Null, Value::Null, Value::DateTime2(0), Value::Null],
+            vec![Value::Int(i32::MAX as i64), Value::Str(String::new()), Value::Decimal { mantissa: 1, scale: 4 }, Value::DateTime2(864_000_000_000 - 10_000), Value::Str("x".into())],
+        ];
+        let mut w = TokenWriter::default();
+        w.col_metadata(&out);
+        w.row(&out, &rows[0]).unwrap();
+        w.row(&out, &rows[1]).unwrap();
+        // The same two rows again as NBCROW (null bitmap, non-null values only).
+        for r in &rows[1..] {
+            w.buf.push(token::NBCROW);
+            let mut bitmap = 0u8;
+            for (i, v) in r.iter().enumerate() {
+                if *v == Value::Null {
+                    bitmap |= 1 << i;
+                }
+            }
+            w.buf.push(bitmap);
+            for (c, v) in out.iter().zip(r) {
+                if *v != Value::Null {
+                    wire::encode_value(&mut w.buf, &c.ty, c.nullable, v).unwrap();
+                }
+            }
+        }
+        w.done(token::DONE, 0, 4);
+        let want = [&rows[0], &rows[1], &rows[1], &rows[2]].iter().map(|r| r.iter().map(|v| Some(v.clone())).collect()).collect();
+        (cols, w.buf, want)
+    }
+
+    fn decoder(cols: &[Column], count_only: bool) -> BulkDecoder {
+        BulkDecoder { buf: Vec::new(), cols: None, table: Some((cols.to_vec(), count_only, "T".into())), map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false }
+    }
+
+    #[test]
+    fn count_only_bulk_decoding_finds_the_same_row_boundaries_as_full_decoding() {
+        let (cols, msg, want) = bulk_message();
+        for step in [1, 7, msg.len()] {
+            let mut full = decoder(&cols, false);
+            let mut count = decoder(&cols, true);
+            for piece in msg.chunks(step) {
+                full.feed(piece).unwrap();
+                count.feed(piece).unwrap();
+            }
+            assert!(full.error.is_none() && count.error.is_none());
+            assert!(full.done && count.done && full.buf.is_empty() && count.buf.is_empty(), "step {step}");
+            assert_eq!(full.rows, want, "step {step}");
+            assert_eq!((full.n, count.n), (4, 4), "step {step}");
+            assert!(count.rows.is_empty());
+        }
+        // A stream cut inside a row leaves bytes pending in both modes (the caller reports it).
+        let mut count = decoder(&cols, true);
+        count.feed(&msg[..msg.len() - 20]).unwrap();
+        assert!(!count.done && !count.buf.is_empty());
+        assert_eq!(count.n, 3);
+    }
+
+    #[test]
+    fn count_only_bulk_decoding_still_rejects_impossible_lengths() {
+        let (cols, msg, _) = bulk_message();
+        // The first ROW's INTN length byte (4) follows the COLMETADATA token and the ROW byte.
+        let meta_len = {
+            let mut r = Rd::new(&msg[1..]);
+            wire::decode_col_metadata(&mut r).unwrap();
+            r.pos + 1
+        };
+        assert_eq!((msg[meta_len], msg[meta_len + 1]), (token::ROW, 4));
+        let mut bad = msg.clone();
+        bad[meta_len + 1] = 3;
+        let mut count = decoder(&cols, true);
+        assert!(count.feed(&bad).is_err(), "INTN length 3 must be a protocol error");
+    }
+}

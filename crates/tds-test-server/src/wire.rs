@@ -401,6 +401,69 @@ impl WireType {
     }
 }
 
+impl WireType {
+    /// Steps over one value of this type without decoding it (lengths are read and checked
+    /// like [`WireType::decode_value`] checks them, bytes are not interpreted): the
+    /// count-only bulk path, which only needs row boundaries.
+    pub fn skip_value(&self, r: &mut Rd) -> WResult<()> {
+        let fixed = |r: &mut Rd, n: usize| r.bytes(n).map(drop);
+        match *self {
+            WireType::Null => Ok(()),
+            WireType::FixedInt(n) | WireType::FixedFloat(n) => fixed(r, n as usize),
+            WireType::FixedBit => fixed(r, 1),
+            WireType::FixedDateTime => fixed(r, 8),
+            WireType::IntN(_) | WireType::BitN | WireType::FloatN(_) | WireType::DateTimeN(_) | WireType::DateN | WireType::DecimalN { .. } | WireType::DateTime2N(_) => {
+                let n = r.u8()?;
+                let ok = match *self {
+                    WireType::IntN(_) => matches!(n, 0 | 1 | 2 | 4 | 8),
+                    WireType::BitN => n <= 1,
+                    WireType::FloatN(_) | WireType::DateTimeN(_) => matches!(n, 0 | 4 | 8),
+                    WireType::DateN => matches!(n, 0 | 3),
+                    WireType::DecimalN { .. } => matches!(n, 0 | 5 | 9 | 13 | 17),
+                    WireType::DateTime2N(scale) => n == 0 || n == time_len(scale) + 3,
+                    _ => false,
+                };
+                if !ok {
+                    return bad(format!("{self:?} value length {n}"));
+                }
+                fixed(r, n as usize)
+            }
+            WireType::NVarChar(max) | WireType::VarChar(max) => skip_var_bytes(r, max),
+        }
+    }
+}
+
+/// [`read_var_bytes`] without copying.
+fn skip_var_bytes(r: &mut Rd, max: u16) -> WResult<()> {
+    if max != 0xFFFF {
+        let n = r.u16()?;
+        if n == 0xFFFF {
+            return Ok(());
+        }
+        if n > max {
+            return bad(format!("value length {n} exceeds declared max {max}"));
+        }
+        return r.bytes(n as usize).map(drop);
+    }
+    let total = r.u64()?;
+    if total == u64::MAX {
+        return Ok(());
+    }
+    let mut len = 0u64;
+    loop {
+        let n = r.u32()? as usize;
+        if n == 0 {
+            break;
+        }
+        r.bytes(n)?;
+        len += n as u64;
+    }
+    if total != 0xFFFF_FFFF_FFFF_FFFE && total != len {
+        return bad(format!("PLP total length {total} but chunks hold {len}"));
+    }
+    Ok(())
+}
+
 fn read_u24(r: &mut Rd) -> WResult<u32> {
     let b = r.bytes(3)?;
     Ok(b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16)
@@ -658,7 +721,8 @@ pub fn encode_type_info(b: &mut Vec<u8>, t: &SqlType, nullable: bool) {
     }
 }
 
-fn int_width(t: &SqlType) -> u8 {
+/// Byte width of an integer type's values.
+pub fn int_width(t: &SqlType) -> u8 {
     match t {
         SqlType::TinyInt => 1,
         SqlType::SmallInt => 2,
@@ -787,6 +851,15 @@ pub fn decode_nbc_row(r: &mut Rd, cols: &[BulkColumn]) -> WResult<Vec<Value>> {
         .collect()
 }
 
+/// Steps over a ROW (`nbc` false) or NBCROW body without decoding values.
+pub fn skip_row(r: &mut Rd, cols: &[BulkColumn], nbc: bool) -> WResult<()> {
+    if !nbc {
+        return cols.iter().try_for_each(|c| c.wire.skip_value(r));
+    }
+    let bitmap = r.bytes(cols.len().div_ceil(8))?;
+    cols.iter().enumerate().filter(|(i, _)| bitmap[i / 8] & (1 << (i % 8)) == 0).try_for_each(|(_, c)| c.wire.skip_value(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,9 +886,14 @@ mod tests {
             let mut r = Rd::new(&b);
             assert_eq!(wire.decode_value(&mut r).unwrap(), v, "{t:?}");
             assert_eq!(r.remaining(), 0);
+            // Skipping steps over exactly the same bytes.
+            let mut r = Rd::new(&b);
+            wire.skip_value(&mut r).unwrap();
+            assert_eq!(r.pos, b.len(), "skip {t:?}");
             // Every shorter prefix is Incomplete, never a panic or a wrong value.
             for cut in 0..b.len() {
                 assert_eq!(wire.decode_value(&mut Rd::new(&b[..cut])), Err(WireError::Incomplete), "{t:?} cut {cut}");
+                assert_eq!(wire.skip_value(&mut Rd::new(&b[..cut])), Err(WireError::Incomplete), "skip {t:?} cut {cut}");
             }
         }
     }

@@ -115,6 +115,33 @@ async fn drop_after_rows_cuts_a_result_and_closes_only_that_connection() {
 }
 
 #[tokio::test]
+async fn drop_after_rows_counts_cumulatively_per_connection() {
+    let srv = server(512);
+    srv.create_dbatools("DBATools_F", true);
+    srv.insert_batch("DBATools_F", "dbo.PerfSnapshotRun", &src_batch(&src_rows(100), true)).unwrap();
+    let page = "SELECT TOP (20) * FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > @P1 ORDER BY PerfSnapshotRunID";
+    let mut a = connect(srv.addr(), "DBATools_F", None).await.unwrap();
+    let mut b = connect(srv.addr(), "DBATools_F", None).await.unwrap();
+    // Rows sent before arming do not count.
+    assert_eq!(a.query(page, &[&0i64]).await.unwrap().into_first_result().await.unwrap().len(), 20);
+    srv.faults().drop_after_rows(30);
+    // Each connection counts its own rows: B's 25 do not bring A closer to 30.
+    let q25 = "SELECT TOP (25) * FROM dbo.PerfSnapshotRun";
+    assert_eq!(b.query(q25, &[]).await.unwrap().into_first_result().await.unwrap().len(), 25);
+    let first = a.query(page, &[&20i64]).await.unwrap().into_first_result().await.unwrap();
+    assert_eq!(first.iter().map(|r| from_tiberius(r, true).id).collect::<Vec<_>>(), (21..=40).collect::<Vec<_>>());
+    assert_eq!(srv.stats().dropped_connections, 0);
+    // A's second page crosses 30 rows in total (20 + 10): cut there.
+    let r = async { a.query(page, &[&40i64]).await?.into_first_result().await }.await;
+    assert!(r.is_err(), "the second page must be cut, got {:?} rows", r.map(|v| v.len()));
+    assert_eq!(srv.stats().dropped_connections, 1);
+    assert_eq!(srv.stats().rows_sent, 20 + 25 + 20 + 10);
+    // One-shot: B (at 25) goes on reading past 30.
+    assert_eq!(b.query(q25, &[]).await.unwrap().into_first_result().await.unwrap().len(), 25);
+    assert_eq!(srv.stats().dropped_connections, 1);
+}
+
+#[tokio::test]
 async fn drop_on_second_bulk_load_keeps_the_first_and_discards_the_second() {
     let srv = server(512);
     srv.faults().drop_on_bulk_load(2);
