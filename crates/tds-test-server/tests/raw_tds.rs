@@ -135,7 +135,9 @@ fn tds_protocol_decodes_the_servers_result_stream_with_the_right_types() {
     let (toks, packets) = r.batch("SELECT * FROM dbo.PerfSnapshotRun ORDER BY PerfSnapshotRunID");
     assert!(packets > 10, "a 120-row result spans many 512-byte packets ({packets})");
     let Some(Token::ColMetaData(meta)) = toks.first() else { panic!("{:?}", toks.first()) };
-    let got: Vec<(String, TypeId, Option<u32>, Option<u8>, Option<u8>, bool, bool)> = meta
+    /// (name, type, max length, precision, scale, nullable, identity)
+    type ColDesc = (String, TypeId, Option<u32>, Option<u8>, Option<u8>, bool, bool);
+    let got: Vec<ColDesc> = meta
         .columns
         .iter()
         .map(|c| (c.name.clone(), c.type_id, c.type_info.max_length, c.type_info.precision, c.type_info.scale, c.flags & 1 != 0, c.flags & 0x10 != 0))

@@ -125,7 +125,9 @@ async fn information_schema_columns_describes_the_source_table_like_sql_server()
         .into_first_result()
         .await
         .unwrap();
-    let got: Vec<(String, String, Option<i32>, Option<u8>, Option<i32>, String)> = rows
+    /// (COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, IS_NULLABLE)
+    type InfoRow = (String, String, Option<i32>, Option<u8>, Option<i32>, String);
+    let got: Vec<InfoRow> = rows
         .iter()
         .map(|r| (r.get::<&str, _>(0).unwrap().into(), r.get::<&str, _>(1).unwrap().into(), r.get::<i32, _>(2), r.get::<u8, _>(3), r.get::<i32, _>(4), r.get::<&str, _>(5).unwrap().into()))
         .collect();

@@ -100,7 +100,8 @@ async fn nvarchar_max_and_rows_wider_than_a_packet_round_trip() {
     let mut c = connect(srv.addr(), "W", None).await.unwrap();
     let big: String = (0..20_000).map(|i| char::from_u32(0x4E00 + (i % 500)).unwrap()).collect();
     let mid = "ab€".repeat(1333);
-    let cases: Vec<(Option<String>, Option<String>, Option<String>, Option<bool>)> =
+    type WideRow = (Option<String>, Option<String>, Option<String>, Option<bool>);
+    let cases: Vec<WideRow> =
         vec![(Some(big.clone()), Some(mid.clone()), Some("café".into()), Some(true)), (None, None, None, None), (Some(String::new()), Some(String::new()), Some(String::new()), Some(false))];
     for (b, m, n, f) in &cases {
         let r = c.execute("INSERT INTO dbo.Wide (Big, Mid, Narrow, Flag) VALUES (@P1, @P2, @P3, @P4)", &[b, m, n, f]).await.unwrap();
