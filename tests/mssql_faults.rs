@@ -83,9 +83,10 @@ fn deadlocks_and_lock_timeouts_on_bulk_load_and_ledger_are_retried() {
 
 /// Spawns a copy with small batches, waits until `ready` says some batches committed, then
 /// runs `act` on the running child.
-fn copy_until(src: &TestServer, tgt: &TestServer, ready: impl Fn() -> bool) -> std::process::Child {
+fn copy_until(src: &TestServer, tgt: &TestServer, extra: &[&str], ready: impl Fn() -> bool) -> std::process::Child {
     let child = Command::new(assert_cmd::cargo::cargo_bin("perfcopy"))
         .args(["copy", "--from", &conn(src, "DBATools_A"), "--to", &conn(tgt, "MonitoringDB"), "--batch-rows", "25", "--progress", "off"])
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,7 +105,7 @@ fn killed_between_batches_then_rerun_gives_exactly_the_expected_rows() {
     let t = tempfile::tempdir().unwrap();
     let (src, tgt, a) = setup(&t);
     tgt.faults().delay_responses(Some(Duration::from_millis(15)));
-    let mut child = copy_until(&src, &tgt, || tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 50);
+    let mut child = copy_until(&src, &tgt, &[], || tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 50);
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -120,7 +121,7 @@ fn source_dropped_mid_read_fails_naming_it_and_a_rerun_completes() {
     let t = tempfile::tempdir().unwrap();
     let (src, tgt, a) = setup(&t);
     src.faults().delay_responses(Some(Duration::from_millis(15)));
-    let child = copy_until(&src, &tgt, || tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 25);
+    let child = copy_until(&src, &tgt, &[], || tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 25);
     src.faults().drop_after_rows(5);
     let o = child.wait_with_output().unwrap();
     let err = failed(&o);
@@ -199,4 +200,27 @@ fn unreachable_and_silent_hosts_fail_within_the_connect_timeout() {
     }
     drop(silent);
     assert_eq!(tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+}
+
+/// A source read as three ID ranges on three connections, killed mid-copy: the ranges commit
+/// independently, so the ledger must not claim a range that was not finished.
+#[test]
+fn split_source_killed_mid_copy_then_rerun_gives_exactly_the_expected_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt, a) = setup(&t);
+    tgt.faults().delay_responses(Some(Duration::from_millis(15)));
+    let mut child = copy_until(&src, &tgt, &["--source-connections", "3", "--readers", "3", "--writers", "3"], || {
+        tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 100
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() < a.len(), "the copy finished before it was killed");
+    tgt.faults().clear();
+    for split in ["3", "1"] {
+        let r = copy_json(&["--from", &conn(&src, "DBATools_A"), "--to", &conn(&tgt, "MonitoringDB"), "--batch-rows", "25", "--source-connections", split]);
+        let want = expected(std::slice::from_ref(&a), &map(), Win::default(), &BTreeMap::new());
+        assert_target_eq(&tgt, "MonitoringDB", &want.stage);
+        assert_eq!(last_success(&tgt, "MonitoringDB")["DBATools_A"].last_run_id, Some(600), "split {split}: {r}");
+    }
 }
