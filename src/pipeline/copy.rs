@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ahash::AHashSet as HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -99,7 +99,66 @@ pub struct CopyReport {
     /// Days (per server) where sources or the target overlap, and keys held for them.
     pub dedupe_hot_days: usize,
     pub dedupe_hot_keys: usize,
+    /// Time per stage of the copy pass.
+    pub stages: StageTimes,
     pub elapsed_seconds: f64,
+}
+
+/// Where the copy pass spent its time, summed over threads: which stage is the bottleneck.
+/// Readers waiting to send means the writers are slower; writers waiting to receive means the
+/// readers (or the sources) are slower.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub batches: u64,
+    /// In-memory size of the source batches read (Arrow buffers), in bytes.
+    pub bytes_read: u64,
+    pub read_seconds: f64,
+    pub transform_seconds: f64,
+    pub readers_waiting_on_queue_seconds: f64,
+    pub write_seconds: f64,
+    pub writers_waiting_on_queue_seconds: f64,
+    /// Peak resident memory of the process so far (VmHWM), in bytes, where the OS tells.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (Linux: VmHWM).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Nanosecond accumulators shared by the copy pass's threads.
+#[derive(Default)]
+struct Timers {
+    batches: AtomicU64,
+    bytes: AtomicU64,
+    read: AtomicU64,
+    transform: AtomicU64,
+    send_wait: AtomicU64,
+    write: AtomicU64,
+    recv_wait: AtomicU64,
+}
+
+impl Timers {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn report(&self) -> StageTimes {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        StageTimes {
+            batches: self.batches.load(Ordering::Relaxed),
+            bytes_read: self.bytes.load(Ordering::Relaxed),
+            read_seconds: s(&self.read),
+            transform_seconds: s(&self.transform),
+            readers_waiting_on_queue_seconds: s(&self.send_wait),
+            write_seconds: s(&self.write),
+            writers_waiting_on_queue_seconds: s(&self.recv_wait),
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
 }
 
 /// Totals over all sources.
@@ -329,18 +388,25 @@ pub fn run_copy(
     // Pass 3: copy.
     let metas = sources
         .iter()
-        .zip(&scans)
-        .map(|(s, scan)| {
-            // The source's own server: as it says, or the name most of its rows carry.
-            let name = s.server_name().map(str::to_string).or_else(|| {
-                scan.names.iter().max_by_key(|(_, st)| st.rows).map(|(&g, _)| names.spelled[g as usize].clone())
-            });
+        .map(|s| {
+            // The ledger row names the source's own server as dbo.Servers knows it: the first
+            // of its ledger names (@@SERVERNAME, then its newest row's server) with an ID.
+            // Sources that do not know their server (files) and servers without an ID get no
+            // ledger rows (the key check still prevents doubles).
+            let ledger = s.ledger_names().into_iter().find_map(|n| map.get(&n).map(|id| (n, id)));
+            if !s.ledger_names().is_empty() && ledger.is_none() && !opts.dry_run {
+                progress.message(&format!("{}: its server has no ServerID; no DBAToolsSyncLog row will be written for it", s.label()));
+            }
+            let (server_name, server_id) = match ledger {
+                Some((n, id)) => (n, Some(id)),
+                None => (String::new(), None),
+            };
             SourceMeta {
                 identity: s.identity().to_string(),
-                server_id: name.as_deref().and_then(|n| map.get(n)).unwrap_or(0),
-                server_name: name.unwrap_or_default(),
+                server_id: server_id.unwrap_or(0),
+                server_name,
                 database: s.database_name(),
-                watermarks: opts.window.is_unbounded(),
+                watermarks: opts.window.is_unbounded() && server_id.is_some(),
                 split: sources.iter().filter(|o| o.identity() == s.identity()).count() > 1,
             }
         })
@@ -386,6 +452,7 @@ pub fn run_copy(
             .rows_written = *rows;
     }
     report.servers = per_server.into_values().collect();
+    report.stages = outcome.stages.clone();
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -567,6 +634,7 @@ impl<'a> HotCache<'a> {
 struct CopyOutcome {
     sources: Vec<SourceReport>,
     written: BTreeMap<i32, u64>,
+    stages: StageTimes,
 }
 
 /// A deduplicated source batch on its way to a writer.
@@ -600,6 +668,8 @@ fn copy_pass(
         (0..workers).map(|_| bounded::<WriterMsg>(opts.queue_depth.max(1))).unzip();
     let value_cols: Vec<usize> = (src::FIRST_VALUE..crate::schema::SOURCE_COLUMNS.len()).collect();
     let max_run: Mutex<Vec<Option<(i64, i64)>>> = Mutex::new(vec![None; sources.len()]);
+    let timers = Timers::default();
+    let timers = &timers;
 
     let result: Result<(Vec<SourceReport>, BTreeMap<i32, u64>)> = std::thread::scope(|s| {
         // Writers.
@@ -619,10 +689,14 @@ fn copy_pass(
                     }
                     Some(load) => {
                         let mut writer = load.writer(w)?;
-                        for msg in rx.iter() {
+                        loop {
+                            let waited = Instant::now();
+                            let Ok(msg) = rx.recv() else { break };
+                            Timers::add(&timers.recv_wait, waited);
                             if cancel.is_cancelled() {
                                 return Err(Error::Cancelled);
                             }
+                            let writing = Instant::now();
                             let unit = WriteUnit {
                                 source: msg.source,
                                 rows: &msg.rows,
@@ -633,8 +707,12 @@ fn copy_pass(
                                 cancel.cancel();
                                 return Err(e);
                             }
+                            Timers::add(&timers.write, writing);
                         }
-                        writer.finish()
+                        let closing = Instant::now();
+                        let r = writer.finish();
+                        Timers::add(&timers.write, closing);
+                        r
                     }
                 }
             }));
@@ -648,9 +726,16 @@ fn copy_pass(
             let mut rep = SourceReport::default();
             let req = ReadRequest { projection: Projection::Full, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: None };
             let mut top: Option<(i64, i64)> = None;
-            for batch in source.read(&req)? {
+            let mut batches = source.read(&req)?;
+            loop {
+                let reading = Instant::now();
+                let Some(batch) = batches.next() else { break };
+                Timers::add(&timers.read, reading);
                 cancel.check()?;
                 let batch = batch?;
+                let transforming = Instant::now();
+                timers.batches.fetch_add(1, Ordering::Relaxed);
+                timers.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
                 let run = batch.column(src::RUN_ID).as_primitive::<Int64Type>();
                 let ts = snapshot_ms(&batch, src::SNAPSHOT_UTC);
                 for (&id, &t) in run.values().iter().zip(ts.values().iter()) {
@@ -687,10 +772,13 @@ fn copy_pass(
                 // per batch can advance the source's watermark batch by batch.
                 let tx = &senders_ref[rank % senders_ref.len()];
                 let msg = WriterMsg { source: rank, rows: out, last_run_id: top.map(|t| t.0), last_snapshot_ms: top.map(|t| t.1) };
+                Timers::add(&timers.transform, transforming);
+                let sending = Instant::now();
                 if tx.send(msg).is_err() {
                     cancel.cancel();
                     return Err(Error::Cancelled);
                 }
+                Timers::add(&timers.send_wait, sending);
                 bar.inc(batch.num_rows() as u64);
                 overall.inc(batch.num_rows() as u64);
             }
@@ -762,7 +850,7 @@ fn copy_pass(
         };
         load.commit(marks)?;
     }
-    Ok(CopyOutcome { sources: reports, written })
+    Ok(CopyOutcome { sources: reports, written, stages: timers.report() })
 }
 
 /// Splits a target batch into one batch per ServerID (most batches hold one server only).

@@ -184,7 +184,6 @@ impl Target for MonitoringDb {
             if code < 0 {
                 return Err(self.conn.error("another perfcopy run is loading this MonitoringDB (it holds the application lock 'perfcopy: dbo.PerfSnapshotRun'); wait for it to finish"));
             }
-            client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
             Ok(client)
         })?;
         Ok(Box::new(AppLock { _rt: rt, _client: client }))
@@ -243,18 +242,24 @@ impl Target for MonitoringDb {
     }
 
     fn watermark(&self, source: &dyn Source) -> Result<Option<Watermark>> {
-        let Some(server) = source.server_name() else { return Ok(None) };
+        let names = source.ledger_names();
+        if names.is_empty() {
+            return Ok(None);
+        }
         let database = source.database_name();
         self.block_on(async {
             let mut client = self.conn.connect().await?;
             if !self.synclog_exists(&mut client).await? {
                 return Ok(None);
             }
+            // The ledger row is written under the first of these names that dbo.Servers
+            // knows (see the copy pipeline); look for the newest under any of them.
+            let second = names.get(1).unwrap_or(&names[0]);
             let rows = query_rows(
                 &self.conn,
                 &mut client,
-                "SELECT TOP (1) LastRunID FROM dbo.DBAToolsSyncLog WHERE ServerName = @P1 AND DBAToolsDatabase = @P2 AND SyncStatus = 'Success' AND LastRunID IS NOT NULL ORDER BY SyncLogID DESC",
-                &[&server, &database.as_str()],
+                "SELECT TOP (1) LastRunID FROM dbo.DBAToolsSyncLog WHERE ServerName IN (@P1, @P2) AND DBAToolsDatabase = @P3 AND SyncStatus = 'Success' AND LastRunID IS NOT NULL ORDER BY SyncLogID DESC",
+                &[&names[0].as_str(), &second.as_str(), &database.as_str()],
             )
             .await?;
             Ok(rows.first().and_then(|r| r.try_get::<i64, _>(0).ok().flatten()).map(|id| Watermark {
@@ -266,6 +271,15 @@ impl Target for MonitoringDb {
     }
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+        // The ledger is created only now that the run is known to write (not when it is
+        // refused, e.g. for unknown servers), and only when some source is recorded in it.
+        if sources.iter().any(|m| m.watermarks) {
+            self.block_on(async {
+                let mut client = self.conn.connect().await?;
+                client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
+                Ok(())
+            })?;
+        }
         Ok(Box::new(MonitoringLoad { conn: self.conn.clone(), options: self.options.clone(), sources: Arc::new(sources) }))
     }
 }
@@ -402,7 +416,7 @@ impl Load for MonitoringLoad {
             rt.block_on(async {
                 let mut client = self.conn.connect().await?;
                 let mut seen = BTreeSet::new();
-                for m in self.sources.iter().filter(|m| m.server_id > 0 && seen.insert(m.identity.clone())) {
+                for m in self.sources.iter().filter(|m| m.watermarks && seen.insert(m.identity.clone())) {
                     insert_synclog(&self.conn, &mut client, m, None, None, "Failed", Some(&reason)).await?;
                 }
                 Ok(())

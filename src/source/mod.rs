@@ -50,6 +50,12 @@ pub trait Source: Send + Sync {
     fn server_name(&self) -> Option<&str> {
         None
     }
+    /// Names this source's own server may be registered under, most likely first: its
+    /// `@@SERVERNAME`, then the ServerName of its newest row. Sync ledgers use the first one
+    /// the target knows. Empty for sources that keep no ledger (files).
+    fn ledger_names(&self) -> Vec<String> {
+        self.server_name().map(|n| vec![n.to_string()]).unwrap_or_default()
+    }
     /// The DBATools database name for sync ledgers (a file source: its file name).
     fn database_name(&self) -> String {
         std::path::Path::new(self.label())
@@ -129,10 +135,41 @@ pub fn open_sources(specs: &[SourceInput], split: usize) -> Result<Vec<Box<dyn S
     Ok(out)
 }
 
+/// Data files of a perfcopy stage (`DIR/PerfSnapshotRun/ServerID=<id>/*.parquet`), when `p`
+/// is a stage directory or its `PerfSnapshotRun` folder; hidden and temporary files excluded.
+fn stage_files(p: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let table = if p.join(crate::sink::stage::TABLE_DIR).is_dir() { p.join(crate::sink::stage::TABLE_DIR) } else { p.to_path_buf() };
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(&table).map_err(Error::io(&table))? {
+        let path = entry.map_err(Error::io(&table))?.path();
+        if path.is_dir() && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ServerID=")) {
+            parts.push(path);
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for dir in parts {
+        for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let path = entry.map_err(Error::io(&dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_') && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
 fn expand_path(p: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(p).map_err(Error::io(p))?;
     if !meta.is_dir() {
         return Ok(vec![p.to_path_buf()]);
+    }
+    if let Some(files) = stage_files(p)? {
+        return Ok(files);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(p).map_err(Error::io(p))? {

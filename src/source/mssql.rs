@@ -41,6 +41,8 @@ pub struct MssqlSource {
     range: Option<(i64, i64)>,
     /// `@@SERVERNAME` of the instance.
     server_name: Option<String>,
+    /// ServerName of the newest row.
+    newest_name: Option<String>,
 }
 
 /// Arrow type of a column as INFORMATION_SCHEMA describes it.
@@ -76,10 +78,19 @@ impl MssqlSource {
                 .await
                 .map_err(|e| conn.sql_error("reading @@SERVERNAME", e))?;
             let name = row.and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
-            Ok::<_, Error>((schema, name))
+            let newest = client
+                .query(format!("SELECT TOP (1) ServerName FROM {SOURCE_TABLE} ORDER BY PerfSnapshotRunID DESC"), &[])
+                .await
+                .map_err(|e| conn.sql_error("reading the newest row", e))?
+                .into_row()
+                .await
+                .map_err(|e| conn.sql_error("reading the newest row", e))?
+                .and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
+            Ok::<_, Error>((schema, (name, newest)))
         })?;
+        let (server_name, newest_name) = server_name;
         let columns = ColumnMatch::new(&label, &schema)?;
-        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None, server_name })
+        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None, server_name, newest_name })
     }
 
     /// Splits the source into up to `parts` PerfSnapshotRunID ranges of about equal size,
@@ -115,6 +126,7 @@ impl MssqlSource {
                 columns: self.columns.clone(),
                 range: Some((start, end)),
                 server_name: self.server_name.clone(),
+                newest_name: self.newest_name.clone(),
             });
             start = end + 1;
         }
@@ -337,6 +349,12 @@ impl Source for MssqlSource {
 
     fn database_name(&self) -> String {
         self.conn.database().to_string()
+    }
+
+    fn ledger_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.server_name.iter().chain(self.newest_name.iter()).cloned().collect();
+        v.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        v
     }
 
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {

@@ -17,8 +17,18 @@ use crate::source::Projection;
 #[derive(Debug, Clone)]
 pub struct ColumnMatch {
     label: String,
-    /// Index into the source schema per entry of [`SOURCE_COLUMNS`]; `None` only for ServerID.
+    /// Index into the source schema per entry of [`SOURCE_COLUMNS`]; `None` only for ServerID
+    /// (and PerfSnapshotRunID in a stage file).
     positions: Vec<Option<usize>>,
+}
+
+/// Whether a source without `PerfSnapshotRunID` is allowed: a perfcopy stage file, whose rows
+/// then get their 1-based position in the file as ID (stage files are immutable, so positions
+/// are stable, and within a file they give the survivor rule a deterministic order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunIds {
+    Required,
+    FilePosition,
 }
 
 impl ColumnMatch {
@@ -26,6 +36,11 @@ impl ColumnMatch {
     /// A missing required column or a type that cannot hold the column's values is an error
     /// naming the source and column.
     pub fn new(label: &str, schema: &SchemaRef) -> Result<ColumnMatch> {
+        Self::with_run_ids(label, schema, RunIds::Required)
+    }
+
+    /// [`ColumnMatch::new`], optionally allowing a missing PerfSnapshotRunID.
+    pub fn with_run_ids(label: &str, schema: &SchemaRef, run_ids: RunIds) -> Result<ColumnMatch> {
         let mut positions = Vec::with_capacity(SOURCE_COLUMNS.len());
         for col in &SOURCE_COLUMNS {
             let found: Vec<usize> = schema
@@ -37,6 +52,7 @@ impl ColumnMatch {
                 .collect();
             match found.as_slice() {
                 [] if col.name == OPTIONAL_SOURCE_COLUMN => positions.push(None),
+                [] if col.name == SOURCE_COLUMNS[crate::schema::src::RUN_ID].name && run_ids == RunIds::FilePosition => positions.push(None),
                 [] => {
                     return Err(Error::MissingColumn {
                         source_label: label.to_string(),
@@ -93,6 +109,12 @@ impl ColumnMatch {
     /// into the canonical batch for `projection`. `row_name` names a row of the batch in
     /// errors the way the user can find it ("row 1234 of the file", "PerfSnapshotRunID 99").
     pub fn normalize(&self, batch: &RecordBatch, projection: Projection, row_name: &RowName) -> Result<RecordBatch> {
+        self.normalize_at(batch, projection, row_name, None)
+    }
+
+    /// [`ColumnMatch::normalize`]; `position` gives a row's 1-based position in its file, used
+    /// as PerfSnapshotRunID when the source has none.
+    pub fn normalize_at(&self, batch: &RecordBatch, projection: Projection, row_name: &RowName, position: Option<&dyn Fn(usize) -> i64>) -> Result<RecordBatch> {
         let target = match projection {
             Projection::Keys => crate::schema::key_schema(),
             Projection::Full => crate::schema::source_schema(),
@@ -102,6 +124,10 @@ impl ColumnMatch {
         for &c in projection_columns(projection) {
             let col = &SOURCE_COLUMNS[c];
             let array = match self.positions[c] {
+                None if c == crate::schema::src::RUN_ID => {
+                    let pos = position.ok_or_else(|| Error::Internal(format!("'{}' has no PerfSnapshotRunID and no row positions", self.label)))?;
+                    Arc::new(arrow::array::Int64Array::from_iter_values((0..batch.num_rows()).map(pos))) as ArrayRef
+                }
                 None => arrow::array::new_null_array(&col.sql.arrow_type(), batch.num_rows()),
                 Some(_) => {
                     let idx = in_schema

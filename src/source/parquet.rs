@@ -12,7 +12,7 @@ use parquet::file::metadata::ParquetMetaData;
 
 use crate::error::{Error, Result};
 use crate::schema::src;
-use crate::source::normalize::ColumnMatch;
+use crate::source::normalize::{ColumnMatch, RunIds};
 use crate::source::{BatchIter, ReadRequest, Source};
 
 /// One Parquet file holding one DBATools `PerfSnapshotRun` export.
@@ -30,7 +30,14 @@ impl ParquetSource {
         let label = path.display().to_string();
         let builder = builder(path)?;
         let schema = builder.schema().clone();
-        let columns = ColumnMatch::new(&label, &schema)?;
+        // A file inside a stage (`…/ServerID=<id>/part-….parquet`) has no PerfSnapshotRunID.
+        let in_stage = path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("ServerID="));
+        let run_ids = if in_stage { RunIds::FilePosition } else { RunIds::Required };
+        let columns = ColumnMatch::with_run_ids(&label, &schema, run_ids)?;
         let identity = std::fs::canonicalize(path)
             .map_err(Error::io(path))?
             .display()
@@ -177,7 +184,8 @@ impl Source for ParquetSource {
             })?;
             let first = emitted;
             emitted += batch.num_rows() as u64;
-            columns.normalize(&batch, projection, &|r| format!("row {} of the file", rows.file_row(first + r as u64) + 1))
+            let position = |r: usize| rows.file_row(first + r as u64) as i64 + 1;
+            columns.normalize_at(&batch, projection, &|r| format!("row {} of the file", position(r)), Some(&position))
         })))
     }
 }
