@@ -74,7 +74,7 @@ fn main() {
         let mut sent = 0usize;
         let opts = perfcopy::sink::mssql::BulkOptions::default();
         while sent < rows {
-            perfcopy::sink::mssql::bulk_insert(&mut c, &target_batch, &opts).await.unwrap();
+            perfcopy::sink::mssql::bulk_insert(&mut c, perfcopy::sink::mssql::TARGET_TABLE, &target_batch, &opts).await.unwrap();
             sent += target_batch.num_rows();
         }
         sent

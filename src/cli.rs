@@ -39,6 +39,60 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Generate sources, consolidate them into a stage, verify it, and show how to look at it.
     Demo(DemoArgs),
+    /// Measure a move: generate rows in process (no disk input), run the real pipeline into
+    /// TARGET, and report per stage and end to end: rows/s, MB/s, batches, peak memory, and
+    /// time spent waiting on each queue (which stage is the bottleneck).
+    Bench(BenchArgs),
+}
+
+/// `perfcopy bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rows to generate (copies included).
+    #[arg(long, default_value_t = 100_000_000)]
+    pub rows: u64,
+    /// Simulated servers (sources).
+    #[arg(long, default_value_t = 8)]
+    pub servers: usize,
+    /// Fraction of rows duplicated into a second source.
+    #[arg(long, default_value_t = 0.05)]
+    pub overlap: f64,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `null` (encode as TDS bulk rows, then discard), a stage directory (must not exist yet),
+    /// or a MonitoringDB connection string: rows then go to a scratch table
+    /// `dbo.perfcopy_bench_<pid>` that bench creates and drops — never into the real
+    /// PerfSnapshotRun — so you can measure your own server and network.
+    #[arg(long, default_value = "null", value_name = "TARGET")]
+    pub to: String,
+    /// TOML with `[target] password_env`/`password_file` for the connection's password.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Sources generated and read at once. Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub readers: Option<usize>,
+    /// Writer threads (connections for a MonitoringDB). Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub writers: Option<usize>,
+    /// Rows per batch (and per transaction into MonitoringDB).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS)]
+    pub batch_rows: usize,
+    /// Batches queued per writer.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_QUEUE_DEPTH)]
+    pub queue_depth: usize,
+    /// MonitoringDB: bulk load without TABLOCK.
+    #[arg(long)]
+    pub no_tablock: bool,
+    /// MonitoringDB: TDS packet size in bytes (512..32767).
+    #[arg(long, value_name = "BYTES")]
+    pub packet_size: Option<u32>,
+    /// Print the report as JSON on stdout too.
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 }
 
 /// `perfcopy generate`.

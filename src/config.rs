@@ -322,6 +322,82 @@ pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
     })
 }
 
+/// Where a benchmark writes.
+pub enum BenchTarget {
+    Null,
+    Stage(PathBuf),
+    MonitoringDb(ConnSpec),
+}
+
+/// A validated benchmark.
+pub struct BenchPlan {
+    pub spec: SyntheticSpec,
+    pub target: BenchTarget,
+    pub copy: CopyOptions,
+    pub bulk: BulkOptions,
+}
+
+/// Validates `bench` flags.
+pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
+    let spec = generate_spec(&GenerateArgs { out: PathBuf::new(), servers: a.servers, rows: a.rows, overlap: a.overlap, seed: a.seed })?;
+    let target = if a.to.eq_ignore_ascii_case("null") {
+        BenchTarget::Null
+    } else {
+        match SourceSpec::parse(&a.to) {
+            SourceSpec::Connection(c) => {
+                let t = match &a.config {
+                    Some(p) => read_config(p)?.target.unwrap_or_default(),
+                    None => TargetConfig::default(),
+                };
+                if let Some(n) = a.packet_size {
+                    if !(512..=32_767).contains(&n) {
+                        return Err(usage("--packet-size", format!("{n} is outside 512..32767")));
+                    }
+                }
+                BenchTarget::MonitoringDb(connection("--to", &c, &t.password_env, &t.password_file, a.packet_size)?)
+            }
+            SourceSpec::Path(p) => {
+                let occupied = p.exists() && std::fs::read_dir(&p).map(|mut d| d.next().is_some()).unwrap_or(true);
+                if occupied {
+                    return Err(usage("--to", format!("'{}' exists; bench writes a fresh stage (give a new directory)", p.display())));
+                }
+                BenchTarget::Stage(p)
+            }
+        }
+    };
+    for (flag, v) in [("--batch-rows", a.batch_rows), ("--queue-depth", a.queue_depth)] {
+        if v == 0 {
+            return Err(usage(flag, "must be at least 1"));
+        }
+    }
+    let readers = a.readers.unwrap_or_else(default_threads);
+    let writers = a.writers.unwrap_or_else(default_threads);
+    if readers == 0 || writers == 0 {
+        return Err(usage(if readers == 0 { "--readers" } else { "--writers" }, "must be at least 1"));
+    }
+    // The generated names get IDs 1..=servers, so no registry is written.
+    let mut map = ServerIdMap::new();
+    for i in 0..a.servers {
+        map.insert(&crate::source::synthetic::server_name(i), i as i32 + 1).map_err(|m| usage("--servers", m))?;
+    }
+    Ok(BenchPlan {
+        spec,
+        target,
+        copy: CopyOptions {
+            server_map: Some(map),
+            register_servers: false,
+            window: Window::default(),
+            readers,
+            writers,
+            batch_rows: a.batch_rows,
+            queue_depth: a.queue_depth,
+            dry_run: false,
+            rescan: false,
+        },
+        bulk: BulkOptions { tablock: !a.no_tablock, ..Default::default() },
+    })
+}
+
 /// Validates `generate` flags.
 pub fn generate_spec(a: &GenerateArgs) -> Result<SyntheticSpec> {
     if a.servers == 0 {

@@ -1,5 +1,6 @@
 //! Wiring of the stages: bounded channels, cancellation, progress.
 
+pub mod bench;
 pub mod copy;
 pub mod progress;
 pub mod verify;

@@ -6,6 +6,7 @@
 //! writer workers write into; the load becomes visible only at [`Load::commit`].
 
 pub mod mssql;
+pub mod null;
 pub mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,4 +109,32 @@ pub trait LoadWriter: Send {
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()>;
     /// Flushes and hands the written data to the load (not yet visible).
     fn finish(self: Box<Self>) -> Result<WrittenRows>;
+}
+
+/// A shared target is a target (so a caller can keep a handle, e.g. to read counters after a run).
+impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
+    fn label(&self) -> &str {
+        (**self).label()
+    }
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        (**self).lock()
+    }
+    fn known_servers(&self) -> Result<ServerIdMap> {
+        (**self).known_servers()
+    }
+    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
+        (**self).register_servers(names, known)
+    }
+    fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        (**self).existing_keys(ranges)
+    }
+    fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        (**self).existing_rows(ranges)
+    }
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>> {
+        (**self).watermark(source)
+    }
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+        (**self).begin(workers, sources)
+    }
 }

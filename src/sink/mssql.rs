@@ -33,7 +33,8 @@ use crate::sink::{Load, LoadWriter, SourceMeta, Target, Watermark, WriteUnit, Wr
 use crate::source::{BatchIter, Source};
 use crate::transform::remap::ServerIdMap;
 
-const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
+/// The target table.
+pub const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
 const DAYS_TO_UNIX_EPOCH: i64 = 719_162;
 
 /// `CREATE TABLE` of the sync ledger, as SCHEMA.md documents it (created when missing).
@@ -75,12 +76,26 @@ pub struct MonitoringDb {
     conn: ConnSpec,
     label: String,
     options: BulkOptions,
+    /// `Some(table)` for `perfcopy bench`: rows go to this scratch table, created by the load
+    /// and dropped at its end; dbo.Servers, dbo.PerfSnapshotRun and the ledger are not touched.
+    scratch: Option<String>,
 }
 
 impl MonitoringDb {
     /// A target; connects lazily.
     pub fn new(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
-        MonitoringDb { label: conn.label().to_string(), conn, options }
+        MonitoringDb { label: conn.label().to_string(), conn, options, scratch: None }
+    }
+
+    /// A benchmark target writing to a scratch table `dbo.perfcopy_bench_<pid>` that the load
+    /// creates and drops (the real PerfSnapshotRun is never written).
+    pub fn scratch(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
+        let table = format!("dbo.perfcopy_bench_{}", std::process::id());
+        MonitoringDb { label: format!("{} (scratch table {table})", conn.label()), conn, options, scratch: Some(table) }
+    }
+
+    fn table(&self) -> &str {
+        self.scratch.as_deref().unwrap_or(TARGET_TABLE)
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -169,6 +184,9 @@ impl Target for MonitoringDb {
     }
 
     fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        if self.scratch.is_some() {
+            return Ok(Box::new(()));
+        }
         let rt = runtime()?;
         let client = rt.block_on(async {
             let mut client = self.conn.connect().await?;
@@ -190,6 +208,9 @@ impl Target for MonitoringDb {
     }
 
     fn known_servers(&self) -> Result<ServerIdMap> {
+        if self.scratch.is_some() {
+            return Ok(ServerIdMap::new());
+        }
         self.block_on(async {
             let mut client = self.conn.connect().await?;
             let rows = query_rows(&self.conn, &mut client, "SELECT ServerID, ServerName FROM dbo.Servers", &[]).await?;
@@ -228,12 +249,18 @@ impl Target for MonitoringDb {
     }
 
     fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        if self.scratch.is_some() {
+            return Ok(Box::new(std::iter::empty()));
+        }
         let ranges: Vec<(i32, i64, i64)> = ranges.iter().map(|(&s, &(lo, hi))| (s, lo, hi)).collect();
         let conn = self.conn.clone();
         Ok(Box::new(PerServer::new(conn, ranges, true)))
     }
 
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        if self.scratch.is_some() {
+            return Ok(Box::new(std::iter::empty()));
+        }
         let ranges: Vec<(i32, i64, i64)> = ranges
             .iter()
             .flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi.saturating_sub(1))))
@@ -243,7 +270,7 @@ impl Target for MonitoringDb {
 
     fn watermark(&self, source: &dyn Source) -> Result<Option<Watermark>> {
         let names = source.ledger_names();
-        if names.is_empty() {
+        if names.is_empty() || self.scratch.is_some() {
             return Ok(None);
         }
         let database = source.database_name();
@@ -273,14 +300,34 @@ impl Target for MonitoringDb {
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
         // The ledger is created only now that the run is known to write (not when it is
         // refused, e.g. for unknown servers), and only when some source is recorded in it.
-        if sources.iter().any(|m| m.watermarks) {
+        if let Some(table) = &self.scratch {
+            let ddl = format!(
+                "CREATE TABLE {table} (PerfSnapshotRunID BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})",
+                target_columns()
+                    .iter()
+                    .map(|c| format!("{} {} {}", c.name, c.sql.sql_name(), if c.nullable { "NULL" } else { "NOT NULL" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.block_on(async {
+                let mut client = self.conn.connect().await?;
+                client.execute(ddl.as_str(), &[]).await.map_err(|e| self.conn.sql_error("creating the scratch table", e))?;
+                Ok(())
+            })?;
+        } else if sources.iter().any(|m| m.watermarks) {
             self.block_on(async {
                 let mut client = self.conn.connect().await?;
                 client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
                 Ok(())
             })?;
         }
-        Ok(Box::new(MonitoringLoad { conn: self.conn.clone(), options: self.options.clone(), sources: Arc::new(sources) }))
+        Ok(Box::new(MonitoringLoad {
+            conn: self.conn.clone(),
+            options: self.options.clone(),
+            sources: Arc::new(sources),
+            table: self.table().to_string(),
+            scratch: self.scratch.is_some(),
+        }))
     }
 }
 
@@ -372,6 +419,19 @@ struct MonitoringLoad {
     conn: ConnSpec,
     options: BulkOptions,
     sources: Arc<Vec<SourceMeta>>,
+    table: String,
+    scratch: bool,
+}
+
+impl MonitoringLoad {
+    fn drop_scratch(&self) -> Result<()> {
+        let sql = format!("DROP TABLE {}", self.table);
+        runtime()?.block_on(async {
+            let mut client = self.conn.connect().await?;
+            client.execute(sql.as_str(), &[]).await.map_err(|e| self.conn.sql_error("dropping the scratch table", e))?;
+            Ok(())
+        })
+    }
 }
 
 impl Load for MonitoringLoad {
@@ -381,6 +441,7 @@ impl Load for MonitoringLoad {
             options: self.options.clone(),
             sources: self.sources.clone(),
             rt: Some(runtime()?),
+            table: self.table.clone(),
             client: None,
             sync_rows: BTreeMap::new(),
             written: WrittenRows::new(),
@@ -390,6 +451,9 @@ impl Load for MonitoringLoad {
     }
 
     fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+        if self.scratch {
+            return self.drop_scratch();
+        }
         // Every unit committed on its own, with its watermark, except for split sources, whose
         // parts commit out of order: their single ledger row is written now.
         let split: Vec<(&SourceMeta, &Watermark)> = watermarks
@@ -409,6 +473,12 @@ impl Load for MonitoringLoad {
     }
 
     fn abort(self: Box<Self>, reason: &str) {
+        if self.scratch {
+            if let Err(e) = self.drop_scratch() {
+                tracing::warn!("could not drop the scratch table {}: {e}", self.table);
+            }
+            return;
+        }
         // Committed units stay (they are complete and recorded in the ledger); the unit that
         // failed was rolled back. The failure is recorded as the toolkit's procedure does.
         let reason: String = self.conn.scrub(reason).chars().take(4000).collect();
@@ -462,6 +532,7 @@ struct MonitoringWriter {
     options: BulkOptions,
     sources: Arc<Vec<SourceMeta>>,
     rt: Option<tokio::runtime::Runtime>,
+    table: String,
     client: Option<SqlClient>,
     /// Per source: its ledger row in this run, once inserted.
     sync_rows: BTreeMap<usize, SyncRow>,
@@ -491,7 +562,7 @@ impl MonitoringWriter {
         let result: std::result::Result<Option<SyncRow>, tiberius::error::Error> = async {
             client.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
             if unit.rows.num_rows() > 0 {
-                bulk_insert(client, unit.rows, &self.options).await?;
+                bulk_insert(client, &self.table, unit.rows, &self.options).await?;
             }
             let mut sync = self.sync_rows.get(&unit.source).copied();
             if let (true, false, Some(last)) = (meta.watermarks, meta.split, unit.last_run_id) {
@@ -552,7 +623,7 @@ impl MonitoringWriter {
 
     /// Whether a unit whose commit outcome is unknown did commit: its first key is there.
     async fn committed(&mut self, unit: &WriteUnit<'_>) -> Result<bool> {
-        if unit.rows.num_rows() == 0 {
+        if unit.rows.num_rows() == 0 || self.table != TARGET_TABLE {
             return Ok(false);
         }
         let client = match self.client.as_mut() {
@@ -636,7 +707,7 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
 }
 
 /// Sends one batch with TDS bulk load.
-pub async fn bulk_insert(client: &mut SqlClient, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
     let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
     let mut flags = tiberius::SqlBulkCopyOptions::empty();
     if options.tablock {
@@ -655,7 +726,7 @@ pub async fn bulk_insert(client: &mut SqlClient, rows: &RecordBatch, options: &B
     } else {
         Vec::new()
     };
-    let mut req = client.bulk_insert_with_options(TARGET_TABLE, &names, flags, &hints).await?;
+    let mut req = client.bulk_insert_with_options(table, &names, flags, &hints).await?;
     let cols = rows.columns();
     let ts = cols[0].as_primitive::<TimestampMillisecondType>();
     let ids = cols[1].as_primitive::<Int32Type>();

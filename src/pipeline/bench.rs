@@ -1,0 +1,129 @@
+//! The report of `perfcopy bench`: per stage and end to end, with the machine it ran on.
+
+use serde::Serialize;
+
+use crate::config::{BenchPlan, BenchTarget};
+use crate::pipeline::copy::CopyReport;
+
+/// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
+/// throughput of one thread of that stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageFigure {
+    pub stage: &'static str,
+    pub thread_seconds: f64,
+    pub rows_per_second: f64,
+    pub mb_per_second: f64,
+}
+
+/// The whole benchmark report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub rows: u64,
+    pub servers: usize,
+    pub overlap: f64,
+    pub target: String,
+    pub rows_written: u64,
+    pub duplicates_dropped: u64,
+    pub batches: u64,
+    /// Arrow bytes of the batches read.
+    pub bytes: u64,
+    /// TDS ROW bytes encoded (the `null` target).
+    pub encoded_bytes: u64,
+    pub stages: Vec<StageFigure>,
+    pub readers_waiting_on_queue_seconds: f64,
+    pub writers_waiting_on_queue_seconds: f64,
+    /// Which side waited less: the slower one.
+    pub bottleneck: &'static str,
+    pub end_to_end_seconds: f64,
+    pub end_to_end_rows_per_second: f64,
+    pub end_to_end_mb_per_second: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "? GiB".into());
+    format!("{cores} cores, {mem}")
+}
+
+impl BenchReport {
+    /// Builds the report from a finished copy.
+    pub fn new(plan: &BenchPlan, r: &CopyReport, encoded_bytes: u64) -> BenchReport {
+        let st = &r.stages;
+        let rows = r.totals.rows_read;
+        let mb = st.bytes_read as f64 / 1e6;
+        let fig = |stage, secs: f64| StageFigure {
+            stage,
+            thread_seconds: secs,
+            rows_per_second: if secs > 0.0 { rows as f64 / secs } else { 0.0 },
+            mb_per_second: if secs > 0.0 { mb / secs } else { 0.0 },
+        };
+        let copy_secs = st.read_seconds + st.transform_seconds;
+        BenchReport {
+            machine: machine(),
+            rows,
+            servers: plan.spec.servers,
+            overlap: plan.spec.overlap,
+            target: match &plan.target {
+                BenchTarget::Null => "null".into(),
+                _ => r.target.clone(),
+            },
+            rows_written: r.totals.rows_written,
+            duplicates_dropped: r.totals.duplicates_dropped,
+            batches: st.batches,
+            bytes: st.bytes_read,
+            encoded_bytes,
+            stages: vec![
+                fig("read (generate)", st.read_seconds),
+                fig("remap + dedupe", st.transform_seconds),
+                fig("write", st.write_seconds),
+                fig("copy pass, readers", copy_secs),
+            ],
+            readers_waiting_on_queue_seconds: st.readers_waiting_on_queue_seconds,
+            writers_waiting_on_queue_seconds: st.writers_waiting_on_queue_seconds,
+            bottleneck: if st.readers_waiting_on_queue_seconds > st.writers_waiting_on_queue_seconds { "writers" } else { "readers" },
+            end_to_end_seconds: r.elapsed_seconds,
+            end_to_end_rows_per_second: rows as f64 / r.elapsed_seconds.max(1e-9),
+            end_to_end_mb_per_second: mb / r.elapsed_seconds.max(1e-9),
+            peak_rss_bytes: st.peak_rss_bytes,
+        }
+    }
+
+    /// The human table, on stderr.
+    pub fn print_human(&self) {
+        eprintln!(
+            "\nperfcopy bench: {} rows, {} servers, {:.0}% overlap -> {}   [{}]",
+            self.rows,
+            self.servers,
+            self.overlap * 100.0,
+            self.target,
+            self.machine
+        );
+        eprintln!("{:<22} {:>14} {:>14} {:>10}", "stage", "thread-seconds", "rows/s", "MB/s");
+        for s in &self.stages {
+            eprintln!("{:<22} {:>14.2} {:>14.0} {:>10.1}", s.stage, s.thread_seconds, s.rows_per_second, s.mb_per_second);
+        }
+        eprintln!(
+            "{:<22} {:>14.2} {:>14.0} {:>10.1}",
+            "end to end (wall)", self.end_to_end_seconds, self.end_to_end_rows_per_second, self.end_to_end_mb_per_second
+        );
+        eprintln!(
+            "queues: readers waited {:.2} s for writers, writers waited {:.2} s for readers -> bottleneck: {}",
+            self.readers_waiting_on_queue_seconds, self.writers_waiting_on_queue_seconds, self.bottleneck
+        );
+        eprintln!(
+            "batches: {}, Arrow bytes read: {:.0} MB, rows written: {}, duplicates dropped: {}{}, peak RSS: {}",
+            self.batches,
+            self.bytes as f64 / 1e6,
+            self.rows_written,
+            self.duplicates_dropped,
+            if self.encoded_bytes > 0 { format!(", TDS bytes encoded: {:.0} MB", self.encoded_bytes as f64 / 1e6) } else { String::new() },
+            self.peak_rss_bytes.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "?".into())
+        );
+    }
+}
