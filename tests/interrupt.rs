@@ -9,23 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn temporaries(stage: &std::path::Path) -> usize {
-    walkdir(stage).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).count()
+    walk_files(stage).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).count()
 }
 
-fn walkdir(d: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walkdir(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn sigint_stops_quickly_with_130_and_leaves_nothing_half_written() {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mssql;
+pub mod tds_bin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -466,6 +467,22 @@ pub fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     if dir.exists() {
         walk(dir, dir, &mut out);
+    }
+    out
+}
+
+/// Every file under `d`, recursively (none when `d` does not exist).
+pub fn walk_files(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
     }
     out
 }

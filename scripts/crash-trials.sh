@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Crash-consistency trials, many of them: a copy of a few million generated rows is killed with
+# SIGKILL at a random moment and run again; the result must equal an uninterrupted run (rows,
+# no key twice, nothing lost; for MonitoringDB also the DBAToolsSyncLog last Success LastRunID).
+# Targets: the Parquet stage, and MonitoringDB on the tds_test_server binary (started per trial).
+#
+#   scripts/crash-trials.sh [TRIALS] [ROWS]      (defaults: 20 trials per target, 3000000 rows)
+#   CRASH_SEED=N scripts/crash-trials.sh          replay a run (the seed is printed)
+#   CRASH_MSSQL_ROWS=N                            rows for the MonitoringDB target (default: ROWS)
+#
+# Prints "trials: N, mismatches: M" per target; exits non-zero when any M > 0. Release build.
+# The trial logic is tests/crash.rs (CI runs it with 3 trials on tens of thousands of rows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS=${1:-${CRASH_TRIALS:-20}}
+ROWS=${2:-${CRASH_ROWS:-3000000}}
+MSSQL_ROWS=${CRASH_MSSQL_ROWS:-$ROWS}
+SEED=${CRASH_SEED:-$(( $(date +%s) % 1000000 ))}
+echo "crash-trials: $TRIALS trials per target, $ROWS rows (MonitoringDB: $MSSQL_ROWS), seed $SEED"
+
+cargo build --release -p tds-test-server --bin tds_test_server
+cargo test --release --test crash --no-run
+export TDS_TEST_SERVER_BIN="$PWD/target/release/tds_test_server"
+export CRASH_TRIALS=$TRIALS CRASH_SEED=$SEED
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+CRASH_ROWS=$ROWS cargo test --release --test crash -- --nocapture --test-threads 1 --exact \
+    stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
+CRASH_ROWS=$MSSQL_ROWS cargo test --release --test crash -- --nocapture --test-threads 1 --exact \
+    monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
+cargo test --release --test crash -- --nocapture --exact \
+    monitoringdb_sigint_exits_130_quickly_keeping_whole_batches_and_a_rerun_completes 2>&1 | tee -a "$log" || status=1
+
+echo
+echo "== summary (seed $SEED)"
+grep -E "^(stage|monitoringdb): trials: " "$log" || { echo "no trial summary printed"; status=1; }
+grep -E "^SIGINT: " "$log" || true
+if grep -E "^(stage|monitoringdb): trials: [0-9]+, mismatches: [1-9]" "$log" >/dev/null; then status=1; fi
+exit $status
