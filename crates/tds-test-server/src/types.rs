@@ -410,10 +410,25 @@ impl fmt::Display for Value {
             }
             Value::Str(s) => write!(f, "{s}"),
             Value::DateTime2(t) => match Value::ticks_to_naive(*t) {
-                Some(dt) => write!(f, "{}", dt.format("%Y-%m-%d %H:%M:%S%.7f")),
+                // chrono has no 7-digit fraction specifier (`%.7f` makes formatting fail): the
+                // 100 ns ticks are written by hand, as SQL Server shows DATETIME2(7).
+                Some(dt) => write!(f, "{}.{:07}", dt.format("%Y-%m-%d %H:%M:%S"), chrono::Timelike::nanosecond(&dt) / 100),
                 None => write!(f, "<datetime2 {t}>"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::Value;
+
+    /// Regression: `%.7f` made chrono's formatting fail, which panicked the statement thread
+    /// whenever a DATETIME2 value was shown (e.g. comparing a column with a string literal).
+    #[test]
+    fn datetime2_displays_with_seven_fraction_digits() {
+        let v = Value::from_naive(chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap().and_hms_milli_opt(1, 2, 3, 456).unwrap());
+        assert_eq!(v.to_string(), "2024-03-01 01:02:03.4560000");
     }
 }
 
