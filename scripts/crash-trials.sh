@@ -19,18 +19,21 @@ SEED=${CRASH_SEED:-$(( $(date +%s) % 1000000 ))}
 echo "crash-trials: $TRIALS trials per target, $ROWS rows (MonitoringDB: $MSSQL_ROWS), seed $SEED"
 
 cargo build --release -p tds-test-server --bin tds_test_server
-cargo test --release --test crash --no-run
+# Run the test binary directly (not through `cargo test`), so the build directory is not locked
+# for the length of the trials.
+exe=$(cargo test --release --test crash --no-run 2>&1 | sed -n 's/.*Executable tests\/crash.rs (\(.*\))/\1/p' | tail -1)
+[ -x "$exe" ] || { echo "cannot find the crash test executable"; exit 1; }
 export TDS_TEST_SERVER_BIN="$PWD/target/release/tds_test_server"
 export CRASH_TRIALS=$TRIALS CRASH_SEED=$SEED
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-CRASH_ROWS=$ROWS cargo test --release --test crash -- --nocapture --test-threads 1 --exact \
+CRASH_ROWS=$ROWS "$exe" --nocapture --test-threads 1 --exact \
     stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
-CRASH_ROWS=$MSSQL_ROWS cargo test --release --test crash -- --nocapture --test-threads 1 --exact \
+CRASH_ROWS=$MSSQL_ROWS "$exe" --nocapture --test-threads 1 --exact \
     monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
-cargo test --release --test crash -- --nocapture --exact \
+"$exe" --nocapture --exact \
     monitoringdb_sigint_exits_130_quickly_keeping_whole_batches_and_a_rerun_completes 2>&1 | tee -a "$log" || status=1
 
 echo
