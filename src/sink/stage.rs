@@ -54,12 +54,15 @@ pub struct Stage {
     options: StageOptions,
     /// Whether this run may create the directory (false for read-only uses like verify).
     create: bool,
+    /// The registry with this run's new servers, written at commit (so a run that fails
+    /// leaves servers.csv as it was).
+    registry_update: Mutex<Option<ServerIdMap>>,
 }
 
 impl Stage {
     /// A stage at `dir`; `create` allows creating it on first write.
     pub fn new(dir: &Path, options: StageOptions, create: bool) -> Stage {
-        Stage { dir: dir.to_path_buf(), label: dir.display().to_string(), options, create }
+        Stage { dir: dir.to_path_buf(), label: dir.display().to_string(), options, create, registry_update: Mutex::new(None) }
     }
 
     fn table_dir(&self) -> PathBuf {
@@ -258,8 +261,7 @@ impl Target for Stage {
         for (name, id) in &added {
             registry.insert(name, *id).map_err(|m| self.err(m))?;
         }
-        std::fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
-        registry.write_csv(&self.registry_path())?;
+        *self.registry_update.lock().map_err(lock_err)? = Some(registry);
         Ok(added)
     }
 
@@ -304,6 +306,7 @@ impl Target for Stage {
         );
         Ok(Box::new(StageLoad {
             table,
+            registry: self.registry_update.lock().map_err(lock_err)?.take().map(|m| (self.registry_path(), m)),
             watermarks_path: self.watermarks_path(),
             run,
             options: self.options.clone(),
@@ -315,6 +318,8 @@ impl Target for Stage {
 
 struct StageLoad {
     table: PathBuf,
+    /// servers.csv and its new content, when this run registered servers.
+    registry: Option<(PathBuf, ServerIdMap)>,
     watermarks_path: PathBuf,
     run: String,
     options: StageOptions,
@@ -347,6 +352,10 @@ impl Load for StageLoad {
     }
 
     fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+        // The registry first: data files must never carry an ID servers.csv does not have.
+        if let Some((path, registry)) = &self.registry {
+            registry.write_csv(path)?;
+        }
         let pending = std::mem::take(&mut *self.pending.lock().map_err(lock_err)?);
         let mut dirs = BTreeSet::new();
         for (tmp, fin) in &pending {
