@@ -101,11 +101,11 @@ fn print_copy_report(r: &CopyReport) {
         eprintln!(
             "{:<44} {:>11} {:>9} {:>10} {:>9} {:>11}",
             short(&s.source, 44),
-            s.rows_read,
-            s.rows_filtered,
-            s.duplicates_dropped,
-            s.conflicts,
-            s.rows_written
+            s.counts.rows_read,
+            s.counts.rows_filtered,
+            s.counts.duplicates_dropped,
+            s.counts.conflicts,
+            s.counts.rows_written
         );
         if r.dry_run {
             for n in &s.servers {

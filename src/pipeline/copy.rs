@@ -47,10 +47,9 @@ pub struct CopyOptions {
     pub rescan: bool,
 }
 
-/// What happened to one source's rows.
+/// What happened to rows: of one source, or of all (the totals).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct SourceReport {
-    pub source: String,
+pub struct RowCounts {
     /// Rows read (after the watermark).
     pub rows_read: u64,
     /// Rows outside `--since`/`--until`.
@@ -62,6 +61,29 @@ pub struct SourceReport {
     /// Dropped rows whose values differ from the surviving row's.
     pub conflicts: u64,
     pub rows_written: u64,
+}
+
+impl RowCounts {
+    /// Adds another count to this one.
+    pub fn add(&mut self, o: &RowCounts) {
+        self.rows_read += o.rows_read;
+        self.rows_filtered += o.rows_filtered;
+        self.duplicates_dropped += o.duplicates_dropped;
+        self.already_in_target += o.already_in_target;
+        self.conflicts += o.conflicts;
+        self.rows_written += o.rows_written;
+    }
+}
+
+/// Totals over all sources.
+pub type Totals = RowCounts;
+
+/// What happened to one source's rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceReport {
+    pub source: String,
+    #[serde(flatten)]
+    pub counts: RowCounts,
     /// The watermark (PerfSnapshotRunID) rows were read after, when one was used.
     pub resumed_after_run_id: Option<i64>,
     /// Rows per server name in the window, with their SnapshotUTC range.
@@ -159,17 +181,6 @@ impl Timers {
             peak_rss_bytes: peak_rss_bytes(),
         }
     }
-}
-
-/// Totals over all sources.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Totals {
-    pub rows_read: u64,
-    pub rows_filtered: u64,
-    pub duplicates_dropped: u64,
-    pub already_in_target: u64,
-    pub conflicts: u64,
-    pub rows_written: u64,
 }
 
 /// Formats ms since the epoch as ISO 8601 UTC.
@@ -418,8 +429,8 @@ pub fn run_copy(
     for (rank, (scan, out)) in scans.iter().zip(&outcome.sources).enumerate() {
         let mut sr = out.clone();
         sr.source = sources[rank].label().to_string();
-        sr.rows_read = scan.rows_read;
-        sr.rows_filtered = scan.rows_filtered;
+        sr.counts.rows_read = scan.rows_read;
+        sr.counts.rows_filtered = scan.rows_filtered;
         sr.resumed_after_run_id = scan.watermark;
         for (&g, st) in &scan.names {
             let id = to_id(g);
@@ -436,13 +447,7 @@ pub fn run_copy(
                 entry.server_names.push(n.clone());
             }
         }
-        let t = &mut report.totals;
-        t.rows_read += sr.rows_read;
-        t.rows_filtered += sr.rows_filtered;
-        t.duplicates_dropped += sr.duplicates_dropped;
-        t.already_in_target += sr.already_in_target;
-        t.conflicts += sr.conflicts;
-        t.rows_written += sr.rows_written;
+        report.totals.add(&sr.counts);
         report.sources.push(sr);
     }
     for (id, rows) in &outcome.written {
@@ -758,16 +763,16 @@ fn copy_pass(
                             Verdict::Keep => {}
                             Verdict::Drop { in_target, conflict } => {
                                 keep[r] = false;
-                                rep.duplicates_dropped += 1;
-                                rep.already_in_target += in_target as u64;
-                                rep.conflicts += conflict as u64;
+                                rep.counts.duplicates_dropped += 1;
+                                rep.counts.already_in_target += in_target as u64;
+                                rep.counts.conflicts += conflict as u64;
                             }
                         }
                     }
                 }
                 let keep = BooleanArray::from(keep);
                 let out = to_target(&batch, ids, &keep)?;
-                rep.rows_written += out.num_rows() as u64;
+                rep.counts.rows_written += out.num_rows() as u64;
                 // A source's batches all go to one writer, in order, so a target that commits
                 // per batch can advance the source's watermark batch by batch.
                 let tx = &senders_ref[rank % senders_ref.len()];
