@@ -99,6 +99,36 @@ impl ParquetSource {
     }
 }
 
+/// Turns a panic inside the Parquet reader (arrow-rs has panicked on some corrupt files; found
+/// by fuzzing, see tests/data/fuzz-parquet-panic-1.parquet) into an error for that file, so a
+/// corrupt source is a clear error and not a crash.
+struct PanicSafe<I> {
+    inner: I,
+    done: bool,
+}
+
+impl<I: Iterator<Item = std::result::Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> Iterator for PanicSafe<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.next())) {
+            Ok(item) => item,
+            Err(panic) => {
+                self.done = true;
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                Some(Err(arrow::error::ArrowError::ParquetError(format!("corrupt data (the Parquet decoder failed: {what})"))))
+            }
+        }
+    }
+}
+
 /// Maps the n-th row read (after row-group pruning) to its row number in the file.
 struct RowNumbers {
     /// (first row read from this group, first row of the group in the file), ascending.
@@ -177,6 +207,7 @@ impl Source for ParquetSource {
         let projection = req.projection;
         let path = self.path.clone();
         let mut emitted = 0u64;
+        let reader = PanicSafe { inner: reader, done: false };
         Ok(Box::new(reader.map(move |batch| {
             let batch = batch.map_err(|e| Error::NotParquet {
                 path: path.clone(),
