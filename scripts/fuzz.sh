@@ -5,6 +5,10 @@
 # them, and --sanitizer none avoids needing a nightly sanitizer runtime (panics and aborts are
 # still caught by libFuzzer; memory errors in unsafe code are not, without ASan).
 # Crashes land in fuzz/artifacts/<target>/; turn each into a regression test in tests/.
+# Note: perfcopy catches panics inside arrow-rs' Parquet decoder and reports them as errors,
+# but libFuzzer's panic hook aborts on any panic, caught or not: a parquet_source "crash" may
+# be an upstream decoder panic that the real binary handles (check with `perfcopy copy --from
+# ARTIFACT`, and add it to tests/fuzz_regressions.rs either way).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-60}

@@ -4,18 +4,21 @@ mod common;
 
 use common::*;
 
-/// Regression: a corrupt Parquet file (found by the parquet_source fuzz target) made arrow-rs'
-/// decoder panic ("offset + len out of bounds"), which crashed perfcopy with exit code 101.
-/// It must be a clear error naming the file, exit 1, and leave the stage untouched.
+/// Regression: corrupt Parquet files (found by the parquet_source fuzz target) made arrow-rs'
+/// decoder panic ("offset + len out of bounds"; "column start and length should not be
+/// negative"), which crashed perfcopy with exit code 101. Each must be a clear error naming the
+/// file, exit 1, and leave the stage untouched.
 #[test]
 fn corrupt_parquet_that_panicked_the_decoder_is_a_clear_error() {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("corrupt.parquet");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz-parquet-panic-1.parquet"), &src).unwrap();
-    let stage = t.path().join("stage");
-    let o = perfcopy(&["copy", "--from", s(&src), "--stage", s(&stage), "--register-servers"]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("corrupt.parquet"), "{err}");
-    assert!(stage_files(&stage).is_empty());
+    for input in ["fuzz-parquet-panic-1.parquet", "fuzz-parquet-panic-2.parquet"] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("corrupt.parquet");
+        std::fs::copy(format!("{}/tests/data/{input}", env!("CARGO_MANIFEST_DIR")), &src).unwrap();
+        let stage = t.path().join("stage");
+        let o = perfcopy(&["copy", "--from", s(&src), "--stage", s(&stage), "--register-servers"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{input}: {err}");
+        assert!(err.contains("corrupt.parquet") && err.contains("Parquet"), "{input}: {err}");
+        assert!(stage_files(&stage).is_empty(), "{input}");
+    }
 }
