@@ -139,12 +139,41 @@ fn tds(c: &mut Criterion) {
     let mut g = c.benchmark_group("tds");
     g.throughput(Throughput::Elements(ROWS as u64));
     g.sample_size(10);
-    g.bench_function("perfcopy ROW encoder, 32k rows", |bench| {
+    g.bench_function("perfcopy bulk ROW encoder, 32k rows", |bench| {
+        let layout = perfcopy::tds::encode::BulkLayout::documented();
         let mut buf = Vec::new();
         bench.iter(|| {
             buf.clear();
-            perfcopy::sink::null::encode_rows(&t, &mut buf);
+            layout.encode(&t, 0..t.num_rows(), &mut buf).unwrap();
             buf.len()
+        })
+    });
+
+    // A reply as SQL Server sends it (COLMETADATA, ROW tokens, DONE), encoded by the test
+    // server's independent encoder; decoded by perfcopy's decoder into Arrow builders.
+    let reply = {
+        use tds_test_server::wire::{OutCol, TokenWriter};
+        let cols: Vec<OutCol> = tds_test_server::perf_snapshot_run_columns(true, true)
+            .into_iter()
+            .map(|c| OutCol { name: c.name, ty: c.ty, nullable: c.nullable, identity: false })
+            .collect();
+        let mut w = TokenWriter::default();
+        w.col_metadata(&cols);
+        for r in 0..src_batch.num_rows() {
+            let vals: Vec<_> = src_batch.columns().iter().map(|a| tds_test_server::arrow_io::arrow_value(a.as_ref(), r).unwrap()).collect();
+            w.row(&cols, &vals).unwrap();
+        }
+        w.done(0xFD, 0x10, src_batch.num_rows() as u64);
+        w.buf
+    };
+    g.bench_function("perfcopy reply decoder into Arrow, 32k rows", |bench| {
+        use perfcopy::tds::decode::ReplyDecoder;
+        let schema = src_batch.schema();
+        bench.iter(|| {
+            let mut b = perfcopy::source::mssql::Builders::new(&schema, ROWS).unwrap();
+            let mut d = ReplyDecoder::new();
+            assert_eq!(d.feed(&reply, &mut b).unwrap(), reply.len());
+            b.finish(&schema).unwrap().num_rows()
         })
     });
 

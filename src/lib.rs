@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod tds;
 pub mod transform;
 
 pub use error::{Error, Result};

@@ -410,3 +410,63 @@ async fn connect(ado: &str) -> tiberius::Client<tokio_util::compat::Compat<tokio
 fn report_sources(r: &serde_json::Value) -> Vec<serde_json::Value> {
     r["sources"].as_array().unwrap().clone()
 }
+
+/// `dbo.PerfSnapshotRun` in SCHEMA.md's shape, with some column types replaced.
+fn perf_ddl(snapshot: &str, sql_version: &str, top_wait: &str, run_id: &str) -> String {
+    format!(
+        "CREATE TABLE dbo.PerfSnapshotRun (PerfSnapshotRunID BIGINT {run_id} NOT NULL PRIMARY KEY, SnapshotUTC {snapshot} NOT NULL, \
+         ServerID INT NULL, ServerName NVARCHAR(128) NOT NULL, SqlVersion {sql_version} NOT NULL, CpuSignalWaitPct DECIMAL(9,4) NULL, \
+         TopWaitType {top_wait} NULL, TopWaitMsPerSec DECIMAL(18,4) NULL, SessionsCount INT NULL, RequestsCount INT NULL, \
+         BlockingSessionCount INT NULL, DeadlockCountRecent INT NULL, MemoryGrantWarningCount INT NULL)"
+    )
+}
+
+/// Tables that differ from SCHEMA.md in ways SQL Server allows. perfcopy's own TDS row decoder
+/// reads NVARCHAR(MAX) (PLP chunks) and DATETIME2(7); a VARCHAR column (code-page text, which
+/// it does not decode) makes that source read through tiberius' decoder; a target with
+/// DATETIME2(7) and NVARCHAR(MAX) makes bulk loads use tiberius' row encoding. The rows that
+/// arrive are the same either way.
+#[test]
+fn customised_column_types_take_the_fallback_paths_with_the_same_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt) = (server(), server());
+    // Long and non-ASCII text in NVARCHAR(MAX), DATETIME2(7) snapshot times.
+    let a = edge_rows("HOST\\INST", 1, T0);
+    for db in ["DBATools_Max", "DBATools_Varchar"] {
+        src.create_database(db);
+    }
+    tgt.create_database("MonitoringDB");
+    src.execute("DBATools_Max", &perf_ddl("DATETIME2(7)", "NVARCHAR(MAX)", "NVARCHAR(120)", "")).unwrap();
+    add_rows(&src, t.path(), "DBATools_Max", &a, true);
+    // VARCHAR wait types (ASCII: code page 1252 holds them).
+    let b = series("SQL02", T0, 300, 1, 5);
+    src.execute("DBATools_Varchar", &perf_ddl("DATETIME2(3)", "NVARCHAR(200)", "VARCHAR(120)", "")).unwrap();
+    add_rows(&src, t.path(), "DBATools_Varchar", &b, true);
+    tgt.execute(
+        "MonitoringDB",
+        "CREATE TABLE dbo.Servers (ServerID INT IDENTITY(1,1) NOT NULL PRIMARY KEY, ServerName NVARCHAR(256) NOT NULL UNIQUE, \
+         Environment NVARCHAR(50) NULL, IsActive BIT NOT NULL DEFAULT 1, CreatedDate DATETIME2 NOT NULL DEFAULT GETUTCDATE(), ModifiedDate DATETIME2 NULL)",
+    )
+    .unwrap();
+    tgt.execute("MonitoringDB", &perf_ddl("DATETIME2(7)", "NVARCHAR(MAX)", "NVARCHAR(120)", "IDENTITY(1,1)").replace("ServerID INT NULL", "ServerID INT NOT NULL")).unwrap();
+
+    let out = perfcopy_env(
+        &[
+            "copy", "--json", "--from", &conn(&src, "DBATools_Max"), "--from", &conn(&src, "DBATools_Varchar"),
+            "--to", &conn(&tgt, "MonitoringDB"), "--register-servers", "--batch-rows", "64", "--log", "debug",
+        ],
+        &[],
+    );
+    let report = ok_json(&out);
+    let log = stderr(&out);
+    let fallbacks: Vec<&str> = log.lines().filter(|l| l.contains("reading with tiberius' row decoder")).collect();
+    assert!(!fallbacks.is_empty(), "the VARCHAR source fell back: {log}");
+    assert!(fallbacks.iter().all(|l| l.contains("DBATools_Varchar") && l.contains("'TopWaitType' is VARCHAR")), "only the VARCHAR source falls back: {fallbacks:?}");
+    assert!(!log.contains("Flushing unhandled packet"), "the abandoned reply is read quietly");
+    assert!(log.contains("uses tiberius' row encoding"), "the customised target fell back: {log}");
+    let sources = [a, b];
+    let map = check_registry(&tgt, "MonitoringDB", &[], &sources);
+    let want = expected(&sources, &map, Win::default(), &BTreeMap::new());
+    assert_target_eq(&tgt, "MonitoringDB", &want.stage);
+    assert_report(&report, &want);
+}

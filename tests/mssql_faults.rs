@@ -224,3 +224,20 @@ fn split_source_killed_mid_copy_then_rerun_gives_exactly_the_expected_rows() {
         assert_eq!(last_success(&tgt, "MonitoringDB")["DBATools_A"].last_run_id, Some(600), "split {split}: {r}");
     }
 }
+
+#[test]
+fn source_server_error_mid_copy_names_the_source_and_the_server_message() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt, a) = setup(&t);
+    let before = target_snapshot(&tgt, "MonitoringDB");
+    // The first page of rows (perfcopy's TDS decoder reads it) fails on the server.
+    let msg = "The SELECT permission was denied on the object 'PerfSnapshotRun'";
+    src.faults().error_once("WHERE PerfSnapshotRunID >", tds_test_server::SqlError { number: 229, class: 14, state: 5, message: msg.into() });
+    let o = perfcopy(&["copy", "--from", &conn(&src, "DBATools_A"), "--to", &conn(&tgt, "MonitoringDB"), "--register-servers"]);
+    let err = failed(&o);
+    assert!(err.contains(&label(&src, "DBATools_A")), "the error does not name the source: {err}");
+    assert!(err.contains(msg), "the server's message is missing: {err}");
+    assert_no_secret(&o, PW);
+    assert_eq!(target_snapshot(&tgt, "MonitoringDB"), before, "the target changed");
+    rerun_completes(&src, &tgt, &a, None);
+}

@@ -35,7 +35,6 @@ use crate::transform::remap::ServerIdMap;
 
 /// The target table.
 pub const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
-const DAYS_TO_UNIX_EPOCH: i64 = 719_162;
 
 /// `CREATE TABLE` of the sync ledger, as SCHEMA.md documents it (created when missing).
 pub const SYNCLOG_DDL: &str = "IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (\
@@ -167,9 +166,8 @@ fn first_words(sql: &str) -> String {
 
 /// Unix ms as a DATETIME2(3).
 fn datetime2(ms: i64) -> DateTime2 {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    DateTime2::new(Date::new((days + DAYS_TO_UNIX_EPOCH) as u32), Time::new(in_day as u64, 3))
+    let (days, in_day) = crate::tds::unix_ms_to_datetime2(ms);
+    DateTime2::new(Date::new(days as u32), Time::new(in_day as u64, 3))
 }
 
 /// Holds the application lock on its own connection until dropped.
@@ -706,14 +704,13 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
     (!a.is_null(r)).then(|| std::borrow::Cow::Borrowed(a.value(r)))
 }
 
-/// Sends one batch with TDS bulk load.
+/// Rows encoded per `send_encoded_rows` call: a few packets' worth, so little is buffered twice.
+const ENCODE_CHUNK_ROWS: usize = 512;
+
+/// Sends one batch with TDS bulk load. Rows are encoded by perfcopy's own encoder
+/// ([`crate::tds::encode`]) when the target's columns are the documented types, else by
+/// tiberius row by row ([`bulk_insert_token_rows`]).
 pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
-    let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
-    let mut flags = tiberius::SqlBulkCopyOptions::empty();
-    if options.tablock {
-        flags |= SqlBulkCopyOption::TableLock;
-    }
-    flags |= SqlBulkCopyOption::KeepNulls;
     let sorted;
     let rows = if options.order_hint {
         sorted = sort_for_order_hint(rows).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))?;
@@ -721,12 +718,76 @@ pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch
     } else {
         rows
     };
-    let hints: Vec<(&str, tiberius::SortOrder)> = if options.order_hint {
+    let names = bulk_column_names();
+    let hints = order_hints(options);
+    let mut req = client.bulk_insert_with_options(table, &names, bulk_flags(options), &hints).await?;
+    let layout = match crate::tds::encode::BulkLayout::for_columns(req.columns()) {
+        Ok(layout) => layout,
+        Err(why) => {
+            tracing::debug!("bulk load of {table} uses tiberius' row encoding: {why}");
+            return send_token_rows(req, rows).await;
+        }
+    };
+    // Encode everything before the first packet goes out: a value that does not fit fails
+    // the batch while nothing of the load is on the wire.
+    let mut buf = Vec::new();
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < rows.num_rows() {
+        let end = (at + ENCODE_CHUNK_ROWS).min(rows.num_rows());
+        layout.encode(rows, at..end, &mut buf).map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
+        ends.push(buf.len());
+        at = end;
+    }
+    let mut start = 0;
+    for end in ends {
+        req.send_encoded_rows(&buf[start..end]).await?;
+        start = end;
+    }
+    req.finalize().await?;
+    Ok(())
+}
+
+/// Sends one batch with TDS bulk load the simplest correct way tiberius offers: one
+/// `TokenRow` of owned values per row (the fallback of [`bulk_insert`], and the baseline
+/// that `examples/tds_throughput.rs` compares against).
+pub async fn bulk_insert_token_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    let names = bulk_column_names();
+    let hints = order_hints(options);
+    let req = client.bulk_insert_with_options(table, &names, bulk_flags(options), &hints).await?;
+    send_token_rows(req, rows).await
+}
+
+async fn send_token_rows(mut req: tiberius::BulkLoadRequest<'_, tokio_util::compat::Compat<tokio::net::TcpStream>>, rows: &RecordBatch) -> std::result::Result<(), tiberius::error::Error> {
+    for r in 0..rows.num_rows() {
+        req.send(token_row(rows, r)).await?;
+    }
+    req.finalize().await?;
+    Ok(())
+}
+
+fn bulk_column_names() -> Vec<&'static str> {
+    target_columns().iter().map(|c| c.name).collect()
+}
+
+fn bulk_flags(options: &BulkOptions) -> tiberius::SqlBulkCopyOptions {
+    let mut flags = tiberius::SqlBulkCopyOptions::empty();
+    if options.tablock {
+        flags |= SqlBulkCopyOption::TableLock;
+    }
+    flags | SqlBulkCopyOption::KeepNulls
+}
+
+fn order_hints(options: &BulkOptions) -> Vec<(&'static str, tiberius::SortOrder)> {
+    if options.order_hint {
         vec![("ServerID", tiberius::SortOrder::Ascending), ("SnapshotUTC", tiberius::SortOrder::Ascending)]
     } else {
         Vec::new()
-    };
-    let mut req = client.bulk_insert_with_options(table, &names, flags, &hints).await?;
+    }
+}
+
+/// Row `r` of a target batch as tiberius values.
+fn token_row(rows: &RecordBatch, r: usize) -> TokenRow<'_> {
     let cols = rows.columns();
     let ts = cols[0].as_primitive::<TimestampMillisecondType>();
     let ids = cols[1].as_primitive::<Int32Type>();
@@ -735,23 +796,19 @@ pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch
     let cpu = cols[4].as_primitive::<Decimal128Type>();
     let wait_type = cols[5].as_string::<i32>();
     let wait_ms = cols[6].as_primitive::<Decimal128Type>();
-    let counters: Vec<&arrow::array::Int32Array> = cols[7..12].iter().map(|c| c.as_primitive::<Int32Type>()).collect();
-    for r in 0..rows.num_rows() {
-        let mut row = TokenRow::with_capacity(12);
-        row.push(ColumnData::DateTime2(Some(datetime2(ts.value(r)))));
-        row.push(ColumnData::I32(Some(ids.value(r))));
-        row.push(ColumnData::String(opt_str(name, r)));
-        row.push(ColumnData::String(opt_str(version, r)));
-        row.push(ColumnData::Numeric((!cpu.is_null(r)).then(|| Numeric::new_with_scale(cpu.value(r), 4))));
-        row.push(ColumnData::String(opt_str(wait_type, r)));
-        row.push(ColumnData::Numeric((!wait_ms.is_null(r)).then(|| Numeric::new_with_scale(wait_ms.value(r), 4))));
-        for c in &counters {
-            row.push(ColumnData::I32((!c.is_null(r)).then(|| c.value(r))));
-        }
-        req.send(row).await?;
+    let mut row = TokenRow::with_capacity(12);
+    row.push(ColumnData::DateTime2(Some(datetime2(ts.value(r)))));
+    row.push(ColumnData::I32(Some(ids.value(r))));
+    row.push(ColumnData::String(opt_str(name, r)));
+    row.push(ColumnData::String(opt_str(version, r)));
+    row.push(ColumnData::Numeric((!cpu.is_null(r)).then(|| Numeric::new_with_scale(cpu.value(r), 4))));
+    row.push(ColumnData::String(opt_str(wait_type, r)));
+    row.push(ColumnData::Numeric((!wait_ms.is_null(r)).then(|| Numeric::new_with_scale(wait_ms.value(r), 4))));
+    for c in &cols[7..12] {
+        let c = c.as_primitive::<Int32Type>();
+        row.push(ColumnData::I32((!c.is_null(r)).then(|| c.value(r))));
     }
-    req.finalize().await?;
-    Ok(())
+    row
 }
 
 fn sort_for_order_hint(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
@@ -777,7 +834,7 @@ mod tests {
         assert_eq!(d.time().increments(), 123);
         assert_eq!(d.time().scale(), 3);
         let before_epoch = datetime2(-1);
-        assert_eq!(before_epoch.date().days() as i64, DAYS_TO_UNIX_EPOCH - 1);
+        assert_eq!(before_epoch.date().days() as i64, crate::tds::DAYS_TO_UNIX_EPOCH - 1);
         assert_eq!(before_epoch.time().increments(), 86_399_999);
     }
 }

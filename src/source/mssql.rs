@@ -22,12 +22,11 @@ use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, Projection, ReadRequest, Source};
+use crate::tds::decode::{utf16le_to_utf8, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
+use crate::tds::{datetime2_units, datetime_ms};
 
 /// The source table (fixed: identifiers are never built from data).
 pub const SOURCE_TABLE: &str = "dbo.PerfSnapshotRun";
-
-/// Days from 0001-01-01 (TDS DATE epoch) to 1970-01-01.
-const DAYS_TO_UNIX_EPOCH: i64 = 719_162;
 
 /// A DBATools database.
 pub struct MssqlSource {
@@ -43,6 +42,9 @@ pub struct MssqlSource {
     server_name: Option<String>,
     /// ServerName of the newest row.
     newest_name: Option<String>,
+    /// Cleared when a read finds columns perfcopy's TDS decoder does not read: later reads
+    /// (and the other parts of a split source) go straight to tiberius' decoder.
+    fast: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Arrow type of a column as INFORMATION_SCHEMA describes it.
@@ -90,7 +92,17 @@ impl MssqlSource {
         })?;
         let (server_name, newest_name) = server_name;
         let columns = ColumnMatch::new(&label, &schema)?;
-        Ok(MssqlSource { identity: format!("mssql://{label}"), label, conn, schema, columns, range: None, server_name, newest_name })
+        Ok(MssqlSource {
+            identity: format!("mssql://{label}"),
+            label,
+            conn,
+            schema,
+            columns,
+            range: None,
+            server_name,
+            newest_name,
+            fast: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        })
     }
 
     /// Splits the source into up to `parts` PerfSnapshotRunID ranges of about equal size,
@@ -127,6 +139,7 @@ impl MssqlSource {
                 range: Some((start, end)),
                 server_name: self.server_name.clone(),
                 newest_name: self.newest_name.clone(),
+                fast: self.fast.clone(),
             });
             start = end + 1;
         }
@@ -223,21 +236,77 @@ impl Col {
             },
             (Col::TsMs(b), ColumnData::DateTime2(x)) => match x {
                 None => b.append_null(),
-                Some(d) => b.append_value(datetime2_units(d, 3).ok_or("DATETIME2 value has sub-millisecond digits")?),
+                Some(d) => b.append_value(datetime2_units_of(d, 3).ok_or("DATETIME2 value has sub-millisecond digits")?),
             },
             (Col::TsUs(b), ColumnData::DateTime2(x)) => match x {
                 None => b.append_null(),
-                Some(d) => b.append_value(datetime2_units(d, 6).ok_or("DATETIME2 value has sub-microsecond digits")?),
+                Some(d) => b.append_value(datetime2_units_of(d, 6).ok_or("DATETIME2 value has sub-microsecond digits")?),
             },
             (Col::TsMs(b), ColumnData::DateTime(x)) => match x {
                 None => b.append_null(),
-                Some(d) => {
-                    // DATETIME: 1/300 s ticks since 1900-01-01.
-                    let ms = (d.days() as i64 - 25_567) * 86_400_000 + (d.seconds_fragments() as i64 * 10 + 1) / 3;
-                    b.append_value(ms)
-                }
+                Some(d) => b.append_value(datetime_ms(d.days() as i64, d.seconds_fragments() as i64)),
             },
             (Col::Str(b), ColumnData::String(x)) => b.append_option(x.as_deref()),
+            (_, other) => return Err(format!("unexpected TDS value {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// Whether values laid out as `wire` decode into this column's type.
+    fn takes(&self, wire: Wire) -> bool {
+        let int_width = match wire {
+            Wire::FixedInt(w) => Some(w),
+            // INTN of any width: the value range is checked per value.
+            Wire::IntN => Some(0),
+            _ => None,
+        };
+        match self {
+            Col::I64(_) | Col::I32(_) | Col::I16(_) | Col::U8(_) => int_width.is_some(),
+            Col::Bool(_) => matches!(wire, Wire::Bit | Wire::BitN),
+            Col::Dec(..) => matches!(wire, Wire::Decimal { .. }),
+            Col::TsMs(_) => matches!(wire, Wire::DateTime2 { .. } | Wire::DateTime | Wire::SmallDateTime | Wire::DateTimeN),
+            Col::TsUs(_) => matches!(wire, Wire::DateTime2 { .. }),
+            Col::Str(_) => matches!(wire, Wire::NVarChar { .. } | Wire::NVarCharMax),
+        }
+    }
+
+    /// Appends one value decoded by perfcopy's TDS decoder; `text` is scratch space.
+    #[inline]
+    fn push_wire(&mut self, v: Value<'_>, text: &mut String) -> std::result::Result<(), String> {
+        fn int<T: TryFrom<i64>>(x: i64) -> std::result::Result<T, String> {
+            T::try_from(x).map_err(|_| format!("integer {x} out of range"))
+        }
+        match (self, v) {
+            (Col::I64(b), Value::Null) => b.append_null(),
+            (Col::I32(b), Value::Null) => b.append_null(),
+            (Col::I16(b), Value::Null) => b.append_null(),
+            (Col::U8(b), Value::Null) => b.append_null(),
+            (Col::Bool(b), Value::Null) => b.append_null(),
+            (Col::Dec(b, ..), Value::Null) => b.append_null(),
+            (Col::TsMs(b), Value::Null) => b.append_null(),
+            (Col::TsUs(b), Value::Null) => b.append_null(),
+            (Col::Str(b), Value::Null) => b.append_null(),
+            (Col::I64(b), Value::Int(x)) => b.append_value(x),
+            (Col::I32(b), Value::Int(x)) => b.append_value(int(x)?),
+            (Col::I16(b), Value::Int(x)) => b.append_value(int(x)?),
+            (Col::U8(b), Value::Int(x)) => b.append_value(int(x)?),
+            (Col::Bool(b), Value::Bit(x)) => b.append_value(x),
+            (Col::Dec(b, _, s), Value::Decimal(x, scale)) => {
+                let diff = *s as i32 - scale as i32;
+                b.append_value(if diff >= 0 { x * 10i128.pow(diff as u32) } else { x / 10i128.pow((-diff) as u32) })
+            }
+            (Col::TsMs(b), Value::DateTime2 { days, increments, scale }) => {
+                b.append_value(datetime2_units(days, increments, scale as u32, 3).ok_or("DATETIME2 value has sub-millisecond digits")?)
+            }
+            (Col::TsUs(b), Value::DateTime2 { days, increments, scale }) => {
+                b.append_value(datetime2_units(days, increments, scale as u32, 6).ok_or("DATETIME2 value has sub-microsecond digits")?)
+            }
+            (Col::TsMs(b), Value::UnixMs(ms)) => b.append_value(ms),
+            (Col::Str(b), Value::Utf16(raw)) => {
+                text.clear();
+                utf16le_to_utf8(raw, text)?;
+                b.append_value(text.as_str())
+            }
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
         }
         Ok(())
@@ -275,6 +344,7 @@ impl Col {
 /// Arrow builders for rows of a TDS result, one per column of `schema`.
 pub struct Builders {
     cols: Vec<Col>,
+    text: String,
 }
 
 impl Builders {
@@ -288,7 +358,7 @@ impl Builders {
                     .ok_or_else(|| Error::Internal(format!("no TDS reader for column '{}' of type {}", f.name(), f.data_type())))
             })
             .collect::<Result<_>>()?;
-        Ok(Builders { cols })
+        Ok(Builders { cols, text: String::new() })
     }
 
     /// Appends one row; `Err` names the column whose value does not fit.
@@ -316,22 +386,29 @@ impl Builders {
     }
 }
 
-/// A DATETIME2 as units of 10^-`digits` s since the Unix epoch, when exact.
-fn datetime2_units(d: &tiberius::time::DateTime2, digits: u32) -> Option<i64> {
-    let t = d.time();
-    let scale = t.scale() as u32;
-    let inc = t.increments() as i64;
-    let frac = if scale >= digits {
-        let div = 10i64.pow(scale - digits);
-        if inc % div != 0 {
-            return None;
+impl RowSink for Builders {
+    fn columns(&mut self, columns: &[WireColumn]) -> std::result::Result<(), String> {
+        if columns.len() != self.cols.len() {
+            return Err(format!("{} result columns for {} builders", columns.len(), self.cols.len()));
         }
-        inc / div
-    } else {
-        inc * 10i64.pow(digits - scale)
-    };
-    let days = d.date().days() as i64 - DAYS_TO_UNIX_EPOCH;
-    Some(days * 86_400 * 10i64.pow(digits) + frac)
+        match self.cols.iter().zip(columns).find(|(c, w)| !c.takes(w.wire)) {
+            Some((_, w)) => Err(format!("column '{}' comes as {:?}", w.name, w.wire)),
+            None => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn value(&mut self, col: usize, v: Value<'_>) -> std::result::Result<(), String> {
+        match self.cols.get_mut(col) {
+            Some(c) => c.push_wire(v, &mut self.text),
+            None => Err(format!("no column {}", col + 1)),
+        }
+    }
+}
+
+/// A DATETIME2 as units of 10^-`digits` s since the Unix epoch, when exact.
+fn datetime2_units_of(d: &tiberius::time::DateTime2, digits: u32) -> Option<i64> {
+    datetime2_units(d.date().days() as i64, d.time().increments() as i64, d.time().scale() as u32, digits)
 }
 
 impl Source for MssqlSource {
@@ -404,7 +481,7 @@ impl Source for MssqlSource {
             run_col,
             columns: self.columns.clone(),
             projection: req.projection,
-            _label: self.label.clone(),
+            fast: self.fast.clone(),
         }))
     }
 }
@@ -423,7 +500,53 @@ struct PageReader {
     run_col: usize,
     columns: ColumnMatch,
     projection: Projection,
-    _label: String,
+    /// Decode replies with perfcopy's TDS decoder (until a result it does not read).
+    fast: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How a page read with perfcopy's decoder failed.
+enum RawError {
+    Tds(tiberius::error::Error),
+    Decode(DecodeError),
+}
+
+impl From<tiberius::error::Error> for RawError {
+    fn from(e: tiberius::error::Error) -> Self {
+        RawError::Tds(e)
+    }
+}
+
+impl From<DecodeError> for RawError {
+    fn from(e: DecodeError) -> Self {
+        RawError::Decode(e)
+    }
+}
+
+/// Runs `sql` and decodes its reply straight from the packet bytes into `cols`.
+async fn fill_raw(client: &mut SqlClient, sql: &str, params: &[&dyn tiberius::ToSql], cols: &mut Builders) -> std::result::Result<(), RawError> {
+    let mut reply = client.query_raw(sql, params).await?;
+    let mut decoder = ReplyDecoder::new();
+    // Bytes of a token cut off at a packet boundary, waiting for the next packet.
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(packet) = reply.next_payload().await? {
+        let fed = if pending.is_empty() {
+            decoder.feed(&packet, cols).map(|used| pending.extend_from_slice(&packet[used..]))
+        } else {
+            pending.extend_from_slice(&packet);
+            decoder.feed(&pending, cols).map(|used| drop(pending.drain(..used)))
+        };
+        if let Err(e @ DecodeError::Unsupported(_)) = fed {
+            // Read the rest of the reply here, so the connection is clean for tiberius.
+            while reply.next_payload().await?.is_some() {}
+            return Err(e.into());
+        }
+        fed?;
+    }
+    if !pending.is_empty() {
+        return Err(DecodeError::Protocol(format!("the reply ends inside a token ({} bytes left)", pending.len())).into());
+    }
+    decoder.finish()?;
+    Ok(())
 }
 
 impl PageReader {
@@ -438,18 +561,29 @@ impl PageReader {
             params.push(u);
         }
         let conn = &self.conn;
-        let stream = client.query(self.sql.as_str(), &params).await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))?;
-        let mut rows = stream.into_row_stream();
+        let doing = "reading dbo.PerfSnapshotRun";
+        let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: "PerfSnapshotRun".into(), message: m };
         let mut cols = Builders::new(&self.page_schema, self.page_rows)?;
-        while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading dbo.PerfSnapshotRun", e))? {
-            if let Some(ColumnData::I64(Some(id))) = row.cells().nth(self.run_col).map(|(_, v)| v) {
-                self.last = *id;
+        let mut fast_done = false;
+        if self.fast.load(std::sync::atomic::Ordering::Relaxed) {
+            match fill_raw(client, self.sql.as_str(), &params, &mut cols).await {
+                Ok(()) => fast_done = true,
+                Err(RawError::Decode(DecodeError::Unsupported(why))) => {
+                    tracing::debug!("{}: reading with tiberius' row decoder: {why}", conn.label());
+                    self.fast.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(RawError::Decode(DecodeError::Server(t))) => return Err(conn.sql_error(doing, tiberius::error::Error::Server(t))),
+                Err(RawError::Decode(DecodeError::Value(m))) => return Err(bad_value(m)),
+                Err(RawError::Decode(DecodeError::Protocol(m))) => return Err(conn.error(format!("{doing}: {m}"))),
+                Err(RawError::Tds(e)) => return Err(conn.sql_error(doing, e)),
             }
-            cols.push_row(&row).map_err(|m| Error::BadValue {
-                source_label: conn.label().to_string(),
-                column: "PerfSnapshotRun".into(),
-                message: m,
-            })?;
+        }
+        if !fast_done {
+            let stream = client.query(self.sql.as_str(), &params).await.map_err(|e| conn.sql_error(doing, e))?;
+            let mut rows = stream.into_row_stream();
+            while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error(doing, e))? {
+                cols.push_row(&row).map_err(bad_value)?;
+            }
         }
         let got = cols.len();
         if got < self.page_rows {
@@ -460,6 +594,8 @@ impl PageReader {
         }
         let raw = cols.finish(&self.page_schema)?;
         let ids = raw.column(self.run_col).as_primitive::<arrow::datatypes::Int64Type>().clone();
+        // Pages come in PerfSnapshotRunID order: the last row is the next page's key.
+        self.last = ids.value(got - 1);
         self.columns
             .normalize(&raw, self.projection, &|r| format!("PerfSnapshotRunID {}", ids.value(r)))
             .map(Some)
@@ -494,18 +630,31 @@ mod tests {
     use tiberius::time::{Date, DateTime2, Time};
 
     #[test]
-    fn datetime2_to_unix_ms() {
-        // 1970-01-01T00:00:01.234 as DATETIME2(3) and DATETIME2(7).
-        let d3 = DateTime2::new(Date::new(719_162), Time::new(1_234, 3));
-        assert_eq!(datetime2_units(&d3, 3), Some(1_234));
+    fn tiberius_datetime2_to_unix_ms() {
+        // 1970-01-01T00:00:01.234 as DATETIME2(7); the arithmetic is tested in crate::tds.
         let d7 = DateTime2::new(Date::new(719_162), Time::new(12_340_000, 7));
-        assert_eq!(datetime2_units(&d7, 3), Some(1_234));
+        assert_eq!(datetime2_units_of(&d7, 3), Some(1_234));
         let sub = DateTime2::new(Date::new(719_162), Time::new(12_340_001, 7));
-        assert_eq!(datetime2_units(&sub, 3), None);
-        assert_eq!(datetime2_units(&sub, 6), None);
-        // 2020-01-01 is day 737424 since 0001-01-01.
-        let y2020 = DateTime2::new(Date::new(737_424), Time::new(0, 3));
-        assert_eq!(datetime2_units(&y2020, 3), Some(1_577_836_800_000));
+        assert_eq!(datetime2_units_of(&sub, 3), None);
+    }
+
+    #[test]
+    fn builders_take_the_wire_types_of_their_arrow_types() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("n", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        ]));
+        let mut b = Builders::new(&schema, 4).unwrap();
+        let col = |name: &str, wire| WireColumn { name: name.into(), wire, nullable: true };
+        let ok = [col("id", Wire::FixedInt(8)), col("n", Wire::IntN), col("s", Wire::NVarCharMax), col("t", Wire::DateTime2 { scale: 3 })];
+        assert!(b.columns(&ok).is_ok());
+        let bad = [col("id", Wire::FixedInt(8)), col("n", Wire::IntN), col("s", Wire::IntN), col("t", Wire::DateTime2 { scale: 3 })];
+        assert!(b.columns(&bad).unwrap_err().contains("'s'"));
+        // INTN values are range-checked per column.
+        assert!(b.value(1, Value::Int(1 << 40)).unwrap_err().contains("out of range"));
+        assert!(b.value(3, Value::DateTime2 { days: 719_162, increments: 12_340_001, scale: 7 }).is_err());
     }
 
     #[test]

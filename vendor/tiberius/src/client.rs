@@ -235,6 +235,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         Ok(result)
     }
 
+    /// perfcopy: like [`query`], but the reply comes back as raw token-stream bytes, packet
+    /// payload by packet payload ([`RawReply`]), for a caller that decodes rows itself.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error if the statement cannot be sent. Server errors arrive as ERROR
+    /// tokens in the reply, for the caller to decode.
+    ///
+    /// [`query`]: #method.query
+    /// [`RawReply`]: crate::RawReply
+    pub async fn query_raw<'a, 'b>(
+        &'a mut self,
+        query: impl Into<Cow<'b, str>>,
+        params: &'b [&'b dyn ToSql],
+    ) -> crate::Result<crate::RawReply<'a, S>>
+    where
+        'a: 'b,
+    {
+        self.connection.flush_stream().await?;
+        let rpc_params = Self::rpc_params(query);
+        let params = params.iter().map(|p| p.to_sql());
+        self.rpc_perform_query(RpcProcId::ExecuteSQL, rpc_params, params)
+            .await?;
+        Ok(crate::RawReply::new(&mut self.connection))
+    }
+
     /// Execute multiple queries, delimited with `;` and return multiple result
     /// sets; one for each query.
     ///

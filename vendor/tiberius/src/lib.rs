@@ -220,6 +220,7 @@ mod client;
 mod command;
 mod from_sql;
 mod query;
+mod raw_reply;
 mod sql_read_bytes;
 mod to_sql;
 
@@ -238,6 +239,7 @@ pub use command::{Command, SqlTableData, SqlTableDataRow, TableValue, TableValue
 pub(crate) use error::Error;
 pub use from_sql::{FromSql, FromSqlOwned};
 pub use query::Query;
+pub use raw_reply::RawReply;
 pub use result::*;
 pub use row::{Column, ColumnType, QueryIdx, Row, RowBuilder};
 pub use sql_browser::SqlBrowser;

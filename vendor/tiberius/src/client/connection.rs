@@ -1233,7 +1233,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> futures_util::io::AsyncRead for C
                 match item {
                     Ok(packet) => {
                         let (_, payload) = packet.into_parts();
-                        this.buf.extend(payload);
+                        // perfcopy: one memcpy per packet (was `extend`, byte by byte).
+                        this.buf.extend_from_slice(&payload);
 
                         if this.buf.len() >= size {
                             break;
@@ -1257,7 +1258,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> futures_util::io::AsyncRead for C
             }
         }
 
-        buf.copy_from_slice(this.buf.split_to(size).as_ref());
+        // perfcopy: copy and advance (was `split_to`, a new BytesMut handle per read).
+        buf.copy_from_slice(&this.buf[..size]);
+        bytes::Buf::advance(&mut this.buf, size);
         Poll::Ready(Ok(size))
     }
 }

@@ -90,6 +90,24 @@ where
         Ok(())
     }
 
+    /// perfcopy: the target columns as the server described them (the COLMETADATA this
+    /// request sends), so a caller can check that its own row encoding matches them.
+    pub fn columns(&self) -> &[MetaDataColumn<'a>] {
+        &self.columns
+    }
+
+    /// perfcopy: appends ROW tokens the caller has already encoded for [`columns`], flushing
+    /// full packets. The bytes must be whole ROW tokens in exactly the TDS encoding of these
+    /// columns; nothing is checked here (a wrong encoding makes the server reject the load).
+    /// Feed large buffers in pieces of a few packets, so that little is buffered here.
+    ///
+    /// [`columns`]: #method.columns
+    pub async fn send_encoded_rows(&mut self, rows: &[u8]) -> crate::Result<()> {
+        self.connection.ensure_not_poisoned()?;
+        self.buf.extend_from_slice(rows);
+        self.write_packets().await
+    }
+
     /// Ends the bulk load, flushing all pending data to the wire.
     ///
     /// This method must be called after sending all the data to flush all

@@ -669,14 +669,14 @@ impl<'a> Encode<BytesMutWithTypeInfo<'a>> for ColumnData<'a> {
 
                     if vlc.len() < 0xffff {
                         dst.put_u16_le(bytes.len() as u16);
-                        dst.extend(bytes.into_owned());
+                        dst.extend_from_slice(&bytes); // perfcopy: was a byte-by-byte `extend`
                     } else {
                         // unknown size
                         dst.put_u64_le(0xfffffffffffffffe);
                         dst.put_u32_le(bytes.len() as u32);
 
                         if !bytes.is_empty() {
-                            dst.extend(bytes.into_owned());
+                            dst.extend_from_slice(&bytes); // perfcopy: was a byte-by-byte `extend`
                             dst.put_u32_le(0);
                         }
                     }
@@ -690,7 +690,7 @@ impl<'a> Encode<BytesMutWithTypeInfo<'a>> for ColumnData<'a> {
                 dst.put_u8(VarLenType::BigVarBin as u8);
                 dst.put_u16_le(8000);
                 dst.put_u16_le(bytes.len() as u16);
-                dst.extend(bytes.into_owned());
+                dst.extend_from_slice(&bytes); // perfcopy: was a byte-by-byte `extend`
             }
             (ColumnData::Binary(Some(bytes)), None) => {
                 dst.put_u8(VarLenType::BigVarBin as u8);
@@ -703,7 +703,7 @@ impl<'a> Encode<BytesMutWithTypeInfo<'a>> for ColumnData<'a> {
 
                 if !bytes.is_empty() {
                     // Payload
-                    dst.extend(bytes.into_owned());
+                    dst.extend_from_slice(&bytes); // perfcopy: was a byte-by-byte `extend`
                     // PLP_TERMINATOR
                     dst.put_u32_le(0);
                 }

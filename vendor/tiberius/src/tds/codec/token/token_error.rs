@@ -98,6 +98,12 @@ where
 }
 
 impl TokenError {
+    /// perfcopy: an error token built by a caller that decodes the token stream itself
+    /// (see [`crate::RawReply`]).
+    pub fn new(code: u32, state: u8, class: u8, message: String, server: String, procedure: String, line: u32) -> Self {
+        TokenError { code, state, class, message, server, procedure, line }
+    }
+
     pub(crate) async fn decode<R>(src: &mut R) -> crate::Result<Self>
     where
         R: SqlReadBytes + Unpin,
