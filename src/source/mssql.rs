@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     AsArray,
-    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Int16Builder, Int32Builder, Int64Builder,
     TimestampMicrosecondBuilder, TimestampMillisecondBuilder, UInt8Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, Projection, ReadRequest, Source};
-use crate::tds::decode::{utf16le_to_utf8, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
+use crate::tds::decode::{utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
 use crate::tds::{datetime2_units, datetime_ms};
 
 /// The source table (fixed: identifiers are never built from data).
@@ -196,7 +196,7 @@ enum Col {
     Dec(Decimal128Builder, u8, i8),
     TsMs(TimestampMillisecondBuilder),
     TsUs(TimestampMicrosecondBuilder),
-    Str(StringBuilder),
+    Str(TextCol),
 }
 
 impl Col {
@@ -210,7 +210,7 @@ impl Col {
             DataType::Decimal128(p, s) => Col::Dec(Decimal128Builder::with_capacity(cap), *p, *s),
             DataType::Timestamp(TimeUnit::Millisecond, _) => Col::TsMs(TimestampMillisecondBuilder::with_capacity(cap)),
             DataType::Timestamp(TimeUnit::Microsecond, _) => Col::TsUs(TimestampMicrosecondBuilder::with_capacity(cap)),
-            DataType::Utf8 => Col::Str(StringBuilder::with_capacity(cap, cap * 32)),
+            DataType::Utf8 => Col::Str(TextCol::with_capacity(cap, cap * 32)),
             _ => return None,
         })
     }
@@ -246,7 +246,7 @@ impl Col {
                 None => b.append_null(),
                 Some(d) => b.append_value(datetime_ms(d.days() as i64, d.seconds_fragments() as i64)),
             },
-            (Col::Str(b), ColumnData::String(x)) => b.append_option(x.as_deref()),
+            (Col::Str(b), ColumnData::String(x)) => b.push_str(x.as_deref())?,
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
         }
         Ok(())
@@ -270,9 +270,9 @@ impl Col {
         }
     }
 
-    /// Appends one value decoded by perfcopy's TDS decoder; `text` is scratch space.
+    /// Appends one value decoded by perfcopy's TDS decoder.
     #[inline]
-    fn push_wire(&mut self, v: Value<'_>, text: &mut String) -> std::result::Result<(), String> {
+    fn push_wire(&mut self, v: Value<'_>) -> std::result::Result<(), String> {
         fn int<T: TryFrom<i64>>(x: i64) -> std::result::Result<T, String> {
             T::try_from(x).map_err(|_| format!("integer {x} out of range"))
         }
@@ -285,7 +285,7 @@ impl Col {
             (Col::Dec(b, ..), Value::Null) => b.append_null(),
             (Col::TsMs(b), Value::Null) => b.append_null(),
             (Col::TsUs(b), Value::Null) => b.append_null(),
-            (Col::Str(b), Value::Null) => b.append_null(),
+            (Col::Str(b), Value::Null) => b.push_str(None)?,
             (Col::I64(b), Value::Int(x)) => b.append_value(x),
             (Col::I32(b), Value::Int(x)) => b.append_value(int(x)?),
             (Col::I16(b), Value::Int(x)) => b.append_value(int(x)?),
@@ -302,11 +302,7 @@ impl Col {
                 b.append_value(datetime2_units(days, increments, scale as u32, 6).ok_or("DATETIME2 value has sub-microsecond digits")?)
             }
             (Col::TsMs(b), Value::UnixMs(ms)) => b.append_value(ms),
-            (Col::Str(b), Value::Utf16(raw)) => {
-                text.clear();
-                utf16le_to_utf8(raw, text)?;
-                b.append_value(text.as_str())
-            }
+            (Col::Str(b), Value::Utf16(raw)) => b.push_utf16(raw)?,
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
         }
         Ok(())
@@ -322,7 +318,7 @@ impl Col {
             Col::Dec(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s).map_err(Error::arrow("decimal column"))?),
             Col::TsMs(b) => Arc::new(b.finish()),
             Col::TsUs(b) => Arc::new(b.finish()),
-            Col::Str(b) => Arc::new(b.finish()),
+            Col::Str(b) => Arc::new(b.finish()?),
         })
     }
 
@@ -341,10 +337,59 @@ impl Col {
     }
 }
 
+/// A UTF-8 column built in place: TDS text (UTF-16) is narrowed straight into the values
+/// buffer, without a `String` per value; the array is checked once when finished.
+struct TextCol {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: arrow::array::NullBufferBuilder,
+}
+
+impl TextCol {
+    fn with_capacity(rows: usize, bytes: usize) -> TextCol {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        TextCol { offsets, values: Vec::with_capacity(bytes), nulls: arrow::array::NullBufferBuilder::new(rows) }
+    }
+
+    fn end_value(&mut self, valid: bool) -> std::result::Result<(), String> {
+        let end = i32::try_from(self.values.len()).map_err(|_| "more than 2 GiB of text in one batch".to_string())?;
+        self.offsets.push(end);
+        self.nulls.append(valid);
+        Ok(())
+    }
+
+    fn push_str(&mut self, s: Option<&str>) -> std::result::Result<(), String> {
+        if let Some(s) = s {
+            self.values.extend_from_slice(s.as_bytes());
+        }
+        self.end_value(s.is_some())
+    }
+
+    fn push_utf16(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
+        utf16le_append(raw, &mut self.values)?;
+        self.end_value(true)
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn finish(&mut self) -> Result<arrow::array::StringArray> {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let values = std::mem::take(&mut self.values);
+        arrow::array::StringArray::try_new(
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            arrow::buffer::Buffer::from_vec(values),
+            self.nulls.finish(),
+        )
+        .map_err(Error::arrow("TDS text to Arrow"))
+    }
+}
+
 /// Arrow builders for rows of a TDS result, one per column of `schema`.
 pub struct Builders {
     cols: Vec<Col>,
-    text: String,
 }
 
 impl Builders {
@@ -358,7 +403,7 @@ impl Builders {
                     .ok_or_else(|| Error::Internal(format!("no TDS reader for column '{}' of type {}", f.name(), f.data_type())))
             })
             .collect::<Result<_>>()?;
-        Ok(Builders { cols, text: String::new() })
+        Ok(Builders { cols })
     }
 
     /// Appends one row; `Err` names the column whose value does not fit.
@@ -400,7 +445,7 @@ impl RowSink for Builders {
     #[inline]
     fn value(&mut self, col: usize, v: Value<'_>) -> std::result::Result<(), String> {
         match self.cols.get_mut(col) {
-            Some(c) => c.push_wire(v, &mut self.text),
+            Some(c) => c.push_wire(v),
             None => Err(format!("no column {}", col + 1)),
         }
     }
