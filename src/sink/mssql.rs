@@ -758,7 +758,7 @@ pub async fn bulk_insert_token_rows(client: &mut SqlClient, table: &str, rows: &
     send_token_rows(req, rows).await
 }
 
-async fn send_token_rows(mut req: tiberius::BulkLoadRequest<'_, tokio_util::compat::Compat<tokio::net::TcpStream>>, rows: &RecordBatch) -> std::result::Result<(), tiberius::error::Error> {
+async fn send_token_rows(mut req: tiberius::BulkLoadRequest<'_, tokio_util::compat::Compat<crate::mssql::SqlStream>>, rows: &RecordBatch) -> std::result::Result<(), tiberius::error::Error> {
     for r in 0..rows.num_rows() {
         req.send(token_row(rows, r)).await?;
     }
