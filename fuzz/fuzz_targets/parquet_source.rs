@@ -17,21 +17,23 @@ use perfcopy::source::parquet::ParquetSource;
 use perfcopy::source::{Projection, ReadRequest, Source};
 
 thread_local! {
-    /// "message at file:line" of the last panic on this thread.
-    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// (message, "file:line") of the last panic on this thread.
+    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
+
+fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string payload)".into())
 }
 
 fn quiet_panic_hook() {
     // Runs after libfuzzer-sys' own initialisation, so this hook replaces its aborting one.
     panic::set_hook(Box::new(|info| {
-        let what = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(non-string payload)".into());
         let place = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("'{what}' at {place}")));
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message(info.payload()), place)));
     }));
 }
 
@@ -58,9 +60,11 @@ fn run(data: &[u8]) {
 }
 
 fuzz_target!(init: quiet_panic_hook(), |data: &[u8]| {
-    if panic::catch_unwind(AssertUnwindSafe(|| run(data))).is_err() {
-        let what = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
-        eprintln!("parquet_source: panic escaped perfcopy: {what}");
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| run(data))) {
+        let what = message(&*payload);
+        // The place, if the hook saw this panic (not so for one re-raised from another thread).
+        let place = LAST_PANIC.with(|p| p.borrow_mut().take()).filter(|(m, _)| *m == what).map(|(_, at)| at).unwrap_or_else(|| "?".into());
+        eprintln!("parquet_source: panic escaped perfcopy: '{what}' at {place}");
         std::process::abort();
     }
 });
