@@ -23,22 +23,28 @@ cargo build --release -p tds-test-server --bin tds_test_server
 # for the length of the trials.
 exe=$(cargo test --release --test crash --no-run 2>&1 | sed -n 's/.*Executable tests\/crash.rs (\(.*\))/\1/p' | tail -1)
 [ -x "$exe" ] || { echo "cannot find the crash test executable"; exit 1; }
-export TDS_TEST_SERVER_BIN="$PWD/target/release/tds_test_server"
+# Honour CARGO_TARGET_DIR (relative to the workspace root, as cargo reads it).
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir = /* ]] || target_dir="$PWD/$target_dir"
+export TDS_TEST_SERVER_BIN="$target_dir/release/tds_test_server"
 export CRASH_TRIALS=$TRIALS CRASH_SEED=$SEED
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-CRASH_ROWS=$ROWS "$exe" --nocapture --test-threads 1 --exact \
-    stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
-CRASH_ROWS=$MSSQL_ROWS "$exe" --nocapture --test-threads 1 --exact \
-    monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run 2>&1 | tee -a "$log" || status=1
-"$exe" --nocapture --exact \
-    monitoringdb_sigint_exits_130_quickly_keeping_whole_batches_and_a_rerun_completes 2>&1 | tee -a "$log" || status=1
+# run NAME ROWS TEST: one test of the crash suite, then "NAME: wall time S s" (setup included).
+run() {
+    local t0=$SECONDS
+    CRASH_ROWS=$2 "$exe" --nocapture --test-threads 1 --exact "$3" 2>&1 | tee -a "$log" || status=1
+    echo "$1: wall time $((SECONDS - t0)) s" | tee -a "$log"
+}
+run stage "$ROWS" stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
+run monitoringdb "$MSSQL_ROWS" monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
+run SIGINT "$MSSQL_ROWS" monitoringdb_sigint_exits_130_quickly_keeping_whole_batches_and_a_rerun_completes
 
 echo
 echo "== summary (seed $SEED)"
-grep -E "^(stage|monitoringdb): trials: " "$log" || { echo "no trial summary printed"; status=1; }
-grep -E "^SIGINT: " "$log" || true
+grep -E "^(stage|monitoringdb): (trials: |wall time )" "$log" || { echo "no trial summary printed"; status=1; }
+grep -oE "SIGINT: .*" "$log" || true  # the first one follows the test name on its line
 if grep -E "^(stage|monitoringdb): trials: [0-9]+, mismatches: [1-9]" "$log" >/dev/null; then status=1; fi
 exit $status

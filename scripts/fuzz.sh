@@ -5,10 +5,12 @@
 # them, and --sanitizer none avoids needing a nightly sanitizer runtime (panics and aborts are
 # still caught by libFuzzer; memory errors in unsafe code are not, without ASan).
 # Crashes land in fuzz/artifacts/<target>/; turn each into a regression test in tests/.
-# Note: perfcopy catches panics inside arrow-rs' Parquet decoder and reports them as errors,
-# but libFuzzer's panic hook aborts on any panic, caught or not: a parquet_source "crash" may
-# be an upstream decoder panic that the real binary handles (check with `perfcopy copy --from
-# ARTIFACT`, and add it to tests/fuzz_regressions.rs either way).
+# perfcopy catches panics inside arrow-rs' Parquet decoder and reports them as an error naming
+# the file. libfuzzer-sys' panic hook would abort on those too, so parquet_source installs a
+# quiet hook of its own: a decoder panic that perfcopy catches is not a crash, while a panic
+# that escapes perfcopy is (the target aborts, after printing "panic escaped perfcopy: ..."
+# with the panic's message and place). Check each crash with `perfcopy copy --from ARTIFACT
+# --stage DIR` and add it to tests/data and tests/fuzz_regressions.rs.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-60}

@@ -7,10 +7,13 @@ use common::*;
 /// Regression: corrupt Parquet files (found by the parquet_source fuzz target) made arrow-rs'
 /// decoder panic ("offset + len out of bounds"; "column start and length should not be
 /// negative"), which crashed perfcopy with exit code 101. Each must be a clear error naming the
-/// file, exit 1, and leave the stage untouched.
+/// file, exit 1, and leave the stage untouched. Inputs 3 and 4 panic the decoder at other places
+/// ("Num of bytes exceed MAX_VLQ_BYTE_LEN (10)"; "Decoder for dict should have been set"); the
+/// fuzz target found them after perfcopy already caught decoder panics (so the binary never
+/// crashed on them), and they pin that the catch covers those decoder paths too.
 #[test]
 fn corrupt_parquet_that_panicked_the_decoder_is_a_clear_error() {
-    for input in ["fuzz-parquet-panic-1.parquet", "fuzz-parquet-panic-2.parquet"] {
+    for input in ["fuzz-parquet-panic-1.parquet", "fuzz-parquet-panic-2.parquet", "fuzz-parquet-panic-3.parquet", "fuzz-parquet-panic-4.parquet"] {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("corrupt.parquet");
         std::fs::copy(format!("{}/tests/data/{input}", env!("CARGO_MANIFEST_DIR")), &src).unwrap();
