@@ -6,6 +6,16 @@ fn main() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
+    // A corrupt Parquet file can make arrow-rs' decoder panic; perfcopy catches that and reports
+    // an error naming the file, so the default panic message (and backtrace) would only look
+    // like a crash. Every other panic is still reported as usual.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !perfcopy::source::parquet::decoder_panic_is_caught() {
+            default_hook(info)
+        }
+    }));
+
     let cancel = perfcopy::pipeline::Cancel::new();
     let on_signal = cancel.clone();
     if let Err(e) = ctrlc::set_handler(move || {

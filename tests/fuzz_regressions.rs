@@ -18,10 +18,17 @@ fn corrupt_parquet_that_panicked_the_decoder_is_a_clear_error() {
         let src = t.path().join("corrupt.parquet");
         std::fs::copy(format!("{}/tests/data/{input}", env!("CARGO_MANIFEST_DIR")), &src).unwrap();
         let stage = t.path().join("stage");
-        let o = perfcopy(&["copy", "--from", s(&src), "--stage", s(&stage), "--register-servers"]);
+        // RUST_BACKTRACE=1: a panic message, if printed, would come with a backtrace.
+        let o = assert_cmd::Command::cargo_bin("perfcopy")
+            .unwrap()
+            .args(["copy", "--from", s(&src), "--stage", s(&stage), "--register-servers", "--progress", "off"])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{input}: {err}");
         assert!(err.contains("corrupt.parquet") && err.contains("Parquet"), "{input}: {err}");
+        assert!(!err.contains("panicked at") && !err.contains("stack backtrace"), "{input}: the caught panic still printed the panic message: {err}");
         assert!(stage_files(&stage).is_empty(), "{input}");
     }
 }

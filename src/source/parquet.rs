@@ -99,6 +99,17 @@ impl ParquetSource {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs arrow-rs' Parquet decoder under [`PanicSafe`].
+    static IN_DECODER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread now comes from the Parquet decoder and will be caught and
+/// reported as an error naming the file (`main`'s panic hook then stays quiet).
+pub fn decoder_panic_is_caught() -> bool {
+    IN_DECODER.with(|f| f.get())
+}
+
 /// Turns a panic inside the Parquet reader (arrow-rs has panicked on some corrupt files; found
 /// by fuzzing, see tests/data/fuzz-parquet-panic-1.parquet) into an error for that file, so a
 /// corrupt source is a clear error and not a crash.
@@ -114,7 +125,10 @@ impl<I: Iterator<Item = std::result::Result<arrow::record_batch::RecordBatch, ar
         if self.done {
             return None;
         }
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.next())) {
+        IN_DECODER.with(|f| f.set(true));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.next()));
+        IN_DECODER.with(|f| f.set(false));
+        match result {
             Ok(item) => item,
             Err(panic) => {
                 self.done = true;
