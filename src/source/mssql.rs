@@ -571,24 +571,15 @@ impl From<DecodeError> for RawError {
 async fn fill_raw(client: &mut SqlClient, sql: &str, params: &[&dyn tiberius::ToSql], cols: &mut Builders) -> std::result::Result<(), RawError> {
     let mut reply = client.query_raw(sql, params).await?;
     let mut decoder = ReplyDecoder::new();
-    // Bytes of a token cut off at a packet boundary, waiting for the next packet.
-    let mut pending: Vec<u8> = Vec::new();
     while let Some(packet) = reply.next_payload().await? {
-        let fed = if pending.is_empty() {
-            decoder.feed(&packet, cols).map(|used| pending.extend_from_slice(&packet[used..]))
-        } else {
-            pending.extend_from_slice(&packet);
-            decoder.feed(&pending, cols).map(|used| drop(pending.drain(..used)))
-        };
-        if let Err(e @ DecodeError::Unsupported(_)) = fed {
-            // Read the rest of the reply here, so the connection is clean for tiberius.
-            while reply.next_payload().await?.is_some() {}
-            return Err(e.into());
+        match decoder.packet(&packet, cols) {
+            Err(e @ DecodeError::Unsupported(_)) => {
+                // Read the rest of the reply here, so the connection is clean for tiberius.
+                while reply.next_payload().await?.is_some() {}
+                return Err(e.into());
+            }
+            other => other?,
         }
-        fed?;
-    }
-    if !pending.is_empty() {
-        return Err(DecodeError::Protocol(format!("the reply ends inside a token ({} bytes left)", pending.len())).into());
     }
     decoder.finish()?;
     Ok(())

@@ -97,7 +97,12 @@ pub struct ReplyDecoder {
     rows: u64,
     error: Option<TokenError>,
     scratch: Vec<u8>,
+    /// The start of a token cut off at the end of the previous packet ([`ReplyDecoder::packet`]).
+    pending: Vec<u8>,
 }
+
+/// Bytes of a packet appended at a time to a token cut off at the previous packet's end.
+const STITCH_BYTES: usize = 4096;
 
 /// A bounds-checked reader; `None` means "the bytes end here".
 struct Cur<'a> {
@@ -220,8 +225,39 @@ impl ReplyDecoder {
         }
     }
 
+    /// Decodes one packet's payload of the reply: a token cut off at the end of the previous
+    /// packet is completed from the start of this one (copying only the bytes it needs), the
+    /// rest is decoded in place, and a token cut off at the end of this one is kept for the next.
+    pub fn packet<S: RowSink>(&mut self, packet: &[u8], sink: &mut S) -> Result<(), DecodeError> {
+        let mut off = 0;
+        while !self.pending.is_empty() && off < packet.len() {
+            let old = self.pending.len();
+            let take = (packet.len() - off).min(STITCH_BYTES);
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(&packet[off..off + take]);
+            let used = self.feed(&pending, sink)?;
+            if used >= old {
+                // The cut token is whole: go on in the packet itself.
+                off += used - old;
+                pending.clear();
+            } else {
+                pending.drain(..used);
+                off += take;
+            }
+            self.pending = pending;
+        }
+        if self.pending.is_empty() && off < packet.len() {
+            let used = self.feed(&packet[off..], sink)?;
+            self.pending.extend_from_slice(&packet[off + used..]);
+        }
+        Ok(())
+    }
+
     /// The first server error of the reply, if any; call after the last byte was fed.
     pub fn finish(self) -> Result<u64, DecodeError> {
+        if !self.pending.is_empty() {
+            return Err(DecodeError::Protocol(format!("the reply ends inside a token ({} bytes left)", self.pending.len())));
+        }
         match self.error {
             Some(e) => Err(DecodeError::Server(e)),
             None => Ok(self.rows),
@@ -659,6 +695,31 @@ mod tests {
             assert_eq!(d.feed(&rest, &mut sink).unwrap(), rest.len(), "cut at {cut}");
             assert_eq!(sink.rows, expected(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn any_packet_size_gives_the_same_rows() {
+        // Many rows, so that packets of every size cut tokens everywhere.
+        let mut bytes = colmetadata();
+        let one = reply();
+        let rows = &one[colmetadata().len()..one.len() - 31];
+        for _ in 0..50 {
+            bytes.extend_from_slice(rows);
+        }
+        bytes.extend_from_slice(&one[one.len() - 31..]);
+        let want: Vec<Vec<String>> = (0..50).flat_map(|_| expected()).collect();
+        for size in [1, 2, 3, 7, 64, 100, 511, 4096, 5000, bytes.len()] {
+            let mut sink = Collect::default();
+            let mut d = ReplyDecoder::new();
+            for packet in bytes.chunks(size) {
+                d.packet(packet, &mut sink).unwrap();
+            }
+            assert_eq!(d.finish().unwrap(), 100, "packets of {size}");
+            assert_eq!(sink.rows, want, "packets of {size}");
+        }
+        let mut d = ReplyDecoder::new();
+        d.packet(&bytes[..bytes.len() - 5], &mut Collect::default()).unwrap();
+        assert!(matches!(d.finish(), Err(DecodeError::Protocol(_))), "a reply cut inside a token");
     }
 
     #[test]
