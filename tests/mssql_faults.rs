@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use common::mssql::*;
@@ -84,19 +84,11 @@ fn deadlocks_and_lock_timeouts_on_bulk_load_and_ledger_are_retried() {
 /// Spawns a copy with small batches, waits until `ready` says some batches committed, then
 /// runs `act` on the running child.
 fn copy_until(src: &TestServer, tgt: &TestServer, extra: &[&str], ready: impl Fn() -> bool) -> std::process::Child {
-    let child = Command::new(assert_cmd::cargo::cargo_bin("perfcopy"))
-        .args(["copy", "--from", &conn(src, "DBATools_A"), "--to", &conn(tgt, "MonitoringDB"), "--batch-rows", "25", "--progress", "off"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no batch committed within 60 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (from, to) = (conn(src, "DBATools_A"), conn(tgt, "MonitoringDB"));
+    let mut args = vec!["copy", "--from", &from, "--to", &to, "--batch-rows", "25", "--progress", "off"];
+    args.extend_from_slice(extra);
+    let child = spawn_perfcopy(&args);
+    wait_until("a committed batch", ready);
     child
 }
 

@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::mssql::*;
 use common::*;
@@ -159,19 +159,9 @@ fn an_interrupted_run_prints_no_password() {
     seed(&src, t.path(), "DBATools_A", &series("SQL01", T0, 3000, 1, 3), true);
     seed_target(&tgt, "MonitoringDB", &[("SQL01", 1)], &[]);
     tgt.faults().delay_responses(Some(Duration::from_millis(10)));
-    let child = Command::new(assert_cmd::cargo::cargo_bin("perfcopy"))
-        .args(["copy", "--log", "debug", "--json", "--progress", "plain", "--batch-rows", "25"])
-        .args(["--from", &conn(&src, "DBATools_A"), "--to", &conn(&tgt, "MonitoringDB")])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() < 50 {
-        assert!(start.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (from, to) = (conn(&src, "DBATools_A"), conn(&tgt, "MonitoringDB"));
+    let child = spawn_perfcopy(&["copy", "--log", "debug", "--json", "--progress", "plain", "--batch-rows", "25", "--from", &from, "--to", &to]);
+    wait_until("50 committed rows", || tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() >= 50);
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));

@@ -247,3 +247,23 @@ pub fn perfcopy_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+
+/// Starts `perfcopy ARGS` in the background with stdout and stderr captured.
+pub fn spawn_perfcopy(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("perfcopy"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `ready` every 10 ms; fails the test after 60 s naming `what` it waited for.
+pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{what}: not within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
