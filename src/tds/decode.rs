@@ -413,65 +413,63 @@ impl ReplyDecoder {
 /// text is gathered in `scratch`.
 #[inline]
 fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u8>) -> Option<Value<'x>> {
-    {
-        Some(match wire {
-            Wire::FixedInt(w) => Value::Int(le_int(c.take(w as usize)?)?),
-            Wire::IntN => match c.u8()? {
-                0 => Value::Null,
-                n => Value::Int(le_int(c.take(n as usize)?)?),
-            },
-            Wire::Bit => Value::Bit(c.u8()? != 0),
-            Wire::BitN => match c.u8()? {
-                0 => Value::Null,
-                n => Value::Bit(c.take(n as usize)?[0] != 0),
-            },
-            Wire::Decimal { scale, .. } => match c.u8()? {
-                0 => Value::Null,
-                n => {
-                    let s = c.take(n as usize)?;
-                    let mag = le_uint(s.get(1..)?) as i128;
-                    Value::Decimal(if s[0] == 0 { -mag } else { mag }, scale)
-                }
-            },
-            Wire::DateTime2 { scale } => match c.u8()? {
-                0 => Value::Null,
-                n => {
-                    let s = c.take(n as usize)?;
-                    let tb = time_bytes(scale);
-                    if s.len() != tb + 3 {
-                        return None;
-                    }
-                    Value::DateTime2 { days: le_uint(&s[tb..]) as i64, increments: le_uint(&s[..tb]) as i64, scale }
-                }
-            },
-            Wire::DateTime => Value::UnixMs(datetime_value(c.take(8)?)?),
-            Wire::SmallDateTime => Value::UnixMs(datetime_value(c.take(4)?)?),
-            Wire::DateTimeN => match c.u8()? {
-                0 => Value::Null,
-                n => Value::UnixMs(datetime_value(c.take(n as usize)?)?),
-            },
-            Wire::NVarChar { .. } => match c.u16()? {
-                0xFFFF => Value::Null,
-                n => Value::Utf16(c.take(n as usize)?),
-            },
-            Wire::NVarCharMax => {
-                let total = c.u64()?;
-                if total == PLP_NULL {
-                    Value::Null
-                } else {
-                    scratch.clear();
-                    loop {
-                        let n = c.u32()?;
-                        if n == 0 {
-                            break;
-                        }
-                        scratch.extend_from_slice(c.take(n as usize)?);
-                    }
-                    Value::Utf16(scratch)
-                }
+    Some(match wire {
+        Wire::FixedInt(w) => Value::Int(le_int(c.take(w as usize)?)?),
+        Wire::IntN => match c.u8()? {
+            0 => Value::Null,
+            n => Value::Int(le_int(c.take(n as usize)?)?),
+        },
+        Wire::Bit => Value::Bit(c.u8()? != 0),
+        Wire::BitN => match c.u8()? {
+            0 => Value::Null,
+            n => Value::Bit(c.take(n as usize)?[0] != 0),
+        },
+        Wire::Decimal { scale, .. } => match c.u8()? {
+            0 => Value::Null,
+            n => {
+                let s = c.take(n as usize)?;
+                let mag = le_uint(s.get(1..)?) as i128;
+                Value::Decimal(if s[0] == 0 { -mag } else { mag }, scale)
             }
-        })
-    }
+        },
+        Wire::DateTime2 { scale } => match c.u8()? {
+            0 => Value::Null,
+            n => {
+                let s = c.take(n as usize)?;
+                let tb = time_bytes(scale);
+                if s.len() != tb + 3 {
+                    return None;
+                }
+                Value::DateTime2 { days: le_uint(&s[tb..]) as i64, increments: le_uint(&s[..tb]) as i64, scale }
+            }
+        },
+        Wire::DateTime => Value::UnixMs(datetime_value(c.take(8)?)?),
+        Wire::SmallDateTime => Value::UnixMs(datetime_value(c.take(4)?)?),
+        Wire::DateTimeN => match c.u8()? {
+            0 => Value::Null,
+            n => Value::UnixMs(datetime_value(c.take(n as usize)?)?),
+        },
+        Wire::NVarChar { .. } => match c.u16()? {
+            0xFFFF => Value::Null,
+            n => Value::Utf16(c.take(n as usize)?),
+        },
+        Wire::NVarCharMax => {
+            let total = c.u64()?;
+            if total == PLP_NULL {
+                Value::Null
+            } else {
+                scratch.clear();
+                loop {
+                    let n = c.u32()?;
+                    if n == 0 {
+                        break;
+                    }
+                    scratch.extend_from_slice(c.take(n as usize)?);
+                }
+                Value::Utf16(scratch)
+            }
+        }
+    })
 }
 
 /// Moves past one ROW/NBCROW body; `None` when the bytes end first.
