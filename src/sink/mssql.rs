@@ -704,13 +704,25 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
     (!a.is_null(r)).then(|| std::borrow::Cow::Borrowed(a.value(r)))
 }
 
-/// Rows encoded per `send_encoded_rows` call: a few packets' worth, so little is buffered twice.
-const ENCODE_CHUNK_ROWS: usize = 512;
+/// Bytes handed to tiberius per `send_encoded_rows` call: a few packets' worth, so little of
+/// an encoded batch is buffered twice.
+const SEND_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Sends one batch with TDS bulk load. Rows are encoded by perfcopy's own encoder
 /// ([`crate::tds::encode`]) when the target's columns are the documented types, else by
-/// tiberius row by row ([`bulk_insert_token_rows`]).
+/// tiberius row by row (as [`bulk_insert_token_rows`] always does).
 pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    bulk_load(client, table, rows, options, true).await
+}
+
+/// Sends one batch with TDS bulk load the simplest correct way tiberius offers: one
+/// `TokenRow` of owned values per row (the fallback of [`bulk_insert`], and the baseline
+/// that `examples/tds_throughput.rs` compares against).
+pub async fn bulk_insert_token_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    bulk_load(client, table, rows, options, false).await
+}
+
+async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions, own_encoder: bool) -> std::result::Result<(), tiberius::error::Error> {
     let sorted;
     let rows = if options.order_hint {
         sorted = sort_for_order_hint(rows).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))?;
@@ -718,72 +730,46 @@ pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch
     } else {
         rows
     };
-    let names = bulk_column_names();
-    let hints = order_hints(options);
-    let mut req = client.bulk_insert_with_options(table, &names, bulk_flags(options), &hints).await?;
-    let layout = match crate::tds::encode::BulkLayout::for_columns(req.columns()) {
-        Ok(layout) => layout,
-        Err(why) => {
-            tracing::debug!("bulk load of {table} uses tiberius' row encoding: {why}");
-            return send_token_rows(req, rows).await;
-        }
-    };
-    // Encode everything before the first packet goes out: a value that does not fit fails
-    // the batch while nothing of the load is on the wire.
-    let mut buf = Vec::new();
-    let mut ends = Vec::new();
-    let mut at = 0;
-    while at < rows.num_rows() {
-        let end = (at + ENCODE_CHUNK_ROWS).min(rows.num_rows());
-        layout.encode(rows, at..end, &mut buf).map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
-        ends.push(buf.len());
-        at = end;
-    }
-    let mut start = 0;
-    for end in ends {
-        req.send_encoded_rows(&buf[start..end]).await?;
-        start = end;
-    }
-    req.finalize().await?;
-    Ok(())
-}
-
-/// Sends one batch with TDS bulk load the simplest correct way tiberius offers: one
-/// `TokenRow` of owned values per row (the fallback of [`bulk_insert`], and the baseline
-/// that `examples/tds_throughput.rs` compares against).
-pub async fn bulk_insert_token_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
-    let names = bulk_column_names();
-    let hints = order_hints(options);
-    let req = client.bulk_insert_with_options(table, &names, bulk_flags(options), &hints).await?;
-    send_token_rows(req, rows).await
-}
-
-async fn send_token_rows(mut req: tiberius::BulkLoadRequest<'_, tokio_util::compat::Compat<crate::mssql::SqlStream>>, rows: &RecordBatch) -> std::result::Result<(), tiberius::error::Error> {
-    for r in 0..rows.num_rows() {
-        req.send(token_row(rows, r)).await?;
-    }
-    req.finalize().await?;
-    Ok(())
-}
-
-fn bulk_column_names() -> Vec<&'static str> {
-    target_columns().iter().map(|c| c.name).collect()
-}
-
-fn bulk_flags(options: &BulkOptions) -> tiberius::SqlBulkCopyOptions {
+    let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
     let mut flags = tiberius::SqlBulkCopyOptions::empty();
     if options.tablock {
         flags |= SqlBulkCopyOption::TableLock;
     }
-    flags | SqlBulkCopyOption::KeepNulls
-}
-
-fn order_hints(options: &BulkOptions) -> Vec<(&'static str, tiberius::SortOrder)> {
-    if options.order_hint {
+    flags |= SqlBulkCopyOption::KeepNulls;
+    let hints: Vec<(&str, tiberius::SortOrder)> = if options.order_hint {
         vec![("ServerID", tiberius::SortOrder::Ascending), ("SnapshotUTC", tiberius::SortOrder::Ascending)]
     } else {
         Vec::new()
+    };
+    let mut req = client.bulk_insert_with_options(table, &names, flags, &hints).await?;
+    let layout = match crate::tds::encode::BulkLayout::for_columns(req.columns()) {
+        Ok(layout) if own_encoder => Some(layout),
+        Ok(_) => None,
+        Err(why) => {
+            tracing::debug!("bulk load of {table} uses tiberius' row encoding: {why}");
+            None
+        }
+    };
+    match layout {
+        Some(layout) => {
+            // Encode everything before the first packet goes out: a value that does not fit
+            // fails the batch while nothing of the load is on the wire.
+            let mut buf = Vec::new();
+            layout
+                .encode(rows, 0..rows.num_rows(), &mut buf)
+                .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
+            for chunk in buf.chunks(SEND_CHUNK_BYTES) {
+                req.send_encoded_rows(chunk).await?;
+            }
+        }
+        None => {
+            for r in 0..rows.num_rows() {
+                req.send(token_row(rows, r)).await?;
+            }
+        }
     }
+    req.finalize().await?;
+    Ok(())
 }
 
 /// Row `r` of a target batch as tiberius values.

@@ -97,9 +97,12 @@ where
     }
 
     /// perfcopy: appends ROW tokens the caller has already encoded for [`columns`], flushing
-    /// full packets. The bytes must be whole ROW tokens in exactly the TDS encoding of these
-    /// columns; nothing is checked here (a wrong encoding makes the server reject the load).
+    /// full packets. Everything sent before [`finalize`] must be whole ROW tokens in exactly
+    /// the TDS encoding of these columns (one call may end inside a row: the bytes are a
+    /// stream); nothing is checked here (a wrong encoding makes the server reject the load).
     /// Feed large buffers in pieces of a few packets, so that little is buffered here.
+    ///
+    /// [`finalize`]: #method.finalize
     ///
     /// [`columns`]: #method.columns
     pub async fn send_encoded_rows(&mut self, rows: &[u8]) -> crate::Result<()> {
