@@ -215,41 +215,31 @@ impl Col {
         })
     }
 
-    /// Appends one value; `Err` carries a description of a value that does not fit.
+    /// Appends one value read by tiberius; `Err` carries a description of a value that does
+    /// not fit. The pairs of column and value types are tiberius' own; the conversions are
+    /// [`Col::push_wire`]'s, shared with perfcopy's TDS decoder.
     fn push(&mut self, v: &ColumnData<'_>) -> std::result::Result<(), String> {
-        match (self, v) {
-            (Col::I64(b), ColumnData::I64(x)) => b.append_option(*x),
-            (Col::I64(b), ColumnData::I32(x)) => b.append_option(x.map(i64::from)),
-            (Col::I32(b), ColumnData::I32(x)) => b.append_option(*x),
-            (Col::I32(b), ColumnData::I16(x)) => b.append_option(x.map(i32::from)),
-            (Col::I32(b), ColumnData::U8(x)) => b.append_option(x.map(i32::from)),
-            (Col::I16(b), ColumnData::I16(x)) => b.append_option(*x),
-            (Col::U8(b), ColumnData::U8(x)) => b.append_option(*x),
-            (Col::Bool(b), ColumnData::Bit(x)) => b.append_option(*x),
-            (Col::Dec(b, _, s), ColumnData::Numeric(x)) => match x {
-                None => b.append_null(),
-                Some(n) => {
-                    let diff = *s as i32 - n.scale() as i32;
-                    let v = if diff >= 0 { n.value() * 10i128.pow(diff as u32) } else { n.value() / 10i128.pow((-diff) as u32) };
-                    b.append_value(v)
-                }
-            },
-            (Col::TsMs(b), ColumnData::DateTime2(x)) => match x {
-                None => b.append_null(),
-                Some(d) => b.append_value(datetime2_units_of(d, 3).ok_or("DATETIME2 value has sub-millisecond digits")?),
-            },
-            (Col::TsUs(b), ColumnData::DateTime2(x)) => match x {
-                None => b.append_null(),
-                Some(d) => b.append_value(datetime2_units_of(d, 6).ok_or("DATETIME2 value has sub-microsecond digits")?),
-            },
-            (Col::TsMs(b), ColumnData::DateTime(x)) => match x {
-                None => b.append_null(),
-                Some(d) => b.append_value(datetime_ms(d.days() as i64, d.seconds_fragments() as i64)),
-            },
-            (Col::Str(b), ColumnData::String(x)) => b.push_str(x.as_deref())?,
+        let int = |x: Option<i64>| x.map_or(Value::Null, Value::Int);
+        let wire = match (&mut *self, v) {
+            (Col::Str(b), ColumnData::String(x)) => return b.push_str(x.as_deref()),
+            (Col::I64(_), ColumnData::I64(x)) => int(*x),
+            (Col::I64(_), ColumnData::I32(x)) => int(x.map(i64::from)),
+            (Col::I32(_), ColumnData::I32(x)) => int(x.map(i64::from)),
+            (Col::I32(_), ColumnData::I16(x)) => int(x.map(i64::from)),
+            (Col::I32(_), ColumnData::U8(x)) => int(x.map(i64::from)),
+            (Col::I16(_), ColumnData::I16(x)) => int(x.map(i64::from)),
+            (Col::U8(_), ColumnData::U8(x)) => int(x.map(i64::from)),
+            (Col::Bool(_), ColumnData::Bit(x)) => x.map_or(Value::Null, Value::Bit),
+            (Col::Dec(..), ColumnData::Numeric(x)) => x.map_or(Value::Null, |n| Value::Decimal(n.value(), n.scale())),
+            (Col::TsMs(_) | Col::TsUs(_), ColumnData::DateTime2(x)) => x.map_or(Value::Null, |d| Value::DateTime2 {
+                days: d.date().days() as i64,
+                increments: d.time().increments() as i64,
+                scale: d.time().scale(),
+            }),
+            (Col::TsMs(_), ColumnData::DateTime(x)) => x.map_or(Value::Null, |d| Value::UnixMs(datetime_ms(d.days() as i64, d.seconds_fragments() as i64))),
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
-        }
-        Ok(())
+        };
+        self.push_wire(wire)
     }
 
     /// Whether values laid out as `wire` decode into this column's type.
@@ -449,11 +439,6 @@ impl RowSink for Builders {
             None => Err(format!("no column {}", col + 1)),
         }
     }
-}
-
-/// A DATETIME2 as units of 10^-`digits` s since the Unix epoch, when exact.
-fn datetime2_units_of(d: &tiberius::time::DateTime2, digits: u32) -> Option<i64> {
-    datetime2_units(d.date().days() as i64, d.time().increments() as i64, d.time().scale() as u32, digits)
 }
 
 impl Source for MssqlSource {
@@ -668,10 +653,14 @@ mod tests {
     #[test]
     fn tiberius_datetime2_to_unix_ms() {
         // 1970-01-01T00:00:01.234 as DATETIME2(7); the arithmetic is tested in crate::tds.
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false)]));
+        let mut b = Builders::new(&schema, 2).unwrap();
         let d7 = DateTime2::new(Date::new(719_162), Time::new(12_340_000, 7));
-        assert_eq!(datetime2_units_of(&d7, 3), Some(1_234));
+        assert!(b.cols[0].push(&ColumnData::DateTime2(Some(d7))).is_ok());
         let sub = DateTime2::new(Date::new(719_162), Time::new(12_340_001, 7));
-        assert_eq!(datetime2_units_of(&sub, 3), None);
+        assert!(b.cols[0].push(&ColumnData::DateTime2(Some(sub))).unwrap_err().contains("sub-millisecond"));
+        let t = b.finish(&schema).unwrap();
+        assert_eq!(t.column(0).as_primitive::<arrow::datatypes::TimestampMillisecondType>().values().to_vec(), vec![1_234]);
     }
 
     #[test]
