@@ -200,7 +200,8 @@ enum Col {
 }
 
 impl Col {
-    fn new(t: &DataType, cap: usize) -> Option<Col> {
+    /// A builder for `cap` values of type `t`; `text_bytes`: UTF-8 bytes to make room for (text).
+    fn new(t: &DataType, cap: usize, text_bytes: usize) -> Option<Col> {
         Some(match t {
             DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
             DataType::Int32 => Col::I32(Int32Builder::with_capacity(cap)),
@@ -210,7 +211,7 @@ impl Col {
             DataType::Decimal128(p, s) => Col::Dec(Decimal128Builder::with_capacity(cap), *p, *s),
             DataType::Timestamp(TimeUnit::Millisecond, _) => Col::TsMs(TimestampMillisecondBuilder::with_capacity(cap)),
             DataType::Timestamp(TimeUnit::Microsecond, _) => Col::TsUs(TimestampMicrosecondBuilder::with_capacity(cap)),
-            DataType::Utf8 => Col::Str(TextCol::with_capacity(cap, cap * 32)),
+            DataType::Utf8 => Col::Str(TextCol::with_capacity(cap, text_bytes)),
             _ => return None,
         })
     }
@@ -365,35 +366,52 @@ impl TextCol {
         self.offsets.len() - 1
     }
 
+    /// UTF-8 bytes held.
+    fn bytes(&self) -> usize {
+        self.values.len()
+    }
+
     fn finish(&mut self) -> Result<arrow::array::StringArray> {
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let values = std::mem::take(&mut self.values);
-        arrow::array::StringArray::try_new(
-            arrow::buffer::OffsetBuffer::new(offsets.into()),
-            arrow::buffer::Buffer::from_vec(values),
-            self.nulls.finish(),
-        )
-        .map_err(Error::arrow("TDS text to Arrow"))
+        let nulls = self.nulls.finish();
+        if nulls.as_ref().is_some_and(|n| n.len() != offsets.len() - 1) {
+            return Err(Error::Internal("TDS text column: nulls and values out of step".into()));
+        }
+        let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
+        debug_assert!(std::str::from_utf8(&values).is_ok());
+        // SAFETY: `values` is UTF-8 and every offset a character boundary: values are only
+        // appended whole, from `&str`s or by `utf16le_append` (which appends whole UTF-8
+        // characters, also when it fails); `OffsetBuffer::new` checked the offsets are
+        // non-negative and increasing, each was `values.len()` when pushed, and the nulls
+        // were checked to match. (`try_new` would validate all the text again.)
+        Ok(unsafe { arrow::array::StringArray::new_unchecked(offsets, arrow::buffer::Buffer::from_vec(values), nulls) })
     }
 }
 
-/// Arrow builders for rows of a TDS result, one per column of `schema`.
+/// Arrow builders for rows of a TDS result, one per column of `schema`. After each
+/// [`Builders::finish`] they start over sized like the rows just finished (text included), so
+/// pages of a read do not grow their buffers value by value.
 pub struct Builders {
     cols: Vec<Col>,
+    types: Vec<DataType>,
+    capacity: usize,
 }
 
 impl Builders {
-    /// Builders for `schema`'s columns (types perfcopy reads; others are an error).
+    /// Builders for `capacity` rows of `schema`'s columns (types perfcopy reads; others are an
+    /// error).
     pub fn new(schema: &SchemaRef, capacity: usize) -> Result<Builders> {
+        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
         let cols = schema
             .fields()
             .iter()
             .map(|f| {
-                Col::new(f.data_type(), capacity)
+                Col::new(f.data_type(), capacity, capacity * 32)
                     .ok_or_else(|| Error::Internal(format!("no TDS reader for column '{}' of type {}", f.name(), f.data_type())))
             })
             .collect::<Result<_>>()?;
-        Ok(Builders { cols })
+        Ok(Builders { cols, types, capacity })
     }
 
     /// Appends one row; `Err` names the column whose value does not fit.
@@ -414,9 +432,19 @@ impl Builders {
         self.len() == 0
     }
 
-    /// The pending rows as a batch of `schema`; the builders start over.
+    /// The pending rows as a batch of `schema`; the builders start over, with room for as
+    /// many rows (and as much text) as this batch had, at least the capacity they were made with.
     pub fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let arrays = self.cols.iter_mut().map(|c| c.finish()).collect::<Result<Vec<_>>>()?;
+        let rows = self.len().max(self.capacity);
+        let mut arrays = Vec::with_capacity(self.cols.len());
+        for (c, t) in self.cols.iter_mut().zip(&self.types) {
+            let text = match c {
+                Col::Str(b) => (b.bytes() / b.len().max(1)) * rows + rows,
+                _ => 0,
+            };
+            let fresh = Col::new(t, rows, text).ok_or_else(|| Error::Internal(format!("no TDS reader for type {t}")))?;
+            arrays.push(std::mem::replace(c, fresh).finish()?);
+        }
         RecordBatch::try_new(schema.clone(), arrays).map_err(Error::arrow("TDS rows to Arrow"))
     }
 }
@@ -512,6 +540,7 @@ impl Source for MssqlSource {
             columns: self.columns.clone(),
             projection: req.projection,
             fast: self.fast.clone(),
+            builders: None,
         }))
     }
 }
@@ -532,6 +561,7 @@ struct PageReader {
     projection: Projection,
     /// Decode replies with perfcopy's TDS decoder (until a result it does not read).
     fast: Arc<std::sync::atomic::AtomicBool>,
+    builders: Option<Builders>,
 }
 
 /// How a page read with perfcopy's decoder failed.
@@ -584,7 +614,12 @@ impl PageReader {
         let conn = &self.conn;
         let doing = "reading dbo.PerfSnapshotRun";
         let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: "PerfSnapshotRun".into(), message: m };
-        let mut cols = Builders::new(&self.page_schema, self.page_rows)?;
+        // One set of builders for the whole read (each finish leaves them sized for the next
+        // page); new ones if a failed page left rows behind.
+        let mut cols = match self.builders.take() {
+            Some(b) if b.is_empty() => b,
+            _ => Builders::new(&self.page_schema, self.page_rows)?,
+        };
         let mut fast_done = false;
         if self.fast.load(std::sync::atomic::Ordering::Relaxed) {
             match fill_raw(client, self.sql.as_str(), &params, &mut cols).await {
@@ -614,6 +649,7 @@ impl PageReader {
             return Ok(None);
         }
         let raw = cols.finish(&self.page_schema)?;
+        self.builders = Some(cols);
         let ids = raw.column(self.run_col).as_primitive::<arrow::datatypes::Int64Type>().clone();
         // Pages come in PerfSnapshotRunID order: the last row is the next page's key.
         self.last = ids.value(got - 1);
