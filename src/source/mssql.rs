@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    AsArray,
-    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Int16Builder, Int32Builder, Int64Builder,
-    TimestampMicrosecondBuilder, TimestampMillisecondBuilder, UInt8Builder,
+use arrow::array::{ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, PrimitiveArray};
+use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Decimal128Type, Field, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, UInt8Type,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use futures_util::TryStreamExt;
 use tiberius::ColumnData;
@@ -186,16 +186,74 @@ async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> 
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// One column being decoded from TDS rows into an Arrow builder.
+/// Validity of a column's values, one `bool` per value (appending is a store, not a bit
+/// update); a null buffer only when there was a null.
+struct Validity {
+    valid: Vec<bool>,
+    nulls: usize,
+}
+
+impl Validity {
+    fn with_capacity(rows: usize) -> Validity {
+        Validity { valid: Vec::with_capacity(rows), nulls: 0 }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, valid: bool) {
+        self.valid.push(valid);
+        self.nulls += usize::from(!valid);
+    }
+
+    fn finish(&mut self) -> Option<NullBuffer> {
+        let valid = std::mem::take(&mut self.valid);
+        let nulls = std::mem::take(&mut self.nulls);
+        (nulls > 0).then(|| NullBuffer::from(valid))
+    }
+}
+
+/// A primitive column's values as plain vectors (arrow's builders check and update a bitmap
+/// per value, which costs more than decoding most values).
+struct Prim<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    valid: Validity,
+}
+
+impl<T: ArrowPrimitiveType> Prim<T> {
+    fn with_capacity(rows: usize) -> Self {
+        Prim { values: Vec::with_capacity(rows), valid: Validity::with_capacity(rows) }
+    }
+
+    #[inline(always)]
+    fn append_value(&mut self, v: T::Native) {
+        self.values.push(v);
+        self.valid.push(true);
+    }
+
+    #[inline(always)]
+    fn append_null(&mut self) {
+        self.values.push(T::Native::default());
+        self.valid.push(false);
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        PrimitiveArray::new(ScalarBuffer::from(std::mem::take(&mut self.values)), self.valid.finish())
+    }
+}
+
+/// One column being decoded from TDS rows into Arrow.
 enum Col {
-    I64(Int64Builder),
-    I32(Int32Builder),
-    I16(Int16Builder),
-    U8(UInt8Builder),
+    I64(Prim<Int64Type>),
+    I32(Prim<Int32Type>),
+    I16(Prim<Int16Type>),
+    U8(Prim<UInt8Type>),
     Bool(BooleanBuilder),
-    Dec(Decimal128Builder, u8, i8),
-    TsMs(TimestampMillisecondBuilder),
-    TsUs(TimestampMicrosecondBuilder),
+    Dec(Prim<Decimal128Type>, u8, i8),
+    TsMs(Prim<TimestampMillisecondType>),
+    TsUs(Prim<TimestampMicrosecondType>),
     Str(TextCol),
 }
 
@@ -203,14 +261,14 @@ impl Col {
     /// A builder for `cap` values of type `t`; `text_bytes`: UTF-8 bytes to make room for (text).
     fn new(t: &DataType, cap: usize, text_bytes: usize) -> Option<Col> {
         Some(match t {
-            DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
-            DataType::Int32 => Col::I32(Int32Builder::with_capacity(cap)),
-            DataType::Int16 => Col::I16(Int16Builder::with_capacity(cap)),
-            DataType::UInt8 => Col::U8(UInt8Builder::with_capacity(cap)),
+            DataType::Int64 => Col::I64(Prim::with_capacity(cap)),
+            DataType::Int32 => Col::I32(Prim::with_capacity(cap)),
+            DataType::Int16 => Col::I16(Prim::with_capacity(cap)),
+            DataType::UInt8 => Col::U8(Prim::with_capacity(cap)),
             DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
-            DataType::Decimal128(p, s) => Col::Dec(Decimal128Builder::with_capacity(cap), *p, *s),
-            DataType::Timestamp(TimeUnit::Millisecond, _) => Col::TsMs(TimestampMillisecondBuilder::with_capacity(cap)),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => Col::TsUs(TimestampMicrosecondBuilder::with_capacity(cap)),
+            DataType::Decimal128(p, s) => Col::Dec(Prim::with_capacity(cap), *p, *s),
+            DataType::Timestamp(TimeUnit::Millisecond, None) => Col::TsMs(Prim::with_capacity(cap)),
+            DataType::Timestamp(TimeUnit::Microsecond, None) => Col::TsUs(Prim::with_capacity(cap)),
             DataType::Utf8 => Col::Str(TextCol::with_capacity(cap, text_bytes)),
             _ => return None,
         })
@@ -261,8 +319,9 @@ impl Col {
         }
     }
 
-    /// Appends one value decoded by perfcopy's TDS decoder.
-    #[inline]
+    /// Appends one value decoded by perfcopy's TDS decoder (inlined into the decoder's row
+    /// loop: a call per value costs more than most values).
+    #[inline(always)]
     fn push_wire(&mut self, v: Value<'_>) -> std::result::Result<(), String> {
         fn int<T: TryFrom<i64>>(x: i64) -> std::result::Result<T, String> {
             T::try_from(x).map_err(|_| format!("integer {x} out of range"))
@@ -284,7 +343,11 @@ impl Col {
             (Col::Bool(b), Value::Bit(x)) => b.append_value(x),
             (Col::Dec(b, _, s), Value::Decimal(x, scale)) => {
                 let diff = *s as i32 - scale as i32;
-                b.append_value(if diff >= 0 { x * 10i128.pow(diff as u32) } else { x / 10i128.pow((-diff) as u32) })
+                b.append_value(match diff {
+                    0 => x,
+                    1.. => x * 10i128.pow(diff as u32),
+                    _ => x / 10i128.pow((-diff) as u32),
+                })
             }
             (Col::TsMs(b), Value::DateTime2 { days, increments, scale }) => {
                 b.append_value(datetime2_units(days, increments, scale as u32, 3).ok_or("DATETIME2 value has sub-millisecond digits")?)
@@ -333,20 +396,21 @@ impl Col {
 struct TextCol {
     offsets: Vec<i32>,
     values: Vec<u8>,
-    nulls: arrow::array::NullBufferBuilder,
+    valid: Validity,
 }
 
 impl TextCol {
     fn with_capacity(rows: usize, bytes: usize) -> TextCol {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
-        TextCol { offsets, values: Vec::with_capacity(bytes), nulls: arrow::array::NullBufferBuilder::new(rows) }
+        TextCol { offsets, values: Vec::with_capacity(bytes), valid: Validity::with_capacity(rows) }
     }
 
+    #[inline(always)]
     fn end_value(&mut self, valid: bool) -> std::result::Result<(), String> {
         let end = i32::try_from(self.values.len()).map_err(|_| "more than 2 GiB of text in one batch".to_string())?;
         self.offsets.push(end);
-        self.nulls.append(valid);
+        self.valid.push(valid);
         Ok(())
     }
 
@@ -357,6 +421,7 @@ impl TextCol {
         self.end_value(s.is_some())
     }
 
+    #[inline(always)]
     fn push_utf16(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
         utf16le_append(raw, &mut self.values)?;
         self.end_value(true)
@@ -374,7 +439,7 @@ impl TextCol {
     fn finish(&mut self) -> Result<arrow::array::StringArray> {
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let values = std::mem::take(&mut self.values);
-        let nulls = self.nulls.finish();
+        let nulls = self.valid.finish();
         if nulls.as_ref().is_some_and(|n| n.len() != offsets.len() - 1) {
             return Err(Error::Internal("TDS text column: nulls and values out of step".into()));
         }
@@ -460,7 +525,7 @@ impl RowSink for Builders {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn value(&mut self, col: usize, v: Value<'_>) -> std::result::Result<(), String> {
         match self.cols.get_mut(col) {
             Some(c) => c.push_wire(v),

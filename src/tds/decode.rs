@@ -143,10 +143,20 @@ impl<'a> Cur<'a> {
     }
 }
 
-/// Little-endian unsigned integer of up to 16 bytes.
+/// Little-endian unsigned integer of up to 16 bytes (`None` if longer).
 #[inline]
-fn le_uint(s: &[u8]) -> u128 {
-    s.iter().rev().fold(0u128, |acc, &b| (acc << 8) | b as u128)
+fn le_uint(s: &[u8]) -> Option<u128> {
+    let mut b = [0u8; 16];
+    b.get_mut(..s.len())?.copy_from_slice(s);
+    Some(u128::from_le_bytes(b))
+}
+
+/// Little-endian unsigned integer of up to 8 bytes (`None` if longer).
+#[inline]
+fn le_u64(s: &[u8]) -> Option<u64> {
+    let mut b = [0u8; 8];
+    b.get_mut(..s.len())?.copy_from_slice(s);
+    Some(u64::from_le_bytes(b))
 }
 
 /// Little-endian signed integer of 1, 2, 4 or 8 bytes (TINYINT is unsigned).
@@ -411,7 +421,7 @@ impl ReplyDecoder {
 
 /// One value at the cursor (`None` when the bytes end first or a length is impossible); PLP
 /// text is gathered in `scratch`.
-#[inline]
+#[inline(always)]
 fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u8>) -> Option<Value<'x>> {
     Some(match wire {
         Wire::FixedInt(w) => Value::Int(le_int(c.take(w as usize)?)?),
@@ -428,7 +438,7 @@ fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u
             0 => Value::Null,
             n => {
                 let s = c.take(n as usize)?;
-                let mag = le_uint(s.get(1..)?) as i128;
+                let mag = le_uint(s.get(1..)?)? as i128;
                 Value::Decimal(if s[0] == 0 { -mag } else { mag }, scale)
             }
         },
@@ -440,7 +450,7 @@ fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u
                 if s.len() != tb + 3 {
                     return None;
                 }
-                Value::DateTime2 { days: le_uint(&s[tb..]) as i64, increments: le_uint(&s[..tb]) as i64, scale }
+                Value::DateTime2 { days: le_u64(&s[tb..])? as i64, increments: le_u64(&s[..tb])? as i64, scale }
             }
         },
         Wire::DateTime => Value::UnixMs(datetime_value(c.take(8)?)?),
@@ -598,31 +608,49 @@ fn narrow_ascii_sse2(src: &[u8], out: &mut Vec<u8>) -> bool {
     let start = out.len();
     let n = src.len() / 2;
     out.reserve(n);
-    let whole = n / 16 * 16;
     let spare = &mut out.spare_capacity_mut()[..n];
-    // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are available; every load
-    // reads 16 of the 32 bytes of a chunk of `src` and every store writes the 16 bytes of a
-    // chunk of `spare` (chunks_exact; unaligned access is what loadu/storeu are for).
-    let ascii = unsafe {
+    let (sp, dp) = (src.as_ptr(), spare.as_mut_ptr().cast::<u8>());
+    // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are available. `src` has
+    // 2n bytes and `dp` room for n: a load of units i..i+8 reads bytes 2i..2i+16 and is only
+    // done with i + 8 <= n; a store of 16 (8) narrowed units at i only with i + 16 <= n
+    // (i + 8 <= n). Unaligned access is what loadu/storeu are for. Together the stores (or the
+    // scalar loop, for n < 8) write every byte of dp[..n], so the length can be set.
+    unsafe {
+        let load = |i: usize| _mm_loadu_si128(sp.add(2 * i).cast());
         let mut acc = _mm_setzero_si128();
-        for (d, s) in spare.chunks_exact_mut(16).zip(src.chunks_exact(32)) {
-            let a = _mm_loadu_si128(s.as_ptr().cast());
-            let b = _mm_loadu_si128(s.as_ptr().add(16).cast());
-            acc = _mm_or_si128(acc, _mm_or_si128(a, b));
-            _mm_storeu_si128(d.as_mut_ptr().cast(), _mm_packus_epi16(a, b));
+        let mut high = 0u16;
+        if n >= 16 {
+            let mut block = |i: usize| {
+                let (a, b) = (load(i), load(i + 8));
+                _mm_storeu_si128(dp.add(i).cast(), _mm_packus_epi16(a, b));
+                acc = _mm_or_si128(acc, _mm_or_si128(a, b));
+            };
+            let mut i = 0;
+            while i + 16 <= n {
+                block(i);
+                i += 16;
+            }
+            if i < n {
+                // The tail as the last 16 units (overlapping the last whole block).
+                block(n - 16);
+            }
+        } else if n >= 8 {
+            // The first and the last 8 units (overlapping).
+            let (a, b) = (load(0), load(n - 8));
+            _mm_storel_epi64(dp.cast(), _mm_packus_epi16(a, a));
+            _mm_storel_epi64(dp.add(n - 8).cast(), _mm_packus_epi16(b, b));
+            acc = _mm_or_si128(a, b);
+        } else {
+            for i in 0..n {
+                let w = u16::from_le_bytes([*sp.add(2 * i), *sp.add(2 * i + 1)]);
+                high |= w;
+                *dp.add(i) = w as u8;
+            }
         }
+        out.set_len(start + n);
         let over = _mm_and_si128(acc, _mm_set1_epi16(0xFF80u16 as i16));
-        _mm_movemask_epi8(_mm_cmpeq_epi16(over, _mm_setzero_si128())) == 0xFFFF
-    };
-    let mut high = 0u16;
-    for (d, s) in spare[whole..].iter_mut().zip(src[2 * whole..].chunks_exact(2)) {
-        let w = u16::from_le_bytes([s[0], s[1]]);
-        high |= w;
-        d.write(w as u8);
+        _mm_movemask_epi8(_mm_cmpeq_epi16(over, _mm_setzero_si128())) == 0xFFFF && high & 0xFF80 == 0
     }
-    // SAFETY: the loops above wrote all `n` bytes after `start` (whole blocks, then the tail).
-    unsafe { out.set_len(start + n) };
-    ascii && high & 0xFF80 == 0
 }
 
 #[cfg(test)]

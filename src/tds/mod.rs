@@ -14,8 +14,12 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 /// A DATETIME2 (days since 0001-01-01, time in units of 10^-`scale` s) as units of
 /// 10^-`digits` s since the Unix epoch, when that is exact.
+#[inline]
 pub fn datetime2_units(days: i64, increments: i64, scale: u32, digits: u32) -> Option<i64> {
-    let frac = if scale >= digits {
+    let frac = if scale == digits {
+        // The common case (DATETIME2(3) read as milliseconds): no division.
+        increments
+    } else if scale > digits {
         let div = 10i64.checked_pow(scale - digits)?;
         if increments % div != 0 {
             return None;
