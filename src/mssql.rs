@@ -17,12 +17,14 @@ use crate::error::{Error, Result};
 /// A connected client.
 pub type SqlClient = Client<Compat<SqlStream>>;
 
-/// The TCP stream under tiberius, read through a large buffer: tiberius' packet reader asks for
-/// 8 KiB at a time, so without it a 32 KiB packet costs four receive system calls.
+/// The TCP stream under tiberius, with a read buffer for the small reads of login and TLS.
+/// Packet reads (64 KiB at a time, see `vendor/asynchronous-codec/PERFCOPY.md`) are as large
+/// as the buffer, so they bypass it and go straight from the socket into the packet reader's
+/// buffer.
 pub type SqlStream = tokio::io::BufReader<TcpStream>;
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER: usize = 256 * 1024;
+/// Bytes of the read buffer: the packet reader's read size.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A parsed connection string: tiberius' config plus what perfcopy shows and scrubs.
 #[derive(Clone)]

@@ -207,7 +207,8 @@ impl Validity {
     fn finish(&mut self) -> Option<NullBuffer> {
         let valid = std::mem::take(&mut self.valid);
         let nulls = std::mem::take(&mut self.nulls);
-        (nulls > 0).then(|| NullBuffer::from(valid))
+        // collect_bool packs 64 values per word (From<Vec<bool>> goes bit by bit).
+        (nulls > 0).then(|| NullBuffer::new(arrow::buffer::BooleanBuffer::collect_bool(valid.len(), |i| valid[i])))
     }
 }
 
@@ -345,8 +346,8 @@ impl Col {
                 let diff = *s as i32 - scale as i32;
                 b.append_value(match diff {
                     0 => x,
-                    1.. => x * 10i128.pow(diff as u32),
-                    _ => x / 10i128.pow((-diff) as u32),
+                    1.. => 10i128.checked_pow(diff as u32).and_then(|m| x.checked_mul(m)).ok_or("decimal value out of range")?,
+                    _ => x / 10i128.checked_pow((-diff) as u32).ok_or("decimal scale out of range")?,
                 })
             }
             (Col::TsMs(b), Value::DateTime2 { days, increments, scale }) => {
