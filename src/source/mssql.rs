@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, Projection, ReadRequest, Source};
-use crate::tds::decode::{utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
+use crate::tds::decode::{put_value, utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
 use crate::tds::{datetime2_units, datetime_ms};
 
 /// The source table (fixed: identifiers are never built from data).
@@ -245,6 +245,21 @@ impl<T: ArrowPrimitiveType> Prim<T> {
     }
 }
 
+/// The message for an integer wider than its column.
+#[cold]
+fn out_of_range(x: i64) -> String {
+    format!("integer {x} out of range")
+}
+
+/// The message for a value a column's type does not take.
+#[cold]
+fn unexpected(v: Value<'_>) -> String {
+    format!("unexpected TDS value {v:?}")
+}
+
+/// One column as a [`RowSink`] of column 0 (tiberius' values, through [`put_value`]).
+struct OneCol<'a>(&'a mut Col);
+
 /// One column being decoded from TDS rows into Arrow.
 enum Col {
     I64(Prim<Int64Type>),
@@ -276,8 +291,8 @@ impl Col {
     }
 
     /// Appends one value read by tiberius; `Err` carries a description of a value that does
-    /// not fit. The pairs of column and value types are tiberius' own; the conversions are
-    /// [`Col::push_wire`]'s, shared with perfcopy's TDS decoder.
+    /// not fit. The pairs of column and value types are tiberius' own; the conversions are the
+    /// typed appends', shared with perfcopy's TDS decoder.
     fn push(&mut self, v: &ColumnData<'_>) -> std::result::Result<(), String> {
         let int = |x: Option<i64>| x.map_or(Value::Null, Value::Int);
         let wire = match (&mut *self, v) {
@@ -299,7 +314,7 @@ impl Col {
             (Col::TsMs(_), ColumnData::DateTime(x)) => x.map_or(Value::Null, |d| Value::UnixMs(datetime_ms(d.days() as i64, d.seconds_fragments() as i64))),
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
         };
-        self.push_wire(wire)
+        put_value(&mut OneCol(self), 0, wire)
     }
 
     /// Whether values laid out as `wire` decode into this column's type.
@@ -320,47 +335,83 @@ impl Col {
         }
     }
 
-    /// Appends one value decoded by perfcopy's TDS decoder (inlined into the decoder's row
-    /// loop: a call per value costs more than most values).
+    /// Appends NULL. The typed appends below are what perfcopy's TDS decoder calls per value
+    /// (inlined into its row loop: a call per value costs more than most values); tiberius'
+    /// values reach them through [`put_value`].
     #[inline(always)]
-    fn push_wire(&mut self, v: Value<'_>) -> std::result::Result<(), String> {
-        fn int<T: TryFrom<i64>>(x: i64) -> std::result::Result<T, String> {
-            T::try_from(x).map_err(|_| format!("integer {x} out of range"))
-        }
-        match (self, v) {
-            (Col::I64(b), Value::Null) => b.append_null(),
-            (Col::I32(b), Value::Null) => b.append_null(),
-            (Col::I16(b), Value::Null) => b.append_null(),
-            (Col::U8(b), Value::Null) => b.append_null(),
-            (Col::Bool(b), Value::Null) => b.append_null(),
-            (Col::Dec(b, ..), Value::Null) => b.append_null(),
-            (Col::TsMs(b), Value::Null) => b.append_null(),
-            (Col::TsUs(b), Value::Null) => b.append_null(),
-            (Col::Str(b), Value::Null) => b.push_str(None)?,
-            (Col::I64(b), Value::Int(x)) => b.append_value(x),
-            (Col::I32(b), Value::Int(x)) => b.append_value(int(x)?),
-            (Col::I16(b), Value::Int(x)) => b.append_value(int(x)?),
-            (Col::U8(b), Value::Int(x)) => b.append_value(int(x)?),
-            (Col::Bool(b), Value::Bit(x)) => b.append_value(x),
-            (Col::Dec(b, _, s), Value::Decimal(x, scale)) => {
-                let diff = *s as i32 - scale as i32;
-                b.append_value(match diff {
-                    0 => x,
-                    1.. => 10i128.checked_pow(diff as u32).and_then(|m| x.checked_mul(m)).ok_or("decimal value out of range")?,
-                    _ => x / 10i128.checked_pow((-diff) as u32).ok_or("decimal scale out of range")?,
-                })
-            }
-            (Col::TsMs(b), Value::DateTime2 { days, increments, scale }) => {
-                b.append_value(datetime2_units(days, increments, scale as u32, 3).ok_or("DATETIME2 value has sub-millisecond digits")?)
-            }
-            (Col::TsUs(b), Value::DateTime2 { days, increments, scale }) => {
-                b.append_value(datetime2_units(days, increments, scale as u32, 6).ok_or("DATETIME2 value has sub-microsecond digits")?)
-            }
-            (Col::TsMs(b), Value::UnixMs(ms)) => b.append_value(ms),
-            (Col::Str(b), Value::Utf16(raw)) => b.push_utf16(raw)?,
-            (_, other) => return Err(format!("unexpected TDS value {other:?}")),
+    fn null(&mut self) -> std::result::Result<(), String> {
+        match self {
+            Col::I64(b) => b.append_null(),
+            Col::I32(b) => b.append_null(),
+            Col::I16(b) => b.append_null(),
+            Col::U8(b) => b.append_null(),
+            Col::Bool(b) => b.append_null(),
+            Col::Dec(b, ..) => b.append_null(),
+            Col::TsMs(b) => b.append_null(),
+            Col::TsUs(b) => b.append_null(),
+            Col::Str(b) => b.push_str(None)?,
         }
         Ok(())
+    }
+
+    #[inline(always)]
+    fn int(&mut self, x: i64) -> std::result::Result<(), String> {
+        #[inline(always)]
+        fn fit<T: TryFrom<i64>>(x: i64) -> std::result::Result<T, String> {
+            T::try_from(x).map_err(|_| out_of_range(x))
+        }
+        match self {
+            Col::I64(b) => b.append_value(x),
+            Col::I32(b) => b.append_value(fit(x)?),
+            Col::I16(b) => b.append_value(fit(x)?),
+            Col::U8(b) => b.append_value(fit(x)?),
+            _ => return Err(unexpected(Value::Int(x))),
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn bit(&mut self, x: bool) -> std::result::Result<(), String> {
+        let Col::Bool(b) = self else { return Err(unexpected(Value::Bit(x))) };
+        b.append_value(x);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn decimal(&mut self, x: i128, scale: u8) -> std::result::Result<(), String> {
+        let Col::Dec(b, _, s) = self else { return Err(unexpected(Value::Decimal(x, scale))) };
+        let diff = *s as i32 - scale as i32;
+        b.append_value(match diff {
+            0 => x,
+            1.. => 10i128.checked_pow(diff as u32).and_then(|m| x.checked_mul(m)).ok_or("decimal value out of range")?,
+            _ => x / 10i128.checked_pow((-diff) as u32).ok_or("decimal scale out of range")?,
+        });
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn datetime2(&mut self, days: i64, increments: i64, scale: u8) -> std::result::Result<(), String> {
+        match self {
+            Col::TsMs(b) => b.append_value(datetime2_units(days, increments, scale as u32, 3).ok_or("DATETIME2 value has sub-millisecond digits")?),
+            Col::TsUs(b) => b.append_value(datetime2_units(days, increments, scale as u32, 6).ok_or("DATETIME2 value has sub-microsecond digits")?),
+            _ => return Err(unexpected(Value::DateTime2 { days, increments, scale })),
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn unix_ms(&mut self, ms: i64) -> std::result::Result<(), String> {
+        let Col::TsMs(b) = self else { return Err(unexpected(Value::UnixMs(ms))) };
+        b.append_value(ms);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn utf16(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
+        match self {
+            Col::Str(b) => b.push_utf16(raw),
+            _ => Err(unexpected(Value::Utf16(raw))),
+        }
     }
 
     fn finish(&mut self) -> Result<ArrayRef> {
@@ -488,6 +539,11 @@ impl Builders {
         Ok(())
     }
 
+    #[inline(always)]
+    fn col(&mut self, col: usize) -> std::result::Result<&mut Col, String> {
+        self.cols.get_mut(col).ok_or_else(|| format!("no column {}", col + 1))
+    }
+
     /// Rows appended since the last finish.
     pub fn len(&self) -> usize {
         self.cols.first().map(|c| c.len()).unwrap_or(0)
@@ -527,11 +583,60 @@ impl RowSink for Builders {
     }
 
     #[inline(always)]
-    fn value(&mut self, col: usize, v: Value<'_>) -> std::result::Result<(), String> {
-        match self.cols.get_mut(col) {
-            Some(c) => c.push_wire(v),
-            None => Err(format!("no column {}", col + 1)),
-        }
+    fn null(&mut self, col: usize) -> std::result::Result<(), String> {
+        self.col(col)?.null()
+    }
+    #[inline(always)]
+    fn int(&mut self, col: usize, v: i64) -> std::result::Result<(), String> {
+        self.col(col)?.int(v)
+    }
+    #[inline(always)]
+    fn bit(&mut self, col: usize, v: bool) -> std::result::Result<(), String> {
+        self.col(col)?.bit(v)
+    }
+    #[inline(always)]
+    fn decimal(&mut self, col: usize, unscaled: i128, scale: u8) -> std::result::Result<(), String> {
+        self.col(col)?.decimal(unscaled, scale)
+    }
+    #[inline(always)]
+    fn datetime2(&mut self, col: usize, days: i64, increments: i64, scale: u8) -> std::result::Result<(), String> {
+        self.col(col)?.datetime2(days, increments, scale)
+    }
+    #[inline(always)]
+    fn unix_ms(&mut self, col: usize, ms: i64) -> std::result::Result<(), String> {
+        self.col(col)?.unix_ms(ms)
+    }
+    #[inline(always)]
+    fn utf16(&mut self, col: usize, raw: &[u8]) -> std::result::Result<(), String> {
+        self.col(col)?.utf16(raw)
+    }
+}
+
+/// The typed appends of one column, for [`put_value`].
+impl RowSink for OneCol<'_> {
+    fn columns(&mut self, _: &[WireColumn]) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn null(&mut self, _: usize) -> std::result::Result<(), String> {
+        self.0.null()
+    }
+    fn int(&mut self, _: usize, v: i64) -> std::result::Result<(), String> {
+        self.0.int(v)
+    }
+    fn bit(&mut self, _: usize, v: bool) -> std::result::Result<(), String> {
+        self.0.bit(v)
+    }
+    fn decimal(&mut self, _: usize, unscaled: i128, scale: u8) -> std::result::Result<(), String> {
+        self.0.decimal(unscaled, scale)
+    }
+    fn datetime2(&mut self, _: usize, days: i64, increments: i64, scale: u8) -> std::result::Result<(), String> {
+        self.0.datetime2(days, increments, scale)
+    }
+    fn unix_ms(&mut self, _: usize, ms: i64) -> std::result::Result<(), String> {
+        self.0.unix_ms(ms)
+    }
+    fn utf16(&mut self, _: usize, raw: &[u8]) -> std::result::Result<(), String> {
+        self.0.utf16(raw)
     }
 }
 
@@ -780,8 +885,9 @@ mod tests {
         let bad = [col("id", Wire::FixedInt(8)), col("n", Wire::IntN), col("s", Wire::IntN), col("t", Wire::DateTime2 { scale: 3 })];
         assert!(b.columns(&bad).unwrap_err().contains("'s'"));
         // INTN values are range-checked per column.
-        assert!(b.value(1, Value::Int(1 << 40)).unwrap_err().contains("out of range"));
-        assert!(b.value(3, Value::DateTime2 { days: 719_162, increments: 12_340_001, scale: 7 }).is_err());
+        assert!(b.int(1, 1 << 40).unwrap_err().contains("out of range"));
+        assert!(b.datetime2(3, 719_162, 12_340_001, 7).is_err());
+        assert!(b.bit(1, true).unwrap_err().contains("unexpected TDS value"));
     }
 
     #[test]

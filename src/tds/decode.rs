@@ -61,12 +61,39 @@ pub enum Value<'a> {
     Utf16(&'a [u8]),
 }
 
-/// Where decoded rows go.
+/// Where decoded rows go: one call per value, typed by how the value came on the wire (so a
+/// sink dispatches once per value, on its own column, instead of on a [`Value`] as well).
 pub trait RowSink {
     /// The result's columns, before any row; `Err` says why the sink cannot take them.
     fn columns(&mut self, columns: &[WireColumn]) -> Result<(), String>;
-    /// Value of column `col` of the current row (columns arrive in order, every row whole).
-    fn value(&mut self, col: usize, v: Value<'_>) -> Result<(), String>;
+    /// NULL in column `col` of the current row (columns arrive in order, every row whole).
+    fn null(&mut self, col: usize) -> Result<(), String>;
+    /// An integer (TINYINT, SMALLINT, INT, BIGINT).
+    fn int(&mut self, col: usize, v: i64) -> Result<(), String>;
+    /// A BIT.
+    fn bit(&mut self, col: usize, v: bool) -> Result<(), String>;
+    /// A DECIMAL/NUMERIC: unscaled value and its scale.
+    fn decimal(&mut self, col: usize, unscaled: i128, scale: u8) -> Result<(), String>;
+    /// A DATETIME2: days since 0001-01-01, time of day in units of 10^-scale s.
+    fn datetime2(&mut self, col: usize, days: i64, increments: i64, scale: u8) -> Result<(), String>;
+    /// A DATETIME or SMALLDATETIME as Unix milliseconds.
+    fn unix_ms(&mut self, col: usize, ms: i64) -> Result<(), String>;
+    /// NVARCHAR/NCHAR text as UTF-16LE bytes.
+    fn utf16(&mut self, col: usize, raw: &[u8]) -> Result<(), String>;
+}
+
+/// Hands `v` to the sink method of its kind (for values that arrive as [`Value`]s).
+#[inline]
+pub fn put_value<S: RowSink + ?Sized>(sink: &mut S, col: usize, v: Value<'_>) -> Result<(), String> {
+    match v {
+        Value::Null => sink.null(col),
+        Value::Int(x) => sink.int(col, x),
+        Value::Bit(x) => sink.bit(col, x),
+        Value::Decimal(x, scale) => sink.decimal(col, x, scale),
+        Value::DateTime2 { days, increments, scale } => sink.datetime2(col, days, increments, scale),
+        Value::UnixMs(ms) => sink.unix_ms(col, ms),
+        Value::Utf16(raw) => sink.utf16(col, raw),
+    }
 }
 
 /// Why a reply could not be decoded.
@@ -404,69 +431,66 @@ impl ReplyDecoder {
         let Some(bitmap) = bitmap else { return Ok(false) };
         for (i, col) in cols.iter().enumerate() {
             let is_null = nbc && bitmap[i / 8] & (1 << (i % 8)) != 0;
-            let v = if is_null {
-                Value::Null
-            } else {
-                match value(col.wire, c, &mut self.scratch) {
-                    Some(v) => v,
-                    None => return Err(DecodeError::Protocol(format!("row {} is longer than its columns allow (column {})", self.rows + 1, col.name))),
-                }
-            };
-            sink.value(i, v).map_err(|m| DecodeError::Value(format!("column {} ('{}'): {m}", i + 1, col.name)))?;
+            let put = if is_null { Some(sink.null(i)) } else { put(col.wire, c, &mut self.scratch, sink, i) };
+            match put {
+                Some(Ok(())) => {}
+                Some(Err(m)) => return Err(DecodeError::Value(format!("column {} ('{}'): {m}", i + 1, col.name))),
+                None => return Err(DecodeError::Protocol(format!("row {} is longer than its columns allow (column {})", self.rows + 1, col.name))),
+            }
         }
         self.rows += 1;
         Ok(true)
     }
 }
 
-/// One value at the cursor (`None` when the bytes end first or a length is impossible); PLP
-/// text is gathered in `scratch`.
+/// The value at the cursor handed to `sink` as column `i`: `None` when the bytes end first or a
+/// length is impossible, else the sink's answer. PLP text is gathered in `scratch`. Inlined so
+/// that each wire type's arm calls its sink method directly.
 #[inline(always)]
-fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u8>) -> Option<Value<'x>> {
+fn put<S: RowSink>(wire: Wire, c: &mut Cur<'_>, scratch: &mut Vec<u8>, sink: &mut S, i: usize) -> Option<Result<(), String>> {
     Some(match wire {
-        Wire::FixedInt(w) => Value::Int(le_int(c.take(w as usize)?)?),
+        Wire::FixedInt(w) => sink.int(i, le_int(c.take(w as usize)?)?),
         Wire::IntN => match c.u8()? {
-            0 => Value::Null,
-            n => Value::Int(le_int(c.take(n as usize)?)?),
+            0 => sink.null(i),
+            n => sink.int(i, le_int(c.take(n as usize)?)?),
         },
-        Wire::Bit => Value::Bit(c.u8()? != 0),
+        Wire::Bit => sink.bit(i, c.u8()? != 0),
         Wire::BitN => match c.u8()? {
-            0 => Value::Null,
-            n => Value::Bit(c.take(n as usize)?[0] != 0),
+            0 => sink.null(i),
+            n => sink.bit(i, c.take(n as usize)?[0] != 0),
         },
         Wire::Decimal { scale, .. } => match c.u8()? {
-            0 => Value::Null,
+            0 => sink.null(i),
             n => {
                 let s = c.take(n as usize)?;
-                let mag = le_uint(s.get(1..)?)? as i128;
-                Value::Decimal(if s[0] == 0 { -mag } else { mag }, scale)
+                let mag = i128::try_from(le_uint(s.get(1..)?)?).ok()?;
+                sink.decimal(i, if s[0] == 0 { -mag } else { mag }, scale)
             }
         },
         Wire::DateTime2 { scale } => match c.u8()? {
-            0 => Value::Null,
+            0 => sink.null(i),
             n => {
                 let s = c.take(n as usize)?;
                 let tb = time_bytes(scale);
                 if s.len() != tb + 3 {
                     return None;
                 }
-                Value::DateTime2 { days: le_u64(&s[tb..])? as i64, increments: le_u64(&s[..tb])? as i64, scale }
+                sink.datetime2(i, le_u64(&s[tb..])? as i64, le_u64(&s[..tb])? as i64, scale)
             }
         },
-        Wire::DateTime => Value::UnixMs(datetime_value(c.take(8)?)?),
-        Wire::SmallDateTime => Value::UnixMs(datetime_value(c.take(4)?)?),
+        Wire::DateTime => sink.unix_ms(i, datetime_value(c.take(8)?)?),
+        Wire::SmallDateTime => sink.unix_ms(i, datetime_value(c.take(4)?)?),
         Wire::DateTimeN => match c.u8()? {
-            0 => Value::Null,
-            n => Value::UnixMs(datetime_value(c.take(n as usize)?)?),
+            0 => sink.null(i),
+            n => sink.unix_ms(i, datetime_value(c.take(n as usize)?)?),
         },
         Wire::NVarChar { .. } => match c.u16()? {
-            0xFFFF => Value::Null,
-            n => Value::Utf16(c.take(n as usize)?),
+            0xFFFF => sink.null(i),
+            n => sink.utf16(i, c.take(n as usize)?),
         },
         Wire::NVarCharMax => {
-            let total = c.u64()?;
-            if total == PLP_NULL {
-                Value::Null
+            if c.u64()? == PLP_NULL {
+                sink.null(i)
             } else {
                 scratch.clear();
                 loop {
@@ -476,7 +500,7 @@ fn value<'x, 'a: 'x, 's: 'x>(wire: Wire, c: &mut Cur<'a>, scratch: &'s mut Vec<u
                     }
                     scratch.extend_from_slice(c.take(n as usize)?);
                 }
-                Value::Utf16(scratch)
+                sink.utf16(i, scratch)
             }
         }
     })
@@ -669,6 +693,30 @@ mod tests {
             self.cols = columns.to_vec();
             Ok(())
         }
+        fn null(&mut self, col: usize) -> Result<(), String> {
+            self.value(col, Value::Null)
+        }
+        fn int(&mut self, col: usize, v: i64) -> Result<(), String> {
+            self.value(col, Value::Int(v))
+        }
+        fn bit(&mut self, col: usize, v: bool) -> Result<(), String> {
+            self.value(col, Value::Bit(v))
+        }
+        fn decimal(&mut self, col: usize, unscaled: i128, scale: u8) -> Result<(), String> {
+            self.value(col, Value::Decimal(unscaled, scale))
+        }
+        fn datetime2(&mut self, col: usize, days: i64, increments: i64, scale: u8) -> Result<(), String> {
+            self.value(col, Value::DateTime2 { days, increments, scale })
+        }
+        fn unix_ms(&mut self, col: usize, ms: i64) -> Result<(), String> {
+            self.value(col, Value::UnixMs(ms))
+        }
+        fn utf16(&mut self, col: usize, raw: &[u8]) -> Result<(), String> {
+            self.value(col, Value::Utf16(raw))
+        }
+    }
+
+    impl Collect {
         fn value(&mut self, col: usize, v: Value<'_>) -> Result<(), String> {
             if col == 0 {
                 self.rows.push(Vec::new());
