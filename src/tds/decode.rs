@@ -570,7 +570,7 @@ pub fn utf16le_append(src: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     // ASCII (the common case: server names, versions, wait types) is the low byte of every
     // unit: narrowed optimistically, checked once at the end.
     let start = out.len();
-    if narrow_ascii(src, out) {
+    if super::ascii::narrow(src, out) {
         return Ok(());
     }
     out.truncate(start);
@@ -585,96 +585,6 @@ pub fn utf16le_append(src: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Appends the low byte of every UTF-16LE unit of `src` (even length) to `out`; whether every
-/// unit was ASCII (if not, what was appended is meaningless).
-#[inline]
-fn narrow_ascii(src: &[u8], out: &mut Vec<u8>) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return narrow_ascii_sse2(src, out);
-    #[cfg(not(target_arch = "x86_64"))]
-    return narrow_ascii_portable(src, out);
-}
-
-/// [`narrow_ascii`] without SIMD intrinsics: blocks of 16 units, which the compiler vectorises.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn narrow_ascii_portable(src: &[u8], out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    let n = src.len() / 2;
-    out.resize(start + n, 0);
-    let dst = &mut out[start..];
-    let mut high = 0u16;
-    let whole = n / 16 * 16;
-    for (d, s) in dst[..whole].chunks_exact_mut(16).zip(src.chunks_exact(32)) {
-        let mut w = [0u16; 16];
-        for (i, w) in w.iter_mut().enumerate() {
-            *w = u16::from_le_bytes([s[2 * i], s[2 * i + 1]]);
-        }
-        for (d, w) in d.iter_mut().zip(w) {
-            high |= w;
-            *d = w as u8;
-        }
-    }
-    for (d, s) in dst[whole..].iter_mut().zip(src[2 * whole..].chunks_exact(2)) {
-        let w = u16::from_le_bytes([s[0], s[1]]);
-        high |= w;
-        *d = w as u8;
-    }
-    high & 0xFF80 == 0
-}
-
-/// [`narrow_ascii`] with SSE2 (part of every x86_64 CPU): 16 units per step, narrowed with
-/// `packus` and written straight into `out`'s spare capacity (no zero-fill first).
-#[cfg(target_arch = "x86_64")]
-fn narrow_ascii_sse2(src: &[u8], out: &mut Vec<u8>) -> bool {
-    use std::arch::x86_64::*;
-    let start = out.len();
-    let n = src.len() / 2;
-    out.reserve(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    let (sp, dp) = (src.as_ptr(), spare.as_mut_ptr().cast::<u8>());
-    // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are available. `src` has
-    // 2n bytes and `dp` room for n: a load of units i..i+8 reads bytes 2i..2i+16 and is only
-    // done with i + 8 <= n; a store of 16 (8) narrowed units at i only with i + 16 <= n
-    // (i + 8 <= n). Unaligned access is what loadu/storeu are for. Together the stores (or the
-    // scalar loop, for n < 8) write every byte of dp[..n], so the length can be set.
-    unsafe {
-        let load = |i: usize| _mm_loadu_si128(sp.add(2 * i).cast());
-        let mut acc = _mm_setzero_si128();
-        let mut high = 0u16;
-        if n >= 16 {
-            let mut block = |i: usize| {
-                let (a, b) = (load(i), load(i + 8));
-                _mm_storeu_si128(dp.add(i).cast(), _mm_packus_epi16(a, b));
-                acc = _mm_or_si128(acc, _mm_or_si128(a, b));
-            };
-            let mut i = 0;
-            while i + 16 <= n {
-                block(i);
-                i += 16;
-            }
-            if i < n {
-                // The tail as the last 16 units (overlapping the last whole block).
-                block(n - 16);
-            }
-        } else if n >= 8 {
-            // The first and the last 8 units (overlapping).
-            let (a, b) = (load(0), load(n - 8));
-            _mm_storel_epi64(dp.cast(), _mm_packus_epi16(a, a));
-            _mm_storel_epi64(dp.add(n - 8).cast(), _mm_packus_epi16(b, b));
-            acc = _mm_or_si128(a, b);
-        } else {
-            for i in 0..n {
-                let w = u16::from_le_bytes([*sp.add(2 * i), *sp.add(2 * i + 1)]);
-                high |= w;
-                *dp.add(i) = w as u8;
-            }
-        }
-        out.set_len(start + n);
-        let over = _mm_and_si128(acc, _mm_set1_epi16(0xFF80u16 as i16));
-        _mm_movemask_epi8(_mm_cmpeq_epi16(over, _mm_setzero_si128())) == 0xFFFF && high & 0xFF80 == 0
-    }
 }
 
 #[cfg(test)]
@@ -891,25 +801,16 @@ mod tests {
         }
         let mut v = b"kept".to_vec();
         assert!(utf16le_append(&[0x41, 0, 0x00, 0xD8], &mut v).is_err());
-        // Both narrowings against the standard library, on ASCII of every length around the
-        // 16-unit blocks, with one non-ASCII unit (in a block or in the tail) or none.
+        // The ASCII fast path and the general path agree at every length around the blocks.
         let ascii: String = (0..70u8).map(|i| (b' ' + i % 90) as char).collect();
         for len in 0..ascii.len() {
-            for odd in [None, Some('é'), Some('\u{7F}'), Some('\u{80}'), Some('\u{100}'), Some('\u{FF7F}')] {
+            for odd in [None, Some('é'), Some('\u{80}'), Some('\u{FF7F}'), Some('😀')] {
                 let mut text = ascii[..len].to_string();
                 if let Some(c) = odd {
                     text.insert(len / 2, c);
                 }
-                let units = utf16(&text);
-                let (mut a, mut b) = (b"pre".to_vec(), b"pre".to_vec());
-                let expect = text.is_ascii();
-                assert_eq!(narrow_ascii(&units, &mut a), expect, "{text:?}");
-                assert_eq!(narrow_ascii_portable(&units, &mut b), expect, "{text:?}");
-                if expect {
-                    assert_eq!((&a[3..], &b[3..]), (text.as_bytes(), text.as_bytes()));
-                }
                 let mut v = b"pre".to_vec();
-                utf16le_append(&units, &mut v).unwrap();
+                utf16le_append(&utf16(&text), &mut v).unwrap();
                 assert_eq!(v, format!("pre{text}").into_bytes());
             }
         }

@@ -4,6 +4,7 @@
 //! ([`encode`]). Both follow MS-TDS 2.2.5 (data types) and 2.2.7 (tokens); tiberius still
 //! does everything else (login, TLS, packets, RPC requests, bulk-load metadata).
 
+mod ascii;
 pub mod decode;
 pub mod encode;
 
