@@ -136,10 +136,11 @@ impl BulkLayout {
                         if a.is_null(r) {
                             buf.push(0);
                         } else {
+                            // Length 7, the time (4 bytes) and the date (the low 3 of 4 bytes),
+                            // in one append.
                             let (days, in_day) = unix_ms_to_datetime2(a.value(r));
-                            buf.push(7);
-                            buf.extend_from_slice(&(in_day as u32).to_le_bytes());
-                            buf.extend_from_slice(&(days as u32).to_le_bytes()[..3]);
+                            let (t, d) = ((in_day as u32).to_le_bytes(), (days as u32).to_le_bytes());
+                            buf.extend_from_slice(&[7, t[0], t[1], t[2], t[3], d[0], d[1], d[2]]);
                         }
                         true
                     }
@@ -151,8 +152,8 @@ impl BulkLayout {
                         if a.is_null(r) {
                             buf.push(0);
                         } else {
-                            buf.push(4);
-                            buf.extend_from_slice(&a.value(r).to_le_bytes());
+                            let v = a.value(r).to_le_bytes();
+                            buf.extend_from_slice(&[4, v[0], v[1], v[2], v[3]]);
                         }
                         true
                     }
@@ -207,9 +208,11 @@ fn put_decimal(buf: &mut Vec<u8>, v: i128, bytes: usize) -> bool {
     if mag[bytes..].iter().any(|&b| b != 0) {
         return false;
     }
-    buf.push(1 + bytes as u8);
-    buf.push(u8::from(v >= 0));
-    buf.extend_from_slice(&mag[..bytes]);
+    let mut out = [0u8; 18];
+    out[0] = 1 + bytes as u8;
+    out[1] = u8::from(v >= 0);
+    out[2..2 + bytes].copy_from_slice(&mag[..bytes]);
+    buf.extend_from_slice(&out[..2 + bytes]);
     true
 }
 
