@@ -81,6 +81,7 @@ mod sse2 {
         }
     }
 
+    #[inline]
     pub(crate) fn narrow(src: &[u8], out: &mut Vec<u8>) -> bool {
         let start = out.len();
         let n = src.len() / 2;
@@ -119,6 +120,7 @@ mod sse2 {
         ascii_units(acc) && high & 0xFF80 == 0
     }
 
+    #[inline]
     pub(crate) fn widen(s: &[u8], out: &mut Vec<u8>) -> bool {
         let start = out.len();
         let n = s.len();
