@@ -4,7 +4,8 @@
 //! with the same rules as Parquet sources, and rows are streamed in `PerfSnapshotRunID` order
 //! with keyset paging (`WHERE PerfSnapshotRunID > @last ORDER BY PerfSnapshotRunID`), one page
 //! per batch, so a read holds no long locks and can resume anywhere. Values go straight from
-//! TDS column data into Arrow builders of the exact types (no strings in between).
+//! the TDS bytes (perfcopy's decoder, or tiberius' rows for column types it does not read) into
+//! column vectors of the exact Arrow types (no strings in between).
 
 use std::sync::Arc;
 
