@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, Projection, ReadRequest, Source};
-use crate::tds::decode::{put_value, utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
+use crate::tds::decode::{utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
 use crate::tds::{datetime2_units, datetime_ms};
 
 /// The source table (fixed: identifiers are never built from data).
@@ -258,9 +258,6 @@ fn unexpected(v: Value<'_>) -> String {
     format!("unexpected TDS value {v:?}")
 }
 
-/// One column as a [`RowSink`] of column 0 (tiberius' values, through [`put_value`]).
-struct OneCol<'a>(&'a mut Col);
-
 /// One column being decoded from TDS rows into Arrow.
 enum Col {
     I64(Prim<Int64Type>),
@@ -315,7 +312,21 @@ impl Col {
             (Col::TsMs(_), ColumnData::DateTime(x)) => x.map_or(Value::Null, |d| Value::UnixMs(datetime_ms(d.days() as i64, d.seconds_fragments() as i64))),
             (_, other) => return Err(format!("unexpected TDS value {other:?}")),
         };
-        put_value(&mut OneCol(self), 0, wire)
+        self.put(wire)
+    }
+
+    /// Appends a value that arrives as a [`Value`] (tiberius' values, mapped above) through the
+    /// typed append of its kind.
+    fn put(&mut self, v: Value<'_>) -> std::result::Result<(), String> {
+        match v {
+            Value::Null => self.null(),
+            Value::Int(x) => self.int(x),
+            Value::Bit(x) => self.bit(x),
+            Value::Decimal(x, scale) => self.decimal(x, scale),
+            Value::DateTime2 { days, increments, scale } => self.datetime2(days, increments, scale),
+            Value::UnixMs(ms) => self.unix_ms(ms),
+            Value::Utf16(raw) => self.utf16(raw),
+        }
     }
 
     /// Whether values laid out as `wire` decode into this column's type.
@@ -338,7 +349,7 @@ impl Col {
 
     /// Appends NULL. The typed appends below are what perfcopy's TDS decoder calls per value
     /// (inlined into its row loop: a call per value costs more than most values); tiberius'
-    /// values reach them through [`put_value`].
+    /// values reach them through [`Col::put`].
     #[inline(always)]
     fn null(&mut self) -> std::result::Result<(), String> {
         match self {
@@ -512,7 +523,6 @@ impl TextCol {
 /// pages of a read do not grow their buffers value by value.
 pub struct Builders {
     cols: Vec<Col>,
-    types: Vec<DataType>,
     capacity: usize,
 }
 
@@ -520,7 +530,6 @@ impl Builders {
     /// Builders for `capacity` rows of `schema`'s columns (types perfcopy reads; others are an
     /// error).
     pub fn new(schema: &SchemaRef, capacity: usize) -> Result<Builders> {
-        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
         let cols = schema
             .fields()
             .iter()
@@ -529,7 +538,7 @@ impl Builders {
                     .ok_or_else(|| Error::Internal(format!("no TDS reader for column '{}' of type {}", f.name(), f.data_type())))
             })
             .collect::<Result<_>>()?;
-        Ok(Builders { cols, types, capacity })
+        Ok(Builders { cols, capacity })
     }
 
     /// Appends one row; `Err` names the column whose value does not fit.
@@ -555,12 +564,14 @@ impl Builders {
         self.len() == 0
     }
 
-    /// The pending rows as a batch of `schema`; the builders start over, with room for as
-    /// many rows (and as much text) as this batch had, at least the capacity they were made with.
+    /// The pending rows as a batch of `schema` (the one the builders were made for); the
+    /// builders start over, with room for as many rows (and as much text) as this batch had, at
+    /// least the capacity they were made with.
     pub fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let rows = self.len().max(self.capacity);
         let mut arrays = Vec::with_capacity(self.cols.len());
-        for (c, t) in self.cols.iter_mut().zip(&self.types) {
+        for (c, f) in self.cols.iter_mut().zip(schema.fields()) {
+            let t = f.data_type();
             let text = match c {
                 Col::Str(b) => (b.bytes() / b.len().max(1)) * rows + rows,
                 _ => 0,
@@ -610,34 +621,6 @@ impl RowSink for Builders {
     #[inline(always)]
     fn utf16(&mut self, col: usize, raw: &[u8]) -> std::result::Result<(), String> {
         self.col(col)?.utf16(raw)
-    }
-}
-
-/// The typed appends of one column, for [`put_value`].
-impl RowSink for OneCol<'_> {
-    fn columns(&mut self, _: &[WireColumn]) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    fn null(&mut self, _: usize) -> std::result::Result<(), String> {
-        self.0.null()
-    }
-    fn int(&mut self, _: usize, v: i64) -> std::result::Result<(), String> {
-        self.0.int(v)
-    }
-    fn bit(&mut self, _: usize, v: bool) -> std::result::Result<(), String> {
-        self.0.bit(v)
-    }
-    fn decimal(&mut self, _: usize, unscaled: i128, scale: u8) -> std::result::Result<(), String> {
-        self.0.decimal(unscaled, scale)
-    }
-    fn datetime2(&mut self, _: usize, days: i64, increments: i64, scale: u8) -> std::result::Result<(), String> {
-        self.0.datetime2(days, increments, scale)
-    }
-    fn unix_ms(&mut self, _: usize, ms: i64) -> std::result::Result<(), String> {
-        self.0.unix_ms(ms)
-    }
-    fn utf16(&mut self, _: usize, raw: &[u8]) -> std::result::Result<(), String> {
-        self.0.utf16(raw)
     }
 }
 

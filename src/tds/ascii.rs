@@ -88,10 +88,11 @@ mod sse2 {
         out.reserve(n);
         let (sp, dp) = (src.as_ptr(), out.spare_capacity_mut()[..n].as_mut_ptr().cast::<u8>());
         let mut high = 0u16;
-        // SAFETY: SSE2 is part of the x86_64 baseline. `src` has 2n bytes and `dp` room for n. `cover` calls block(i) only with
-        // i + 16 <= n (reads bytes 2i..2i+32, writes i..i+16) and half(i) only with i + 8 <= n
-        // (reads 2i..2i+16, writes i..i+8); unaligned access is what loadu/storeu are for.
-        // Those writes, or the scalar loop when n < 8, cover dp[..n], so the length can be set.
+        // SAFETY: SSE2 is part of the x86_64 baseline. `src` has 2n bytes and `dp` room for n.
+        // `cover` calls block(i) only with i + 16 <= n (reads bytes 2i..2i+32, writes i..i+16)
+        // and half(i) only with i + 8 <= n (reads 2i..2i+16, writes i..i+8); unaligned access
+        // is what loadu/storeu are for. Those writes, or the scalar loop when n < 8, cover
+        // dp[..n], so the length can be set.
         let acc = unsafe {
             let load = |i: usize| _mm_loadu_si128(sp.add(2 * i).cast());
             let acc = cover(

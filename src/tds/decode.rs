@@ -82,20 +82,6 @@ pub trait RowSink {
     fn utf16(&mut self, col: usize, raw: &[u8]) -> Result<(), String>;
 }
 
-/// Hands `v` to the sink method of its kind (for values that arrive as [`Value`]s).
-#[inline]
-pub fn put_value<S: RowSink + ?Sized>(sink: &mut S, col: usize, v: Value<'_>) -> Result<(), String> {
-    match v {
-        Value::Null => sink.null(col),
-        Value::Int(x) => sink.int(col, x),
-        Value::Bit(x) => sink.bit(col, x),
-        Value::Decimal(x, scale) => sink.decimal(col, x, scale),
-        Value::DateTime2 { days, increments, scale } => sink.datetime2(col, days, increments, scale),
-        Value::UnixMs(ms) => sink.unix_ms(col, ms),
-        Value::Utf16(raw) => sink.utf16(col, raw),
-    }
-}
-
 /// Why a reply could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
