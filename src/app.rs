@@ -118,6 +118,9 @@ fn print_copy_report(r: &CopyReport) {
         "{:<44} {:>11} {:>9} {:>10} {:>9} {:>11}",
         "total", t.rows_read, t.rows_filtered, t.duplicates_dropped, t.conflicts, t.rows_written
     );
+    for s in &r.sources {
+        eprintln!("{}: {}", short(&s.source, 44), s.watermark.describe());
+    }
     if t.already_in_target > 0 {
         eprintln!("{} of the duplicates were already in the target", t.already_in_target);
     }

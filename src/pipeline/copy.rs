@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::pipeline::progress::Progress;
 use crate::pipeline::Cancel;
 use crate::schema::{key, src, tgt};
-use crate::sink::{SourceMeta, Target, Watermark, WriteUnit};
+use crate::pipeline::watermark::{self, WatermarkReport, WatermarkStatus};
+use crate::sink::{FinalMark, SourceMeta, Target, Watermark, WriteUnit};
 use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::dedupe::{day_of, day_ranges, row_hashes, Day, OverlapPlanner, Verdict, Winners, TARGET_RANK};
@@ -86,6 +87,8 @@ pub struct SourceReport {
     pub counts: RowCounts,
     /// The watermark (PerfSnapshotRunID) rows were read after, when one was used.
     pub resumed_after_run_id: Option<i64>,
+    /// Whether a watermark was used, and why not.
+    pub watermark: WatermarkReport,
     /// Rows per server name in the window, with their SnapshotUTC range.
     pub servers: Vec<NameReport>,
 }
@@ -308,28 +311,19 @@ pub fn run_copy(
         None => registry,
     };
 
-    // Watermarks are only trusted when the row they point at is still the same row.
-    let mut watermarks: Vec<Option<Watermark>> = Vec::with_capacity(sources.len());
-    for s in sources {
-        watermarks.push(if opts.rescan { None } else { target.watermark(s.as_ref())? });
+    // A watermark is used only when it is shown to belong to the source as it is now.
+    let checks = for_each_source(sources, opts.readers, cancel, |_, source| watermark::check(source, target, &map, opts.rescan))?;
+    for (s, c) in sources.iter().zip(&checks) {
+        if c.status == WatermarkStatus::SetAside {
+            progress.message(&format!("{}: {}", s.label(), c.describe()));
+        }
     }
 
     // Pass 1: keys.
     let names = Mutex::new(Names::default());
     let bar = progress.phase("scan keys", None);
     let scans = for_each_source(sources, opts.readers, cancel, |rank, source| {
-        let wm = watermarks[rank].as_ref();
-        match scan_keys(source, rank as u32 + 1, wm, opts, &names, &bar, cancel)? {
-            Some(scan) => Ok(scan),
-            None => {
-                progress.message(&format!(
-                    "{}: its data changed since the last copy (watermark row differs); reading it all",
-                    source.label()
-                ));
-                scan_keys(source, rank as u32 + 1, None, opts, &names, &bar, cancel)?
-                    .ok_or_else(|| Error::Internal("scan without watermark".into()))
-            }
-        }
+        scan_keys(source, rank as u32 + 1, checks[rank].after(), opts, &names, &bar, cancel)
     })?;
     bar.finish();
     let names = names.into_inner().map_err(|_| Error::Internal("name table poisoned".into()))?;
@@ -414,11 +408,12 @@ pub fn run_copy(
             };
             SourceMeta {
                 identity: s.identity().to_string(),
+                facts: s.facts().cloned(),
                 server_id: server_id.unwrap_or(0),
                 server_name,
                 database: s.database_name(),
                 watermarks: opts.window.is_unbounded() && server_id.is_some(),
-                split: sources.iter().filter(|o| o.identity() == s.identity()).count() > 1,
+                split: sources.iter().filter(|o| o.group() == s.group()).count() > 1,
             }
         })
         .collect();
@@ -432,6 +427,7 @@ pub fn run_copy(
         sr.counts.rows_read = scan.rows_read;
         sr.counts.rows_filtered = scan.rows_filtered;
         sr.resumed_after_run_id = scan.watermark;
+        sr.watermark = checks[rank].clone();
         for (&g, st) in &scan.names {
             let id = to_id(g);
             sr.servers.push(NameReport {
@@ -466,24 +462,17 @@ fn describe(added: &[(String, i32)]) -> String {
     added.iter().map(|(n, id)| format!("'{n}' = {id}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Pass 1 for one source. Returns `None` when the watermark does not match the source's data.
+/// Pass 1 for one source: the keys of its rows after `after`.
 fn scan_keys(
     source: &dyn Source,
     rank: u32,
-    wm: Option<&Watermark>,
+    after: Option<i64>,
     opts: &CopyOptions,
     names: &Mutex<Names>,
     bar: &crate::pipeline::progress::Bar,
     cancel: &Cancel,
-) -> Result<Option<KeyScan>> {
-    let after = wm.map(|w| w.last_run_id);
-    let req = ReadRequest {
-        projection: Projection::Keys,
-        batch_rows: opts.batch_rows,
-        // Read from the watermark row itself, to check it is still the same row.
-        after_run_id: after.map(|a| a.saturating_sub(1)),
-        time_ranges: None,
-    };
+) -> Result<KeyScan> {
+    let req = ReadRequest { projection: Projection::Keys, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: None };
     let mut scan = KeyScan {
         planner: OverlapPlanner::new(),
         names: BTreeMap::new(),
@@ -491,8 +480,6 @@ fn scan_keys(
         rows_filtered: 0,
         watermark: after,
     };
-    // A watermark without a SnapshotUTC (a SQL Server ledger) is trusted as it is.
-    let mut wm_row_ok = wm.is_none_or(|w| w.last_snapshot_ms.is_none());
     let mut groups: Vec<i32> = Vec::new();
     let mut ts_kept: Vec<i64> = Vec::new();
     for batch in source.read(&req)? {
@@ -506,13 +493,8 @@ fn scan_keys(
         let mut last: Option<(&str, i32)> = None;
         for row in 0..batch.num_rows() {
             let (id, t) = (ids.value(row), ts.value(row));
-            if let Some(w) = wm {
-                if id == w.last_run_id {
-                    wm_row_ok = w.last_snapshot_ms.is_none_or(|m| m == t);
-                }
-                if id <= w.last_run_id {
-                    continue;
-                }
+            if after.is_some_and(|a| id <= a) {
+                continue;
             }
             scan.rows_read += 1;
             if !opts.window.contains(t) {
@@ -538,7 +520,7 @@ fn scan_keys(
         scan.planner.observe(rank, &groups, &ts_kept);
         bar.inc(batch.num_rows() as u64);
     }
-    Ok(wm_row_ok.then_some(scan))
+    Ok(scan)
 }
 
 /// Pass 2: reads the rows of hot days from sources and target and picks each key's survivor.
@@ -731,6 +713,10 @@ fn copy_pass(
             let mut rep = SourceReport::default();
             let req = ReadRequest { projection: Projection::Full, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: None };
             let mut top: Option<(i64, i64)> = None;
+            // Set once a row of this source is dropped for another source's survivor: from then
+            // on no unit may move the source's watermark (that survivor may commit later, on
+            // another writer); the final one is recorded at commit.
+            let mut frozen = false;
             let mut batches = source.read(&req)?;
             loop {
                 let reading = Instant::now();
@@ -761,8 +747,9 @@ fn copy_pass(
                     for (&r, h) in hot_rows.iter().zip(hashes) {
                         match w.decide(ids.value(r), ts.value(r), rank as u32 + 1, run.value(r), h) {
                             Verdict::Keep => {}
-                            Verdict::Drop { in_target, conflict } => {
+                            Verdict::Drop { in_target, other_source, conflict } => {
                                 keep[r] = false;
+                                frozen |= other_source;
                                 rep.counts.duplicates_dropped += 1;
                                 rep.counts.already_in_target += in_target as u64;
                                 rep.counts.conflicts += conflict as u64;
@@ -776,7 +763,8 @@ fn copy_pass(
                 // A source's batches all go to one writer, in order, so a target that commits
                 // per batch can advance the source's watermark batch by batch.
                 let tx = &senders_ref[rank % senders_ref.len()];
-                let msg = WriterMsg { source: rank, rows: out, last_run_id: top.map(|t| t.0), last_snapshot_ms: top.map(|t| t.1) };
+                let mark = if frozen { None } else { top };
+                let msg = WriterMsg { source: rank, rows: out, last_run_id: mark.map(|t| t.0), last_snapshot_ms: mark.map(|t| t.1) };
                 Timers::add(&timers.transform, transforming);
                 let sending = Instant::now();
                 if tx.send(msg).is_err() {
@@ -835,27 +823,32 @@ fn copy_pass(
             return Err(Error::Cancelled);
         }
         let tops = max_run.into_inner().map_err(|_| Error::Internal("poisoned".into()))?;
-        let marks = if opts.window.is_unbounded() {
-            // Parts of one split source share an identity: the highest of their tops counts.
-            let mut by_identity: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-            for (s, top) in sources.iter().zip(tops) {
-                if let Some(t) = top {
-                    let e = by_identity.entry(s.identity()).or_insert(t);
-                    if t.0 > e.0 {
-                        *e = t;
-                    }
-                }
-            }
-            by_identity
-                .into_iter()
-                .map(|(id, (run, ts))| Watermark { source: id.to_string(), last_run_id: run, last_snapshot_ms: Some(ts) })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let marks = if opts.window.is_unbounded() { final_marks(sources, &tops, &reports) } else { Vec::new() };
         load.commit(marks)?;
     }
     Ok(CopyOutcome { sources: reports, written, stages: timers.report() })
+}
+
+/// The watermark of each `--from` after a whole copy: the highest row read of its parts,
+/// with the rows they wrote.
+fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports: &[SourceReport]) -> Vec<FinalMark> {
+    let mut by_group: BTreeMap<&str, FinalMark> = BTreeMap::new();
+    for (rank, s) in sources.iter().enumerate() {
+        let m = by_group.entry(s.group()).or_insert_with(|| FinalMark {
+            sources: Vec::new(),
+            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned() },
+            rows_written: 0,
+        });
+        m.sources.push(rank);
+        m.rows_written += reports.get(rank).map_or(0, |r| r.counts.rows_written);
+        if let Some((run, ts)) = tops.get(rank).copied().flatten() {
+            if run > m.watermark.last_run_id {
+                m.watermark.last_run_id = run;
+                m.watermark.last_snapshot_ms = Some(ts);
+            }
+        }
+    }
+    by_group.into_values().filter(|m| m.watermark.last_snapshot_ms.is_some()).collect()
 }
 
 /// Splits a target batch into one batch per ServerID (most batches hold one server only).

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod copy;
 pub mod progress;
 pub mod verify;
+pub mod watermark;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -11,23 +11,52 @@ pub mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::source::BatchIter;
+use crate::source::{BatchIter, SourceFacts};
 use crate::transform::remap::ServerIdMap;
 
 /// How far a source has been copied into a target: every row of the source with
-/// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it).
+/// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it). A
+/// watermark is only a claim: [`crate::pipeline::watermark`] checks it against the source and
+/// the target before it is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
+    /// [`crate::source::Source::identity`].
     pub source: String,
     pub last_run_id: i64,
-    /// SnapshotUTC (ms) of the row with `last_run_id`, to recognise a source that was replaced
-    /// by different data under the same name (the watermark is then ignored). Targets that do
-    /// not record it (DBAToolsSyncLog) trust the watermark, as the toolkit's procedure does.
+    /// SnapshotUTC (ms) of the row with `last_run_id`. `None` only in stage files written by
+    /// perfcopy before it recorded it: such a watermark is never used.
     pub last_snapshot_ms: Option<i64>,
+    /// What the source's server reported about it when the watermark was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<SourceFacts>,
+}
+
+/// What a target has recorded for a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Nothing: the source was never copied here (under this identity).
+    Nothing,
+    /// A watermark, still to be checked.
+    Mark(Watermark),
+    /// Something the target cannot vouch for (e.g. the ledger row it belongs to was changed
+    /// or deleted); the source is read whole.
+    Unusable { last_run_id: Option<i64>, reason: String },
+}
+
+/// A source's final watermark of a load, recorded at commit.
+#[derive(Debug, Clone)]
+pub struct FinalMark {
+    /// Indexes in the load's [`SourceMeta`] list of the sources it covers (several: the parts
+    /// of one split source).
+    pub sources: Vec<usize>,
+    pub watermark: Watermark,
+    /// Rows those sources wrote in this run.
+    pub rows_written: u64,
 }
 
 /// What a target knows of one source of a load: who it is, for its sync ledger.
@@ -35,6 +64,8 @@ pub struct Watermark {
 pub struct SourceMeta {
     /// [`crate::source::Source::identity`].
     pub identity: String,
+    /// What the source's server reports about it (recorded with its watermarks).
+    pub facts: Option<SourceFacts>,
     /// The source's own server (`@@SERVERNAME`, or the server most of its rows belong to).
     pub server_name: String,
     /// Its target ServerID.
@@ -56,8 +87,9 @@ pub struct WriteUnit<'a> {
     pub source: usize,
     /// Rows to write (target schema; any ServerIDs; may be empty).
     pub rows: &'a RecordBatch,
-    /// Highest source PerfSnapshotRunID consumed so far, this batch included: once this unit
-    /// is durable, every source row up to it is in the target.
+    /// A watermark this unit may record: once the unit is durable, every source row up to
+    /// this PerfSnapshotRunID is in the target (or in a unit committed before). `None`: this
+    /// unit moves no watermark (the final one is recorded at commit).
     pub last_run_id: Option<i64>,
     /// SnapshotUTC of that row.
     pub last_snapshot_ms: Option<i64>,
@@ -85,8 +117,21 @@ pub trait Target: Send + Sync {
     /// Full target rows of these servers within these ms ranges (target schema), for conflict
     /// detection in hot days.
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
-    /// The watermark recorded for a source, if any.
-    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>>;
+    /// Whether the target holds the key (ServerID, SnapshotUTC ms).
+    fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
+        let ranges = BTreeMap::from([(server_id, (snapshot_ms, snapshot_ms))]);
+        for batch in self.existing_keys(&ranges)? {
+            let batch = batch?;
+            let ts = crate::source::normalize::snapshot_ms(&batch, 0);
+            let ids = batch.column(1).as_primitive::<arrow::datatypes::Int32Type>();
+            if ts.values().iter().zip(ids.values()).any(|(&t, &id)| t == snapshot_ms && id == server_id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    /// What the target recorded for a source (looked up by its identity only).
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded>;
     /// Starts a load of these sources written by `workers` writers. Each source's units go to
     /// one writer, in the source's order.
     fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>>;
@@ -96,8 +141,9 @@ pub trait Target: Send + Sync {
 pub trait Load: Send + Sync {
     /// The writer for worker `worker` (each worker thread owns one).
     fn writer(&self, worker: usize) -> Result<Box<dyn LoadWriter>>;
-    /// Makes every row written by finished writers visible, and records the final watermarks.
-    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()>;
+    /// Makes every row written by finished writers visible, then records the final watermarks
+    /// (only now is every survivor they vouch for durable).
+    fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()>;
     /// Stops after `reason` (already scrubbed of secrets): discards what is not durable yet
     /// and records the failure where the target keeps a ledger.
     fn abort(self: Box<Self>, reason: &str);
@@ -131,7 +177,10 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
         (**self).existing_rows(ranges)
     }
-    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>> {
+    fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
+        (**self).holds_key(server_id, snapshot_ms)
+    }
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded> {
         (**self).watermark(source)
     }
     fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {

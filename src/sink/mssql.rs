@@ -29,8 +29,8 @@ use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
 use crate::error::{Error, Result};
 use crate::mssql::{is_transient, runtime, ConnSpec, SqlClient};
 use crate::schema::{target_columns, target_schema, SqlType};
-use crate::sink::{Load, LoadWriter, SourceMeta, Target, Watermark, WriteUnit, WrittenRows};
-use crate::source::{BatchIter, Source};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target, Watermark, WriteUnit, WrittenRows};
+use crate::source::{BatchIter, Source, SourceFacts};
 use crate::transform::remap::ServerIdMap;
 
 /// The target table.
@@ -50,6 +50,36 @@ pub const SYNCLOG_DDL: &str = "IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NUL
     ErrorMessage NVARCHAR(4000) NULL, \
     CreatedUTC DATETIME2 NOT NULL DEFAULT GETUTCDATE(), \
     ModifiedUTC DATETIME2 NULL)";
+
+/// `CREATE TABLE` of perfcopy's companion to the ledger: for each DBAToolsSyncLog row perfcopy
+/// writes, which source it belongs to (the identity and incarnation facts its server reports)
+/// and the SnapshotUTC of the row its LastRunID points at. The ledger itself keeps the toolkit's
+/// shape; perfcopy uses a watermark only through a companion row of its own. No foreign key, so
+/// the toolkit's own clean-up of old ledger rows keeps working (an orphaned companion row is
+/// simply not trusted).
+pub const SYNCSOURCE_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') IS NULL BEGIN CREATE TABLE dbo.PerfcopySyncSource (\
+    SyncLogID INT NOT NULL PRIMARY KEY, \
+    SourceKey NVARCHAR(400) NOT NULL, \
+    SourceInstance NVARCHAR(128) NULL, \
+    SourceDatabase NVARCHAR(128) NULL, \
+    DatabaseCreated DATETIME2(3) NULL, \
+    RecoveryFork NVARCHAR(36) NULL, \
+    TableObjectID INT NULL, \
+    TableCreated DATETIME2(3) NULL, \
+    LastRunID BIGINT NOT NULL, \
+    LastSnapshotUTC DATETIME2(3) NOT NULL); \
+    CREATE INDEX IX_PerfcopySyncSource_SourceKey ON dbo.PerfcopySyncSource (SourceKey, SyncLogID) END";
+
+/// Inserts a ledger row (P1..P7, status 'Success') and its companion (P8..P15) in one
+/// statement batch; the result is the new SyncLogID.
+const INSERT_SYNC_ROWS: &str = "INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, LastSyncDuration, RowsCopied, SyncStatus) \
+     OUTPUT INSERTED.SyncLogID VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, 'Success'); \
+     INSERT INTO dbo.PerfcopySyncSource (SyncLogID, SourceKey, SourceInstance, SourceDatabase, DatabaseCreated, RecoveryFork, TableObjectID, TableCreated, LastRunID, LastSnapshotUTC) \
+     VALUES (SCOPE_IDENTITY(), @P8, @P9, @P10, @P11, @P12, @P13, @P14, @P5, @P15)";
+
+/// Moves a ledger row and its companion to a new watermark.
+const UPDATE_SYNC_ROWS: &str = "UPDATE dbo.DBAToolsSyncLog SET LastSyncUTC = @P1, LastRunID = @P2, LastSyncDuration = @P3, RowsCopied = @P4, ModifiedUTC = @P1 WHERE SyncLogID = @P5; \
+     UPDATE dbo.PerfcopySyncSource SET LastRunID = @P2, LastSnapshotUTC = @P6 WHERE SyncLogID = @P5";
 
 /// Bulk-load settings.
 #[derive(Debug, Clone)]
@@ -266,32 +296,66 @@ impl Target for MonitoringDb {
         Ok(Box::new(PerServer::new(self.conn.clone(), ranges, false)))
     }
 
-    fn watermark(&self, source: &dyn Source) -> Result<Option<Watermark>> {
-        let names = source.ledger_names();
-        if names.is_empty() || self.scratch.is_some() {
-            return Ok(None);
+    fn watermark(&self, source: &dyn Source) -> Result<Recorded> {
+        if source.facts().is_none() || self.scratch.is_some() {
+            return Ok(Recorded::Nothing);
         }
-        let database = source.database_name();
         self.block_on(async {
             let mut client = self.conn.connect().await?;
-            if !self.synclog_exists(&mut client).await? {
-                return Ok(None);
+            let exists = query_rows(&self.conn, &mut client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
+            let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
+            if !has(0) || !has(1) {
+                return Ok(Recorded::Nothing);
             }
-            // The ledger row is written under the first of these names that dbo.Servers
-            // knows (see the copy pipeline); look for the newest under any of them.
-            let second = names.get(1).unwrap_or(&names[0]);
+            // Only perfcopy's own companion rows say which source a ledger row belongs to; a
+            // ledger row without one (the toolkit's procedure, an older perfcopy) is never used.
             let rows = query_rows(
                 &self.conn,
                 &mut client,
-                "SELECT TOP (1) LastRunID FROM dbo.DBAToolsSyncLog WHERE ServerName IN (@P1, @P2) AND DBAToolsDatabase = @P3 AND SyncStatus = 'Success' AND LastRunID IS NOT NULL ORDER BY SyncLogID DESC",
-                &[&names[0].as_str(), &second.as_str(), &database.as_str()],
+                "SELECT TOP (1) SyncLogID, LastRunID, LastSnapshotUTC, SourceInstance, SourceDatabase, DatabaseCreated, RecoveryFork, TableObjectID, TableCreated \
+                 FROM dbo.PerfcopySyncSource WHERE SourceKey = @P1 ORDER BY SyncLogID DESC",
+                &[&source.identity()],
             )
             .await?;
-            Ok(rows.first().and_then(|r| r.try_get::<i64, _>(0).ok().flatten()).map(|id| Watermark {
-                source: source.identity().to_string(),
-                last_run_id: id,
-                last_snapshot_ms: None,
-            }))
+            let Some(r) = rows.first() else { return Ok(Recorded::Nothing) };
+            let text = |i: usize| r.try_get::<&str, _>(i).ok().flatten().map(str::to_string);
+            let time = |i: usize| r.try_get::<chrono::NaiveDateTime, _>(i).ok().flatten();
+            let sync_id: i32 = r.try_get(0).ok().flatten().unwrap_or(0);
+            let last: Option<i64> = r.try_get(1).ok().flatten();
+            let snapshot = time(2).map(|t| t.and_utc().timestamp_millis());
+            let facts = SourceFacts {
+                instance: text(3).unwrap_or_default(),
+                database: text(4).unwrap_or_default(),
+                database_created: time(5).map(crate::source::fact_time),
+                recovery_fork: text(6),
+                table_object_id: r.try_get::<i32, _>(7).ok().flatten().map(i64::from),
+                table_created: time(8).map(crate::source::fact_time),
+            };
+            let Some(last) = last else {
+                return Ok(Recorded::Unusable { last_run_id: None, reason: format!("dbo.PerfcopySyncSource row {sync_id} has no LastRunID") });
+            };
+            let ledger = query_rows(&self.conn, &mut client, "SELECT SyncStatus, LastRunID FROM dbo.DBAToolsSyncLog WHERE SyncLogID = @P1", &[&sync_id]).await?;
+            let reason = match ledger.first() {
+                None => Some(format!("its dbo.DBAToolsSyncLog row {sync_id} no longer exists")),
+                Some(l) => {
+                    let status = l.try_get::<&str, _>(0).ok().flatten().unwrap_or("");
+                    let ledger_last: Option<i64> = l.try_get(1).ok().flatten();
+                    if !status.eq_ignore_ascii_case("Success") {
+                        Some(format!("its dbo.DBAToolsSyncLog row {sync_id} has SyncStatus '{status}'"))
+                    } else if ledger_last != Some(last) {
+                        Some(format!(
+                            "dbo.DBAToolsSyncLog row {sync_id} says LastRunID {}, perfcopy recorded {last}",
+                            ledger_last.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            };
+            Ok(match reason {
+                Some(reason) => Recorded::Unusable { last_run_id: Some(last), reason },
+                None => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts) }),
+            })
         })
     }
 
@@ -316,6 +380,7 @@ impl Target for MonitoringDb {
             self.block_on(async {
                 let mut client = self.conn.connect().await?;
                 client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
+                client.execute(SYNCSOURCE_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.PerfcopySyncSource", e))?;
                 Ok(())
             })?;
         }
@@ -325,14 +390,8 @@ impl Target for MonitoringDb {
             sources: Arc::new(sources),
             table: self.table().to_string(),
             scratch: self.scratch.is_some(),
+            sync_rows: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
         }))
-    }
-}
-
-impl MonitoringDb {
-    async fn synclog_exists(&self, client: &mut SqlClient) -> Result<bool> {
-        let rows = query_rows(&self.conn, client, "SELECT OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS id", &[]).await?;
-        Ok(rows.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).is_some())
     }
 }
 
@@ -419,7 +478,13 @@ struct MonitoringLoad {
     sources: Arc<Vec<SourceMeta>>,
     table: String,
     scratch: bool,
+    /// Per source (index): its ledger row in this run, once written (shared by the writers and
+    /// the final commit).
+    sync_rows: SyncRows,
 }
+
+/// Per source (index): its ledger row in this run.
+type SyncRows = Arc<std::sync::Mutex<BTreeMap<usize, SyncRow>>>;
 
 impl MonitoringLoad {
     fn drop_scratch(&self) -> Result<()> {
@@ -441,30 +506,43 @@ impl Load for MonitoringLoad {
             rt: Some(runtime()?),
             table: self.table.clone(),
             client: None,
-            sync_rows: BTreeMap::new(),
+            sync_rows: self.sync_rows.clone(),
             written: WrittenRows::new(),
             started: Instant::now(),
             pending_mark: BTreeMap::new(),
         }))
     }
 
-    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+    fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
         if self.scratch {
             return self.drop_scratch();
         }
-        // Every unit committed on its own, with its watermark, except for split sources, whose
-        // parts commit out of order: their single ledger row is written now.
-        let split: Vec<(&SourceMeta, &Watermark)> = watermarks
-            .iter()
-            .filter_map(|w| self.sources.iter().find(|m| m.split && m.watermarks && m.identity == w.source).map(|m| (m, w)))
-            .collect();
-        if split.is_empty() {
+        // Units recorded their watermarks as they committed, except where a unit could not
+        // vouch for its rows yet (split sources' parts commit out of order; a row dropped for
+        // another source's survivor is only safe once that survivor committed). Every unit is
+        // durable now: each source's ledger row is brought to its final watermark.
+        let synced = self.sync_rows.lock().map_err(|_| Error::Internal("ledger state poisoned".into()))?.clone();
+        let mut todo = Vec::new();
+        for m in &marks {
+            let Some(&first) = m.sources.first() else { continue };
+            let Some(meta) = self.sources.get(first).filter(|meta| meta.watermarks) else { continue };
+            let Some(snapshot) = m.watermark.last_snapshot_ms else { continue };
+            let row = if m.sources.len() == 1 && !meta.split { synced.get(&first).copied() } else { None };
+            if row.is_some_and(|r| r.last_run_id == m.watermark.last_run_id && r.rows == m.rows_written as i64) {
+                continue;
+            }
+            todo.push((meta, row, m.watermark.last_run_id, snapshot, m.rows_written as i64));
+        }
+        if todo.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         runtime()?.block_on(async {
             let mut client = self.conn.connect().await?;
-            for (m, w) in split {
-                insert_synclog(&self.conn, &mut client, m, Some(w.last_run_id), None, "Success", None).await?;
+            for (meta, row, last, snapshot, rows) in todo {
+                record_mark(&mut client, meta, row, last, snapshot, rows, started)
+                    .await
+                    .map_err(|e| self.conn.sql_error(&format!("recording the watermark of '{}'", meta.identity), e))?;
             }
             Ok(())
         })
@@ -522,7 +600,76 @@ async fn insert_synclog(
 #[derive(Debug, Clone, Copy)]
 struct SyncRow {
     id: i32,
+    /// RowsCopied recorded.
     rows: i64,
+    /// LastRunID recorded.
+    last_run_id: i64,
+}
+
+/// Parses a [`SourceFacts`] time back for a DATETIME2 parameter.
+fn fact_param(t: &Option<String>) -> Option<chrono::NaiveDateTime> {
+    t.as_deref().and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.3f").ok())
+}
+
+/// Writes a source's watermark: a new 'Success' ledger row with its companion row when the
+/// source has none in this run yet, else both rows moved to `last`. Part of the caller's
+/// transaction, if it has one.
+async fn record_mark(
+    client: &mut SqlClient,
+    meta: &SourceMeta,
+    row: Option<SyncRow>,
+    last: i64,
+    snapshot_ms: i64,
+    rows: i64,
+    started: Instant,
+) -> std::result::Result<SyncRow, tiberius::error::Error> {
+    let duration = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    let now = chrono::Utc::now().naive_utc();
+    let snapshot = chrono::DateTime::from_timestamp_millis(snapshot_ms).map(|d| d.naive_utc());
+    let copied = rows.min(i32::MAX as i64) as i32;
+    match row {
+        None => {
+            let f = meta.facts.clone().unwrap_or_else(|| SourceFacts {
+                instance: String::new(),
+                database: meta.database.clone(),
+                database_created: None,
+                recovery_fork: None,
+                table_object_id: None,
+                table_created: None,
+            });
+            let table_id = f.table_object_id.and_then(|i| i32::try_from(i).ok());
+            let found = client
+                .query(
+                    INSERT_SYNC_ROWS,
+                    &[
+                        &meta.server_id,
+                        &meta.server_name.as_str(),
+                        &meta.database.as_str(),
+                        &now,
+                        &last,
+                        &duration,
+                        &copied,
+                        &meta.identity.as_str(),
+                        &f.instance.as_str(),
+                        &f.database.as_str(),
+                        &fact_param(&f.database_created),
+                        &f.recovery_fork.as_deref(),
+                        &table_id,
+                        &fact_param(&f.table_created),
+                        &snapshot,
+                    ],
+                )
+                .await?
+                .into_first_result()
+                .await?;
+            let id: i32 = found.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(0);
+            Ok(SyncRow { id, rows, last_run_id: last })
+        }
+        Some(r) => {
+            client.execute(UPDATE_SYNC_ROWS, &[&now, &last, &duration, &copied, &r.id, &snapshot]).await?;
+            Ok(SyncRow { id: r.id, rows, last_run_id: last })
+        }
+    }
 }
 
 struct MonitoringWriter {
@@ -532,12 +679,13 @@ struct MonitoringWriter {
     rt: Option<tokio::runtime::Runtime>,
     table: String,
     client: Option<SqlClient>,
-    /// Per source: its ledger row in this run, once inserted.
-    sync_rows: BTreeMap<usize, SyncRow>,
+    /// Per source: its ledger row in this run, once inserted (shared with the load).
+    sync_rows: SyncRows,
     written: WrittenRows,
     started: Instant,
-    /// Per source: a watermark advanced by empty units, not yet recorded.
-    pending_mark: BTreeMap<usize, i64>,
+    /// Per source: a watermark (and its row's SnapshotUTC) advanced by empty units, not yet
+    /// recorded.
+    pending_mark: BTreeMap<usize, (i64, Option<i64>)>,
 }
 
 /// Outcome of one attempt at a unit.
@@ -562,36 +710,10 @@ impl MonitoringWriter {
             if unit.rows.num_rows() > 0 {
                 bulk_insert(client, &self.table, unit.rows, &self.options).await?;
             }
-            let mut sync = self.sync_rows.get(&unit.source).copied();
-            if let (true, false, Some(last)) = (meta.watermarks, meta.split, unit.last_run_id) {
-                let n = unit.rows.num_rows() as i64;
-                let duration = self.started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-                let now = chrono::Utc::now().naive_utc();
-                match sync {
-                    None => {
-                        let rows = client
-                            .query(
-                                "INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, LastSyncDuration, RowsCopied, SyncStatus) \
-                                 OUTPUT INSERTED.SyncLogID VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, 'Success')",
-                                &[&meta.server_id, &meta.server_name.as_str(), &meta.database.as_str(), &now, &last, &duration, &(n.min(i32::MAX as i64) as i32)],
-                            )
-                            .await?
-                            .into_first_result()
-                            .await?;
-                        let id: i32 = rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(0);
-                        sync = Some(SyncRow { id, rows: n });
-                    }
-                    Some(s) => {
-                        let total = s.rows + n;
-                        client
-                            .execute(
-                                "UPDATE dbo.DBAToolsSyncLog SET LastSyncUTC = @P1, LastRunID = @P2, LastSyncDuration = @P3, RowsCopied = @P4, ModifiedUTC = @P1 WHERE SyncLogID = @P5",
-                                &[&now, &last, &duration, &(total.min(i32::MAX as i64) as i32), &s.id],
-                            )
-                            .await?;
-                        sync = Some(SyncRow { id: s.id, rows: total });
-                    }
-                }
+            let mut sync = self.sync_rows.lock().ok().and_then(|m| m.get(&unit.source).copied());
+            if let (true, false, Some(last), Some(snapshot)) = (meta.watermarks, meta.split, unit.last_run_id, unit.last_snapshot_ms) {
+                let rows = sync.map_or(0, |s| s.rows) + unit.rows.num_rows() as i64;
+                sync = Some(record_mark(client, meta, sync, last, snapshot, rows, self.started).await?);
             }
             client.simple_query("COMMIT TRANSACTION").await?.into_results().await?;
             Ok(sync)
@@ -600,7 +722,9 @@ impl MonitoringWriter {
         match result {
             Ok(sync) => {
                 if let Some(s) = sync {
-                    self.sync_rows.insert(unit.source, s);
+                    if let Ok(mut m) = self.sync_rows.lock() {
+                        m.insert(unit.source, s);
+                    }
                 }
                 Ok(Attempt::Done)
             }
@@ -678,7 +802,7 @@ impl LoadWriter for MonitoringWriter {
         }
         if unit.rows.num_rows() == 0 {
             if let Some(l) = unit.last_run_id {
-                self.pending_mark.insert(unit.source, l);
+                self.pending_mark.insert(unit.source, (l, unit.last_snapshot_ms));
             }
         } else {
             self.pending_mark.remove(&unit.source);
@@ -688,11 +812,11 @@ impl LoadWriter for MonitoringWriter {
 
     fn finish(mut self: Box<Self>) -> Result<WrittenRows> {
         // Record watermarks that advanced through batches with nothing new to write.
-        let marks: Vec<(usize, i64)> = std::mem::take(&mut self.pending_mark).into_iter().collect();
+        let marks: Vec<(usize, (i64, Option<i64>))> = std::mem::take(&mut self.pending_mark).into_iter().collect();
         if !marks.is_empty() {
             let empty = RecordBatch::new_empty(target_schema());
-            for (source, last) in marks {
-                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: None })?;
+            for (source, (last, snapshot)) in marks {
+                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot })?;
                 self.pending_mark.clear();
             }
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::sink::{Load, LoadWriter, SourceMeta, Target, Watermark, WriteUnit, WrittenRows};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target, WriteUnit, WrittenRows};
 use crate::source::{BatchIter, Source};
 use crate::tds::encode::BulkLayout;
 use crate::transform::remap::ServerIdMap;
@@ -55,8 +55,8 @@ impl Target for NullTarget {
         Ok(Box::new(std::iter::empty()))
     }
 
-    fn watermark(&self, _source: &dyn Source) -> Result<Option<Watermark>> {
-        Ok(None)
+    fn watermark(&self, _source: &dyn Source) -> Result<Recorded> {
+        Ok(Recorded::Nothing)
     }
 
     fn begin(&self, _workers: usize, _sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
@@ -73,7 +73,7 @@ impl Load for NullLoad {
         Ok(Box::new(NullWriter { encoded: self.encoded.clone(), layout: BulkLayout::documented(), buf: Vec::new(), written: WrittenRows::new() }))
     }
 
-    fn commit(self: Box<Self>, _watermarks: Vec<Watermark>) -> Result<()> {
+    fn commit(self: Box<Self>, _marks: Vec<FinalMark>) -> Result<()> {
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::schema::{target_schema, tgt};
-use crate::sink::{Load, LoadWriter, Target, Watermark, WriteUnit, WrittenRows};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit, WrittenRows};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
 
@@ -284,15 +284,15 @@ impl Target for Stage {
         Ok(Box::new(iters.into_iter().flatten()))
     }
 
-    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Option<Watermark>> {
+    fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded> {
         let source_identity = source.identity();
         let p = self.watermarks_path();
         if !p.exists() {
-            return Ok(None);
+            return Ok(Recorded::Nothing);
         }
         let text = std::fs::read_to_string(&p).map_err(Error::io(&p))?;
         let file: WatermarkFile = serde_json::from_str(&text).map_err(|e| self.err(format!("{}: {e}", p.display())))?;
-        Ok(file.sources.into_iter().find(|w| w.source == source_identity))
+        Ok(file.sources.into_iter().find(|w| w.source == source_identity).map_or(Recorded::Nothing, Recorded::Mark))
     }
 
     fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>) -> Result<Box<dyn Load>> {
@@ -351,7 +351,8 @@ impl Load for StageLoad {
         }))
     }
 
-    fn commit(self: Box<Self>, watermarks: Vec<Watermark>) -> Result<()> {
+    fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
+        let watermarks: Vec<Watermark> = marks.into_iter().map(|m| m.watermark).collect();
         // The registry first: data files must never carry an ID servers.csv does not have.
         if let Some((path, registry)) = &self.registry {
             registry.write_csv(path)?;

@@ -9,7 +9,10 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -38,12 +41,104 @@ pub struct ReadRequest {
 /// An iterator of batches; errors end the stream.
 pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
+/// What a SQL Server reports about the database and table a source reads: which instance
+/// and database it is, and which incarnation of them (a restored database gets a new creation
+/// time and recovery fork; a table created again a new object ID and creation time). A
+/// watermark recorded under other facts is never trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFacts {
+    /// `SERVERPROPERTY('ServerName')`: the instance as the host names it now (`@@SERVERNAME`
+    /// keeps an old name after a rename or a clone, so it is not used).
+    pub instance: String,
+    /// `DB_NAME()`.
+    pub database: String,
+    /// `sys.databases.create_date` (ISO 8601, ms): set again by a restore.
+    pub database_created: Option<String>,
+    /// `sys.database_recovery_status.recovery_fork_guid`: a new fork after a restore.
+    pub recovery_fork: Option<String>,
+    /// `OBJECT_ID(N'dbo.PerfSnapshotRun')`.
+    pub table_object_id: Option<i64>,
+    /// `sys.objects.create_date` of the table (ISO 8601, ms).
+    pub table_created: Option<String>,
+}
+
+impl SourceFacts {
+    /// Why a watermark recorded under `recorded` does not belong to the source as it is now
+    /// (`None`: same instance, database and incarnations).
+    pub fn change_since(&self, recorded: &SourceFacts) -> Option<String> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+        if self.instance != recorded.instance || self.database != recorded.database {
+            return Some(format!(
+                "the watermark was recorded for {}/{}, this source is {}/{}",
+                recorded.instance, recorded.database, self.instance, self.database
+            ));
+        }
+        if self.database_created != recorded.database_created || self.recovery_fork != recorded.recovery_fork {
+            return Some(format!(
+                "database {} was restored or created again since (created {}, recovery fork {}; the watermark's: created {}, fork {})",
+                self.database,
+                opt(&self.database_created),
+                opt(&self.recovery_fork),
+                opt(&recorded.database_created),
+                opt(&recorded.recovery_fork)
+            ));
+        }
+        if self.table_object_id != recorded.table_object_id || self.table_created != recorded.table_created {
+            let obj = |id: Option<i64>, at: &Option<String>| format!("object {} created {}", id.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()), opt(at));
+            return Some(format!(
+                "dbo.PerfSnapshotRun was created again since ({}; the watermark's: {})",
+                obj(self.table_object_id, &self.table_created),
+                obj(recorded.table_object_id, &recorded.table_created)
+            ));
+        }
+        None
+    }
+}
+
+/// A creation time as [`SourceFacts`] records it (ISO 8601, milliseconds).
+pub fn fact_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+}
+
+/// The key columns of one source row: what a watermark points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub snapshot_ms: i64,
+    pub server_name: String,
+}
+
 /// A source of DBATools `PerfSnapshotRun` rows.
 pub trait Source: Send + Sync {
     /// How the user knows this source (a path, or server/database); never contains a secret.
     fn label(&self) -> &str;
-    /// A stable identity for watermarks (canonical path, server+database).
+    /// The source's identity for watermarks: a file's canonical path; for SQL Server the
+    /// instance, database and table as the server reports them ([`SourceFacts`]), never the
+    /// connection string or the rows' ServerName.
     fn identity(&self) -> &str;
+    /// Which `--from` the source came from: parts of one source split across connections share
+    /// it (their watermark is recorded once, at commit). Distinct `--from`s never share it,
+    /// even when they report one identity (an unrenamed clone).
+    fn group(&self) -> &str {
+        self.identity()
+    }
+    /// What the source's server reports about it; `None` for files.
+    fn facts(&self) -> Option<&SourceFacts> {
+        None
+    }
+    /// The key columns of the row with this PerfSnapshotRunID, if the source has it now.
+    fn row_at(&self, run_id: i64) -> Result<Option<KeyRow>> {
+        let req = ReadRequest { projection: Projection::Keys, batch_rows: 65_536, after_run_id: Some(run_id.saturating_sub(1)), time_ranges: None };
+        for batch in self.read(&req)? {
+            let batch = batch?;
+            let ids = batch.column(crate::schema::key::RUN_ID).as_primitive::<Int64Type>();
+            if let Some(r) = ids.values().iter().position(|&id| id == run_id) {
+                let ts = crate::source::normalize::snapshot_ms(&batch, crate::schema::key::SNAPSHOT_UTC);
+                let names = batch.column(crate::schema::key::SERVER_NAME).as_string::<i32>();
+                return Ok(Some(KeyRow { snapshot_ms: ts.value(r), server_name: names.value(r).to_string() }));
+            }
+        }
+        Ok(None)
+    }
     /// Streams rows, in the source's natural order (PerfSnapshotRunID order where it has one).
     fn read(&self, request: &ReadRequest) -> Result<BatchIter>;
     /// The monitored server this source belongs to (`@@SERVERNAME`), when the source knows.
@@ -105,8 +200,10 @@ impl SourceSpec {
 pub fn open_sources(specs: &[SourceInput], split: usize) -> Result<Vec<Box<dyn Source>>> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // "Given twice" means the same file or the same connection (host, port, database): two
+    // connections that report one identity may be two instances (a clone) and are both read.
     let mut once = |src: &dyn Source| {
-        let fresh = seen.insert(src.identity().to_string());
+        let fresh = seen.insert(src.group().to_string());
         if !fresh {
             tracing::warn!("source '{}' was given more than once; reading it once", src.label());
         }

@@ -22,7 +22,7 @@ use tiberius::ColumnData;
 use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
-use crate::source::{BatchIter, Projection, ReadRequest, Source};
+use crate::source::{BatchIter, KeyRow, Projection, ReadRequest, Source, SourceFacts};
 use crate::tds::decode::{utf16le_append, DecodeError, ReplyDecoder, RowSink, Value, Wire, WireColumn};
 use crate::tds::{datetime2_units, datetime_ms};
 
@@ -39,6 +39,10 @@ pub struct MssqlSource {
     columns: ColumnMatch,
     /// Optional PerfSnapshotRunID range (inclusive) when a source is split across connections.
     range: Option<(i64, i64)>,
+    /// Which `--from` this is (`mssql://host,port/database`), shared by split parts.
+    group: String,
+    /// What the server reports about the database and table.
+    facts: SourceFacts,
     /// `@@SERVERNAME` of the instance.
     server_name: Option<String>,
     /// ServerName of the newest row.
@@ -70,17 +74,10 @@ impl MssqlSource {
     pub fn open(conn: ConnSpec) -> Result<MssqlSource> {
         let rt = runtime()?;
         let label = conn.label().to_string();
-        let (schema, server_name) = rt.block_on(async {
+        let (schema, facts, server_name) = rt.block_on(async {
             let mut client = conn.connect().await?;
             let schema = discover(&conn, &mut client).await?;
-            let row = client
-                .query("SELECT @@SERVERNAME AS name", &[])
-                .await
-                .map_err(|e| conn.sql_error("reading @@SERVERNAME", e))?
-                .into_row()
-                .await
-                .map_err(|e| conn.sql_error("reading @@SERVERNAME", e))?;
-            let name = row.and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
+            let (facts, name) = read_facts(&conn, &mut client).await?;
             let newest = client
                 .query(format!("SELECT TOP (1) ServerName FROM {SOURCE_TABLE} ORDER BY PerfSnapshotRunID DESC"), &[])
                 .await
@@ -89,12 +86,14 @@ impl MssqlSource {
                 .await
                 .map_err(|e| conn.sql_error("reading the newest row", e))?
                 .and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
-            Ok::<_, Error>((schema, (name, newest)))
+            Ok::<_, Error>((schema, facts, (name, newest)))
         })?;
         let (server_name, newest_name) = server_name;
         let columns = ColumnMatch::new(&label, &schema)?;
         Ok(MssqlSource {
-            identity: format!("mssql://{label}"),
+            identity: format!("mssql://{}/{}/{SOURCE_TABLE}", facts.instance, facts.database),
+            group: format!("mssql://{label}"),
+            facts,
             label,
             conn,
             schema,
@@ -135,6 +134,8 @@ impl MssqlSource {
                 conn: self.conn.clone(),
                 label: format!("{} [{start}..{end}]", self.label),
                 identity: self.identity.clone(),
+                group: self.group.clone(),
+                facts: self.facts.clone(),
                 schema: self.schema.clone(),
                 columns: self.columns.clone(),
                 range: Some((start, end)),
@@ -151,6 +152,38 @@ impl MssqlSource {
     pub fn has_server_id(&self) -> bool {
         self.columns.has_server_id()
     }
+}
+
+/// What the server reports about the database and the table ([`SourceFacts`]), and its
+/// `@@SERVERNAME`. Catalog views a login may not see (no VIEW ANY DATABASE) give no row: that
+/// fact is then unknown, recorded as such, and must stay unknown for a watermark to be used.
+async fn read_facts(conn: &ConnSpec, client: &mut SqlClient) -> Result<(SourceFacts, Option<String>)> {
+    const FACTS: &str = "SELECT CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS instance, DB_NAME() AS db, @@SERVERNAME AS servername; \
+        SELECT create_date FROM sys.databases WHERE database_id = DB_ID(); \
+        SELECT CONVERT(NVARCHAR(36), recovery_fork_guid) AS fork FROM sys.database_recovery_status WHERE database_id = DB_ID(); \
+        SELECT object_id, create_date FROM sys.objects WHERE object_id = OBJECT_ID(N'dbo.PerfSnapshotRun')";
+    let doing = "reading what the server reports about the database (SERVERPROPERTY, sys.databases, sys.objects)";
+    let sets = client
+        .query(FACTS, &[])
+        .await
+        .map_err(|e| conn.sql_error(doing, e))?
+        .into_results()
+        .await
+        .map_err(|e| conn.sql_error(doing, e))?;
+    let first = |i: usize| sets.get(i).and_then(|rows| rows.first());
+    let text = |i: usize, c: usize| first(i).and_then(|r| r.try_get::<&str, _>(c).ok().flatten()).map(str::to_string);
+    let time = |i: usize, c: usize| first(i).and_then(|r| r.try_get::<chrono::NaiveDateTime, _>(c).ok().flatten()).map(crate::source::fact_time);
+    let server_name = text(0, 2);
+    let instance = text(0, 0).or_else(|| server_name.clone()).unwrap_or_else(|| conn.label().to_string());
+    let facts = SourceFacts {
+        instance,
+        database: text(0, 1).unwrap_or_else(|| conn.database().to_string()),
+        database_created: time(1, 0),
+        recovery_fork: text(2, 0),
+        table_object_id: first(3).and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).map(i64::from),
+        table_created: time(3, 1),
+    };
+    Ok((facts, server_name))
 }
 
 async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> {
@@ -633,12 +666,33 @@ impl Source for MssqlSource {
         &self.identity
     }
 
+    fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn facts(&self) -> Option<&SourceFacts> {
+        Some(&self.facts)
+    }
+
+    fn row_at(&self, run_id: i64) -> Result<Option<KeyRow>> {
+        // The whole table, not this part's range: a watermark belongs to the whole source.
+        let req = ReadRequest { projection: Projection::Keys, batch_rows: 1, after_run_id: Some(run_id.saturating_sub(1)), time_ranges: None };
+        let Some(batch) = self.read_range(&req, None)?.next().transpose()? else { return Ok(None) };
+        let ids = batch.column(crate::schema::key::RUN_ID).as_primitive::<arrow::datatypes::Int64Type>();
+        if batch.num_rows() == 0 || ids.value(0) != run_id {
+            return Ok(None);
+        }
+        let ts = crate::source::normalize::snapshot_ms(&batch, crate::schema::key::SNAPSHOT_UTC);
+        let names = batch.column(crate::schema::key::SERVER_NAME).as_string::<i32>();
+        Ok(Some(KeyRow { snapshot_ms: ts.value(0), server_name: names.value(0).to_string() }))
+    }
+
     fn server_name(&self) -> Option<&str> {
         self.server_name.as_deref()
     }
 
     fn database_name(&self) -> String {
-        self.conn.database().to_string()
+        self.facts.database.clone()
     }
 
     fn ledger_names(&self) -> Vec<String> {
@@ -648,6 +702,13 @@ impl Source for MssqlSource {
     }
 
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
+        self.read_range(req, self.range)
+    }
+}
+
+impl MssqlSource {
+    /// Reads rows of the ID range `range` (inclusive; `None`: the whole table).
+    fn read_range(&self, req: &ReadRequest, range: Option<(i64, i64)>) -> Result<BatchIter> {
         // Columns to select, in the source's own names (validated identifiers from
         // INFORMATION_SCHEMA, bracket-quoted).
         let wanted: Vec<usize> = projection_columns(req.projection)
@@ -669,8 +730,8 @@ impl Source for MssqlSource {
             .collect();
         let page_schema = Arc::new(Schema::new(fields));
         let run_col = names.iter().position(|n| n.eq_ignore_ascii_case("[PerfSnapshotRunID]")).unwrap_or(0);
-        let upper = self.range.map(|(_, hi)| hi);
-        let start = match (req.after_run_id, self.range) {
+        let upper = range.map(|(_, hi)| hi);
+        let start = match (req.after_run_id, range) {
             (Some(a), Some((lo, _))) => a.max(lo - 1),
             (Some(a), None) => a,
             (None, Some((lo, _))) => lo - 1,

@@ -169,8 +169,9 @@ pub struct Winners {
 pub enum Verdict {
     Keep,
     /// Dropped: the survivor is elsewhere. `in_target`: the survivor is a row already in the
-    /// target; `conflict`: values differ from the survivor's.
-    Drop { in_target: bool, conflict: bool },
+    /// target; `other_source`: it is a row of another source of this run (durable only once
+    /// that source's batch is); `conflict`: values differ from the survivor's.
+    Drop { in_target: bool, other_source: bool, conflict: bool },
 }
 
 impl Winners {
@@ -225,7 +226,7 @@ impl Winners {
                 w.taken = true;
                 Verdict::Keep
             }
-            Some(w) => Verdict::Drop { in_target: w.rank == TARGET_RANK, conflict: w.hash != hash },
+            Some(w) => Verdict::Drop { in_target: w.rank == TARGET_RANK, other_source: w.rank != TARGET_RANK && w.rank != rank, conflict: w.hash != hash },
         }
     }
 }
@@ -303,13 +304,13 @@ mod tests {
         w.offer(1, 100, 2, 5, 11);
         w.offer(1, 100, 1, 9, 22);
         w.offer(1, 100, 1, 7, 33);
-        assert_eq!(w.decide(1, 100, 2, 5, 11), Verdict::Drop { in_target: false, conflict: true });
+        assert_eq!(w.decide(1, 100, 2, 5, 11), Verdict::Drop { in_target: false, other_source: true, conflict: true });
         assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Keep);
         // A second row tying on (rank, run_id) is dropped, not kept twice.
-        assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Drop { in_target: false, conflict: false });
+        assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Drop { in_target: false, other_source: false, conflict: false });
         w.offer(1, 200, 3, 1, 1);
         w.offer(1, 200, TARGET_RANK, 0, 1);
-        assert_eq!(w.decide(1, 200, 3, 1, 1), Verdict::Drop { in_target: true, conflict: false });
+        assert_eq!(w.decide(1, 200, 3, 1, 1), Verdict::Drop { in_target: true, other_source: false, conflict: false });
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Table {
     pub uniques: Vec<Vec<usize>>,
     /// OBJECT_ID value.
     pub object_id: i32,
+    /// `sys.objects.create_date`, as DATETIME2 ticks (a table created again gets a new one).
+    pub created: i64,
     /// Throughput mode: bulk loads are decoded and counted but rows are not stored.
     pub bulk_count_only: bool,
     /// Throughput mode for reads (set by `TestServer::fill_synthetic`): pre-encoded rows.
@@ -55,28 +57,92 @@ pub struct Database {
     pub name: String,
     /// Tables.
     pub tables: BTreeMap<(String, String), Table>,
+    /// `DB_ID()` (instance-local).
+    pub id: i32,
+    /// `sys.databases.create_date` as DATETIME2 ticks: set when the database is created or
+    /// restored.
+    pub created: i64,
+    /// `sys.database_recovery_status.database_guid`.
+    pub guid: String,
+    /// `sys.database_recovery_status.recovery_fork_guid`: a new one after every restore.
+    pub recovery_fork: String,
 }
 
-/// All databases of the server.
+/// All databases of the server, and what the instance says about itself.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Databases by lowercased name.
     pub dbs: BTreeMap<String, Database>,
+    /// `@@SERVERNAME` (sys.servers' local entry: it keeps its value when the host is renamed).
+    pub server_name: String,
+    /// `SERVERPROPERTY('MachineName')`, also `SERVERPROPERTY('ServerName')` (the host's current name).
+    pub machine_name: String,
     next_object_id: i32,
+    next_db_id: i32,
+    /// The last creation stamp given, so that stamps strictly increase.
+    last_stamp: i64,
+}
+
+/// Ticks of one millisecond (DATETIME2 ticks are 100 ns).
+const TICKS_PER_MS: i64 = 10_000;
+
+/// A new GUID in SQL Server's text form (random enough for a test server).
+pub fn new_guid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let (a, b) = (mix(t ^ (n << 32) ^ std::process::id() as u64), mix(t.rotate_left(17) ^ n));
+    format!("{:08X}-{:04X}-{:04X}-{:04X}-{:012X}", a >> 32, (a >> 16) & 0xFFFF, a & 0xFFFF, b >> 48, b & 0xFFFF_FFFF_FFFF)
 }
 
 impl Catalog {
-    /// Creates a database if missing.
-    pub fn ensure_db(&mut self, name: &str) -> &mut Database {
-        self.dbs.entry(name.to_lowercase()).or_insert_with(|| Database { name: name.to_string(), tables: BTreeMap::new() })
+    /// A creation time: now, to the millisecond, and later than every stamp given before.
+    pub fn stamp(&mut self) -> i64 {
+        let now = match Value::now() {
+            Value::DateTime2(t) => t - t.rem_euclid(TICKS_PER_MS),
+            _ => 0,
+        };
+        self.last_stamp = now.max(self.last_stamp + TICKS_PER_MS);
+        self.last_stamp
     }
 
-    /// Creates (or replaces) a table.
+    /// A new database `name` (not yet in the catalog) with its own ID, creation time and GUIDs.
+    pub fn new_database(&mut self, name: &str) -> Database {
+        self.next_db_id += 1;
+        let created = self.stamp();
+        Database { name: name.to_string(), tables: BTreeMap::new(), id: 4 + self.next_db_id, created, guid: new_guid(), recovery_fork: new_guid() }
+    }
+
+    /// Creates a database if missing.
+    pub fn ensure_db(&mut self, name: &str) -> &mut Database {
+        let k = name.to_lowercase();
+        if !self.dbs.contains_key(&k) {
+            let d = self.new_database(name);
+            self.dbs.insert(k.clone(), d);
+        }
+        self.dbs.entry(k).or_default()
+    }
+
+    /// Creates (or replaces) a table; a replaced table is a new object (new OBJECT_ID and
+    /// creation time, IDENTITY back at its seed).
     pub fn create_table(&mut self, db: &str, schema: &str, name: &str, columns: Vec<Column>, uniques: Vec<Vec<usize>>) {
         self.next_object_id += 1;
         let object_id = 1_000_000 + self.next_object_id;
-        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, bulk_count_only: false, synthetic: None };
+        let created = self.stamp();
+        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, created, bulk_count_only: false, synthetic: None };
         self.ensure_db(db).tables.insert((schema.to_lowercase(), name.to_lowercase()), t);
+    }
+
+    /// Drops a table; false when there is none.
+    pub fn drop_table(&mut self, k: &TableKey) -> bool {
+        self.dbs.get_mut(&k.0).and_then(|d| d.tables.remove(&(k.1.clone(), k.2.clone()))).is_some()
     }
 
     /// A table by key.
@@ -507,6 +573,13 @@ impl Session {
                     cat.create_table(&db, &schema, &table.name, columns, uq);
                     out.push(Out::Done { status: 0, count: None });
                 }
+                Stmt::DropTable { table, if_exists } => {
+                    let k = self.key(table);
+                    if !shared.cat().drop_table(&k) && !if_exists {
+                        return Err(SqlError::new(3701, format!("Cannot drop the table '{}', because it does not exist or you do not have permission.", table.name)));
+                    }
+                    out.push(Out::Done { status: 0, count: None });
+                }
                 Stmt::CreateIndex { unique, table, cols } => {
                     let k = self.key(table);
                     let mut cat = shared.cat();
@@ -885,7 +958,7 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
             }
         }
     }
-    Table { schema: "INFORMATION_SCHEMA".into(), name: "COLUMNS".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false, synthetic: None }
+    view("INFORMATION_SCHEMA", "COLUMNS", columns, rows)
 }
 
 fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
@@ -900,7 +973,71 @@ fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
         .get(&db.to_lowercase())
         .map(|d| d.tables.values().map(|t| vec![Value::Str(d.name.clone()), Value::Str(t.schema.clone()), Value::Str(t.name.clone()), Value::Str("BASE TABLE".into())]).collect())
         .unwrap_or_default();
-    Table { schema: "INFORMATION_SCHEMA".into(), name: "TABLES".into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, bulk_count_only: false, synthetic: None }
+    view("INFORMATION_SCHEMA", "TABLES", columns, rows)
+}
+
+/// The catalog views this server has: INFORMATION_SCHEMA.COLUMNS/TABLES and the sys views a
+/// client reads to tell one database (and table) incarnation from another.
+fn catalog_view(cat: &Catalog, db: &str, schema: &str, name: &str) -> Option<Table> {
+    match (schema, name) {
+        ("information_schema", "columns") => Some(info_schema_columns(cat, db)),
+        ("information_schema", "tables") => Some(info_schema_tables(cat, db)),
+        ("sys", "databases") => Some(sys_databases(cat)),
+        ("sys", "database_recovery_status") => Some(sys_database_recovery_status(cat)),
+        ("sys", "objects" | "tables") => Some(sys_objects(cat, db)),
+        _ => None,
+    }
+}
+
+fn view(schema: &str, name: &str, columns: Vec<Column>, rows: Vec<Row>) -> Table {
+    Table { schema: schema.into(), name: name.into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, created: 0, bulk_count_only: false, synthetic: None }
+}
+
+/// `sys.databases` (name, database_id, create_date). create_date is DATETIME in SQL Server;
+/// here DATETIME2(3), the type this server gives DATETIME columns.
+fn sys_databases(cat: &Catalog) -> Table {
+    let columns = vec![
+        Column::new("name", SqlType::NVarChar(Some(128)), false),
+        Column::new("database_id", SqlType::Int, false),
+        Column::new("create_date", SqlType::DateTime2(3), false),
+    ];
+    let rows = cat.dbs.values().map(|d| vec![Value::Str(d.name.clone()), Value::Int(d.id as i64), Value::DateTime2(d.created)]).collect();
+    view("sys", "databases", columns, rows)
+}
+
+/// `sys.database_recovery_status` (database_id, database_guid, family_guid, recovery_fork_guid).
+/// The GUIDs are uniqueidentifier in SQL Server; here NVARCHAR(36) text, which is what
+/// `CONVERT(NVARCHAR(36), guid)` gives there.
+fn sys_database_recovery_status(cat: &Catalog) -> Table {
+    let columns = vec![
+        Column::new("database_id", SqlType::Int, false),
+        Column::new("database_guid", SqlType::NVarChar(Some(36)), true),
+        Column::new("family_guid", SqlType::NVarChar(Some(36)), true),
+        Column::new("recovery_fork_guid", SqlType::NVarChar(Some(36)), true),
+    ];
+    let rows = cat
+        .dbs
+        .values()
+        .map(|d| vec![Value::Int(d.id as i64), Value::Str(d.guid.clone()), Value::Str(d.guid.clone()), Value::Str(d.recovery_fork.clone())])
+        .collect();
+    view("sys", "database_recovery_status", columns, rows)
+}
+
+/// `sys.objects` / `sys.tables` of database `db`: its user tables (object_id, name, type 'U',
+/// create_date).
+fn sys_objects(cat: &Catalog, db: &str) -> Table {
+    let columns = vec![
+        Column::new("object_id", SqlType::Int, false),
+        Column::new("name", SqlType::NVarChar(Some(128)), false),
+        Column::new("type", SqlType::VarChar(Some(2)), false),
+        Column::new("create_date", SqlType::DateTime2(3), false),
+    ];
+    let rows = cat
+        .dbs
+        .get(&db.to_lowercase())
+        .map(|d| d.tables.values().map(|t| vec![Value::Int(t.object_id as i64), Value::Str(t.name.clone()), Value::Str("U".into()), Value::DateTime2(t.created)]).collect())
+        .unwrap_or_default();
+    view("sys", "objects", columns, rows)
 }
 
 fn has_agg(e: &Expr) -> bool {
@@ -1026,9 +1163,9 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
         None => (&[], &[], &[]),
         Some(o) => {
             let k = ctx.session.key(o);
-            if k.1 == "information_schema" && (k.2 == "columns" || k.2 == "tables") {
-                let db = o.db.as_deref().unwrap_or(&ctx.session.db);
-                virt = if k.2 == "columns" { info_schema_columns(ctx.cat, db) } else { info_schema_tables(ctx.cat, db) };
+            let db = o.db.as_deref().unwrap_or(&ctx.session.db);
+            if let Some(v) = catalog_view(ctx.cat, db, &k.1, &k.2) {
+                virt = v;
                 (&virt.columns, &virt.rows, &[])
             } else {
                 let t = ctx.cat.table(&k).ok_or_else(|| invalid_object(o))?;
@@ -1160,6 +1297,9 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             "SYSUTCDATETIME" | "SYSDATETIME" => (SqlType::DateTime2(7), false, false),
             "OBJECT_ID" => (SqlType::Int, true, false),
             "DB_NAME" => (SqlType::NVarChar(Some(128)), true, false),
+            "DB_ID" => (SqlType::SmallInt, true, false),
+            // sql_variant in SQL Server; every property this server knows is text.
+            "SERVERPROPERTY" => (SqlType::NVarChar(Some(128)), true, false),
             "SCOPE_IDENTITY" => (SqlType::Decimal { precision: 38, scale: 0 }, true, false),
             other => return Err(SqlError::new(195, format!("'{other}' is not a recognized built-in function name (tds-test-server subset)."))),
         },
@@ -1211,7 +1351,7 @@ fn eval(ctx: &Ctx, e: &Expr, row: Option<&Row>, cols: &[Column]) -> Result<Value
             "@@spid" => Value::Int(ctx.session.id as i64),
             "@@trancount" => Value::Int(ctx.session.tx.as_ref().map(|t| t.depth as i64).unwrap_or(0)),
             "@@version" => Value::Str("Microsoft SQL Server 2022 (tds-test-server)".into()),
-            "@@servername" => Value::Str("TDS-TEST-SERVER".into()),
+            "@@servername" => Value::Str(ctx.cat.server_name.clone()),
             "@@identity" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
             _ => ctx.vars.get(v).map(|x| x.value.clone()).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{v}\".")))?,
         },
@@ -1268,6 +1408,25 @@ fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
         "GETUTCDATE" | "GETDATE" => Value::now().coerce(&SqlType::DateTime2(3), f)?,
         "SYSUTCDATETIME" | "SYSDATETIME" => Value::now(),
         "DB_NAME" => Value::Str(ctx.cat.dbs.get(&ctx.session.db.to_lowercase()).map(|d| d.name.clone()).unwrap_or_else(|| ctx.session.db.clone())),
+        "DB_ID" => {
+            let name = match vals.first() {
+                Some(Value::Str(n)) => n.to_lowercase(),
+                Some(Value::Null) => return Ok(Value::Null),
+                _ => ctx.session.db.to_lowercase(),
+            };
+            ctx.cat.dbs.get(&name).map(|d| Value::Int(d.id as i64)).unwrap_or(Value::Null)
+        }
+        "SERVERPROPERTY" => match vals.first() {
+            Some(Value::Str(p)) => match p.to_ascii_lowercase().as_str() {
+                "servername" | "machinename" | "computernamephysicalnetbios" => Value::Str(ctx.cat.machine_name.clone()),
+                "productversion" => Value::Str("16.0.4135.4".into()),
+                "edition" => Value::Str("Developer Edition (64-bit)".into()),
+                "engineedition" => Value::Int(3),
+                // InstanceName: NULL for a default instance.
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        },
         "SCOPE_IDENTITY" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
         "OBJECT_ID" => {
             let Some(Value::Str(name)) = vals.first() else { return Ok(Value::Null) };

@@ -122,5 +122,5 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
-pub use server::{perf_snapshot_run_columns, parse_login7, Faults, Login7, ServerConfig, Stats, TestServer};
+pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
 pub use types::{Column, ColumnDefault, SqlType, Value};

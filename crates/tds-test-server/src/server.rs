@@ -27,7 +27,21 @@ pub struct ServerConfig {
     pub password: Option<String>,
     /// TCP port on 127.0.0.1; 0 (default) picks a free one.
     pub port: u16,
+    /// `@@SERVERNAME` (default [`DEFAULT_SERVER_NAME`]). Two instances given the same name are
+    /// what a cloned VM or a renamed host looks like until someone runs sp_dropserver/sp_addserver.
+    pub server_name: Option<String>,
+    /// `SERVERPROPERTY('MachineName')` and `SERVERPROPERTY('ServerName')`, the host's current
+    /// name (default: the server name).
+    pub machine_name: Option<String>,
 }
+
+/// `@@SERVERNAME` of a server whose [`ServerConfig::server_name`] is not set.
+pub const DEFAULT_SERVER_NAME: &str = "TDS-TEST-SERVER";
+
+/// A copy of one database (its tables, identity counters, object IDs and creation facts), as a
+/// backup file or a cloned disk holds it; see [`TestServer::backup_database`].
+#[derive(Debug, Clone)]
+pub struct DatabaseCopy(crate::engine::Database);
 
 /// One-shot and standing fault injections; set them through [`TestServer::faults`].
 #[derive(Debug, Default)]
@@ -206,7 +220,12 @@ impl TestServer {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State { engine: Shared::default(), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
-        state.engine.cat().ensure_db("master");
+        {
+            let mut cat = state.engine.cat();
+            cat.server_name = state.config.server_name.clone().unwrap_or_else(|| DEFAULT_SERVER_NAME.to_string());
+            cat.machine_name = state.config.machine_name.clone().unwrap_or_else(|| cat.server_name.clone());
+            cat.ensure_db("master");
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("tds-test-server").build()?;
         let st = state.clone();
@@ -259,6 +278,68 @@ impl TestServer {
             errors_sent: g(&c.errors_sent),
             dropped_connections: g(&c.dropped_connections),
         }
+    }
+
+    /// `@@SERVERNAME`.
+    pub fn server_name(&self) -> String {
+        self.state.engine.cat().server_name.clone()
+    }
+
+    /// Sets `@@SERVERNAME` (what `sp_dropserver`/`sp_addserver` and a restart do).
+    pub fn set_server_name(&self, name: &str) {
+        self.state.engine.cat().server_name = name.to_string();
+    }
+
+    /// Sets the host's name (`SERVERPROPERTY('MachineName')`/`('ServerName')`), as renaming the
+    /// host does; `@@SERVERNAME` keeps its value.
+    pub fn set_machine_name(&self, name: &str) {
+        self.state.engine.cat().machine_name = name.to_string();
+    }
+
+    /// A copy of database `db` as it is now (committed rows only): what BACKUP DATABASE writes.
+    pub fn backup_database(&self, db: &str) -> Result<DatabaseCopy> {
+        let cat = self.state.engine.cat();
+        let d = cat.dbs.get(&db.to_lowercase()).ok_or_else(|| ServerError::Api(format!("no database '{db}'")))?;
+        Ok(DatabaseCopy(d.clone()))
+    }
+
+    /// RESTORE DATABASE `db` FROM a copy (replacing `db` if it exists): the copy's tables, rows,
+    /// identity counters and table object IDs and creation times come back; the database gets
+    /// a new creation time (`sys.databases.create_date`) and a new recovery fork, as SQL Server
+    /// gives a restored database.
+    pub fn restore_database(&self, db: &str, copy: &DatabaseCopy) {
+        let mut cat = self.state.engine.cat();
+        let mut d = copy.0.clone();
+        d.name = db.to_string();
+        match cat.dbs.get(&db.to_lowercase()) {
+            Some(old) => d.id = old.id,
+            // RESTORE as a database that does not exist yet also gives it a new database GUID.
+            None => {
+                let fresh = cat.new_database(db);
+                (d.id, d.guid) = (fresh.id, fresh.guid);
+            }
+        }
+        d.created = cat.stamp();
+        d.recovery_fork = crate::engine::new_guid();
+        cat.dbs.insert(db.to_lowercase(), d);
+    }
+
+    /// Attaches a byte-for-byte copy of a database as `db` (a cloned VM's disk): everything
+    /// the copy says about itself (creation time, GUIDs, object IDs) is kept.
+    pub fn attach_database_copy(&self, db: &str, copy: &DatabaseCopy) {
+        let mut cat = self.state.engine.cat();
+        let mut d = copy.0.clone();
+        d.name = db.to_string();
+        d.id = match cat.dbs.get(&db.to_lowercase()) {
+            Some(old) => old.id,
+            None => cat.new_database(db).id,
+        };
+        cat.dbs.insert(db.to_lowercase(), d);
+    }
+
+    /// DROP TABLE; false when there was none.
+    pub fn drop_table(&self, db: &str, table: &str) -> bool {
+        self.state.engine.cat().drop_table(&key(db, table))
     }
 
     /// Creates an empty database (no-op if it exists).

@@ -317,6 +317,13 @@ pub enum Stmt {
         /// Table-level PRIMARY KEY/UNIQUE column lists.
         uniques: Vec<Vec<String>>,
     },
+    /// DROP TABLE [IF EXISTS] t
+    DropTable {
+        /// Table.
+        table: ObjName,
+        /// IF EXISTS: no error when there is none.
+        if_exists: bool,
+    },
     /// CREATE [UNIQUE] INDEX name ON t (cols): UNIQUE adds a constraint, otherwise a no-op.
     CreateIndex {
         /// UNIQUE.
@@ -384,7 +391,7 @@ pub fn parse_batch(src: &str) -> Result<Vec<Parsed>, SqlError> {
     Ok(out)
 }
 
-const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE"];
+const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE", "DROP"];
 
 impl<'a> P<'a> {
     fn err(&self, what: &str) -> SqlError {
@@ -663,6 +670,17 @@ impl<'a> P<'a> {
                 }
             }
             return Ok(Stmt::Exec { ret, proc, args });
+        }
+        if self.eat_kw("DROP") {
+            self.kw("TABLE")?;
+            let if_exists = if self.eat_kw("IF") {
+                self.kw("EXISTS")?;
+                true
+            } else {
+                false
+            };
+            let table = self.obj_name()?;
+            return Ok(Stmt::DropTable { table, if_exists });
         }
         if self.eat_kw("CREATE") {
             let unique = self.eat_kw("UNIQUE");

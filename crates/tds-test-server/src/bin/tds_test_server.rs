@@ -5,8 +5,11 @@
 //! cargo run -p tds-test-server --bin tds_test_server -- --port 14330 --seed-parquet FILE
 //!   [--database DBATools] [--no-server-id] [--monitoringdb MonitoringDB] [--synclog]
 //!   [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only]
-//!   [--stop-on-stdin-eof]
+//!   [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]
 //! ```
+//! - `--server-name NAME` sets `@@SERVERNAME` (default TDS-TEST-SERVER), `--machine-name NAME`
+//!   the host name `SERVERPROPERTY('ServerName')` reports (default: the server name); two
+//!   instances with one `--server-name` and other machine names are a renamed clone.
 //! - `--port 0` picks a free port. The last line printed at startup is `READY 127.0.0.1:PORT`
 //!   with the port actually bound; then it serves until killed.
 //! - `--seed-parquet FILE` appends the file's rows to `<database>.dbo.PerfSnapshotRun` (source
@@ -24,7 +27,7 @@ use std::path::PathBuf;
 
 use tds_test_server::{ServerConfig, TestServer};
 
-const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof]";
+const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]";
 
 fn main() {
     if let Err(e) = run() {
@@ -50,6 +53,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--port" => cfg.port = val()?.parse()?,
             "--password" => cfg.password = Some(val()?),
             "--packet-size" => cfg.packet_size = Some(val()?.parse()?),
+            "--server-name" => cfg.server_name = Some(val()?),
+            "--machine-name" => cfg.machine_name = Some(val()?),
             "--seed-parquet" => seed = Some(PathBuf::from(val()?)),
             "--database" => db = val()?,
             "--no-server-id" => with_server_id = false,
