@@ -43,10 +43,15 @@ fn spawn_copy(args: &[&str]) -> Child {
 
 /// Runs a copy to the end; panics on failure. Returns how long it took.
 fn run_copy_ok(args: &[&str]) -> Duration {
+    run_copy_output(args).0
+}
+
+/// Runs a copy to the end; panics on failure. Returns how long it took, and its stderr.
+fn run_copy_output(args: &[&str]) -> (Duration, String) {
     let started = Instant::now();
     let o = spawn_copy(args).wait_with_output().unwrap();
     assert!(o.status.success(), "copy failed ({:?}): {}", o.status.code(), stderr(&o));
-    started.elapsed()
+    (started.elapsed(), stderr(&o))
 }
 
 /// Spawns a copy, SIGKILLs it after `after` (if still running); true when it was killed
@@ -210,7 +215,23 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
                 return Err(format!("ledger says LastRunID {l} but {lost} source rows up to it are missing"));
             }
         }
-        run_copy_ok(&a);
+        // perfcopy's companion rows move with their ledger rows (one transaction) and point at
+        // the source row of that ID.
+        for (id, run, ts, ledger) in tgt.companions("MonitoringDB") {
+            if ledger.as_ref().map(|l| l.0) != Some(Some(run)) {
+                return Err(format!("companion of SyncLogID {id} says LastRunID {run}, its ledger row {ledger:?}"));
+            }
+            if !m.sql_rows.iter().any(|r| r.run_id == run && r.snapshot_ms == ts) {
+                return Err(format!("companion of SyncLogID {id} points at row {run} with a SnapshotUTC the source does not have there"));
+            }
+        }
+        let (_, rerun) = run_copy_output(&a);
+        // A watermark set before the kill is checked and used by the re-run.
+        if let Some(l) = last {
+            if !rerun.contains(&format!("resumed after PerfSnapshotRunID {l} ")) {
+                return Err(format!("the re-run did not resume after the ledger's LastRunID {l}: {rerun}"));
+            }
+        }
         let (got, doubled) = tgt.rows("MonitoringDB");
         if doubled > 0 {
             return Err(format!("{doubled} keys held twice after the re-run"));

@@ -267,3 +267,29 @@ pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A test server demanding [`PW`] whose `@@SERVERNAME` is `server_name` and whose host is
+/// called `machine_name` (`SERVERPROPERTY('ServerName')`).
+pub fn server_named(server_name: &str, machine_name: &str) -> TestServer {
+    TestServer::start(ServerConfig {
+        packet_size: Some(512),
+        password: Some(PW.into()),
+        server_name: Some(server_name.into()),
+        machine_name: Some(machine_name.into()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Runs T-SQL on `db` as another client would (a DBA's session); panics on an error.
+pub fn exec_sql(srv: &TestServer, db: &str, sql: &str) {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let ado = conn(srv, db);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = tiberius::Config::from_ado_string(&ado).unwrap();
+        let tcp = tokio::net::TcpStream::connect(config.get_addr()).await.unwrap();
+        let mut client = tiberius::Client::connect(config, tcp.compat_write()).await.unwrap();
+        client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).into_results().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}

@@ -164,13 +164,38 @@ impl ServerProc {
         })
     }
 
+    /// perfcopy's companion rows (`dbo.PerfcopySyncSource`) with the ledger row each belongs
+    /// to: (SyncLogID, companion LastRunID, LastSnapshotUTC ms, the ledger row's LastRunID and
+    /// SyncStatus if it exists). Empty when the table does not exist.
+    pub fn companions(&self, db: &str) -> Vec<(i32, i64, i64, Option<(Option<i64>, String)>)> {
+        self.block_on(async {
+            let mut c = self.client(db).await;
+            if !table_exists(&mut c, "dbo.PerfcopySyncSource").await {
+                return Vec::new();
+            }
+            let mut ledger = BTreeMap::new();
+            for r in c.simple_query("SELECT SyncLogID, LastRunID, SyncStatus FROM dbo.DBAToolsSyncLog").await.unwrap().into_first_result().await.unwrap() {
+                ledger.insert(r.get::<i32, _>(0).unwrap(), (r.get::<i64, _>(1), r.get::<&str, _>(2).unwrap().to_string()));
+            }
+            let q = "SELECT SyncLogID, LastRunID, LastSnapshotUTC FROM dbo.PerfcopySyncSource ORDER BY SyncLogID";
+            let rows = c.simple_query(q).await.unwrap().into_first_result().await.unwrap();
+            rows.iter()
+                .map(|r| {
+                    let id = r.get::<i32, _>(0).unwrap();
+                    let t: chrono::NaiveDateTime = r.get(2).unwrap();
+                    (id, r.get::<i64, _>(1).unwrap(), t.and_utc().timestamp_millis(), ledger.get(&id).cloned())
+                })
+                .collect()
+        })
+    }
+
     /// Every row of every table perfcopy writes in `db`, as text, for byte-for-byte
     /// "unchanged" comparisons.
     pub fn snapshot(&self, db: &str) -> Vec<String> {
         self.block_on(async {
             let mut c = self.client(db).await;
             let mut out = Vec::new();
-            for t in ["dbo.Servers", "dbo.PerfSnapshotRun", "dbo.DBAToolsSyncLog"] {
+            for t in ["dbo.Servers", "dbo.PerfSnapshotRun", "dbo.DBAToolsSyncLog", "dbo.PerfcopySyncSource"] {
                 let exists = table_exists(&mut c, t).await;
                 out.push(format!("table {t}: {exists}"));
                 if exists {

@@ -573,6 +573,14 @@ impl Session {
                     cat.create_table(&db, &schema, &table.name, columns, uq);
                     out.push(Out::Done { status: 0, count: None });
                 }
+                Stmt::Truncate { table } => {
+                    let k = self.key(table);
+                    let mut cat = shared.cat();
+                    let t = cat.table_mut(&k).ok_or_else(|| invalid_object(table))?;
+                    t.rows.clear();
+                    t.next_identity = 1;
+                    out.push(Out::Done { status: 0, count: None });
+                }
                 Stmt::DropTable { table, if_exists } => {
                     let k = self.key(table);
                     if !shared.cat().drop_table(&k) && !if_exists {

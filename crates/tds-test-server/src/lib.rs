@@ -44,7 +44,10 @@
 //!   - expr: column, `@var`/`@Pn`, literal (integer, decimal, `'..'`/`N'..'`, NULL), `+ - * /`,
 //!     `CAST(e AS type)`, `CONVERT(type, e)`, `ISNULL`, `COALESCE`, `GETUTCDATE()`/`GETDATE()`
 //!     (DATETIME2(3) here), `SYSUTCDATETIME()`, `OBJECT_ID('name'[, 'U'])`, `DB_NAME()`,
-//!     `SCOPE_IDENTITY()`, `@@SPID`, `@@TRANCOUNT`, `@@VERSION`, `@@SERVERNAME`, `@@IDENTITY`;
+//!     `SCOPE_IDENTITY()`, `DB_ID([name])`, `SERVERPROPERTY('ServerName'|'MachineName'|'InstanceName'|
+//!     'ProductVersion'|'Edition'|'EngineEdition')`, `@@SPID`, `@@TRANCOUNT`, `@@VERSION`,
+//!     `@@SERVERNAME` ([`ServerConfig::server_name`]; SERVERPROPERTY's names are
+//!     [`ServerConfig::machine_name`], which a renamed host changes and `@@SERVERNAME` does not), `@@IDENTITY`;
 //!     aggregates `COUNT(*)`, `COUNT(col)`, `COUNT_BIG(*)`, `MIN`, `MAX`, `SUM` (no GROUP BY: one row).
 //!   - cond: `AND`, `OR`, `NOT`, parentheses, `= <> != < <= > >=`, `IS [NOT] NULL`, `[NOT] IN (..)`,
 //!     `BETWEEN`, `[NOT] EXISTS (SELECT ..)`. NULL compares as unknown; strings compare case-insensitively.
@@ -52,7 +55,10 @@
 //!   - Virtual tables `INFORMATION_SCHEMA.COLUMNS` (TABLE_CATALOG, TABLE_SCHEMA, TABLE_NAME,
 //!     COLUMN_NAME, ORDINAL_POSITION int, COLUMN_DEFAULT, IS_NULLABLE varchar 'YES'/'NO',
 //!     DATA_TYPE nvarchar, CHARACTER_MAXIMUM_LENGTH int (-1 = max), NUMERIC_PRECISION tinyint,
-//!     NUMERIC_SCALE int, DATETIME_PRECISION smallint) and `INFORMATION_SCHEMA.TABLES`.
+//!     NUMERIC_SCALE int, DATETIME_PRECISION smallint) and `INFORMATION_SCHEMA.TABLES`; `sys.databases`
+//!     (name, database_id, create_date), `sys.objects`/`sys.tables` (object_id, name, type,
+//!     create_date) and `sys.database_recovery_status` (database_id, database_guid, family_guid,
+//!     recovery_fork_guid as NVARCHAR(36) text: what `CONVERT(NVARCHAR(36), guid)` gives on SQL Server).
 //! - `INSERT [INTO] t [(cols)] [OUTPUT INSERTED.col [AS a], ... | INSERTED.*] VALUES (..)[, (..)]` and
 //!   `INSERT t DEFAULT VALUES`: IDENTITY assigned like SQL Server (never reused, gaps after
 //!   rollback), defaults, conversions with SQL Server's errors (515 NULL, 2627 UNIQUE, 544
@@ -63,7 +69,9 @@
 //!   `IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (...)`.
 //! - `CREATE TABLE t (col type [IDENTITY[(1,1)]] [NULL|NOT NULL] [CONSTRAINT n] [DEFAULT expr]
 //!   [PRIMARY KEY|UNIQUE] [REFERENCES t(c)], ... [, CONSTRAINT n PRIMARY KEY|UNIQUE (cols)] [, FOREIGN KEY ...])`;
-//!   `CREATE [UNIQUE] [NONCLUSTERED] INDEX n ON t (cols)` (UNIQUE adds a constraint; others are no-ops).
+//!   `CREATE [UNIQUE] [NONCLUSTERED] INDEX n ON t (cols)` (UNIQUE adds a constraint; others are no-ops);
+//!   `DROP TABLE [IF EXISTS] t`; `TRUNCATE TABLE t` (IDENTITY back at its seed, same object). A table
+//!   created again is a new object (new OBJECT_ID and create_date).
 //!   Types: TINYINT, SMALLINT, INT, BIGINT, BIT, DECIMAL/NUMERIC(p,s), NVARCHAR(n|MAX), NCHAR,
 //!   VARCHAR(n|MAX), CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (stored as DATETIME2(3)).
 //! - `DECLARE @v type [= expr], ...`, `SET @v = expr`, `SET NOCOUNT ON|OFF`, other `SET ...` ignored.
@@ -82,6 +90,12 @@
 //! session at once and to others only after COMMIT; ROLLBACK or a dropped connection discards
 //! them. UPDATE/DELETE inside a transaction change committed rows at once (others see them:
 //! READ UNCOMMITTED-like) and are undone on rollback. No locking besides app locks.
+//!
+//! ## Histories
+//! [`TestServer::backup_database`] copies a database (rows, identity counters, object IDs, creation
+//! facts); [`TestServer::restore_database`] brings a copy back as SQL Server's RESTORE does (new
+//! create_date and recovery fork), [`TestServer::attach_database_copy`] as a cloned disk does (every
+//! fact kept). [`TestServer::set_server_name`] and [`TestServer::set_machine_name`] rename.
 //!
 //! ## Arrow types ([`TestServer::table_batch`], [`TestServer::insert_batch`])
 //! BIGINT→Int64, INT→Int32, SMALLINT→Int16, TINYINT→UInt8, BIT→Boolean, DECIMAL(p,s)→Decimal128(p,s),

@@ -337,6 +337,16 @@ impl TestServer {
         cat.dbs.insert(db.to_lowercase(), d);
     }
 
+    /// TRUNCATE TABLE: every committed row gone, IDENTITY back at 1, the same object (same
+    /// OBJECT_ID and creation time).
+    pub fn truncate_table(&self, db: &str, table: &str) -> Result<()> {
+        let mut cat = self.state.engine.cat();
+        let t = cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?;
+        t.rows.clear();
+        t.next_identity = 1;
+        Ok(())
+    }
+
     /// DROP TABLE; false when there was none.
     pub fn drop_table(&self, db: &str, table: &str) -> bool {
         self.state.engine.cat().drop_table(&key(db, table))

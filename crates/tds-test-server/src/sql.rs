@@ -317,6 +317,11 @@ pub enum Stmt {
         /// Table-level PRIMARY KEY/UNIQUE column lists.
         uniques: Vec<Vec<String>>,
     },
+    /// TRUNCATE TABLE t: every row gone, IDENTITY back at its seed, the same object.
+    Truncate {
+        /// Table.
+        table: ObjName,
+    },
     /// DROP TABLE [IF EXISTS] t
     DropTable {
         /// Table.
@@ -391,7 +396,7 @@ pub fn parse_batch(src: &str) -> Result<Vec<Parsed>, SqlError> {
     Ok(out)
 }
 
-const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE", "DROP"];
+const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE", "DROP", "TRUNCATE"];
 
 impl<'a> P<'a> {
     fn err(&self, what: &str) -> SqlError {
@@ -670,6 +675,10 @@ impl<'a> P<'a> {
                 }
             }
             return Ok(Stmt::Exec { ret, proc, args });
+        }
+        if self.eat_kw("TRUNCATE") {
+            self.kw("TABLE")?;
+            return Ok(Stmt::Truncate { table: self.obj_name()? });
         }
         if self.eat_kw("DROP") {
             self.kw("TABLE")?;
