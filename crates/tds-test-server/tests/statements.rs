@@ -215,3 +215,61 @@ async fn applock_excludes_other_sessions_until_release_or_disconnect() {
     let e = c2.execute("EXEC sp_releaseapplock @Resource = @P1, @LockOwner = 'Session'", &[&"nobody"]).await.unwrap_err();
     assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 1223), "{e:?}");
 }
+
+/// What a client reads to tell instances and incarnations apart: @@SERVERNAME and the host's
+/// name set apart, sys.databases / sys.database_recovery_status / sys.objects, and how CREATE
+/// again, TRUNCATE, RESTORE and a cloned disk change (or keep) them.
+#[tokio::test]
+async fn server_names_and_incarnation_facts_follow_renames_restores_and_recreates() {
+    let srv = TestServer::start(ServerConfig { password: Some(PASSWORD.into()), server_name: Some("SQL01".into()), machine_name: Some("HOSTB".into()), ..Default::default() }).unwrap();
+    srv.create_dbatools("DBATools", true);
+    const FACTS: &str = "SELECT @@SERVERNAME AS a, CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS b, DB_NAME() AS c; \
+        SELECT create_date FROM sys.databases WHERE database_id = DB_ID(); \
+        SELECT CONVERT(NVARCHAR(36), recovery_fork_guid) AS f FROM sys.database_recovery_status WHERE database_id = DB_ID(); \
+        SELECT object_id, create_date FROM sys.objects WHERE object_id = OBJECT_ID(N'dbo.PerfSnapshotRun')";
+    type Facts = (String, String, String, chrono::NaiveDateTime, String, i32, chrono::NaiveDateTime);
+    async fn facts(srv: &TestServer) -> Facts {
+        let mut c = connect(srv.addr(), "DBATools", None).await.unwrap();
+        let sets = c.simple_query(FACTS).await.unwrap().into_results().await.unwrap();
+        let s = |i: usize, j: usize| sets[i][0].get::<&str, _>(j).unwrap().to_string();
+        (s(0, 0), s(0, 1), s(0, 2), sets[1][0].get(0).unwrap(), s(2, 0), sets[3][0].get(0).unwrap(), sets[3][0].get(1).unwrap())
+    }
+    let first = facts(&srv).await;
+    assert_eq!((first.0.as_str(), first.1.as_str(), first.2.as_str()), ("SQL01", "HOSTB", "DBATools"));
+    assert_eq!(first.4.len(), 36, "GUID text: {}", first.4);
+
+    // TRUNCATE keeps the table object; DROP + CREATE makes a new one; both reset IDENTITY.
+    let mut c = connect(srv.addr(), "DBATools", None).await.unwrap();
+    c.simple_query("TRUNCATE TABLE dbo.PerfSnapshotRun").await.unwrap().into_results().await.unwrap();
+    let t = facts(&srv).await;
+    assert_eq!((t.5, t.6), (first.5, first.6));
+    let ddl = "DROP TABLE dbo.PerfSnapshotRun; CREATE TABLE dbo.PerfSnapshotRun (PerfSnapshotRunID BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, SnapshotUTC DATETIME2(3) NOT NULL)";
+    c.simple_query(ddl).await.unwrap().into_results().await.unwrap();
+    let e = match c.simple_query("DROP TABLE dbo.NoSuchTable").await {
+        Err(e) => e,
+        Ok(s) => s.into_results().await.unwrap_err(),
+    };
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 3701), "{e:?}");
+    c.simple_query("DROP TABLE IF EXISTS dbo.NoSuchTable").await.unwrap().into_results().await.unwrap();
+    let re = facts(&srv).await;
+    assert!(re.5 != first.5 && re.6 > first.6, "a table created again is a new object: {re:?} vs {first:?}");
+    assert_eq!((re.3, &re.4), (first.3, &first.4), "the database is the same");
+
+    // RESTORE: new create_date and recovery fork, the table's own facts from the backup.
+    let backup = srv.backup_database("DBATools").unwrap();
+    srv.restore_database("DBATools", &backup);
+    let rs = facts(&srv).await;
+    assert!(rs.3 > re.3 && rs.4 != re.4, "{rs:?} vs {re:?}");
+    assert_eq!((rs.5, rs.6), (re.5, re.6));
+
+    // A cloned disk on another instance reports every fact the same; renames change names only.
+    let clone = TestServer::start(ServerConfig { password: Some(PASSWORD.into()), server_name: Some("SQL01".into()), ..Default::default() }).unwrap();
+    clone.attach_database_copy("DBATools", &srv.backup_database("DBATools").unwrap());
+    let cl = facts(&clone).await;
+    assert_eq!(cl.1, "SQL01", "the machine name defaults to the server name");
+    assert_eq!((cl.3, &cl.4, cl.5, cl.6), (rs.3, &rs.4, rs.5, rs.6));
+    clone.set_machine_name("HOSTC");
+    clone.set_server_name("SQL09");
+    let rn = facts(&clone).await;
+    assert_eq!((rn.0.as_str(), rn.1.as_str()), ("SQL09", "HOSTC"));
+}
