@@ -265,6 +265,14 @@ async fn end_reply_early_cuts_a_page_under_a_done_that_disagrees_or_flags_an_err
     let flagged_tail = rpc_tail(0x03, 0, -6, 0x02);
     assert!(flagged.ends_with(&flagged_tail), "{:02X?}", &flagged[flagged.len().saturating_sub(31)..]);
     assert_eq!(&flagged[..flagged.len() - flagged_tail.len()], rows_part);
+    // tiberius (perfcopy's vendored copy) fails such a reply at its end instead of ending the
+    // rows as if the statement had succeeded.
+    srv.faults().end_reply_early("WHERE PerfSnapshotRunID >", 0, 5, tds_test_server::EarlyEnd::ErrorFlag);
+    let r = async { c.query(page, &[&0i64]).await?.into_first_result().await }.await;
+    match r {
+        Err(tiberius::error::Error::Protocol(m)) => assert_eq!(m, "the server flagged the request as failed (DONE status 0x0003) but sent no ERROR token"),
+        other => panic!("{:?}", other.map(|rows| rows.len())),
+    }
     // One-shot.
     assert_eq!(raw_reply(&mut c, page, 0).await, whole);
     assert_eq!(srv.stats().errors_sent, 0);
