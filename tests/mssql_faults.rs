@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::mssql::*;
 use common::*;
-use tds_test_server::TestServer;
+use tds_test_server::{EarlyEnd, TestServer};
 
 /// A source server with DBATools_A (600 rows) and a target with MonitoringDB (SQL01 = 3).
 fn setup(t: &tempfile::TempDir) -> (TestServer, TestServer, Vec<SrcRow>) {
@@ -123,6 +123,34 @@ fn source_dropped_mid_read_fails_naming_it_and_a_rerun_completes() {
     assert!(tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap() < a.len());
     let last = assert_consistent_prefix(&tgt, &a);
     rerun_completes(&src, &tgt, &a, last);
+}
+
+/// Regression: perfcopy's reply decoder ignored the status of DONE tokens, so a page reply the
+/// server ended early (rows missing under a DONE_COUNT that says more, or DONE_ERROR without an
+/// ERROR token) read as a short final page: the copy stopped there and exited 0.
+#[test]
+fn a_page_reply_ended_early_fails_naming_the_source_and_page_and_a_rerun_completes() {
+    let cases = [
+        (EarlyEnd::CountMismatch, "DONEINPROC says the result set has 50 rows (DONE_COUNT), 10 were decoded"),
+        (EarlyEnd::ErrorFlag, "DONEINPROC status 0x0003 (DONE_ERROR: the statement failed), without an ERROR token"),
+    ];
+    for (how, why) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let (src, tgt, a) = setup(&t);
+        // The fourth page (after 150 rows) ends after 10 of its 50 rows.
+        src.faults().end_reply_early("WHERE PerfSnapshotRunID >", 3, 10, how);
+        let o = perfcopy(&["copy", "--from", &conn(&src, "DBATools_A"), "--to", &conn(&tgt, "MonitoringDB"), "--batch-rows", "50"]);
+        let err = failed(&o);
+        assert!(err.contains(&label(&src, "DBATools_A")), "{how:?}: the error does not name the source: {err}");
+        let page = format!("page after PerfSnapshotRunID {} (TOP 50)", a[149].run_id);
+        assert!(err.contains(&page) && err.contains(why), "{how:?}: wanted '{page}' and '{why}' in: {err}");
+        assert_no_secret(&o, PW);
+        let n = tgt.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap();
+        assert!(n <= 150, "{how:?}: rows past the broken page reached the target ({n})");
+        let last = assert_consistent_prefix(&tgt, &a);
+        assert!(last.is_none_or(|l| l <= a[149].run_id), "{how:?}: the ledger is past the broken page: {last:?}");
+        rerun_completes(&src, &tgt, &a, last);
+    }
 }
 
 #[test]

@@ -828,7 +828,12 @@ impl PageReader {
             params.push(u);
         }
         let conn = &self.conn;
-        let doing = "reading dbo.PerfSnapshotRun";
+        // Every error names the page, so a failed read says where the copy stopped.
+        let doing = match self.last {
+            i64::MIN => format!("reading dbo.PerfSnapshotRun, first page (TOP {n})"),
+            last => format!("reading dbo.PerfSnapshotRun, page after PerfSnapshotRunID {last} (TOP {n})"),
+        };
+        let doing = doing.as_str();
         let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: "PerfSnapshotRun".into(), message: m };
         // One set of builders for the whole read (each finish leaves them sized for the next
         // page); new ones if a failed page left rows behind.
@@ -846,7 +851,9 @@ impl PageReader {
                 }
                 Err(RawError::Decode(DecodeError::Server(t))) => return Err(conn.sql_error(doing, tiberius::error::Error::Server(t))),
                 Err(RawError::Decode(DecodeError::Value(m))) => return Err(bad_value(m)),
-                Err(RawError::Decode(DecodeError::Protocol(m))) => return Err(conn.error(format!("{doing}: {m}"))),
+                // A reply the server did not finish (or that breaks the protocol) is never a
+                // short page: a short page would end the read and lose the rest of the table.
+                Err(RawError::Decode(e @ (DecodeError::Protocol(_) | DecodeError::Incomplete(_)))) => return Err(conn.error(format!("{doing}: {e}"))),
                 Err(RawError::Tds(e)) => return Err(conn.sql_error(doing, e)),
             }
         }

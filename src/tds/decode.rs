@@ -5,8 +5,17 @@
 //!
 //! Scope: one result set of the column types PerfSnapshotRun tables have (integers, BIT,
 //! DECIMAL/NUMERIC, DATETIME2, DATETIME, SMALLDATETIME, NVARCHAR/NCHAR including MAX), plus
-//! the tokens around it (DONE*, RETURNSTATUS, ERROR, INFO, ENVCHANGE, ORDER). A column of
-//! another type is [`DecodeError::Unsupported`], so the caller can read with tiberius instead.
+//! every other token SQL Server sends in the reply to an RPC at TDS 7.4 with the features
+//! tiberius negotiates (DONE*, RETURNSTATUS, RETURNVALUE, ERROR, INFO, ENVCHANGE, ORDER,
+//! TABNAME, COLINFO, SESSIONSTATE). A column of another type is [`DecodeError::Unsupported`], so
+//! the caller can read with tiberius instead.
+//!
+//! A reply is whole only when the server says so (MS-TDS 2.2.7.6-8), because a page with fewer
+//! rows than asked for ends a keyset read: [`ReplyDecoder::finish`] fails unless the reply ends
+//! with a DONE/DONEPROC without DONE_MORE, no DONE* carries DONE_ERROR, DONE_SRVERROR or
+//! DONE_ATTN, and the DONE_COUNT of the DONE/DONEINPROC ending the result set (the DONEINPROC
+//! in an RPC reply; the DONEPROC after it carries no count, MS-TDS 4.9) equals the rows decoded.
+//! The first ERROR token is the error of the reply, before any later flag or malformed byte.
 
 use tiberius::error::TokenError;
 
@@ -97,7 +106,19 @@ pub enum DecodeError {
     /// The server reported an error.
     #[error("{0}")]
     Server(TokenError),
+    /// The bytes are well-formed but the server did not finish the reply: a DONE flagged an
+    /// error or a cancel without an ERROR token, a DONE_COUNT differs from the rows sent, or the
+    /// final DONE is missing.
+    #[error("incomplete TDS reply: {0}")]
+    Incomplete(String),
 }
+
+/// DONE status bits (MS-TDS 2.2.7.6).
+const DONE_MORE: u16 = 0x0001;
+const DONE_ERROR: u16 = 0x0002;
+const DONE_COUNT: u16 = 0x0010;
+const DONE_ATTN: u16 = 0x0020;
+const DONE_SRVERROR: u16 = 0x0100;
 
 /// Token-stream decoder for one reply. Feed it the reply's bytes as they arrive
 /// ([`ReplyDecoder::feed`]); tokens cut off at the end of the bytes are decoded on the next feed.
@@ -108,10 +129,19 @@ pub struct ReplyDecoder {
     /// at hand are decoded in one pass, others are measured first.
     max_row: Option<usize>,
     rows: u64,
+    /// `rows` when the open result set's COLMETADATA came; `None` once a DONE/DONEINPROC ended it.
+    set_start: Option<u64>,
+    /// The first ERROR token.
     error: Option<TokenError>,
+    /// The first DONE* that says the reply is not whole (flags or count), for [`ReplyDecoder::finish`].
+    broken: Option<String>,
+    /// A DONE/DONEPROC without DONE_MORE came: the reply is over.
+    ended: bool,
     scratch: Vec<u8>,
     /// The start of a token cut off at the end of the previous packet ([`ReplyDecoder::packet`]).
     pending: Vec<u8>,
+    /// Bytes of the reply consumed by earlier feeds (for positions in messages).
+    offset: u64,
 }
 
 /// Bytes of a packet appended at a time to a token cut off at the previous packet's end.
@@ -147,6 +177,11 @@ impl<'a> Cur<'a> {
     #[inline]
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    }
+    /// Moves past UTF-16 text with a 1-byte (B_VARCHAR) or 2-byte (US_VARCHAR) character count.
+    fn skip_text(&mut self, wide_count: bool) -> Option<()> {
+        let n = if wide_count { self.u16()? as usize } else { self.u8()? as usize };
+        self.take(2 * n).map(|_| ())
     }
     /// UTF-16 text with a 1-byte (B_VARCHAR) or 2-byte (US_VARCHAR) character count.
     fn text(&mut self, wide_count: bool) -> Option<String> {
@@ -224,27 +259,92 @@ impl ReplyDecoder {
 
     /// Decodes the whole tokens at the start of `buf` into `sink`; returns how many bytes
     /// were consumed (the rest is the start of a token, to be fed again with more bytes).
+    /// After an ERROR token, any later failure is reported as that server error.
     pub fn feed<S: RowSink>(&mut self, buf: &[u8], sink: &mut S) -> Result<usize, DecodeError> {
+        match self.tokens(buf, sink) {
+            Ok(used) => {
+                self.offset += used as u64;
+                Ok(used)
+            }
+            Err(e) => Err(match self.error.take() {
+                Some(server) => DecodeError::Server(server),
+                None => e,
+            }),
+        }
+    }
+
+    fn tokens<S: RowSink>(&mut self, buf: &[u8], sink: &mut S) -> Result<usize, DecodeError> {
         let mut done = 0;
         loop {
             let mut c = Cur { b: buf, p: done };
             let Some(token) = c.u8() else { return Ok(done) };
+            if self.ended {
+                return Err(DecodeError::Protocol(format!("token 0x{token:02X} after the final DONE, at byte {} of the reply", self.offset + done as u64)));
+            }
             let complete = match token {
                 0xD1 | 0xD2 => self.row(&mut c, token == 0xD2, sink)?,
                 0x81 => self.colmetadata(&mut c, sink)?,
-                0xFD..=0xFF => c.take(12).is_some(),
+                0xFD..=0xFF => match c.take(12) {
+                    Some(body) => {
+                        self.done_token(token, body);
+                        true
+                    }
+                    None => false,
+                },
                 0x79 => c.take(4).is_some(),
                 0xAA => self.error_token(&mut c)?,
+                0xAC => match return_value(&mut c) {
+                    Some(r) => {
+                        r?;
+                        true
+                    }
+                    None => false,
+                },
                 // INFO, ENVCHANGE, ORDER, TABNAME, COLINFO: skipped by their length.
                 0xAB | 0xE3 | 0xA9 | 0xA4 | 0xA5 => c.u16().and_then(|n| c.take(n as usize)).is_some(),
                 // SESSIONSTATE has a 4-byte length.
                 0xE4 => c.u32().and_then(|n| c.take(n as usize)).is_some(),
-                t => return Err(DecodeError::Protocol(format!("unexpected token 0x{t:02X} at byte {done} of the reply"))),
+                t => return Err(DecodeError::Protocol(format!("unexpected token 0x{t:02X} at byte {} of the reply", self.offset + done as u64))),
             };
             if !complete {
                 return Ok(done);
             }
             done = c.p;
+        }
+    }
+
+    /// A whole DONE (0xFD), DONEPROC (0xFE) or DONEINPROC (0xFF) body: Status, CurCmd, DoneRowCount.
+    fn done_token(&mut self, token: u8, body: &[u8]) {
+        let status = u16::from_le_bytes([body[0], body[1]]);
+        let count = le_u64(&body[4..12]).unwrap_or(0);
+        let name = match token {
+            0xFD => "DONE",
+            0xFE => "DONEPROC",
+            _ => "DONEINPROC",
+        };
+        if self.broken.is_none() && status & (DONE_ERROR | DONE_SRVERROR | DONE_ATTN) != 0 {
+            let why = if status & DONE_ATTN != 0 {
+                "DONE_ATTN: the request was cancelled"
+            } else if status & DONE_SRVERROR != 0 {
+                "DONE_SRVERROR: a severe error, the result set is to be discarded"
+            } else {
+                "DONE_ERROR: the statement failed"
+            };
+            self.broken = Some(format!("{name} status 0x{status:04X} ({why}), without an ERROR token, after {} rows", self.rows));
+        }
+        // The result set's count is on the DONE (batch) or DONEINPROC (RPC) that ends it; a
+        // DONEPROC ends the procedure, not a result set.
+        if token != 0xFE {
+            if let Some(start) = self.set_start.take() {
+                let got = self.rows - start;
+                if status & DONE_COUNT != 0 && count != got && self.broken.is_none() {
+                    self.broken = Some(format!("{name} says the result set has {count} rows (DONE_COUNT), {got} were decoded"));
+                }
+            }
+        }
+        // A DONEINPROC is always followed by a DONEPROC or DONEINPROC (MS-TDS 2.2.7.7).
+        if token != 0xFF && status & DONE_MORE == 0 {
+            self.ended = true;
         }
     }
 
@@ -276,15 +376,23 @@ impl ReplyDecoder {
         Ok(())
     }
 
-    /// The first server error of the reply, if any; call after the last byte was fed.
+    /// The rows of a whole reply, or why it is not one: the first ERROR token, else bytes cut
+    /// inside a token, else a DONE* that flags an error or a cancel or whose count differs from
+    /// the rows, else a missing final DONE. Call after the last byte was fed.
     pub fn finish(self) -> Result<u64, DecodeError> {
+        if let Some(e) = self.error {
+            return Err(DecodeError::Server(e));
+        }
         if !self.pending.is_empty() {
             return Err(DecodeError::Protocol(format!("the reply ends inside a token ({} bytes left)", self.pending.len())));
         }
-        match self.error {
-            Some(e) => Err(DecodeError::Server(e)),
-            None => Ok(self.rows),
+        if let Some(why) = self.broken {
+            return Err(DecodeError::Incomplete(why));
         }
+        if !self.ended {
+            return Err(DecodeError::Incomplete(format!("the reply ends after {} rows without its final DONE (one without DONE_MORE)", self.rows)));
+        }
+        Ok(self.rows)
     }
 
     fn error_token(&mut self, c: &mut Cur<'_>) -> Result<bool, DecodeError> {
@@ -378,6 +486,7 @@ impl ReplyDecoder {
             cols.push(WireColumn { name, wire, nullable: flags & 1 == 1 });
         }
         sink.columns(&cols).map_err(DecodeError::Unsupported)?;
+        self.set_start = Some(self.rows);
         self.max_row = cols
             .iter()
             .map(|col| match col.wire {
@@ -492,6 +601,165 @@ fn put<S: RowSink>(wire: Wire, c: &mut Cur<'_>, scratch: &mut Vec<u8>, sink: &mu
     })
 }
 
+/// How a value of some TYPE_INFO is laid out on the wire, enough to step over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueLen {
+    /// A fixed-length type of this many bytes.
+    Fixed(usize),
+    /// BYTELEN: a 1-byte length (0 = NULL).
+    Byte,
+    /// USHORTLEN: a 2-byte length (0xFFFF = NULL).
+    UShort,
+    /// PLP chunks: (MAX) types, XML, UDT.
+    Plp,
+    /// LONGLEN: a 4-byte length (SQL_VARIANT; 0 = NULL).
+    Long,
+    /// TEXT/NTEXT/IMAGE: text pointer (0 = NULL), timestamp, 4-byte length.
+    TextPtr,
+}
+
+/// Reads one TYPE_INFO (MS-TDS 2.2.5.6) of any type SQL Server sends: `None` when the bytes end
+/// first, `Some(Err(type byte))` for a type that does not exist.
+fn type_info(c: &mut Cur<'_>) -> Option<Result<ValueLen, u8>> {
+    let ty = c.u8()?;
+    Some(Ok(match ty {
+        // FIXEDLENTYPE: NULL, INT1, BIT, INT2, INT4, DATETIM4, FLT4, MONEY4, MONEY, DATETIME, FLT8, INT8.
+        0x1F => ValueLen::Fixed(0),
+        0x30 | 0x32 => ValueLen::Fixed(1),
+        0x34 => ValueLen::Fixed(2),
+        0x38 | 0x3A | 0x3B | 0x7A => ValueLen::Fixed(4),
+        0x3C | 0x3D | 0x3E | 0x7F => ValueLen::Fixed(8),
+        // BYTELEN with a maximum length byte: GUID, INTN, BITN, FLTN, MONEYN, DATETIMN and the
+        // legacy CHAR, VARCHAR, BINARY, VARBINARY.
+        0x24 | 0x26 | 0x68 | 0x6D | 0x6E | 0x6F | 0x2F | 0x27 | 0x2D | 0x25 => {
+            c.take(1)?;
+            ValueLen::Byte
+        }
+        // DECIMAL/NUMERIC (legacy and N): length, precision, scale.
+        0x37 | 0x3F | 0x6A | 0x6C => {
+            c.take(3)?;
+            ValueLen::Byte
+        }
+        // DATEN has no type info; TIMEN, DATETIME2N, DATETIMEOFFSETN have a scale.
+        0x28 => ValueLen::Byte,
+        0x29 | 0x2A | 0x2B => {
+            c.take(1)?;
+            ValueLen::Byte
+        }
+        // BIGVARBINARY, BIGBINARY: maximum length (0xFFFF = MAX, sent as PLP).
+        0xA5 | 0xAD => match c.u16()? {
+            0xFFFF => ValueLen::Plp,
+            _ => ValueLen::UShort,
+        },
+        // BIGVARCHAR, BIGCHAR, NVARCHAR, NCHAR: maximum length and a 5-byte collation.
+        0xA7 | 0xAF | 0xE7 | 0xEF => {
+            let max = c.u16()?;
+            c.take(5)?;
+            if max == 0xFFFF {
+                ValueLen::Plp
+            } else {
+                ValueLen::UShort
+            }
+        }
+        // XML: a schema flag, then database, owner (B_VARCHAR) and collection (US_VARCHAR).
+        0xF1 => {
+            if c.u8()? != 0 {
+                c.skip_text(false)?;
+                c.skip_text(false)?;
+                c.skip_text(true)?;
+            }
+            ValueLen::Plp
+        }
+        // UDT: maximum length, database, schema, type (B_VARCHAR), assembly name (US_VARCHAR);
+        // its values are always PLP.
+        0xF0 => {
+            c.take(2)?;
+            c.skip_text(false)?;
+            c.skip_text(false)?;
+            c.skip_text(false)?;
+            c.skip_text(true)?;
+            ValueLen::Plp
+        }
+        // TEXT, NTEXT: maximum length and collation; IMAGE: maximum length.
+        0x23 | 0x63 => {
+            c.take(9)?;
+            ValueLen::TextPtr
+        }
+        0x22 => {
+            c.take(4)?;
+            ValueLen::TextPtr
+        }
+        // SQL_VARIANT: maximum length.
+        0x62 => {
+            c.take(4)?;
+            ValueLen::Long
+        }
+        t => return Some(Err(t)),
+    }))
+}
+
+/// Moves past one value laid out as `len`; `None` when the bytes end first.
+fn skip_value(len: ValueLen, c: &mut Cur<'_>) -> Option<()> {
+    match len {
+        ValueLen::Fixed(n) => {
+            c.take(n)?;
+        }
+        ValueLen::Byte => {
+            let n = c.u8()?;
+            c.take(n as usize)?;
+        }
+        ValueLen::UShort => {
+            let n = c.u16()?;
+            if n != 0xFFFF {
+                c.take(n as usize)?;
+            }
+        }
+        ValueLen::Plp => skip_plp(c)?,
+        ValueLen::Long => {
+            let n = c.u32()?;
+            c.take(n as usize)?;
+        }
+        ValueLen::TextPtr => {
+            let ptr = c.u8()?;
+            if ptr != 0 {
+                c.take(ptr as usize + 8)?;
+                let n = c.u32()?;
+                c.take(n as usize)?;
+            }
+        }
+    }
+    Some(())
+}
+
+/// Moves past a PLP value (NULL or chunks up to the terminator); `None` when the bytes end first.
+fn skip_plp(c: &mut Cur<'_>) -> Option<()> {
+    if c.u64()? != PLP_NULL {
+        loop {
+            let n = c.u32()?;
+            if n == 0 {
+                break;
+            }
+            c.take(n as usize)?;
+        }
+    }
+    Some(())
+}
+
+/// Moves past a RETURNVALUE body (MS-TDS 2.2.7.19), which has no length: ParamOrdinal,
+/// ParamName, Status, UserType, Flags, TYPE_INFO, value. (CryptoMetadata only follows when
+/// column encryption was negotiated, which tiberius never does.) `None` when the bytes end first.
+fn return_value(c: &mut Cur<'_>) -> Option<Result<(), DecodeError>> {
+    c.take(2)?;
+    c.skip_text(false)?;
+    c.take(1 + 4 + 2)?;
+    let len = match type_info(c)? {
+        Ok(len) => len,
+        Err(t) => return Some(Err(DecodeError::Protocol(format!("RETURNVALUE of unknown TDS type 0x{t:02X}")))),
+    };
+    skip_value(len, c)?;
+    Some(Ok(()))
+}
+
 /// Moves past one ROW/NBCROW body; `None` when the bytes end first.
 fn skip_row(cols: &[WireColumn], c: &mut Cur<'_>, nbc: bool) -> Option<()> {
     let bitmap = if nbc { c.take(cols.len().div_ceil(8))? } else { &[][..] };
@@ -522,17 +790,7 @@ fn skip_row(cols: &[WireColumn], c: &mut Cur<'_>, nbc: bool) -> Option<()> {
                     c.take(n as usize)?;
                 }
             }
-            Wire::NVarCharMax => {
-                if c.u64()? != PLP_NULL {
-                    loop {
-                        let n = c.u32()?;
-                        if n == 0 {
-                            break;
-                        }
-                        c.take(n as usize)?;
-                    }
-                }
-            }
+            Wire::NVarCharMax => skip_plp(c)?,
         }
     }
     Some(())
@@ -656,10 +914,10 @@ mod tests {
         v
     }
 
-    fn reply() -> Vec<u8> {
-        let mut v = colmetadata();
+    /// The two ROW/NBCROW tokens of [`reply`].
+    fn rows() -> Vec<u8> {
         // ROW: 7, "Aé", -1.2345, 1970-01-01 00:00:01.234 (day 719162), "xy" in two PLP chunks.
-        v.push(0xD1);
+        let mut v = vec![0xD1];
         v.extend(7i64.to_le_bytes());
         v.extend(4u16.to_le_bytes());
         v.extend(utf16("Aé"));
@@ -677,10 +935,31 @@ mod tests {
         // NBCROW: id 8, everything else NULL (bits 1..4 set).
         v.extend([0xD2, 0b0001_1110]);
         v.extend(8i64.to_le_bytes());
-        // DONEINPROC, RETURNSTATUS, DONEPROC.
-        v.extend([0xFF, 0x10, 0, 0xC1, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        v
+    }
+
+    /// A DONE (0xFD), DONEPROC (0xFE) or DONEINPROC (0xFF) token.
+    fn done(token: u8, status: u16, cur_cmd: u16, count: u64) -> Vec<u8> {
+        let mut v = vec![token];
+        v.extend(status.to_le_bytes());
+        v.extend(cur_cmd.to_le_bytes());
+        v.extend(count.to_le_bytes());
+        v
+    }
+
+    /// The end of SQL Server's reply to sp_executesql (MS-TDS 4.9): DONEINPROC (DONE_MORE |
+    /// DONE_COUNT, SELECT) with the row count, RETURNSTATUS 0, DONEPROC (final, EXECUTE).
+    fn tail(rows: u64) -> Vec<u8> {
+        let mut v = done(0xFF, 0x11, 0xC1, rows);
         v.extend([0x79, 0, 0, 0, 0]);
-        v.extend([0xFE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend(done(0xFE, 0, 0xE0, 0));
+        v
+    }
+
+    fn reply() -> Vec<u8> {
+        let mut v = colmetadata();
+        v.extend(rows());
+        v.extend(tail(2));
         v
     }
 
@@ -728,12 +1007,10 @@ mod tests {
     fn any_packet_size_gives_the_same_rows() {
         // Many rows, so that packets of every size cut tokens everywhere.
         let mut bytes = colmetadata();
-        let one = reply();
-        let rows = &one[colmetadata().len()..one.len() - 31];
         for _ in 0..50 {
-            bytes.extend_from_slice(rows);
+            bytes.extend(rows());
         }
-        bytes.extend_from_slice(&one[one.len() - 31..]);
+        bytes.extend(tail(100));
         let want: Vec<Vec<String>> = (0..50).flat_map(|_| expected()).collect();
         for size in [1, 2, 3, 7, 64, 100, 511, 4096, 5000, bytes.len()] {
             let mut sink = Collect::default();
@@ -772,6 +1049,313 @@ mod tests {
         meta.extend(b_varchar("f"));
         assert!(matches!(ReplyDecoder::new().feed(&meta, &mut Collect::default()), Err(DecodeError::Unsupported(_))));
         assert!(matches!(ReplyDecoder::new().feed(&[0x42], &mut Collect::default()), Err(DecodeError::Protocol(_))));
+    }
+
+    /// Feeds `bytes` in packets of `size` bytes; the first error or the rows of the reply.
+    fn decode_in_packets(bytes: &[u8], size: usize) -> (Result<u64, DecodeError>, Vec<Vec<String>>) {
+        let mut sink = Collect::default();
+        let mut d = ReplyDecoder::new();
+        for packet in bytes.chunks(size) {
+            if let Err(e) = d.packet(packet, &mut sink) {
+                return (Err(e), sink.rows);
+            }
+        }
+        (d.finish(), sink.rows)
+    }
+
+    /// `check` holds for the outcome at every packet size from 1 byte to the whole reply.
+    fn at_every_packet_size(bytes: &[u8], check: impl Fn(Result<u64, DecodeError>, &[Vec<String>]) -> Result<(), String>) {
+        for size in 1..=bytes.len().max(1) {
+            let (r, rows) = decode_in_packets(bytes, size);
+            if let Err(m) = check(r, &rows) {
+                panic!("packets of {size} bytes: {m}");
+            }
+        }
+    }
+
+    /// The reply decodes to exactly the two rows of [`expected`].
+    fn whole(r: Result<u64, DecodeError>, rows: &[Vec<String>]) -> Result<(), String> {
+        match r {
+            Ok(2) if rows == expected() => Ok(()),
+            other => Err(format!("{other:?}, rows {rows:?}")),
+        }
+    }
+
+    /// The reply fails as incomplete with exactly `want`.
+    fn incomplete(want: &str) -> impl Fn(Result<u64, DecodeError>, &[Vec<String>]) -> Result<(), String> + '_ {
+        move |r, _| match r {
+            Err(DecodeError::Incomplete(m)) if m == want => Ok(()),
+            other => Err(format!("{other:?}, wanted Incomplete({want:?})")),
+        }
+    }
+
+    /// `reply()` with `a` after COLMETADATA, `b` after the rows and `c` after the DONEINPROC.
+    fn reply_with(a: &[u8], b: &[u8], c: &[u8]) -> Vec<u8> {
+        let mut v = colmetadata();
+        v.extend(a);
+        v.extend(rows());
+        v.extend(b);
+        v.extend(done(0xFF, 0x11, 0xC1, 2));
+        v.extend(c);
+        v.extend([0x79, 0, 0, 0, 0]);
+        v.extend(done(0xFE, 0, 0xE0, 0));
+        v
+    }
+
+    /// A token with a 2-byte length.
+    fn with_len(token: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![token];
+        v.extend((body.len() as u16).to_le_bytes());
+        v.extend(body);
+        v
+    }
+
+    fn us_varchar(s: &str) -> Vec<u8> {
+        let mut v = (s.encode_utf16().count() as u16).to_le_bytes().to_vec();
+        v.extend(utf16(s));
+        v
+    }
+
+    /// A RETURNVALUE token for parameter `@p` with TYPE_INFO `ti` and value bytes `value`.
+    fn return_value(ti: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut v = vec![0xAC, 1, 0];
+        v.extend(b_varchar("@p"));
+        v.push(0x01); // output parameter
+        v.extend([0, 0, 0, 0, 0, 0]); // UserType, Flags
+        v.extend(ti);
+        v.extend(value);
+        v
+    }
+
+    /// An ERROR (0xAA) or INFO (0xAB) token.
+    fn message(token: u8, number: u32, text: &str) -> Vec<u8> {
+        let mut body = number.to_le_bytes().to_vec();
+        body.extend([1, if token == 0xAA { 16 } else { 0 }]);
+        body.extend(us_varchar(text));
+        body.extend(b_varchar("SQL01"));
+        body.extend(b_varchar(""));
+        body.extend(1u32.to_le_bytes());
+        with_len(token, &body)
+    }
+
+    fn plp(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut v = (chunks.iter().map(|c| c.len() as u64).sum::<u64>()).to_le_bytes().to_vec();
+        for c in chunks {
+            v.extend((c.len() as u32).to_le_bytes());
+            v.extend(*c);
+        }
+        v.extend(0u32.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn every_token_sql_server_sends_in_an_rpc_reply_is_stepped_over_at_every_packet_size() {
+        const COLLATION: [u8; 5] = [9, 4, 0xD0, 0, 52];
+        let env_db = {
+            let mut b = vec![1];
+            b.extend(b_varchar("DBATools"));
+            b.extend(b_varchar("master"));
+            with_len(0xE3, &b)
+        };
+        let session_state = {
+            let mut v = vec![0xE4];
+            let body = [1, 0, 0, 0, 0, 0x01, 2, 0xAB, 0xCD];
+            v.extend((body.len() as u32).to_le_bytes());
+            v.extend(body);
+            v
+        };
+        let mut xml_ti = vec![0xF1, 1];
+        xml_ti.extend(b_varchar("db"));
+        xml_ti.extend(b_varchar("dbo"));
+        xml_ti.extend(us_varchar("schemas"));
+        let mut udt_ti = vec![0xF0, 0xFF, 0xFF];
+        udt_ti.extend(b_varchar("db"));
+        udt_ti.extend(b_varchar("sys"));
+        udt_ti.extend(b_varchar("hierarchyid"));
+        udt_ti.extend(us_varchar("Microsoft.SqlServer.Types.SqlHierarchyId"));
+        let mut nvarchar_ti = vec![0xE7, 20, 0];
+        nvarchar_ti.extend(COLLATION);
+        let mut nvarchar_max_ti = vec![0xE7, 0xFF, 0xFF];
+        nvarchar_max_ti.extend(COLLATION);
+        let mut text_ti = vec![0x23, 0xFF, 0xFF, 0xFF, 0x7F];
+        text_ti.extend(COLLATION);
+        let mut text_value = vec![16];
+        text_value.extend([0xEE; 16]); // text pointer
+        text_value.extend([0; 8]); // timestamp
+        text_value.extend(3u32.to_le_bytes());
+        text_value.extend(b"abc");
+        let variant = [0x38, 0, 7, 0, 0, 0]; // INT4 7: base type, property bytes 0, value
+        let mut variant_value = (variant.len() as u32).to_le_bytes().to_vec();
+        variant_value.extend(variant);
+        let return_values: Vec<(&str, Vec<u8>)> = vec![
+            ("INT4", return_value(&[0x38], &42i32.to_le_bytes())),
+            ("NULL type", return_value(&[0x1F], &[])),
+            ("BIGINT NULL (INTN)", return_value(&[0x26, 8], &[0])),
+            ("MONEY", return_value(&[0x3C], &[1; 8])),
+            ("DECIMAL(9,4)", return_value(&[0x6A, 5, 9, 4], &[5, 1, 0x39, 0x30, 0, 0])),
+            ("UNIQUEIDENTIFIER", return_value(&[0x24, 16], &[&[16u8][..], &[0xAB; 16]].concat())),
+            ("FLOAT (FLTN)", return_value(&[0x6D, 8], &[&[8u8][..], &1.5f64.to_le_bytes()].concat())),
+            ("DATE", return_value(&[0x28], &[3, 1, 2, 3])),
+            ("DATETIME2(7)", return_value(&[0x2A, 7], &[8, 1, 2, 3, 4, 5, 6, 7, 8])),
+            ("DATETIMEOFFSET(0)", return_value(&[0x2B, 0], &[8, 1, 2, 3, 4, 5, 6, 7, 8])),
+            ("TIME(3)", return_value(&[0x29, 3], &[4, 1, 2, 3, 4])),
+            ("NVARCHAR(10)", return_value(&nvarchar_ti, &[&4u16.to_le_bytes()[..], &utf16("hi")].concat())),
+            ("NVARCHAR(10) NULL", return_value(&nvarchar_ti, &0xFFFFu16.to_le_bytes())),
+            ("NVARCHAR(MAX)", return_value(&nvarchar_max_ti, &plp(&[&utf16("x"), &utf16("yz")]))),
+            ("NVARCHAR(MAX) NULL", return_value(&nvarchar_max_ti, &PLP_NULL.to_le_bytes())),
+            ("VARBINARY(8)", return_value(&[0xA5, 8, 0], &[2, 0, 0xAA, 0xBB])),
+            ("VARBINARY(MAX)", return_value(&[0xA5, 0xFF, 0xFF], &plp(&[b"\x01\x02\x03"]))),
+            ("XML with a schema", return_value(&xml_ti, &plp(&[&utf16("<a/>")]))),
+            ("UDT", return_value(&udt_ti, &plp(&[b"\x58"]))),
+            ("TEXT", return_value(&text_ti, &text_value)),
+            ("IMAGE NULL", return_value(&[0x22, 0xFF, 0xFF, 0xFF, 0x7F], &[0])),
+            ("SQL_VARIANT", return_value(&[0x62, 0x10, 0x1F, 0, 0], &variant_value)),
+        ];
+        let mut cases: Vec<(String, Vec<u8>)> = vec![
+            ("ORDER".into(), reply_with(&with_len(0xA9, &1u16.to_le_bytes()), &[], &[])),
+            ("TABNAME".into(), reply_with(&with_len(0xA4, &[&[1u8][..], &us_varchar("PerfSnapshotRun")].concat()), &[], &[])),
+            ("COLINFO".into(), reply_with(&with_len(0xA5, &[1, 1, 0, 0x10, 1, 1, 1, 0]), &[], &[])),
+            ("INFO".into(), reply_with(&[], &message(0xAB, 8153, "Warning: Null value is eliminated by an aggregate or other SET operation."), &[])),
+            ("ENVCHANGE".into(), reply_with(&[], &env_db, &[])),
+            ("SESSIONSTATE".into(), reply_with(&[], &session_state, &[])),
+            ("a DONEINPROC with a count before the result set (DECLARE @x int = 1)".into(), {
+                let mut v = done(0xFF, 0x11, 0xC1, 1);
+                v.extend(reply());
+                v
+            }),
+            ("a DONEPROC with DONE_COUNT".into(), {
+                let mut v = colmetadata();
+                v.extend(rows());
+                v.extend(done(0xFF, 0x11, 0xC1, 2));
+                v.extend(done(0xFE, 0x10, 0xE0, 7));
+                v
+            }),
+            ("SET NOCOUNT ON (no DONE_COUNT)".into(), {
+                let mut v = colmetadata();
+                v.extend(rows());
+                v.extend(done(0xFF, 0x01, 0xC1, 0));
+                v.extend(done(0xFE, 0, 0xE0, 0));
+                v
+            }),
+            ("a SQL batch's DONE".into(), {
+                let mut v = colmetadata();
+                v.extend(rows());
+                v.extend(done(0xFD, 0x10, 0xC1, 2));
+                v
+            }),
+        ];
+        cases.extend(return_values.into_iter().map(|(what, rv)| (format!("RETURNVALUE {what}"), reply_with(&[], &[], &rv))));
+        for (what, bytes) in cases {
+            at_every_packet_size(&bytes, |r, rows| whole(r, rows).map_err(|m| format!("{what}: {m}")));
+        }
+    }
+
+    #[test]
+    fn a_done_flagging_an_error_or_a_cancel_without_an_error_token_fails_the_reply() {
+        // Regression: the decoder read DONE* as 12 bytes to skip, so these replies looked like
+        // short final pages and the copy lost the rest of the table.
+        let flagged = |token: u8, status: u16| {
+            let mut v = colmetadata();
+            v.extend(rows());
+            v.extend(done(token, status, 0xC1, 2));
+            if token == 0xFF {
+                v.extend([0x79, 0xFA, 0xFF, 0xFF, 0xFF]);
+                v.extend(done(0xFE, status & !0x11, 0xE0, 0));
+            }
+            v
+        };
+        let cases = [
+            (flagged(0xFF, 0x13), "DONEINPROC status 0x0013 (DONE_ERROR: the statement failed), without an ERROR token, after 2 rows"),
+            (flagged(0xFF, 0x0111), "DONEINPROC status 0x0111 (DONE_SRVERROR: a severe error, the result set is to be discarded), without an ERROR token, after 2 rows"),
+            (flagged(0xFD, 0x20), "DONE status 0x0020 (DONE_ATTN: the request was cancelled), without an ERROR token, after 2 rows"),
+            (flagged(0xFD, 0x12), "DONE status 0x0012 (DONE_ERROR: the statement failed), without an ERROR token, after 2 rows"),
+            (
+                {
+                    let mut v = colmetadata();
+                    v.extend(rows());
+                    v.extend(done(0xFF, 0x11, 0xC1, 2));
+                    v.extend([0x79, 0, 0, 0, 0]);
+                    v.extend(done(0xFE, 0x02, 0xE0, 0));
+                    v
+                },
+                "DONEPROC status 0x0002 (DONE_ERROR: the statement failed), without an ERROR token, after 2 rows",
+            ),
+        ];
+        for (bytes, want) in &cases {
+            at_every_packet_size(bytes, incomplete(want));
+        }
+    }
+
+    #[test]
+    fn a_done_count_that_differs_from_the_rows_decoded_fails_the_reply() {
+        let counted = |count: u64| {
+            let mut v = colmetadata();
+            v.extend(rows());
+            v.extend(tail(count));
+            v
+        };
+        at_every_packet_size(&counted(32_768), incomplete("DONEINPROC says the result set has 32768 rows (DONE_COUNT), 2 were decoded"));
+        at_every_packet_size(&counted(1), incomplete("DONEINPROC says the result set has 1 rows (DONE_COUNT), 2 were decoded"));
+        at_every_packet_size(&counted(0), incomplete("DONEINPROC says the result set has 0 rows (DONE_COUNT), 2 were decoded"));
+        let mut batch = colmetadata();
+        batch.extend(rows());
+        batch.extend(done(0xFD, 0x10, 0xC1, 3));
+        at_every_packet_size(&batch, incomplete("DONE says the result set has 3 rows (DONE_COUNT), 2 were decoded"));
+    }
+
+    #[test]
+    fn a_reply_without_its_final_done_fails() {
+        let mut no_done = colmetadata();
+        no_done.extend(rows());
+        let mut no_doneproc = no_done.clone();
+        no_doneproc.extend(done(0xFF, 0x11, 0xC1, 2));
+        no_doneproc.extend([0x79, 0, 0, 0, 0]);
+        let mut more = no_doneproc.clone();
+        more.extend(done(0xFE, 0x01, 0xE0, 0));
+        let mut inproc_last = no_done.clone();
+        inproc_last.extend(done(0xFF, 0x10, 0xC1, 2));
+        let want = "the reply ends after 2 rows without its final DONE (one without DONE_MORE)";
+        for bytes in [&no_done, &no_doneproc, &more, &inproc_last] {
+            at_every_packet_size(bytes, incomplete(want));
+        }
+        at_every_packet_size(&[], incomplete("the reply ends after 0 rows without its final DONE (one without DONE_MORE)"));
+        // Nothing may follow the final DONE.
+        let mut after = reply();
+        after.extend(done(0xFD, 0, 0xC1, 0));
+        at_every_packet_size(&after, |r, _| match r {
+            Err(DecodeError::Protocol(m)) if m == format!("token 0xFD after the final DONE, at byte {} of the reply", reply().len()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        });
+    }
+
+    #[test]
+    fn the_first_error_token_wins_over_what_follows_it() {
+        let server_1205 = |r: Result<u64, DecodeError>, _: &[Vec<String>]| match r {
+            Err(DecodeError::Server(e)) if (e.code(), e.message()) == (1205, "deadlock victim") => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        let mut head = colmetadata();
+        head.extend(rows());
+        head.extend(message(0xAA, 1205, "deadlock victim"));
+        // Garbage: an unknown token; a ROW cut short.
+        for garbage in [&[0x42, 1, 2, 3][..], &[0xD1, 1, 2, 3, 4, 5, 6, 7, 8, 0x10, 0]] {
+            let mut v = head.clone();
+            v.extend(garbage);
+            at_every_packet_size(&v, server_1205);
+        }
+        // Cut inside a token; a second ERROR; DONE flags; a DONE count that disagrees.
+        let mut cut = head.clone();
+        cut.extend(&done(0xFF, 0x13, 0xC1, 9)[..5]);
+        at_every_packet_size(&cut, server_1205);
+        let mut later = head.clone();
+        later.extend(message(0xAA, 50000, "later"));
+        later.extend(done(0xFF, 0x13, 0xC1, 9));
+        later.extend(done(0xFE, 0x02, 0xE0, 0));
+        at_every_packet_size(&later, server_1205);
+        // A second result set (unsupported) after the error.
+        let mut second = head.clone();
+        second.extend(colmetadata());
+        at_every_packet_size(&second, server_1205);
     }
 
     #[test]

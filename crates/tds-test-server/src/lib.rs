@@ -106,8 +106,9 @@
 //! [`Faults`]: refuse logins, drop a connection after N result rows (counted cumulatively over
 //! all responses of each connection since the fault was armed; the first connection to exceed
 //! N is cut after its N-th row) or on the N-th bulk load, one-shot errors (deadlock 1205 with
-//! rollback, lock timeout 1222, any SqlError) on the next statement matching a pattern,
-//! response delays (once per response message).
+//! rollback, lock timeout 1222, any SqlError) on the next statement matching a pattern, a
+//! statement's result ended early by a DONE whose count disagrees or that flags an error
+//! without an ERROR token, response delays (once per response message).
 //!
 //! Throughput: [`TestServer::fill_synthetic`] makes a large table from template rows and
 //! encodes each template row's ROW token once; `SELECT [TOP (n)] {* | col [AS a], ...} FROM t
@@ -136,5 +137,5 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
-pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
+pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
 pub use types::{Column, ColumnDefault, SqlType, Value};

@@ -43,6 +43,25 @@ pub const DEFAULT_SERVER_NAME: &str = "TDS-TEST-SERVER";
 #[derive(Debug, Clone)]
 pub struct DatabaseCopy(crate::engine::Database);
 
+/// How [`Faults::end_reply_early`] ends a statement's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyEnd {
+    /// The statement's DONE (DONEINPROC in an RPC) still counts every row the statement found
+    /// (DONE_COUNT) and says nothing is wrong, but the rows after the cut are not sent.
+    CountMismatch,
+    /// The statement's DONE carries DONE_ERROR, as does the DONEPROC of an RPC, and no ERROR
+    /// token is sent.
+    ErrorFlag,
+}
+
+#[derive(Debug)]
+struct EarlyEndFault {
+    pattern: String,
+    skip: u32,
+    keep_rows: u64,
+    how: EarlyEnd,
+}
+
 /// One-shot and standing fault injections; set them through [`TestServer::faults`].
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -57,6 +76,7 @@ struct FaultState {
     drop_epoch: u64,
     drop_on_bulk_load: Option<u32>,
     errors: Vec<(String, SqlError)>,
+    early_end: Option<EarlyEndFault>,
     delay: Option<Duration>,
 }
 
@@ -95,6 +115,12 @@ impl Faults {
     pub fn timeout_once(&self, pattern: &str) {
         self.error_once(pattern, SqlError { number: 1222, class: 16, state: 45, message: "Lock request time out period exceeded.".into() });
     }
+    /// One-shot: the result of the statement whose text contains `pattern` (case-insensitive;
+    /// "" = any), after `skip` such statements from now, ends after `keep_rows` of its rows with
+    /// a DONE that `how` describes; the rest of the reply is as usual.
+    pub fn end_reply_early(&self, pattern: &str, skip: u32, keep_rows: u64, how: EarlyEnd) {
+        self.st().early_end = Some(EarlyEndFault { pattern: pattern.to_lowercase(), skip, keep_rows, how });
+    }
     /// Delays every response (login included) by `d`; `None` turns it off.
     pub fn delay_responses(&self, d: Option<Duration>) {
         self.st().delay = d;
@@ -104,6 +130,18 @@ impl Faults {
         let mut st = self.st();
         let epoch = st.drop_epoch;
         *st = FaultState { drop_epoch: epoch + 1, ..FaultState::default() };
+    }
+    fn take_early_end(&self, text: &str) -> Option<(u64, EarlyEnd)> {
+        let mut st = self.st();
+        let f = st.early_end.as_mut()?;
+        if !text.to_lowercase().contains(f.pattern.as_str()) {
+            return None;
+        }
+        if f.skip > 0 {
+            f.skip -= 1;
+            return None;
+        }
+        st.early_end.take().map(|f| (f.keep_rows, f.how))
     }
     fn take_error(&self, text: &str) -> Option<SqlError> {
         let mut st = self.st();
@@ -847,7 +885,10 @@ impl Conn {
         };
         self.st.counters.statements.fetch_add(stmts.len() as u64, Ordering::SeqCst);
         let faults = &self.st.faults;
-        let outs = self.session.run(&self.st.engine, &stmts, &mut vars, &|t| faults.take_error(t)).await;
+        let mut outs = self.session.run(&self.st.engine, &stmts, &mut vars, &|t| faults.take_error(t)).await;
+        if let Some((keep, how)) = faults.take_early_end(text) {
+            outs = end_early(outs, keep, how);
+        }
         for o in &outs {
             match o {
                 Out::EnvBytes(9, ..) => self.st.counters.commits.fetch_add(1, Ordering::SeqCst),
@@ -936,7 +977,9 @@ impl Conn {
         if !outs.iter().any(|o| matches!(o, Out::Done { .. } | Out::DoneProc)) && !rpc {
             outs.push(Out::Done { status: 0, count: None });
         }
-        let any_error = outs.iter().any(|o| matches!(o, Out::Error(_)));
+        // A failed statement fails the RPC (RETURNSTATUS, DONEPROC's DONE_ERROR), also one that
+        // sent no ERROR token.
+        let any_error = outs.iter().any(|o| matches!(o, Out::Error(_)) || matches!(o, Out::Done { status, .. } if status & done::ERROR != 0));
         let last_done = outs.iter().rposition(|o| matches!(o, Out::Done { .. } | Out::DoneProc));
         let mut w = TokenWriter::default();
         let mut meta: Arc<Vec<OutCol>> = Arc::new(Vec::new());
@@ -1101,6 +1144,46 @@ impl Conn {
         };
         self.respond(outs, false).await
     }
+}
+
+/// The first result in `outs` cut after `keep` rows and ended by a DONE as `how` says
+/// ([`Faults::end_reply_early`]).
+fn end_early(outs: Vec<Out>, keep: u64, how: EarlyEnd) -> Vec<Out> {
+    let mut out = Vec::with_capacity(outs.len());
+    // Rows of the first result so far (sent or not), while it is open.
+    let mut seen: Option<u64> = None;
+    let mut ended = false;
+    for o in outs {
+        match (o, seen) {
+            (Out::Meta(m), None) if !ended => {
+                seen = Some(0);
+                out.push(Out::Meta(m));
+            }
+            (Out::Row(r), Some(n)) => {
+                if n < keep {
+                    out.push(Out::Row(r));
+                }
+                seen = Some(n + 1);
+            }
+            (Out::Synthetic { rows, first, count }, Some(n)) => {
+                let sent = count.min(keep.saturating_sub(n));
+                if sent > 0 {
+                    out.push(Out::Synthetic { rows, first, count: sent });
+                }
+                seen = Some(n + count);
+            }
+            (Out::Done { status, count }, Some(n)) => {
+                out.push(match how {
+                    EarlyEnd::CountMismatch => Out::Done { status, count: Some(count.unwrap_or(n)) },
+                    EarlyEnd::ErrorFlag => Out::Done { status: status | done::ERROR, count: None },
+                });
+                seen = None;
+                ended = true;
+            }
+            (o, _) => out.push(o),
+        }
+    }
+    out
 }
 
 /// Streaming decoder of one BulkLoad message: COLMETADATA, ROW/NBCROW tokens, DONE.

@@ -641,7 +641,11 @@ impl TokenWriter {
     pub fn done(&mut self, tok: u8, status: u16, count: u64) {
         self.buf.push(tok);
         self.buf.extend_from_slice(&status.to_le_bytes());
-        self.buf.extend_from_slice(&0xC1u16.to_le_bytes()); // CurCmd: SELECT-ish; clients ignore it
+        // CurCmd as SQL Server sends it (MS-TDS 4.9): EXECUTE (0xE0) for the DONEPROC of a
+        // procedure, SELECT (0xC1) for every statement (SQL Server says INSERT, UPDATE, ... for
+        // those; no client here reads it).
+        let cur_cmd: u16 = if tok == token::DONEPROC { 0xE0 } else { 0xC1 };
+        self.buf.extend_from_slice(&cur_cmd.to_le_bytes());
         self.buf.extend_from_slice(&count.to_le_bytes());
     }
 

@@ -210,3 +210,70 @@ async fn synthetic_table_serves_many_rows_with_identity_numbering() {
         assert_eq!(from_tiberius(r, true), want);
     }
 }
+
+/// The whole token stream of the reply to one sp_executesql.
+async fn raw_reply(c: &mut Conn, sql: &str, after: i64) -> Vec<u8> {
+    let mut reply = c.query_raw(sql, &[&after]).await.unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = reply.next_payload().await.unwrap() {
+        v.extend_from_slice(&p);
+    }
+    v
+}
+
+fn done_token(token: u8, status: u16, cur_cmd: u16, count: u64) -> Vec<u8> {
+    let mut v = vec![token];
+    v.extend(status.to_le_bytes());
+    v.extend(cur_cmd.to_le_bytes());
+    v.extend(count.to_le_bytes());
+    v
+}
+
+/// DONEINPROC, RETURNSTATUS, DONEPROC: how SQL Server ends the reply to an RPC (MS-TDS 4.9).
+fn rpc_tail(inproc_status: u16, count: u64, return_status: i32, proc_status: u16) -> Vec<u8> {
+    let mut v = done_token(0xFF, inproc_status, 0xC1, count);
+    v.push(0x79);
+    v.extend(return_status.to_le_bytes());
+    v.extend(done_token(0xFE, proc_status, 0xE0, 0));
+    v
+}
+
+#[tokio::test]
+async fn end_reply_early_cuts_a_page_under_a_done_that_disagrees_or_flags_an_error() {
+    let srv = server(512);
+    srv.create_dbatools("DBATools_E", true);
+    srv.insert_batch("DBATools_E", "dbo.PerfSnapshotRun", &src_batch(&src_rows(100), true)).unwrap();
+    let page = "SELECT TOP (20) * FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > @P1 ORDER BY PerfSnapshotRunID";
+    let mut c = connect(srv.addr(), "DBATools_E", None).await.unwrap();
+    let whole = raw_reply(&mut c, page, 0).await;
+    let tail = rpc_tail(0x11, 20, 0, 0);
+    assert!(whole.ends_with(&tail), "not SQL Server's RPC ending: {:02X?}", &whole[whole.len().saturating_sub(31)..]);
+
+    // The second matching statement from now is cut after 5 rows; its DONEINPROC still counts 20.
+    srv.faults().end_reply_early("WHERE PerfSnapshotRunID >", 1, 5, tds_test_server::EarlyEnd::CountMismatch);
+    assert_eq!(raw_reply(&mut c, page, 0).await, whole, "skipped statement");
+    let cut = raw_reply(&mut c, page, 0).await;
+    let rows_part = &cut[..cut.len() - tail.len()];
+    assert!(cut.ends_with(&tail) && rows_part.len() < whole.len() - tail.len() && whole.starts_with(rows_part), "{} of {} bytes", cut.len(), whole.len());
+    // tiberius takes such a page as it comes: it does not compare DONE_COUNT with the rows.
+    srv.faults().end_reply_early("WHERE PerfSnapshotRunID >", 0, 5, tds_test_server::EarlyEnd::CountMismatch);
+    assert_eq!(c.query(page, &[&0i64]).await.unwrap().into_first_result().await.unwrap().len(), 5);
+
+    // DONE_ERROR without an ERROR token, on the DONEINPROC and the DONEPROC.
+    srv.faults().end_reply_early("WHERE PerfSnapshotRunID >", 0, 5, tds_test_server::EarlyEnd::ErrorFlag);
+    let flagged = raw_reply(&mut c, page, 0).await;
+    let flagged_tail = rpc_tail(0x03, 0, -6, 0x02);
+    assert!(flagged.ends_with(&flagged_tail), "{:02X?}", &flagged[flagged.len().saturating_sub(31)..]);
+    assert_eq!(&flagged[..flagged.len() - flagged_tail.len()], rows_part);
+    // tiberius (perfcopy's vendored copy) fails such a reply at its end instead of ending the
+    // rows as if the statement had succeeded.
+    srv.faults().end_reply_early("WHERE PerfSnapshotRunID >", 0, 5, tds_test_server::EarlyEnd::ErrorFlag);
+    let r = async { c.query(page, &[&0i64]).await?.into_first_result().await }.await;
+    match r {
+        Err(tiberius::error::Error::Protocol(m)) => assert_eq!(m, "the server flagged the request as failed (DONE status 0x0003) but sent no ERROR token"),
+        other => panic!("{:?}", other.map(|rows| rows.len())),
+    }
+    // One-shot.
+    assert_eq!(raw_reply(&mut c, page, 0).await, whole);
+    assert_eq!(srv.stats().errors_sent, 0);
+}

@@ -174,6 +174,9 @@ pub enum ReceivedToken {
 pub(crate) struct TokenStream<'a, S: AsyncRead + AsyncWrite + Unpin + Send> {
     conn: &'a mut Connection<S>,
     last_error: Option<Error>,
+    /// perfcopy: the status of the first DONE/DONEPROC/DONEINPROC flagged DONE_ERROR or
+    /// DONE_SRVERROR, reported at the end of the reply when no ERROR token came.
+    failed_done: Option<u16>,
 }
 
 impl<'a, S> TokenStream<'a, S>
@@ -184,6 +187,7 @@ where
         Self {
             conn,
             last_error: None,
+            failed_done: None,
         }
     }
 
@@ -469,9 +473,16 @@ where
 
         let stream = futures_util::stream::try_unfold(self, |mut this| async move {
             if this.conn.is_eof() {
-                match this.last_error {
-                    None => return Ok(None),
-                    Some(error) => return Err(error),
+                // perfcopy: a reply whose DONE says the statement failed is an error also
+                // when the server sent no ERROR token (it was one end of an empty stream).
+                match (this.last_error, this.failed_done) {
+                    (Some(error), _) => return Err(error),
+                    (None, Some(status)) => {
+                        return Err(Error::Protocol(
+                            format!("the server flagged the request as failed (DONE status 0x{status:04X}) but sent no ERROR token").into(),
+                        ))
+                    }
+                    (None, None) => return Ok(None),
                 }
             }
 
@@ -508,6 +519,13 @@ where
                 // rather than silently falling through. Unknown token *bytes*
                 // are already rejected by the `TokenType::try_from` above.
             };
+
+            // perfcopy: remember a failed DONE for the end of the reply.
+            if let ReceivedToken::Done(done) | ReceivedToken::DoneProc(done) | ReceivedToken::DoneInProc(done) = &token {
+                if done.is_error() && this.failed_done.is_none() {
+                    this.failed_done = Some(done.status_bits());
+                }
+            }
 
             Ok(Some((token, this)))
         });

@@ -71,6 +71,18 @@ impl TokenDone {
         self.status.contains(DoneStatus::Attention)
     }
 
+    /// perfcopy: `true` when the server flagged the statement as failed (`DONE_ERROR` or
+    /// `DONE_SRVERROR`, MS-TDS section 2.2.7.6); with no ERROR token in the reply this is the
+    /// only sign of the failure.
+    pub(crate) fn is_error(&self) -> bool {
+        self.status.intersects(DoneStatus::Error | DoneStatus::SrvError)
+    }
+
+    /// The raw status bits.
+    pub(crate) fn status_bits(&self) -> u16 {
+        BitFlags::bits(self.status)
+    }
+
     pub(crate) fn rows(&self) -> u64 {
         // The row count is only meaningful when the DONE_COUNT status bit is
         // set (MS-TDS §2.2.7.6); otherwise the field is not a valid count.
