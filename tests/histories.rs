@@ -510,7 +510,12 @@ fn run_history(steps: &[Step], seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 40, ..ProptestConfig::default() })]
+    // HISTORY_CASES=N runs more cases (CI: 12).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("HISTORY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        max_shrink_iters: 40,
+        ..ProptestConfig::default()
+    })]
 
     /// Random histories of three instances (clone, re-create, truncate, restore, append,
     /// overlap, rename, copy, in any order): after every copy, into a stage and into a
