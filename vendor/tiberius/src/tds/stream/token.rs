@@ -177,6 +177,10 @@ pub(crate) struct TokenStream<'a, S: AsyncRead + AsyncWrite + Unpin + Send> {
     /// perfcopy: the status of the first DONE/DONEPROC/DONEINPROC flagged DONE_ERROR or
     /// DONE_SRVERROR, reported at the end of the reply when no ERROR token came.
     failed_done: Option<u16>,
+    /// perfcopy: rows received since the last COLMETADATA, while that result set is open.
+    open_rows: Option<u64>,
+    /// perfcopy: the first result set whose DONE_COUNT disagreed with its rows (count, rows).
+    count_mismatch: Option<(u64, u64)>,
 }
 
 impl<'a, S> TokenStream<'a, S>
@@ -188,6 +192,8 @@ where
             conn,
             last_error: None,
             failed_done: None,
+            open_rows: None,
+            count_mismatch: None,
         }
     }
 
@@ -475,14 +481,21 @@ where
             if this.conn.is_eof() {
                 // perfcopy: a reply whose DONE says the statement failed is an error also
                 // when the server sent no ERROR token (it was one end of an empty stream).
-                match (this.last_error, this.failed_done) {
-                    (Some(error), _) => return Err(error),
-                    (None, Some(status)) => {
+                match (this.last_error, this.failed_done, this.count_mismatch) {
+                    (Some(error), _, _) => return Err(error),
+                    (None, Some(status), _) => {
                         return Err(Error::Protocol(
                             format!("the server flagged the request as failed (DONE status 0x{status:04X}) but sent no ERROR token").into(),
                         ))
                     }
-                    (None, None) => return Ok(None),
+                    // perfcopy: a result set whose DONE counts other rows than were received
+                    // was cut short (or padded): never a complete answer.
+                    (None, None, Some((count, rows))) => {
+                        return Err(Error::Protocol(
+                            format!("the server's DONE counts {count} rows for a result set of which {rows} arrived").into(),
+                        ))
+                    }
+                    (None, None, None) => return Ok(None),
                 }
             }
 
@@ -520,10 +533,25 @@ where
                 // are already rejected by the `TokenType::try_from` above.
             };
 
-            // perfcopy: remember a failed DONE for the end of the reply.
+            // perfcopy: remember a failed DONE, or a result set whose DONE_COUNT disagrees with
+            // the rows received, for the end of the reply.
+            match &token {
+                ReceivedToken::NewResultset(_) => this.open_rows = Some(0),
+                ReceivedToken::Row(_) => this.open_rows = this.open_rows.map(|n| n + 1),
+                _ => {}
+            }
             if let ReceivedToken::Done(done) | ReceivedToken::DoneProc(done) | ReceivedToken::DoneInProc(done) = &token {
                 if done.is_error() && this.failed_done.is_none() {
                     this.failed_done = Some(done.status_bits());
+                }
+            }
+            if let ReceivedToken::Done(done) | ReceivedToken::DoneInProc(done) = &token {
+                // The DONE that ends a result set carries its count (MS-TDS 2.2.7.6/7); a
+                // DONEPROC ends the procedure, not a result set, and is not compared.
+                if let Some(rows) = this.open_rows.take() {
+                    if done.has_count() && done.rows() != rows && this.count_mismatch.is_none() {
+                        this.count_mismatch = Some((done.rows(), rows));
+                    }
                 }
             }
 

@@ -79,6 +79,11 @@ impl TokenDone {
     }
 
     /// The raw status bits.
+    /// perfcopy: whether the row count is set (DONE_COUNT).
+    pub(crate) fn has_count(&self) -> bool {
+        self.status.contains(DoneStatus::Count)
+    }
+
     pub(crate) fn status_bits(&self) -> u16 {
         BitFlags::bits(self.status)
     }
