@@ -46,6 +46,81 @@ impl SqlType {
     }
 }
 
+/// A column of a target table as `INFORMATION_SCHEMA.COLUMNS` describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredColumn {
+    /// DATA_TYPE, lowercase.
+    pub data_type: String,
+    pub precision: Option<u8>,
+    pub scale: Option<i32>,
+    /// CHARACTER_MAXIMUM_LENGTH (-1 for MAX).
+    pub max_chars: Option<i32>,
+    /// DATETIME_PRECISION.
+    pub datetime_precision: Option<i16>,
+}
+
+impl DeclaredColumn {
+    /// The type as T-SQL writes it, e.g. `decimal(38,4)`, `nvarchar(max)`.
+    pub fn sql_name(&self) -> String {
+        let t = &self.data_type;
+        match (t.as_str(), self.precision, self.scale, self.max_chars, self.datetime_precision) {
+            ("decimal" | "numeric", Some(p), Some(s), _, _) => format!("{t}({p},{s})"),
+            (_, _, _, Some(-1), _) => format!("{t}(max)"),
+            (_, _, _, Some(l), _) => format!("{t}({l})"),
+            ("datetime2" | "time" | "datetimeoffset", _, _, _, Some(p)) => format!("{t}({p})"),
+            _ => t.clone(),
+        }
+    }
+}
+
+impl SqlType {
+    /// Whether a target column declared as `d` holds every value of this type exactly: the
+    /// same type, or a wider one (INT in a BIGINT, DECIMAL(p,s) in a DECIMAL(p',s) with p' >= p,
+    /// NVARCHAR(n) in a longer NVARCHAR, DATETIME2(3) in a DATETIME2 of more digits). `Err` says
+    /// why not.
+    pub fn fits_in(self, d: &DeclaredColumn) -> std::result::Result<(), String> {
+        let t = d.data_type.as_str();
+        let narrower = || Err(format!("narrower than the {} perfcopy writes: values may not fit", self.sql_name()));
+        let other = || Err(format!("not a type perfcopy writes {} into exactly", self.sql_name()));
+        match self {
+            SqlType::BigInt => match t {
+                "bigint" => Ok(()),
+                "int" | "smallint" | "tinyint" => narrower(),
+                _ => other(),
+            },
+            SqlType::Int => match t {
+                "int" | "bigint" => Ok(()),
+                "smallint" | "tinyint" => narrower(),
+                _ => other(),
+            },
+            SqlType::DateTime2_3 => match t {
+                "datetime2" if d.datetime_precision.unwrap_or(7) >= 3 => Ok(()),
+                "datetime2" | "smalldatetime" => narrower(),
+                // DATETIME rounds to 1/300 s: not exact for milliseconds.
+                "datetime" => Err(format!("rounded to 1/300 s, so {} values do not keep their milliseconds", self.sql_name())),
+                _ => other(),
+            },
+            SqlType::Decimal { precision, scale } => match t {
+                "decimal" | "numeric" if d.scale != Some(scale as i32) => {
+                    Err(format!("of another scale than the {} perfcopy writes (values would be rescaled)", self.sql_name()))
+                }
+                "decimal" | "numeric" if d.precision.is_some_and(|p| p >= precision) => Ok(()),
+                "decimal" | "numeric" => narrower(),
+                _ => other(),
+            },
+            SqlType::NVarChar(n) => match t {
+                "nvarchar" | "sysname" if d.max_chars.is_none_or(|l| l == -1 || l >= n as i32) => Ok(()),
+                "nvarchar" | "sysname" => narrower(),
+                _ => other(),
+            },
+            SqlType::Bit => match t {
+                "bit" => Ok(()),
+                _ => other(),
+            },
+        }
+    }
+}
+
 /// One column of PerfSnapshotRun.
 #[derive(Debug, Clone, Copy)]
 pub struct Column {

@@ -470,3 +470,60 @@ fn customised_column_types_take_the_fallback_paths_with_the_same_rows() {
     assert_target_eq(&tgt, "MonitoringDB", &want.stage);
     assert_report(&report, &want);
 }
+
+/// The target's columns may be wider than SCHEMA.md's where every value still fits exactly
+/// (BIGINT for INT, DECIMAL(38,4) for DECIMAL(9,4), a longer NVARCHAR, DATETIME2(7)); the rows
+/// are the same, on perfcopy's encoder and on tiberius' (NVARCHAR(MAX) sends the load there).
+/// Narrower ones, another scale or DATETIME are refused naming the column, before anything is written.
+#[test]
+fn wider_target_columns_are_loaded_exactly_and_narrower_ones_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = server();
+    let a = edge_rows("SQL01", 1, T0);
+    seed(&src, t.path(), "DBATools", &a, true);
+    let servers = "CREATE TABLE dbo.Servers (ServerID INT IDENTITY(1,1) NOT NULL PRIMARY KEY, ServerName NVARCHAR(256) NOT NULL UNIQUE, \
+         Environment NVARCHAR(50) NULL, IsActive BIT NOT NULL DEFAULT 1, CreatedDate DATETIME2 NOT NULL DEFAULT GETUTCDATE(), ModifiedDate DATETIME2 NULL)";
+    let target = |snapshot: &str, server_id: &str, sql_version: &str, cpu: &str, top_wait: &str, sessions: &str| {
+        format!(
+            "CREATE TABLE dbo.PerfSnapshotRun (PerfSnapshotRunID BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, SnapshotUTC {snapshot} NOT NULL, \
+             ServerID {server_id} NOT NULL, ServerName NVARCHAR(128) NOT NULL, SqlVersion {sql_version} NOT NULL, CpuSignalWaitPct {cpu} NULL, \
+             TopWaitType {top_wait} NULL, TopWaitMsPerSec DECIMAL(18,4) NULL, SessionsCount {sessions} NULL, RequestsCount INT NULL, \
+             BlockingSessionCount INT NULL, DeadlockCountRecent INT NULL, MemoryGrantWarningCount INT NULL)"
+        )
+    };
+    let wider = [
+        ("own encoder", target("DATETIME2(3)", "BIGINT", "NVARCHAR(400)", "DECIMAL(38,4)", "NVARCHAR(4000)", "BIGINT"), false),
+        ("tiberius' encoding", target("DATETIME2(7)", "BIGINT", "NVARCHAR(MAX)", "NUMERIC(19,4)", "NVARCHAR(120)", "BIGINT"), true),
+    ];
+    for (what, ddl, fallback) in wider {
+        let tgt = server();
+        tgt.create_database("MonitoringDB");
+        tgt.execute("MonitoringDB", servers).unwrap();
+        tgt.execute("MonitoringDB", &ddl).unwrap();
+        let out = perfcopy_env(&["copy", "--json", "--from", &conn(&src, "DBATools"), "--to", &conn(&tgt, "MonitoringDB"), "--register-servers", "--batch-rows", "7", "--log", "debug"], &[]);
+        let report = ok_json(&out);
+        assert_eq!(stderr(&out).contains("uses tiberius' row encoding"), fallback, "{what}: {}", stderr(&out));
+        let map = check_registry(&tgt, "MonitoringDB", &[], std::slice::from_ref(&a));
+        let want = expected(std::slice::from_ref(&a), &map, Win::default(), &BTreeMap::new());
+        assert_target_eq(&tgt, "MonitoringDB", &want.stage);
+        assert_report(&report, &want);
+    }
+    let narrower = [
+        (target("DATETIME2(3)", "SMALLINT", "NVARCHAR(200)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "dbo.PerfSnapshotRun.ServerID is smallint, narrower than the INT perfcopy writes"),
+        (target("DATETIME2(3)", "INT", "NVARCHAR(200)", "DECIMAL(5,4)", "NVARCHAR(120)", "INT"), "dbo.PerfSnapshotRun.CpuSignalWaitPct is decimal(5,4), narrower than the DECIMAL(9,4) perfcopy writes"),
+        (target("DATETIME2(3)", "INT", "NVARCHAR(200)", "DECIMAL(12,6)", "NVARCHAR(120)", "INT"), "CpuSignalWaitPct is decimal(12,6), of another scale than the DECIMAL(9,4) perfcopy writes"),
+        (target("DATETIME2(3)", "INT", "NVARCHAR(100)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "SqlVersion is nvarchar(100), narrower than the NVARCHAR(200) perfcopy writes"),
+        (target("DATETIME2(0)", "INT", "NVARCHAR(200)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "SnapshotUTC is datetime2(0), narrower than the DATETIME2(3)"),
+    ];
+    for (ddl, msg) in narrower {
+        let tgt = server();
+        tgt.create_database("MonitoringDB");
+        tgt.execute("MonitoringDB", servers).unwrap();
+        tgt.execute("MonitoringDB", &ddl).unwrap();
+        let before = target_snapshot(&tgt, "MonitoringDB");
+        let o = perfcopy(&["copy", "--from", &conn(&src, "DBATools"), "--to", &conn(&tgt, "MonitoringDB"), "--register-servers"]);
+        let err = failed(&o);
+        assert!(err.contains(msg), "wanted '{msg}' in: {err}");
+        assert_eq!(target_snapshot(&tgt, "MonitoringDB"), before, "{msg}: the target must be untouched");
+    }
+}

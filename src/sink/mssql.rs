@@ -28,7 +28,7 @@ use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
 
 use crate::error::{Error, Result};
 use crate::mssql::{is_transient, runtime, ConnSpec, SqlClient};
-use crate::schema::{target_columns, target_schema, SqlType};
+use crate::schema::{target_columns, target_schema, DeclaredColumn};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target, Watermark, WriteUnit, WrittenRows};
 use crate::source::{BatchIter, Source, SourceFacts};
 use crate::transform::remap::ServerIdMap;
@@ -136,7 +136,7 @@ impl MonitoringDb {
         let rows = query_rows(
             &self.conn,
             client,
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE \
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
             &[&"dbo", &"PerfSnapshotRun"],
         )
@@ -144,35 +144,27 @@ impl MonitoringDb {
         if rows.is_empty() {
             return Err(self.conn.error(format!("table {TARGET_TABLE} does not exist in database '{}'", self.conn.database())));
         }
-        let mut found: BTreeMap<String, (String, Option<u8>, Option<i32>, Option<i32>)> = BTreeMap::new();
+        let mut found: BTreeMap<String, DeclaredColumn> = BTreeMap::new();
         for r in &rows {
             let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
             let t: &str = r.try_get(1).ok().flatten().unwrap_or("");
-            found.insert(name.to_ascii_lowercase(), (t.to_ascii_lowercase(), r.try_get(2).ok().flatten(), r.try_get(3).ok().flatten(), r.try_get(4).ok().flatten()));
+            found.insert(
+                name.to_ascii_lowercase(),
+                DeclaredColumn {
+                    data_type: t.to_ascii_lowercase(),
+                    precision: r.try_get(2).ok().flatten(),
+                    scale: r.try_get(3).ok().flatten(),
+                    max_chars: r.try_get(4).ok().flatten(),
+                    datetime_precision: r.try_get(5).ok().flatten(),
+                },
+            );
         }
         for c in target_columns() {
-            let Some((t, p, s, len)) = found.get(&c.name.to_ascii_lowercase()) else {
+            let Some(d) = found.get(&c.name.to_ascii_lowercase()) else {
                 return Err(self.conn.error(format!("{TARGET_TABLE} has no column '{}'", c.name)));
             };
-            let ok = match c.sql {
-                SqlType::BigInt => t == "bigint",
-                SqlType::Int => t == "int",
-                SqlType::DateTime2_3 => t == "datetime2",
-                SqlType::Decimal { precision, scale } => t == "decimal" && *p == Some(precision) && *s == Some(scale as i32),
-                SqlType::NVarChar(n) => (t == "nvarchar" || t == "sysname") && len.is_none_or(|l| l == -1 || l >= n as i32),
-                SqlType::Bit => t == "bit",
-            };
-            if !ok {
-                return Err(self.conn.error(format!(
-                    "{TARGET_TABLE}.{} is {t}{}, perfcopy writes {}",
-                    c.name,
-                    match (p, s, len) {
-                        (Some(p), Some(s), _) if t == "decimal" => format!("({p},{s})"),
-                        (_, _, Some(l)) => format!("({l})"),
-                        _ => String::new(),
-                    },
-                    c.sql.sql_name()
-                )));
+            if let Err(why) = c.sql.fits_in(d) {
+                return Err(self.conn.error(format!("{TARGET_TABLE}.{} is {}, {why}", c.name, d.sql_name())));
             }
         }
         Ok(())
@@ -887,8 +879,22 @@ async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, opti
             }
         }
         None => {
+            // INT values go to a BIGINT target column (a wider one is allowed) as BIGINT.
+            let bigint: Vec<bool> = names
+                .iter()
+                .map(|n| {
+                    req.columns().iter().any(|m| {
+                        m.col_name.eq_ignore_ascii_case(n)
+                            && match &m.base.ty {
+                                tiberius::TypeInfo::FixedLen(tiberius::FixedLenType::Int8) => true,
+                                tiberius::TypeInfo::VarLenSized(v) => v.r#type() == tiberius::VarLenType::Intn && v.len() == 8,
+                                _ => false,
+                            }
+                    })
+                })
+                .collect();
             for r in 0..rows.num_rows() {
-                req.send(token_row(rows, r)).await?;
+                req.send(token_row(rows, r, &bigint)).await?;
             }
         }
     }
@@ -896,8 +902,9 @@ async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, opti
     Ok(())
 }
 
-/// Row `r` of a target batch as tiberius values.
-fn token_row(rows: &RecordBatch, r: usize) -> TokenRow<'_> {
+/// Row `r` of a target batch as tiberius values; `bigint[i]`: target column `i` is a BIGINT.
+fn token_row<'a>(rows: &'a RecordBatch, r: usize, bigint: &[bool]) -> TokenRow<'a> {
+    let int = |i: usize, v: Option<i32>| if bigint.get(i).copied().unwrap_or(false) { ColumnData::I64(v.map(i64::from)) } else { ColumnData::I32(v) };
     let cols = rows.columns();
     let ts = cols[0].as_primitive::<TimestampMillisecondType>();
     let ids = cols[1].as_primitive::<Int32Type>();
@@ -908,15 +915,15 @@ fn token_row(rows: &RecordBatch, r: usize) -> TokenRow<'_> {
     let wait_ms = cols[6].as_primitive::<Decimal128Type>();
     let mut row = TokenRow::with_capacity(12);
     row.push(ColumnData::DateTime2(Some(datetime2(ts.value(r)))));
-    row.push(ColumnData::I32(Some(ids.value(r))));
+    row.push(int(1, Some(ids.value(r))));
     row.push(ColumnData::String(opt_str(name, r)));
     row.push(ColumnData::String(opt_str(version, r)));
     row.push(ColumnData::Numeric((!cpu.is_null(r)).then(|| Numeric::new_with_scale(cpu.value(r), 4))));
     row.push(ColumnData::String(opt_str(wait_type, r)));
     row.push(ColumnData::Numeric((!wait_ms.is_null(r)).then(|| Numeric::new_with_scale(wait_ms.value(r), 4))));
-    for c in &cols[7..12] {
+    for (i, c) in cols.iter().enumerate().skip(7) {
         let c = c.as_primitive::<Int32Type>();
-        row.push(ColumnData::I32((!c.is_null(r)).then(|| c.value(r))));
+        row.push(int(i, (!c.is_null(r)).then(|| c.value(r))));
     }
     row
 }

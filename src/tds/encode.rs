@@ -25,9 +25,14 @@ enum Enc {
     Int4,
     /// INT NULL (INTN: length 0 or 4).
     IntN4,
+    /// An INT value into a BIGINT NOT NULL column (fixed 8 bytes).
+    Int8,
+    /// An INT value into a BIGINT NULL column (INTN: length 0 or 8).
+    IntN8,
     /// NVARCHAR(n), n < MAX: 2-byte length (0xFFFF = NULL), UTF-16LE.
     NVarChar { max_bytes: usize },
-    /// DECIMAL/NUMERIC: length, sign byte, magnitude in `bytes` bytes.
+    /// DECIMAL/NUMERIC: length, sign byte, magnitude in `bytes` bytes (the length the column's
+    /// TYPE_INFO declares: some SQL Server-compatible engines read exactly that many).
     Decimal { bytes: usize },
 }
 
@@ -97,11 +102,14 @@ impl BulkLayout {
                 (TypeInfo::VarLenSized(v), DataType::Timestamp(TimeUnit::Millisecond, _)) if v.r#type() == VarLenType::Datetime2 && v.len() == 3 => Enc::DateTime2Ms,
                 (TypeInfo::FixedLen(FixedLenType::Int4), DataType::Int32) => Enc::Int4,
                 (TypeInfo::VarLenSized(v), DataType::Int32) if v.r#type() == VarLenType::Intn && v.len() == 4 => Enc::IntN4,
+                // A wider target column (checked against INFORMATION_SCHEMA before the load).
+                (TypeInfo::FixedLen(FixedLenType::Int8), DataType::Int32) => Enc::Int8,
+                (TypeInfo::VarLenSized(v), DataType::Int32) if v.r#type() == VarLenType::Intn && v.len() == 8 => Enc::IntN8,
                 (TypeInfo::VarLenSized(v), DataType::Utf8) if v.r#type() == VarLenType::NVarchar && v.len() < 0xFFFF => Enc::NVarChar { max_bytes: v.len() },
-                (TypeInfo::VarLenSizedPrecision { ty, precision, scale, .. }, DataType::Decimal128(p, s))
-                    if matches!(ty, VarLenType::Decimaln | VarLenType::Numericn) && *scale as i8 == s && *precision >= p =>
+                (TypeInfo::VarLenSizedPrecision { ty, size, precision, scale }, DataType::Decimal128(p, s))
+                    if matches!(ty, VarLenType::Decimaln | VarLenType::Numericn) && *scale as i8 == s && *precision >= p && (decimal_bytes(p) + 1..=17).contains(size) =>
                 {
-                    Enc::Decimal { bytes: decimal_bytes(*precision) }
+                    Enc::Decimal { bytes: size - 1 }
                 }
                 (ty, _) => return Err(format!("column {name} has type {ty:?}, which perfcopy's encoder does not write as {}", c.sql.sql_name())),
             };
@@ -121,7 +129,7 @@ impl BulkLayout {
                 let a = batch.column(i);
                 match enc {
                     Enc::DateTime2Ms => ColRef::Ts(a.as_primitive::<TimestampMillisecondType>()),
-                    Enc::Int4 | Enc::IntN4 => ColRef::I32(a.as_primitive::<Int32Type>()),
+                    Enc::Int4 | Enc::IntN4 | Enc::Int8 | Enc::IntN8 => ColRef::I32(a.as_primitive::<Int32Type>()),
                     Enc::NVarChar { .. } => ColRef::Str(a.as_string::<i32>()),
                     Enc::Decimal { .. } => ColRef::Dec(a.as_primitive::<Decimal128Type>()),
                 }
@@ -154,6 +162,19 @@ impl BulkLayout {
                         } else {
                             let v = a.value(r).to_le_bytes();
                             buf.extend_from_slice(&[4, v[0], v[1], v[2], v[3]]);
+                        }
+                        true
+                    }
+                    (Enc::Int8, ColRef::I32(a)) => {
+                        buf.extend_from_slice(&i64::from(a.value(r)).to_le_bytes());
+                        !a.is_null(r)
+                    }
+                    (Enc::IntN8, ColRef::I32(a)) => {
+                        if a.is_null(r) {
+                            buf.push(0);
+                        } else {
+                            buf.push(8);
+                            buf.extend_from_slice(&i64::from(a.value(r)).to_le_bytes());
                         }
                         true
                     }

@@ -106,6 +106,11 @@ pub fn target_rows(srv: &TestServer, db: &str) -> BTreeMap<(i32, i64), Row> {
     let b = srv.table_batch(db, "dbo.PerfSnapshotRun").unwrap();
     let idx: Vec<usize> = stage_fields().iter().map(|(n, _)| b.schema().index_of(n).unwrap()).collect();
     let b = b.project(&idx).unwrap();
+    // A wider target column (BIGINT, DECIMAL(38,4), DATETIME2(7)) holds the same values: read
+    // them in the stage's types (a value that does not fit there fails the cast).
+    let cols: Vec<ArrayRef> = b.columns().iter().zip(stage_fields()).map(|(c, (_, t))| arrow::compute::cast(c, &t).unwrap()).collect();
+    let fields: Vec<Field> = stage_fields().into_iter().map(|(n, t)| Field::new(n, t, true)).collect();
+    let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
     let rows: Vec<Row> = (0..b.num_rows())
         .map(|r| Row {
             server_id: b.column(1).as_primitive::<Int32Type>().value(r),
