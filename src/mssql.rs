@@ -200,16 +200,31 @@ impl ConnSpec {
 
     /// Connects and logs in, within the connect timeout.
     pub async fn connect(&self) -> Result<SqlClient> {
-        let addr = self.config.get_addr();
-        let fut = async {
-            let tcp = TcpStream::connect(&addr).await.map_err(|e| self.error(format!("cannot reach {addr}: {e}")))?;
-            let _ = tcp.set_nodelay(true);
-            Client::connect(self.config.clone(), tokio::io::BufReader::with_capacity(READ_BUFFER, tcp).compat_write()).await.map_err(|e| self.sql_error("login failed", e))
-        };
-        match tokio::time::timeout(self.connect_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(self.error(format!("no answer from {addr} within {} s (Connect Timeout)", self.connect_timeout.as_secs()))),
+        let mut config = self.config.clone();
+        // An Azure SQL gateway answers the login with a routing ENVCHANGE (MS-TDS 2.2.7.9): the
+        // client logs in again at the host and port it names. A few hops at most.
+        for _ in 0..=MAX_ROUTING_HOPS {
+            let addr = config.get_addr();
+            let fut = async {
+                let tcp = TcpStream::connect(&addr).await.map_err(|e| self.error(format!("cannot reach {addr}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                Ok::<_, Error>(Client::connect(config.clone(), tokio::io::BufReader::with_capacity(READ_BUFFER, tcp).compat_write()).await)
+            };
+            let login = match tokio::time::timeout(self.connect_timeout, fut).await {
+                Ok(r) => r?,
+                Err(_) => return Err(self.error(format!("no answer from {addr} within {} s (Connect Timeout)", self.connect_timeout.as_secs()))),
+            };
+            match login {
+                Ok(client) => return Ok(client),
+                Err(tiberius::error::Error::Routing { host, port }) => {
+                    tracing::debug!("{}: the server routes the login to {host},{port}", self.label);
+                    config.host(&host);
+                    config.port(port);
+                }
+                Err(e) => return Err(self.sql_error("login failed", e)),
+            }
         }
+        Err(self.error(format!("login failed: routed more than {MAX_ROUTING_HOPS} times")))
     }
 
     /// Maps a tiberius error, scrubbed, with what perfcopy was doing.
@@ -227,6 +242,9 @@ fn scrub_all(message: &str, secrets: &[String]) -> String {
     }
     m
 }
+
+/// Routing redirects a login follows before giving up (a gateway routes once).
+const MAX_ROUTING_HOPS: usize = 3;
 
 /// Whether a SQL Server error is worth retrying: deadlock victim, lock timeout, timeouts,
 /// dropped connections.

@@ -527,3 +527,34 @@ fn wider_target_columns_are_loaded_exactly_and_narrower_ones_refused() {
         assert_eq!(target_snapshot(&tgt, "MonitoringDB"), before, "{msg}: the target must be untouched");
     }
 }
+
+/// An Azure SQL gateway answers a login with a routing ENVCHANGE naming the server to log in
+/// at; perfcopy follows it for sources and targets alike, and gives up on a routing loop.
+#[test]
+fn logins_follow_a_gateways_routing_to_the_real_server() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt, gw) = (server(), server(), server());
+    let a = series("SQL01", T0, 120, 1, 31);
+    seed(&src, t.path(), "DBATools", &a, true);
+    seed_target(&tgt, "MonitoringDB", &[("SQL01", 4)], &[]);
+    gw.create_database("DBATools");
+    gw.create_database("MonitoringDB");
+    // The gateway routes every login to the source; a second gateway to the target.
+    gw.set_routing(Some(("127.0.0.1", src.addr().port())));
+    let gw2 = server();
+    gw2.create_database("MonitoringDB");
+    gw2.set_routing(Some(("127.0.0.1", tgt.addr().port())));
+    let report = copy_json(&["--from", &conn(&gw, "DBATools"), "--to", &conn(&gw2, "MonitoringDB"), "--batch-rows", "50"]);
+    let want = expected(std::slice::from_ref(&a), &name_map(&[("SQL01", 4)]), Win::default(), &BTreeMap::new());
+    assert_target_eq(&tgt, "MonitoringDB", &want.stage);
+    assert_report(&report, &want);
+    assert!(gw.stats().routed_logins >= 1 && gw2.stats().routed_logins >= 1, "{:?} {:?}", gw.stats(), gw2.stats());
+    assert_eq!((gw.stats().logins, gw2.stats().logins), (0, 0), "nothing logs in at a gateway");
+
+    // A gateway that routes to itself.
+    gw.set_routing(Some(("127.0.0.1", gw.addr().port())));
+    let o = perfcopy(&["copy", "--from", &conn(&gw, "DBATools"), "--to", &conn(&tgt, "MonitoringDB")]);
+    let err = failed(&o);
+    assert!(err.contains(&label(&gw, "DBATools")) && err.contains("routed more than 3 times"), "{err}");
+    assert_no_secret(&o, PW);
+}

@@ -168,6 +168,7 @@ struct Counters {
     rollbacks: AtomicU64,
     errors_sent: AtomicU64,
     dropped_connections: AtomicU64,
+    routed_logins: AtomicU64,
 }
 
 /// A snapshot of the server's counters.
@@ -201,10 +202,14 @@ pub struct Stats {
     pub errors_sent: u64,
     /// Connections closed by fault injection.
     pub dropped_connections: u64,
+    /// Logins answered with a routing ENVCHANGE ([`TestServer::set_routing`]).
+    pub routed_logins: u64,
 }
 
 struct State {
     engine: Shared,
+    /// Where logins are redirected ([`TestServer::set_routing`]), as an Azure SQL gateway does.
+    routing: Mutex<Option<(String, u16)>>,
     faults: Faults,
     counters: Counters,
     config: ServerConfig,
@@ -257,7 +262,7 @@ impl TestServer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State { engine: Shared::default(), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
+        let state = Arc::new(State { engine: Shared::default(), routing: Mutex::new(None), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
         {
             let mut cat = state.engine.cat();
             cat.server_name = state.config.server_name.clone().unwrap_or_else(|| DEFAULT_SERVER_NAME.to_string());
@@ -315,7 +320,14 @@ impl TestServer {
             rollbacks: g(&c.rollbacks),
             errors_sent: g(&c.errors_sent),
             dropped_connections: g(&c.dropped_connections),
+            routed_logins: g(&c.routed_logins),
         }
+    }
+
+    /// While set, every successful login is answered with a routing ENVCHANGE (type 20) to
+    /// `host:port` and the connection is closed, as an Azure SQL gateway redirects clients.
+    pub fn set_routing(&self, to: Option<(&str, u16)>) {
+        *self.state.routing.lock().unwrap_or_else(|e| e.into_inner()) = to.map(|(h, p)| (h.to_string(), p));
     }
 
     /// `@@SERVERNAME`.
@@ -871,6 +883,16 @@ impl Conn {
         w.message(token::INFO, 5703, 1, 0, "Changed language setting to us_english.");
         w.login_ack();
         w.env_str(4, &size.to_string(), &l.packet_size.to_string());
+        let routing = self.st.routing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((host, port)) = &routing {
+            // A gateway's answer: log in somewhere else, then this connection is closed.
+            w.env_routing(host, *port);
+            w.done(token::DONE, 0, 0);
+            self.send(&w.buf, true).await?;
+            self.st.counters.routed_logins.fetch_add(1, Ordering::SeqCst);
+            let _ = self.stream.shutdown().await;
+            return Ok(false);
+        }
         w.done(token::DONE, 0, 0);
         self.send(&w.buf, true).await?;
         self.packet_size = size as usize;

@@ -611,6 +611,23 @@ impl TokenWriter {
         });
     }
 
+    /// ENVCHANGE type 20 (routing, MS-TDS 2.2.7.9): RoutingDataValueLength, protocol 0 (TCP),
+    /// port, alternate server as US_VARCHAR; old value empty (a 2-byte zero length).
+    pub fn env_routing(&mut self, host: &str, port: u16) {
+        self.with_len(token::ENVCHANGE, |b| {
+            b.push(20);
+            let units: Vec<u16> = host.encode_utf16().collect();
+            b.extend_from_slice(&((1 + 2 + 2 + 2 * units.len()) as u16).to_le_bytes());
+            b.push(0);
+            b.extend_from_slice(&port.to_le_bytes());
+            b.extend_from_slice(&(units.len() as u16).to_le_bytes());
+            for u in units {
+                b.extend_from_slice(&u.to_le_bytes());
+            }
+            b.extend_from_slice(&[0, 0]);
+        });
+    }
+
     /// ENVCHANGE with two B_VARBYTE values (collation, transactions).
     pub fn env_bytes(&mut self, kind: u8, new: &[u8], old: &[u8]) {
         self.with_len(token::ENVCHANGE, |b| {
