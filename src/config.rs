@@ -66,6 +66,10 @@ pub struct TargetConfig {
     pub stage: Option<PathBuf>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// An Entra ID (Azure AD) access token instead of a password: the variable holding it.
+    pub access_token_env: Option<String>,
+    /// The same, from a file.
+    pub access_token_file: Option<PathBuf>,
 }
 
 /// `[[source]]`: a DBATools connection or a Parquet path.
@@ -76,6 +80,39 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    pub access_token_env: Option<String>,
+    pub access_token_file: Option<PathBuf>,
+}
+
+/// Where a connection's secret comes from (config keys of `[target]` and `[[source]]`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Secrets<'a> {
+    password_env: Option<&'a String>,
+    password_file: Option<&'a PathBuf>,
+    access_token_env: Option<&'a String>,
+    access_token_file: Option<&'a PathBuf>,
+}
+
+impl TargetConfig {
+    fn secrets(&self) -> Secrets<'_> {
+        Secrets {
+            password_env: self.password_env.as_ref(),
+            password_file: self.password_file.as_ref(),
+            access_token_env: self.access_token_env.as_ref(),
+            access_token_file: self.access_token_file.as_ref(),
+        }
+    }
+}
+
+impl SourceConfig {
+    fn secrets(&self) -> Secrets<'_> {
+        Secrets {
+            password_env: self.password_env.as_ref(),
+            password_file: self.password_file.as_ref(),
+            access_token_env: self.access_token_env.as_ref(),
+            access_token_file: self.access_token_file.as_ref(),
+        }
+    }
 }
 
 /// `[options]`: defaults for flags (flags given on the command line win).
@@ -107,34 +144,42 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
     if let Some(t) = cfg.target.as_mut() {
         t.stage.as_mut().map(rel);
         t.password_file.as_mut().map(rel);
+        t.access_token_file.as_mut().map(rel);
     }
     for s in &mut cfg.sources {
         s.path.as_mut().map(rel);
         s.password_file.as_mut().map(rel);
+        s.access_token_file.as_mut().map(rel);
     }
     cfg.options.server_map.as_mut().map(rel);
     Ok(cfg)
 }
 
-/// A password from an environment variable or a file (trailing newline removed). Messages
-/// name the variable or file, never the value.
-fn password(what: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>> {
+/// A secret from an environment variable or a file (trailing newline removed); `kind` names
+/// the config keys (`password`, `access_token`). Messages name the variable or file, never the
+/// value.
+fn secret(what: &str, kind: &str, env: Option<&String>, file: Option<&PathBuf>) -> Result<Option<String>> {
     match (env, file) {
-        (Some(_), Some(_)) => Err(usage(what, "give password_env or password_file, not both")),
+        (Some(_), Some(_)) => Err(usage(what, format!("give {kind}_env or {kind}_file, not both"))),
         (Some(var), None) => std::env::var(var)
             .map(Some)
-            .map_err(|_| usage(what, format!("environment variable '{var}' (password_env) is not set"))),
+            .map_err(|_| usage(what, format!("environment variable '{var}' ({kind}_env) is not set"))),
         (None, Some(f)) => std::fs::read_to_string(f)
             .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
-            .map_err(|e| usage(what, format!("cannot read password_file '{}': {e}", f.display()))),
+            .map_err(|e| usage(what, format!("cannot read {kind}_file '{}': {e}", f.display()))),
         (None, None) => Ok(None),
     }
 }
 
-fn connection(what: &str, text: &str, env: &Option<String>, file: &Option<PathBuf>, packet_size: Option<u32>) -> Result<ConnSpec> {
+fn connection(what: &str, text: &str, secrets: Secrets<'_>, packet_size: Option<u32>) -> Result<ConnSpec> {
     let mut spec = ConnSpec::parse(what, text)?;
-    if let Some(pw) = password(what, env, file)? {
-        spec = spec.with_password(what, &pw)?;
+    let password = secret(what, "password", secrets.password_env, secrets.password_file)?;
+    let token = secret(what, "access_token", secrets.access_token_env, secrets.access_token_file)?;
+    match (password, token) {
+        (Some(_), Some(_)) => return Err(usage(what, "give a password or an access token, not both")),
+        (Some(pw), None) => spec = spec.with_password(what, &pw)?,
+        (None, Some(t)) => spec = spec.with_access_token(&t),
+        (None, None) => {}
     }
     if let Some(n) = packet_size {
         spec.set_packet_size(n);
@@ -202,7 +247,7 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     for (i, s) in cfg.sources.iter().enumerate() {
         let what = format!("[[source]] #{} in --config", i + 1);
         inputs.push(match (&s.connection, &s.path) {
-            (Some(c), None) => SourceInput::Sql(connection(&what, c, &s.password_env, &s.password_file, packet_size)?),
+            (Some(c), None) => SourceInput::Sql(connection(&what, c, s.secrets(), packet_size)?),
             (None, Some(p)) => SourceInput::Path(p.clone()),
             _ => return Err(usage(&what, "needs exactly one of connection or path")),
         });
@@ -210,7 +255,7 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     for f in &a.from {
         inputs.push(match SourceSpec::parse(f) {
             SourceSpec::Path(p) => SourceInput::Path(p),
-            SourceSpec::Connection(c) => SourceInput::Sql(connection("--from", &c, &None, &None, packet_size)?),
+            SourceSpec::Connection(c) => SourceInput::Sql(connection("--from", &c, Secrets::default(), packet_size)?),
         });
     }
     if inputs.is_empty() {
@@ -220,17 +265,11 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     let cfg_target = cfg.target.unwrap_or_default();
     let target = match (&t.stage, &t.to) {
         (Some(dir), None) => TargetSpec::Stage(dir.clone()),
-        (None, Some(c)) => TargetSpec::MonitoringDb(connection("--to", c, &cfg_target.password_env, &cfg_target.password_file, packet_size)?),
+        (None, Some(c)) => TargetSpec::MonitoringDb(connection("--to", c, cfg_target.secrets(), packet_size)?),
         (Some(_), Some(_)) => return Err(usage("--to", "give --stage or --to, not both")),
         (None, None) => match (&cfg_target.stage, &cfg_target.connection) {
             (Some(dir), None) => TargetSpec::Stage(dir.clone()),
-            (None, Some(c)) => TargetSpec::MonitoringDb(connection(
-                "[target] in --config",
-                c,
-                &cfg_target.password_env,
-                &cfg_target.password_file,
-                packet_size,
-            )?),
+            (None, Some(c)) => TargetSpec::MonitoringDb(connection("[target] in --config", c, cfg_target.secrets(), packet_size)?),
             (Some(_), Some(_)) => return Err(usage("[target] in --config", "give stage or connection, not both")),
             (None, None) => return Err(usage("--stage", "no target: give --stage DIR or --to CONNECTION (or [target] in --config)")),
         },
@@ -354,7 +393,7 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
                         return Err(usage("--packet-size", format!("{n} is outside 512..32767")));
                     }
                 }
-                BenchTarget::MonitoringDb(connection("--to", &c, &t.password_env, &t.password_file, a.packet_size)?)
+                BenchTarget::MonitoringDb(connection("--to", &c, t.secrets(), a.packet_size)?)
             }
             SourceSpec::Path(p) => {
                 let occupied = p.exists() && std::fs::read_dir(&p).map(|mut d| d.next().is_some()).unwrap_or(true);

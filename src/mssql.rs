@@ -173,6 +173,16 @@ impl ConnSpec {
         Ok(self)
     }
 
+    /// Logs in with an Entra ID (Azure AD) access token (FEDAUTH, MS-TDS 2.2.6.4) instead of a
+    /// SQL login; the token is a secret like a password.
+    pub fn with_access_token(mut self, token: &str) -> ConnSpec {
+        self.config.authentication(tiberius::AuthMethod::aad_token(token));
+        if !token.is_empty() {
+            self.secrets.push(token.to_string());
+        }
+        self
+    }
+
     /// Overrides the TDS packet size the client asks for.
     pub fn set_packet_size(&mut self, bytes: u32) {
         self.config.packet_size(bytes);

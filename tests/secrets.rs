@@ -167,3 +167,51 @@ fn an_interrupted_run_prints_no_password() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert_no_secret(&o, PW);
 }
+
+/// Entra ID (Azure AD) access tokens instead of SQL logins: `access_token_env` and
+/// `access_token_file` in the config, FEDAUTH in LOGIN7; a refused token is a clear login
+/// error, and no token appears in any output or debug log.
+#[test]
+fn entra_id_access_tokens_log_in_and_never_show() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt) = (server(), server());
+    let a = series("SQL01", T0, 90, 1, 41);
+    seed(&src, t.path(), "DBATools", &a, true);
+    seed_target(&tgt, "MonitoringDB", &[("SQL01", 2)], &[]);
+    let (src_token, tgt_token) = ("eyJ0eXAiOiJKV1Qi.srcTOKENpayload.sig1", "eyJ0eXAiOiJKV1Qi.tgtTOKENpayload.sig2");
+    src.set_access_token(Some(src_token));
+    tgt.set_access_token(Some(tgt_token));
+    let token_file = t.path().join("target.token");
+    std::fs::write(&token_file, format!("{tgt_token}\n")).unwrap();
+    let cfg = t.path().join("tokens.toml");
+    let toml_str = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let write_cfg = |target_key: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[target]\nconnection = {}\n{target_key}\n[[source]]\nconnection = {}\naccess_token_env = \"{ENV}\"\n",
+                toml_str(&conn_nopw(&tgt, "MonitoringDB")),
+                toml_str(&conn_nopw(&src, "DBATools"))
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&format!("access_token_file = {}", toml_str(&token_file.display().to_string())));
+    let o = perfcopy_env(&["copy", "--config", &cfg.display().to_string(), "--log", "debug", "--json"], &[(ENV, src_token)]);
+    for tok in [src_token, tgt_token] {
+        check("token login", Via::PasswordEnv, &o, tok, true);
+    }
+    let want = expected(std::slice::from_ref(&a), &name_map(&[("SQL01", 2)]), Win::default(), &std::collections::BTreeMap::new());
+    assert_target_eq(&tgt, "MonitoringDB", &want.stage);
+
+    // A token the server does not accept.
+    let o = perfcopy_env(&["copy", "--config", &cfg.display().to_string(), "--log", "debug"], &[(ENV, "eyJ.wrongTOKEN.sig")]);
+    check("refused token", Via::PasswordEnv, &o, "eyJ.wrongTOKEN.sig", false);
+    let err = stderr(&o);
+    assert!(err.contains(&label(&src, "DBATools")) && err.contains("Login failed for user '<token-identified principal>'"), "{err}");
+    // A password and a token for one connection is a usage error.
+    write_cfg(&format!("access_token_file = {}\npassword_env = \"{ENV}\"", toml_str(&token_file.display().to_string())));
+    let o = perfcopy_env(&["copy", "--config", &cfg.display().to_string()], &[(ENV, src_token)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("give a password or an access token, not both"), "{}", stderr(&o));
+}

@@ -38,6 +38,11 @@
 //!   identity columns flagged read-only identity), ROW, DONE/DONEINPROC/DONEPROC with counts and
 //!   MORE, RETURNSTATUS, ERROR/INFO, ENVCHANGE 8/9/10 with 8-byte transaction descriptors.
 //!
+//! - Logins may also carry an Entra ID access token (LOGIN7 FeatureExt FEDAUTH, security-token
+//!   library): accepted when it equals [`TestServer::set_access_token`]'s (answered with
+//!   FEATUREEXTACK), else 18456. [`TestServer::set_routing`] makes the server a gateway: each
+//!   login is answered with a routing ENVCHANGE (type 20) and the connection closed.
+//!
 //! ## SQL subset (statements may be separated by `;`; identifiers `[bracketed]` or bare, case-insensitive;
 //! names `[db.][schema.]table`, schema defaults to dbo, db to the session's)
 //! - `SELECT [TOP (n|@P)] {* | expr [AS alias], ...} [FROM table [WITH (hints)]] [WHERE cond] [ORDER BY expr [ASC|DESC], ...]`

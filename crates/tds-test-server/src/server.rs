@@ -210,6 +210,8 @@ struct State {
     engine: Shared,
     /// Where logins are redirected ([`TestServer::set_routing`]), as an Azure SQL gateway does.
     routing: Mutex<Option<(String, u16)>>,
+    /// The Entra ID access token FEDAUTH logins must present ([`TestServer::set_access_token`]).
+    access_token: Mutex<Option<String>>,
     faults: Faults,
     counters: Counters,
     config: ServerConfig,
@@ -262,7 +264,7 @@ impl TestServer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State { engine: Shared::default(), routing: Mutex::new(None), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
+        let state = Arc::new(State { engine: Shared::default(), routing: Mutex::new(None), access_token: Mutex::new(None), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
         {
             let mut cat = state.engine.cat();
             cat.server_name = state.config.server_name.clone().unwrap_or_else(|| DEFAULT_SERVER_NAME.to_string());
@@ -328,6 +330,12 @@ impl TestServer {
     /// `host:port` and the connection is closed, as an Azure SQL gateway redirects clients.
     pub fn set_routing(&self, to: Option<(&str, u16)>) {
         *self.state.routing.lock().unwrap_or_else(|e| e.into_inner()) = to.map(|(h, p)| (h.to_string(), p));
+    }
+
+    /// Accepts Entra ID (FEDAUTH security token) logins that present `token`; `None`: every
+    /// token login fails with 18456 (SQL logins are not affected).
+    pub fn set_access_token(&self, token: Option<&str>) {
+        *self.state.access_token.lock().unwrap_or_else(|e| e.into_inner()) = token.map(str::to_string);
     }
 
     /// `@@SERVERNAME`.
@@ -852,7 +860,14 @@ impl Conn {
         let mut w = TokenWriter::default();
         let db = if l.database.is_empty() { "master".to_string() } else { l.database.clone() };
         let known = self.st.engine.cat().dbs.contains_key(&db.to_lowercase());
-        let fail = if refuse || cfg.password.as_ref().is_some_and(|p| *p != l.password) {
+        let token_ok = {
+            let want = self.st.access_token.lock().unwrap_or_else(|e| e.into_inner());
+            l.access_token.as_ref().map(|t| want.as_deref() == Some(t.as_str()))
+        };
+        let fail = if refuse || token_ok == Some(false) {
+            let who = if l.access_token.is_some() { "<token-identified principal>" } else { l.user.as_str() };
+            Some((18456, 14, format!("Login failed for user '{who}'.")))
+        } else if token_ok.is_none() && cfg.password.as_ref().is_some_and(|p| *p != l.password) {
             Some((18456, 14, format!("Login failed for user '{}'.", l.user)))
         } else if !known {
             Some((4060, 11, format!("Cannot open database \"{db}\" requested by the login. The login failed.")))
@@ -882,6 +897,10 @@ impl Conn {
         w.env_str(2, "us_english", "");
         w.message(token::INFO, 5703, 1, 0, "Changed language setting to us_english.");
         w.login_ack();
+        if token_ok == Some(true) {
+            // FEATUREEXTACK: FEDAUTH acknowledged (no data for a security token), terminator.
+            w.buf.extend_from_slice(&[0xAE, 0x02, 0, 0, 0, 0, 0xFF]);
+        }
         w.env_str(4, &size.to_string(), &l.packet_size.to_string());
         let routing = self.st.routing.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some((host, port)) = &routing {
@@ -1380,6 +1399,9 @@ pub struct Login7 {
     pub app: String,
     /// Initial database (may be empty).
     pub database: String,
+    /// The Entra ID (Azure AD) access token of a FEDAUTH SECURITYTOKEN login (FeatureExt 0x02,
+    /// MS-TDS 2.2.6.4), instead of a SQL login's password.
+    pub access_token: Option<String>,
 }
 
 /// Parses a LOGIN7 message (MS-TDS 2.2.6.4).
@@ -1398,7 +1420,34 @@ pub fn parse_login7(b: &[u8]) -> Result<Login7> {
     };
     let text = |idx: usize| -> Result<String> { wire::utf16_to_string(field(idx)?).map_err(e) };
     let pw: Vec<u8> = field(2)?.iter().map(|&x| (x ^ 0xA5).rotate_left(4)).collect();
-    Ok(Login7 { packet_size, user: text(1)?, password: wire::utf16_to_string(&pw).map_err(e)?, app: text(3)?, database: text(8)? })
+    // fExtension (OptionFlags3 bit 4): ibExtension/cbExtension point at a DWORD holding the
+    // offset of the FeatureExt list (FeatureId, FeatureDataLen, data, ..., 0xFF).
+    let mut access_token = None;
+    if b.get(27).is_some_and(|f| f & 0x10 != 0) {
+        let at = 36 + 5 * 4;
+        let mut r = Rd::new(b.get(at..at + 4).ok_or_else(|| proto("LOGIN7 shorter than its fixed part"))?);
+        let off = r.u16().map_err(e)? as usize;
+        let mut r = Rd::new(b.get(off..off + 4).ok_or_else(|| proto("LOGIN7 extension offset outside the message"))?);
+        let mut at = r.u32().map_err(e)? as usize;
+        loop {
+            let id = *b.get(at).ok_or_else(|| proto("LOGIN7 FeatureExt runs past the message"))?;
+            if id == 0xFF {
+                break;
+            }
+            let mut r = Rd::new(b.get(at + 1..at + 5).ok_or_else(|| proto("LOGIN7 FeatureExt runs past the message"))?);
+            let len = r.u32().map_err(e)? as usize;
+            let data = b.get(at + 5..at + 5 + len).ok_or_else(|| proto("LOGIN7 FeatureExt data runs past the message"))?;
+            // FEDAUTH with the SECURITYTOKEN library (options: library << 1 | echo).
+            if id == 0x02 && data.first().is_some_and(|o| o >> 1 == 0x01) {
+                let mut r = Rd::new(data.get(1..5).ok_or_else(|| proto("FEDAUTH feature shorter than its token length"))?);
+                let n = r.u32().map_err(e)? as usize;
+                let token = data.get(5..5 + n).ok_or_else(|| proto("FEDAUTH token runs past its feature"))?;
+                access_token = Some(wire::utf16_to_string(token).map_err(e)?);
+            }
+            at += 5 + len;
+        }
+    }
+    Ok(Login7 { packet_size, user: text(1)?, password: wire::utf16_to_string(&pw).map_err(e)?, app: text(3)?, database: text(8)?, access_token })
 }
 
 
