@@ -3,8 +3,19 @@
 //!
 //! Connection strings are ADO.NET style (`Server=tcp:sql01,1433;Database=DBATools;User
 //! Id=perf;Password=…`) or JDBC style (`jdbc:sqlserver://sql01:1433;databaseName=…`); tiberius
-//! parses them. Encryption is on unless the string says `Encrypt=false`;
-//! `TrustServerCertificate=true` is the explicit opt-out of certificate checks.
+//! parses them. What the encryption keys mean (tiberius 0.13 with perfcopy's PRELOGIN fix,
+//! MS-TDS 2.2.6.5):
+//!
+//! | string | PRELOGIN ENCRYPTION sent | what is encrypted |
+//! |---|---|---|
+//! | no `Encrypt`, `Encrypt=true`/`yes` | ENCRYPT_REQ | everything; a server without TLS is an error |
+//! | `Encrypt=false`/`no` | ENCRYPT_OFF | the login packet only (everything if the server forces encryption; nothing if it has no TLS) |
+//! | `Encrypt=DANGER_PLAINTEXT` | ENCRYPT_NOT_SUP | nothing; a server that forces encryption refuses it |
+//!
+//! The certificate is checked against the system's trust store (plus `TrustServerCertificateCA=FILE`)
+//! and the host name (or `HostNameInCertificate=`) whenever TLS runs, also for the login-only
+//! `Encrypt=false`; `TrustServerCertificate=true` is the explicit opt-out of those checks.
+//! `Encrypt=strict` (TDS 8.0) is not available (tiberius' `tds80` is not built).
 
 use std::time::Duration;
 
@@ -36,6 +47,11 @@ pub struct ConnSpec {
     /// Secrets to remove from any message (the password as written).
     secrets: Vec<String>,
     user: Option<String>,
+    /// The name the certificate is checked against (`HostNameInCertificate=`, else the host
+    /// as written), for messages.
+    cert_name: String,
+    /// The `Encrypt=` value as written (`None`: not given, so encryption is required).
+    encrypt: Option<String>,
     pub connect_timeout: Duration,
 }
 
@@ -132,7 +148,7 @@ impl ConnSpec {
         } else {
             Config::from_ado_string(s)
         }
-        .map_err(|e| Error::Usage { flag: what.into(), message: scrub(format!("invalid connection string: {e}")) })?;
+        .map_err(|e| Error::Usage { flag: what.into(), message: scrub(parse_error_message(get(&["encrypt"]).as_deref(), &e)) })?;
         let server = get(&["server", "data source", "address", "addr", "network address"]).ok_or_else(|| Error::Usage {
             flag: what.into(),
             message: "connection string has no Server= (or Data Source=)".into(),
@@ -156,6 +172,8 @@ impl ConnSpec {
             database,
             secrets,
             user,
+            encrypt: get(&["encrypt"]),
+            cert_name: get(&["hostnameincertificate"]).unwrap_or_else(|| host.split([',', '\\']).next().unwrap_or(host).to_string()),
             connect_timeout,
         })
     }
@@ -231,15 +249,64 @@ impl ConnSpec {
                     config.host(&host);
                     config.port(port);
                 }
-                Err(e) => return Err(self.sql_error("login failed", e)),
+                Err(e) => return Err(self.connect_error(e)),
             }
         }
         Err(self.error(format!("login failed: routed more than {MAX_ROUTING_HOPS} times")))
     }
 
+    /// A failed connect: TLS and encryption problems say what to change in the connection
+    /// string; anything else is a failed login.
+    fn connect_error(&self, e: tiberius::error::Error) -> Error {
+        use tiberius::error::{CertificateProblem as P, Error as E};
+        use tiberius::EncryptionLevel as L;
+        let written = match &self.encrypt {
+            Some(v) => format!("Encrypt={v}"),
+            None => "no Encrypt= (so Encrypt=true)".to_string(),
+        };
+        let host = &self.cert_name;
+        let bypass = "add TrustServerCertificate=true to the connection string";
+        let message = match &e {
+            E::Certificate { problem: P::UnknownIssuer, .. } => {
+                format!("the server's TLS certificate is not trusted (self-signed or unknown issuer); {bypass}, or install the issuing CA (in the system's trust store, or name its PEM file with TrustServerCertificateCA=FILE)")
+            }
+            E::Certificate { problem: P::NotValidForName, .. } => {
+                format!("the server's TLS certificate is not issued for '{host}'; connect by a name the certificate lists (or set HostNameInCertificate=NAME), or {bypass}")
+            }
+            E::Certificate { problem: P::Expired, .. } => format!("the server's TLS certificate has expired; renew it on the server, or {bypass}"),
+            E::Certificate { problem: P::NotValidYet, .. } => format!("the server's TLS certificate is not valid yet (check the clocks); or {bypass}"),
+            E::Certificate { reason, .. } => {
+                let why = reason.split(". ").next().unwrap_or(reason);
+                format!("the server's TLS certificate was rejected ({why}); {bypass}, or fix the certificate on the server")
+            }
+            E::Encryption { client: L::NotSupported, .. } => format!(
+                "the server requires encryption (Force Encryption) but the connection string says {written}; remove it (TLS is on by default) or use Encrypt=true, with TrustServerCertificate=true if the server's certificate is self-signed"
+            ),
+            E::Encryption { .. } => format!(
+                "the server does not offer encryption (it has no TLS certificate) but the connection string asks for it ({written}); install a certificate on the server, or on a network you trust add Encrypt=DANGER_PLAINTEXT (the password then crosses it in the clear)"
+            ),
+            other => format!("login failed: {other}"),
+        };
+        self.error(message)
+    }
+
     /// Maps a tiberius error, scrubbed, with what perfcopy was doing.
     pub fn sql_error(&self, doing: &str, e: tiberius::error::Error) -> Error {
         self.error(format!("{doing}: {e}"))
+    }
+}
+
+/// A connection string tiberius refused, in the string's terms where the `Encrypt=` value is
+/// the reason.
+fn parse_error_message(encrypt: Option<&str>, e: &tiberius::error::Error) -> String {
+    match encrypt {
+        Some(v) if v.eq_ignore_ascii_case("strict") => {
+            "Encrypt=strict (TDS 8.0) is not supported; use Encrypt=true (TLS for everything after the PRELOGIN exchange)".to_string()
+        }
+        Some(v) if !matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "false" | "no") && v != "DANGER_PLAINTEXT" => {
+            format!("Encrypt='{v}' is not one of true, yes, false, no, DANGER_PLAINTEXT (Mandatory and Optional are spelled true and false here)")
+        }
+        _ => format!("invalid connection string: {e}"),
     }
 }
 
@@ -291,6 +358,19 @@ mod tests {
     fn jdbc_strings_are_accepted() {
         let s = ConnSpec::parse("--from", "jdbc:sqlserver://sql02:1444;databaseName=DBATools;user=perf;password={pw}").unwrap();
         assert_eq!(s.label(), "sql02,1444/DBATools");
+    }
+
+    #[test]
+    fn encrypt_values_tiberius_refuses_are_explained() {
+        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=strict").unwrap_err().to_string();
+        assert!(e.contains("--from") && e.contains("Encrypt=strict (TDS 8.0) is not supported"), "{e}");
+        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=Mandatory;Password=hunter2").unwrap_err().to_string();
+        assert!(e.contains("Encrypt='Mandatory' is not one of") && !e.contains("hunter2"), "{e}");
+        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=danger_plaintext").unwrap_err().to_string();
+        assert!(e.contains("Encrypt='danger_plaintext'"), "{e}");
+        for ok in ["true", "yes", "false", "no", "DANGER_PLAINTEXT"] {
+            ConnSpec::parse("--from", &format!("Server=tcp:x,1433;Database=D;Encrypt={ok}")).unwrap();
+        }
     }
 
     #[test]

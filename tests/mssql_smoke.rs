@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::mssql::{assert_no_secret, conn, failed, label, seed, server, servers_table, target_rows, target_snapshot, PW};
+use common::mssql::{assert_no_secret, conn, seed, server, servers_table, target_rows, PW};
 use common::*;
 
 #[test]
@@ -40,25 +40,6 @@ fn dbatools_sources_into_monitoringdb_with_remap_dedupe_and_preexisting_rows() {
     let again = ok_json(&perfcopy(&["copy", "--from", &conn(&srv, "DBATools_A"), "--from", &conn(&srv, "DBATools_B"), "--to", &conn(&srv, "MonitoringDB"), "--json"]));
     assert_eq!(again["totals"]["rows_written"].as_u64(), Some(0));
     assert_eq!(target_rows(&srv, "MonitoringDB"), want.stage);
-}
-
-/// TLS is on by default: a connection string that does not turn encryption off is refused by
-/// a server without TLS (the test server), with a clear error and nothing written.
-#[test]
-fn encryption_is_required_unless_the_connection_string_turns_it_off() {
-    let t = tempfile::tempdir().unwrap();
-    let srv = server();
-    seed(&srv, t.path(), "DBATools_A", &series("SQL01", T0, 20, 1, 1), true);
-    srv.create_monitoringdb("MonitoringDB");
-    let plain = conn(&srv, "DBATools_A").replace(";Encrypt=DANGER_PLAINTEXT", "");
-    assert!(!plain.to_ascii_lowercase().contains("encrypt"));
-    let before = target_snapshot(&srv, "MonitoringDB");
-    let o = perfcopy(&["copy", "--from", &plain, "--to", &conn(&srv, "MonitoringDB"), "--register-servers"]);
-    let err = failed(&o);
-    assert!(err.contains(&label(&srv, "DBATools_A")), "{err}");
-    assert!(err.to_ascii_lowercase().contains("encrypt") || err.to_ascii_lowercase().contains("tls"), "{err}");
-    assert_no_secret(&o, PW);
-    assert_eq!(target_snapshot(&srv, "MonitoringDB"), before);
 }
 
 /// `verify --to` reconciles DBATools sources against MonitoringDB; `--order-hint` and

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
-use tds_test_server::{ServerConfig, TestServer};
+use tds_test_server::{ServerConfig, TestServer, TlsMode};
 
 use super::*;
 
@@ -17,9 +17,49 @@ use super::*;
 /// string parsing and scrubbing.
 pub const PW: &str = "Pa55;w0rd'=secret";
 
-/// A test server that demands [`PW`].
+/// A test server that demands [`PW`] (TLS offered, as SQL Server does).
 pub fn server() -> TestServer {
-    TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PW.into()), ..Default::default() }).unwrap()
+    server_tls(TlsMode::Offered)
+}
+
+/// A test server that demands [`PW`] and handles encryption as `tls` says.
+pub fn server_tls(tls: TlsMode) -> TestServer {
+    TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PW.into()), tls, ..Default::default() }).unwrap()
+}
+
+/// How a test's connection strings encrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// `Encrypt=DANGER_PLAINTEXT`: nothing encrypted.
+    Plaintext,
+    /// `Encrypt=true;TrustServerCertificate=true`: TLS for the whole connection.
+    Tls,
+    /// `Encrypt=false;TrustServerCertificate=true`: TLS for the login packet only.
+    LoginOnly,
+}
+
+impl Wire {
+    /// The connection string's encryption keys.
+    pub fn keys(self) -> &'static str {
+        match self {
+            Wire::Plaintext => "Encrypt=DANGER_PLAINTEXT",
+            Wire::Tls => "Encrypt=true;TrustServerCertificate=true",
+            Wire::LoginOnly => "Encrypt=false;TrustServerCertificate=true",
+        }
+    }
+}
+
+/// The encryption of [`conn`] and [`conn_nopw`]: `PERFCOPY_TEST_ENCRYPT=tls` or `login-only`
+/// runs a suite over TLS (e.g. `PERFCOPY_TEST_ENCRYPT=tls cargo test --test mssql_e2e`);
+/// unset or `plaintext`, the tests that are about something else than TLS skip its cost.
+pub fn default_wire() -> Wire {
+    static WIRE: std::sync::OnceLock<Wire> = std::sync::OnceLock::new();
+    *WIRE.get_or_init(|| match std::env::var("PERFCOPY_TEST_ENCRYPT").as_deref() {
+        Ok("tls") => Wire::Tls,
+        Ok("login-only") => Wire::LoginOnly,
+        Ok("plaintext") | Err(_) => Wire::Plaintext,
+        Ok(other) => panic!("PERFCOPY_TEST_ENCRYPT={other}: expected tls, login-only or plaintext"),
+    })
 }
 
 /// ADO.NET string for `db` on `srv` with the password in it.
@@ -29,12 +69,22 @@ pub fn conn(srv: &TestServer, db: &str) -> String {
 
 /// ADO.NET string for `db` on `srv` with password `pw`.
 pub fn conn_pw(srv: &TestServer, db: &str, pw: &str) -> String {
-    format!("Server=tcp:127.0.0.1,{};Database={db};User Id=perf;Password='{}';Encrypt=DANGER_PLAINTEXT", srv.addr().port(), pw.replace('\'', "''"))
+    conn_wire(srv, db, pw, default_wire())
+}
+
+/// ADO.NET string for `db` on `srv` with password `pw`, encrypting as `wire` says.
+pub fn conn_wire(srv: &TestServer, db: &str, pw: &str, wire: Wire) -> String {
+    format!("{};Password='{}';{}", conn_base(srv, db), pw.replace('\'', "''"), wire.keys())
 }
 
 /// ADO.NET string without a password (for --config with password_env).
 pub fn conn_nopw(srv: &TestServer, db: &str) -> String {
-    format!("Server=tcp:127.0.0.1,{};Database={db};User Id=perf;Encrypt=DANGER_PLAINTEXT", srv.addr().port())
+    format!("{};{}", conn_base(srv, db), default_wire().keys())
+}
+
+/// Server, database and user, no password and no encryption keys.
+pub fn conn_base(srv: &TestServer, db: &str) -> String {
+    format!("Server=tcp:127.0.0.1,{};Database={db};User Id=perf", srv.addr().port())
 }
 
 /// How perfcopy labels a connection in messages.

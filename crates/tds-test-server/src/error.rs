@@ -11,6 +11,9 @@ pub enum ServerError {
     /// A client sent bytes that do not follow MS-TDS; the connection is closed.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A TLS handshake or TLS record failed (or the certificate could not be made).
+    #[error("tls error: {0}")]
+    Tls(String),
     /// A host-side call (seeding, reading back) named something that does not exist or did not fit.
     #[error("{0}")]
     Api(String),

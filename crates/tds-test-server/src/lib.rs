@@ -9,19 +9,40 @@
 //! let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some("pw".into()), ..Default::default() }).unwrap();
 //! srv.create_dbatools("DBATools_A", true);
 //! srv.create_monitoringdb("MonitoringDB");
-//! // connect tiberius to srv.addr() with EncryptionLevel::NotSupported, user any, password "pw"
+//! // connect tiberius to srv.addr(), user any, password "pw": Encrypt=true with
+//! // TrustServerCertificate=true (or TrustServerCertificateCA= a file holding ca_certificate_pem()),
+//! // Encrypt=false (login packet encrypted only) or Encrypt=DANGER_PLAINTEXT
 //! ```
 //!
 //! ## Standalone
 //! `cargo run -p tds-test-server --bin tds_test_server -- --port 14330 --seed-parquet FILE`
 //! (`--port 0` picks a free port; the `READY 127.0.0.1:PORT` line names it; `--help` lists the
 //! options: database names, password, packet size, `--synthetic-rows N`, `--bulk-count-only`,
-//! `--stop-on-stdin-eof`). Integration tests start it through `CARGO_BIN_EXE_tds_test_server`.
+//! `--stop-on-stdin-eof`, `--require-encryption`, `--no-tls`, `--ca-cert-out FILE`). Integration tests start it through `CARGO_BIN_EXE_tds_test_server`.
 //!
 //! ## Protocol
 //! - Packets: 8-byte headers, multi-packet messages both ways, EOM status. The packet size is
 //!   [`ServerConfig::packet_size`] (or the client's LOGIN7 request) and is announced in ENVCHANGE.
-//! - PRELOGIN: answered with ENCRYPT_NOT_SUP (no TLS). LOGIN7: user, password (checked against
+//! - PRELOGIN and TLS, as SQL Server does it for TDS 7.x ([`tls`]): the client's ENCRYPTION
+//!   option is answered by MS-TDS 2.2.6.5's table for the server's [`ServerConfig::tls`]:
+//!
+//!   | client sends | [`TlsMode::Offered`] (default, SQL Server's) | [`TlsMode::Required`] (Force Encryption) | [`TlsMode::Unavailable`] (no certificate) |
+//!   |---|---|---|---|
+//!   | ENCRYPT_OFF (`Encrypt=false`) | ENCRYPT_OFF: LOGIN7 under TLS, then plaintext | ENCRYPT_REQ: all under TLS | ENCRYPT_NOT_SUP: plaintext |
+//!   | ENCRYPT_ON | ENCRYPT_ON: all under TLS | ENCRYPT_ON: all under TLS | ENCRYPT_NOT_SUP, then closed |
+//!   | ENCRYPT_REQ (`Encrypt=true`) | ENCRYPT_ON: all under TLS | ENCRYPT_ON: all under TLS | ENCRYPT_NOT_SUP, then closed |
+//!   | ENCRYPT_NOT_SUP (`DANGER_PLAINTEXT`) | ENCRYPT_NOT_SUP: plaintext | ENCRYPT_REQ, then closed | ENCRYPT_NOT_SUP: plaintext |
+//!
+//!   The TLS 1.2 handshake travels as PRELOGIN (0x12) messages both ways (each flight one
+//!   message, EOM on its last packet), then TLS records go straight over TCP carrying the TDS
+//!   packets; with login-only encryption the connection is plaintext again from the login
+//!   response on. The certificate (rustls, generated with rcgen when the first server of the
+//!   process starts) is issued for `localhost` and `127.0.0.1` by a test CA whose PEM is
+//!   [`ca_certificate_pem`]; no system trust store knows it, so a validating client fails
+//!   unless told to trust it (`TrustServerCertificateCA=FILE`) or not to check
+//!   (`TrustServerCertificate=true`). [`Stats`] counts handshakes, login-only connections and
+//!   refusals. TDS 8.0 (`Encrypt=strict`, TLS before PRELOGIN) is not offered.
+//! - LOGIN7: user, password (checked against
 //!   [`ServerConfig::password`]; wrong → ERROR 18456 and close), database (unknown → 4060),
 //!   packet size → ENVCHANGE(database, collation, language, packet size), INFO, LOGINACK (TDS 7.4), DONE.
 //! - SQLBatch (ALL_HEADERS skipped), RPC `sp_executesql` (ProcID 10 or by name) with typed
@@ -138,9 +159,11 @@ pub mod engine;
 pub mod error;
 pub mod server;
 pub mod sql;
+pub mod tls;
 pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
 pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
+pub use tls::{ca_certificate_pem, TlsMode};
 pub use types::{Column, ColumnDefault, SqlType, Value};

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::arrow_io;
 use crate::engine::{build_rows, Out, Session, Shared, Synthetic, TableKey, Var, Vars};
 use crate::error::{Result, ServerError, SqlError};
 use crate::sql::parse_batch;
+use crate::tls::{self, Plan, TlsMode, Transport};
 use crate::types::{Column, ColumnDefault, SqlType, Value};
 use crate::wire::{self, done, packet, token, BulkColumn, OutCol, Rd, TokenWriter, WireError, WireType};
 
@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// `SERVERPROPERTY('MachineName')` and `SERVERPROPERTY('ServerName')`, the host's current
     /// name (default: the server name).
     pub machine_name: Option<String>,
+    /// How PRELOGIN's ENCRYPTION option is answered and TLS used (default: offered, as SQL
+    /// Server does); see [`TlsMode`].
+    pub tls: TlsMode,
 }
 
 /// `@@SERVERNAME` of a server whose [`ServerConfig::server_name`] is not set.
@@ -169,6 +172,9 @@ struct Counters {
     errors_sent: AtomicU64,
     dropped_connections: AtomicU64,
     routed_logins: AtomicU64,
+    tls_handshakes: AtomicU64,
+    login_only_encryption: AtomicU64,
+    encryption_refusals: AtomicU64,
 }
 
 /// A snapshot of the server's counters.
@@ -204,6 +210,13 @@ pub struct Stats {
     pub dropped_connections: u64,
     /// Logins answered with a routing ENVCHANGE ([`TestServer::set_routing`]).
     pub routed_logins: u64,
+    /// TLS handshakes completed (PRELOGIN-wrapped).
+    pub tls_handshakes: u64,
+    /// Connections that dropped back to plaintext after an encrypted LOGIN7 (client ENCRYPT_OFF).
+    pub login_only_encryption: u64,
+    /// Connections closed after PRELOGIN because client and server could not agree on
+    /// encryption (e.g. a plaintext client and [`TlsMode::Required`]).
+    pub encryption_refusals: u64,
 }
 
 struct State {
@@ -261,6 +274,9 @@ pub fn perf_snapshot_run_columns(with_server_id: bool, server_id_nullable: bool)
 impl TestServer {
     /// Binds 127.0.0.1 (ephemeral port unless `config.port` is set) and starts serving.
     pub fn start(config: ServerConfig) -> Result<TestServer> {
+        if config.tls != TlsMode::Unavailable {
+            tls::ensure_identity()?;
+        }
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -323,6 +339,9 @@ impl TestServer {
             errors_sent: g(&c.errors_sent),
             dropped_connections: g(&c.dropped_connections),
             routed_logins: g(&c.routed_logins),
+            tls_handshakes: g(&c.tls_handshakes),
+            login_only_encryption: g(&c.login_only_encryption),
+            encryption_refusals: g(&c.encryption_refusals),
         }
     }
 
@@ -656,15 +675,15 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>) {
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let id = st.next_session.fetch_add(1, Ordering::SeqCst);
-                    let mut conn = Conn { stream, st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1, mid_message: false, fault_epoch: 0, fault_rows: 0 };
+                    let mut conn = Conn { stream: Transport::plain(stream), st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1, mid_message: false, fault_epoch: 0, fault_rows: 0 };
                     let r = conn.serve().await;
                     // A dropped connection discards its transaction and releases its app locks.
                     if conn.session.rollback(&st.engine).is_some() {
                         st.counters.rollbacks.fetch_add(1, Ordering::SeqCst);
                     }
                     st.engine.applocks.release_session(id, false);
-                    match r {
-                        Ok(()) | Err(ServerError::Io(_)) => tracing::debug!("tds-test-server: connection {peer} closed"),
+                    match &r {
+                        Ok(()) | Err(ServerError::Io(_) | ServerError::Tls(_)) => tracing::debug!("tds-test-server: connection {peer} closed: {r:?}"),
                         Err(e) => tracing::error!("tds-test-server: connection {peer} closed: {e}"),
                     }
                 });
@@ -678,7 +697,7 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>) {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     st: Arc<State>,
     packet_size: usize,
     session: Session,
@@ -774,6 +793,11 @@ impl Conn {
     /// Frames `data` into packets of the negotiated size; `eom` marks the last one.
     /// The response delay fault applies once per message (before its first packet).
     async fn send(&mut self, data: &[u8], eom: bool) -> Result<()> {
+        self.send_as(packet::TABULAR, data, eom).await
+    }
+
+    /// [`Conn::send`] with packets of type `ty` (PRELOGIN while TLS handshake bytes travel).
+    async fn send_as(&mut self, ty: u8, data: &[u8], eom: bool) -> Result<()> {
         if !self.mid_message {
             let delay = self.st.faults.st().delay;
             if let Some(d) = delay {
@@ -790,7 +814,7 @@ impl Conn {
         let n = parts.len();
         for (i, p) in parts.into_iter().enumerate() {
             let last = i + 1 == n && eom;
-            framed.push(packet::TABULAR);
+            framed.push(ty);
             framed.push(if last { packet::STATUS_EOM } else { 0 });
             framed.extend_from_slice(&((p.len() + 8) as u16).to_be_bytes());
             framed.extend_from_slice(&(self.session.id as u16).to_be_bytes());
@@ -810,14 +834,33 @@ impl Conn {
             return Err(proto(format!("expected PRELOGIN, got packet type {ty}")).into());
         }
         let msg = self.read_rest(ty, status, body).await?;
-        validate_prelogin(&msg)?;
-        self.send(&prelogin_response(), true).await?;
+        let (answer, plan) = tls::negotiate(self.st.config.tls, prelogin_encryption(&msg)?)?;
+        if plan == Plan::Refuse {
+            // Counted before the client can read the answer, so a test sees it once refused.
+            self.st.counters.encryption_refusals.fetch_add(1, Ordering::SeqCst);
+        }
+        self.send(&prelogin_response(answer), true).await?;
+        match plan {
+            Plan::Plain => {}
+            Plan::Refuse => {
+                let _ = self.stream.shutdown().await;
+                return Ok(());
+            }
+            Plan::LoginOnly | Plan::Full => {
+                if !self.tls_handshake().await? {
+                    return Ok(());
+                }
+            }
+        }
         // LOGIN7
         let Some((ty, status, body)) = self.read_packet().await? else { return Ok(()) };
         if ty != packet::LOGIN7 {
-            return Err(proto(format!("expected LOGIN7, got packet type {ty} (TLS is not supported)")).into());
+            return Err(proto(format!("expected LOGIN7, got packet type {ty}")).into());
         }
         let body = self.read_rest(ty, status, body).await?;
+        if plan == Plan::LoginOnly {
+            self.end_tls_after_login()?;
+        }
         if !self.login(&body).await? {
             return Ok(());
         }
@@ -851,6 +894,47 @@ impl Conn {
                 other => return Err(proto(format!("unsupported packet type {other}")).into()),
             }
         }
+    }
+
+    /// The server side of the TDS 7.x TLS handshake: each flight of TLS handshake records
+    /// travels as one PRELOGIN (0x12) message, both ways (MS-TDS 2.2.6.5); after it, TLS
+    /// records go straight over TCP. False when the client went away during it.
+    async fn tls_handshake(&mut self) -> Result<bool> {
+        let mut session = tls::new_session()?;
+        while session.is_handshaking() {
+            if session.wants_write() {
+                let out = tls::pending_records(&mut session)?;
+                self.send_as(packet::PRELOGIN, &out, true).await?;
+                continue;
+            }
+            let Some((ty, status, body)) = self.read_packet().await? else { return Ok(false) };
+            if ty != packet::PRELOGIN {
+                return Err(proto(format!("expected a PRELOGIN packet carrying the TLS handshake, got packet type {ty}")));
+            }
+            let msg = self.read_rest(ty, status, body).await?;
+            tls::feed(&mut session, &msg).map_err(|e| ServerError::Tls(format!("handshake: {e}")))?;
+        }
+        // The last flight (TLS 1.2: ChangeCipherSpec, Finished) still travels in PRELOGIN.
+        let out = tls::pending_records(&mut session)?;
+        if !out.is_empty() {
+            self.send_as(packet::PRELOGIN, &out, true).await?;
+        }
+        self.stream.tls = Some(Box::new(session));
+        self.st.counters.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Client ENCRYPT_OFF: the LOGIN7 message came under TLS, everything after it is plaintext
+    /// (the login response included), as SQL Server and its clients do it.
+    fn end_tls_after_login(&mut self) -> Result<()> {
+        if let Some(mut session) = self.stream.tls.take() {
+            let state = session.process_new_packets().map_err(|e| ServerError::Tls(e.to_string()))?;
+            if state.plaintext_bytes_to_read() > 0 {
+                return Err(proto("data after LOGIN7 under TLS, but the client asked for login-only encryption (ENCRYPT_OFF)"));
+            }
+            self.st.counters.login_only_encryption.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     async fn login(&mut self, body: &[u8]) -> std::result::Result<bool, Stop> {
@@ -1353,25 +1437,34 @@ fn skip_all_headers(msg: &[u8]) -> Result<&[u8]> {
     Ok(&msg[total..])
 }
 
-/// Checks the PRELOGIN option table: 5-byte entries up to 0xFF, each pointing inside the message.
-fn validate_prelogin(msg: &[u8]) -> Result<()> {
+/// Checks the PRELOGIN option table (5-byte entries up to 0xFF, each pointing inside the
+/// message) and returns the client's ENCRYPTION value.
+fn prelogin_encryption(msg: &[u8]) -> Result<u8> {
     let mut r = Rd::new(msg);
+    let mut encryption = None;
     loop {
         let t = r.u8().map_err(|e| wire_err("PRELOGIN", e))?;
         if t == 0xFF {
-            return Ok(());
+            return encryption.ok_or_else(|| proto("PRELOGIN without an ENCRYPTION option"));
         }
-        let off = u16::from_be_bytes([r.u8().map_err(|e| wire_err("PRELOGIN", e))?, r.u8().map_err(|e| wire_err("PRELOGIN", e))?]) as usize;
-        let len = u16::from_be_bytes([r.u8().map_err(|e| wire_err("PRELOGIN", e))?, r.u8().map_err(|e| wire_err("PRELOGIN", e))?]) as usize;
+        let mut be16 = || -> Result<usize> { Ok(u16::from_be_bytes([r.u8().map_err(|e| wire_err("PRELOGIN", e))?, r.u8().map_err(|e| wire_err("PRELOGIN", e))?]) as usize) };
+        let (off, len) = (be16()?, be16()?);
         if off + len > msg.len() {
             return Err(proto(format!("PRELOGIN option {t} at {off}+{len} outside the {}-byte message", msg.len())));
+        }
+        if t == 1 {
+            if len != 1 {
+                return Err(proto(format!("PRELOGIN ENCRYPTION option of {len} bytes (expected 1)")));
+            }
+            encryption = Some(msg[off]);
         }
     }
 }
 
-fn prelogin_response() -> Vec<u8> {
-    // VERSION, ENCRYPTION (ENCRYPT_NOT_SUP), INSTOPT (valid), MARS (off), terminator.
-    let opts: [(u8, &[u8]); 4] = [(0, &[16, 0, 0x10, 0x00, 0, 0]), (1, &[0x02]), (2, &[0x00]), (4, &[0x00])];
+fn prelogin_response(encryption: u8) -> Vec<u8> {
+    // VERSION, ENCRYPTION, INSTOPT (valid), MARS (off), terminator.
+    let enc = [encryption];
+    let opts: [(u8, &[u8]); 4] = [(0, &[16, 0, 0x10, 0x00, 0, 0]), (1, &enc), (2, &[0x00]), (4, &[0x00])];
     let mut head = Vec::new();
     let mut data = Vec::new();
     let base = opts.len() * 5 + 1;

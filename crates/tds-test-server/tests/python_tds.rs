@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-use tds_test_server::{ServerConfig, TestServer};
+use tds_test_server::{ServerConfig, TestServer, TlsMode};
 
-fn pytds_available() -> bool {
-    Command::new("python3").args(["-c", "import pytds"]).status().map(|s| s.success()).unwrap_or(false)
+/// True when `python3 -c CHECK` succeeds.
+fn python_can(check: &str) -> bool {
+    Command::new("python3").args(["-c", check]).status().map(|s| s.success()).unwrap_or(false)
 }
 
 fn dec(m: Option<i128>) -> serde_json::Value {
@@ -29,16 +30,21 @@ fn dec(m: Option<i128>) -> serde_json::Value {
     }
 }
 
-/// False (after printing why) when the test must be skipped; panics under CI.
-fn require_pytds(test: &str) -> bool {
-    if pytds_available() {
+/// False (after printing why) when the test must be skipped because `python3 -c check`
+/// fails (`pip install package` mends it); panics under CI.
+fn require_python(test: &str, check: &str, package: &str) -> bool {
+    if python_can(check) {
         return true;
     }
     if std::env::var_os("CI").is_some() {
-        panic!("python module pytds is not importable; CI must `pip install python-tds`");
+        panic!("`python3 -c \"{check}\"` fails; CI must `pip install {package}` (scripts/requirements-test.txt)");
     }
-    eprintln!("SKIPPED {test}: `import pytds` failed (pip install python-tds)");
+    eprintln!("SKIPPED {test}: `{check}` failed (pip install {package})");
     false
+}
+
+fn require_pytds(test: &str) -> bool {
+    require_python(test, "import pytds", "python-tds")
 }
 
 /// The JSON the python script compares every read value with (computed from the generator).
@@ -70,8 +76,13 @@ fn expected_json(rows: &[SrcRow], dir: &Path) -> PathBuf {
 
 /// Runs tests/python/pytds_check.py; asserts it read and bulk-loaded `n` rows.
 fn run_pytds_script(addr: SocketAddr, expected: &Path, n: usize) {
+    run_pytds_script_with(addr, expected, n, &[]);
+}
+
+/// [`run_pytds_script`] with the script's encryption arguments (`tls CAFILE`, `login-only CAFILE`).
+fn run_pytds_script_with(addr: SocketAddr, expected: &Path, n: usize, mode: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pytds_check.py");
-    let out = Command::new("python3").arg(script).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg(PASSWORD).arg(expected).output().unwrap();
+    let out = Command::new("python3").arg(script).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg(PASSWORD).arg(expected).args(mode).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "pytds script failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("PYTDS-OK {n} {n}")), "{stdout}");
@@ -99,6 +110,50 @@ fn python_tds_reads_seeded_rows_and_bulk_loads_them_back() {
     // What python-tds bulk-loaded, as the server decoded it, equals the generator's rows.
     assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), bulk_expected(&rows));
     assert_eq!(srv.stats().bulk_rows_received, rows.len() as u64);
+}
+
+/// python-tds encrypts with pyOpenSSL.
+fn require_pyopenssl(test: &str) -> bool {
+    require_pytds(test) && require_python(test, "import pytds.tls, OpenSSL; assert pytds.tls.OPENSSL_AVAILABLE", "pyOpenSSL")
+}
+
+/// python-tds over TLS (OpenSSL as the TLS engine, another implementation than the server's
+/// rustls), validating the server's certificate against the test CA and the name localhost:
+/// the whole session encrypted (ENCRYPT_ON), then only the login (ENCRYPT_OFF), reading and
+/// bulk-loading every value; a server that requires encryption refuses pytds without TLS.
+#[test]
+fn python_tds_over_tls_and_login_only_encryption() {
+    if !require_pyopenssl("python_tds_over_tls_and_login_only_encryption") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("test-ca.pem");
+    std::fs::write(&ca, tds_test_server::ca_certificate_pem().unwrap()).unwrap();
+    let ca = ca.to_str().unwrap();
+    let rows = src_rows(97);
+    let expected = expected_json(&rows, dir.path());
+    for (mode, handshakes, login_only) in [("tls", 2, 0), ("login-only", 2, 2)] {
+        let srv = TestServer::start(ServerConfig { packet_size: Some(512), password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+        srv.create_dbatools("DBATools_P", true);
+        srv.create_monitoringdb("MonitoringDB");
+        srv.insert_batch("DBATools_P", "dbo.PerfSnapshotRun", &src_batch(&rows, true)).unwrap();
+        run_pytds_script_with(srv.addr(), &expected, rows.len(), &[mode, ca]);
+        assert_eq!(from_batch(&srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap()), bulk_expected(&rows), "{mode}");
+        let s = srv.stats();
+        assert_eq!((s.tls_handshakes, s.login_only_encryption, s.logins), (handshakes, login_only, 2), "{mode}");
+    }
+
+    let srv = TestServer::start(ServerConfig { password: Some(PASSWORD.into()), tls: TlsMode::Required, ..Default::default() }).unwrap();
+    let out = Command::new("python3")
+        .args(["-c", "import sys, pytds\ntry:\n    pytds.connect(server=sys.argv[1], port=int(sys.argv[2]), user='u', password=sys.argv[3])\nexcept Exception as e:\n    print('REFUSED', e)\nelse:\n    print('CONNECTED')"])
+        .arg(srv.addr().ip().to_string())
+        .arg(srv.addr().port().to_string())
+        .arg(PASSWORD)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REFUSED") && stdout.contains("required by server"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((srv.stats().encryption_refusals, srv.stats().logins), (1, 0));
 }
 
 /// The standalone server process; killed by its PID (and its stdin closed) when dropped, so a

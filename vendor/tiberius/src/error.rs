@@ -46,6 +46,24 @@ pub enum Error {
     #[error("Error forming TLS connection: {}", _0)]
     /// An error in the TLS handshake.
     Tls(String),
+    #[error("Encryption negotiation failed: the client asked for {client:?}, the server answered {server:?}")]
+    /// perfcopy: the client's and the server's PRELOGIN ENCRYPTION values do not agree
+    /// (MS-TDS 2.2.6.5): the server does not encrypt but the client requires it, or the
+    /// server requires encryption and the client does not support it.
+    Encryption {
+        /// What the client asked for.
+        client: crate::EncryptionLevel,
+        /// What the server answered.
+        server: crate::EncryptionLevel,
+    },
+    #[error("The server's TLS certificate was rejected: {reason}")]
+    /// perfcopy: the server's certificate failed validation during the TLS handshake.
+    Certificate {
+        /// Why, in categories a caller can act on.
+        problem: CertificateProblem,
+        /// The TLS library's words.
+        reason: String,
+    },
     #[cfg(any(all(unix, feature = "integrated-auth-gssapi"), doc))]
     #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "integrated-auth-gssapi"))))]
     /// An error from the GSSAPI library.
@@ -71,6 +89,22 @@ pub enum Error {
     #[error("BULK UPLOAD input failure: {0}")]
     /// Invalid input in Bulk Upload
     BulkInput(Cow<'static, str>),
+}
+
+/// perfcopy: why a server certificate failed validation ([`Error::Certificate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// It does not chain to a trusted CA (self-signed, or its issuer is not trusted).
+    UnknownIssuer,
+    /// It is not issued for the host name (or address) connected to.
+    NotValidForName,
+    /// It has expired.
+    Expired,
+    /// It is not valid yet.
+    NotValidYet,
+    /// Anything else (bad encoding, bad signature, revoked, wrong purpose, ...).
+    Other,
 }
 
 impl Error {

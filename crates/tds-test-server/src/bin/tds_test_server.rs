@@ -6,7 +6,13 @@
 //!   [--database DBATools] [--no-server-id] [--monitoringdb MonitoringDB] [--synclog]
 //!   [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only]
 //!   [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]
+//!   [--require-encryption | --no-tls] [--ca-cert-out FILE]
 //! ```
+//! - TLS is offered as SQL Server offers it (see the crate docs): `--require-encryption` is
+//!   SQL Server's Force Encryption (a client that sends ENCRYPT_NOT_SUP, e.g.
+//!   `Encrypt=DANGER_PLAINTEXT`, is answered ENCRYPT_REQ and disconnected), `--no-tls` a server
+//!   without a certificate (ENCRYPT_NOT_SUP to everyone). `--ca-cert-out FILE` writes the PEM
+//!   of the CA that issued the server's certificate, for clients that validate it.
 //! - `--server-name NAME` sets `@@SERVERNAME` (default TDS-TEST-SERVER), `--machine-name NAME`
 //!   the host name `SERVERPROPERTY('ServerName')` reports (default: the server name); two
 //!   instances with one `--server-name` and other machine names are a renamed clone.
@@ -25,9 +31,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use tds_test_server::{ServerConfig, TestServer};
+use tds_test_server::{ServerConfig, TestServer, TlsMode};
 
-const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]";
+const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME] [--require-encryption | --no-tls] [--ca-cert-out FILE]";
 
 fn main() {
     if let Err(e) = run() {
@@ -46,6 +52,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut synthetic: Option<usize> = None;
     let mut count_only = false;
     let mut stop_on_eof = false;
+    let mut ca_out: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -63,12 +70,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--synthetic-rows" => synthetic = Some(val()?.parse()?),
             "--bulk-count-only" => count_only = true,
             "--stop-on-stdin-eof" => stop_on_eof = true,
+            "--require-encryption" => cfg.tls = TlsMode::Required,
+            "--no-tls" => cfg.tls = TlsMode::Unavailable,
+            "--ca-cert-out" => ca_out = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
+    }
+    if let Some(p) = &ca_out {
+        std::fs::write(p, tds_test_server::ca_certificate_pem()?).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     let srv = TestServer::start(cfg)?;
     srv.create_dbatools(&db, with_server_id);

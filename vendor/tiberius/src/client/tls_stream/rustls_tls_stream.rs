@@ -4,7 +4,7 @@ use crate::{
         config::{ClientCertSource, ClientCertificate, Config, RootSource},
         TrustConfig,
     },
-    error::IoErrorKind,
+    error::{CertificateProblem, IoErrorKind},
     Error,
 };
 use futures_util::io::{AsyncRead, AsyncWrite};
@@ -115,7 +115,7 @@ fn get_server_name(config: &Config) -> crate::Result<ServerName<'static>> {
 /// validation* failure (e.g. `UnsupportedCertVersion` from an older or
 /// non-conformant SQL Server certificate), the raw
 /// message ("invalid peer certificate ... UnsupportedCertVersion") is opaque
-/// and never names the fix. This maps such failures to an [`Error::Tls`] that
+/// and never names the fix. This maps such failures to an [`Error::Certificate`] (perfcopy: typed; it was an `Error::Tls`) that
 /// spells out the remedies, while leaving every other I/O error untouched (it
 /// still flows through `From<io::Error>` as an [`Error::Io`]).
 ///
@@ -145,19 +145,30 @@ fn map_handshake_error(err: io::Error, trust: &TrustConfig) -> crate::Error {
                 ""
             };
 
-            return Error::Tls(format!(
-                "the server's certificate was rejected during the TLS handshake: {cert_err}.{hint} \
-                 To connect anyway you can: (1) trust a specific CA certificate with \
-                 `Config::trust_cert_ca(path)`, or an in-memory CA bundle with \
-                 `Config::trust_cert_ca_bundle(bytes)`; (2) if the OS trust store is unusable, \
-                 base trust on the bundled Mozilla roots with `Config::trust_webpki_roots()` \
-                 (requires the `rustls-webpki-roots` feature); (3) skip certificate validation \
-                 entirely with `Config::trust_cert()` (accepts any certificate and also disables \
-                 hostname verification — only safe on a trusted network); or (4) build tiberius \
-                 with the `native-tls` backend, which is more lenient toward legacy certificates. \
-                 Note: SQL Server always performs a TLS handshake during login even when \
-                 `Encrypt=false`, so this can occur regardless of the encryption setting."
-            ));
+            // perfcopy: typed, so a caller can say what to change in its own terms.
+            use tokio_rustls::rustls::CertificateError as C;
+            let problem = match cert_err {
+                C::UnknownIssuer => CertificateProblem::UnknownIssuer,
+                C::NotValidForName | C::NotValidForNameContext { .. } => CertificateProblem::NotValidForName,
+                C::Expired | C::ExpiredContext { .. } => CertificateProblem::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => CertificateProblem::NotValidYet,
+                _ => CertificateProblem::Other,
+            };
+            return Error::Certificate {
+                problem,
+                reason: format!(
+                    "{cert_err}.{hint} To connect anyway you can: (1) trust a specific CA certificate with \
+                     `Config::trust_cert_ca(path)`, or an in-memory CA bundle with \
+                     `Config::trust_cert_ca_bundle(bytes)`; (2) if the OS trust store is unusable, \
+                     base trust on the bundled Mozilla roots with `Config::trust_webpki_roots()` \
+                     (requires the `rustls-webpki-roots` feature); (3) skip certificate validation \
+                     entirely with `Config::trust_cert()` (accepts any certificate and also disables \
+                     hostname verification — only safe on a trusted network); or (4) build tiberius \
+                     with the `native-tls` backend, which is more lenient toward legacy certificates. \
+                     Note: SQL Server always performs a TLS handshake during login even when \
+                     `Encrypt=false`, so this can occur regardless of the encryption setting."
+                ),
+            };
         }
     }
 
@@ -814,10 +825,10 @@ mod tests {
             &default_trust(),
         );
         let msg = format!("{err}");
-        // Must be a TLS error (not the opaque Io variant) and name each remedy.
+        // Must be a certificate error (not the opaque Io variant) and name each remedy.
         assert!(
-            matches!(err, Error::Tls(_)),
-            "expected Error::Tls, got: {msg}"
+            matches!(err, Error::Certificate { problem: CertificateProblem::Other, .. }),
+            "expected Error::Certificate, got: {msg}"
         );
         assert!(
             msg.contains("trust_cert_ca"),
@@ -850,8 +861,8 @@ mod tests {
         );
         let msg = format!("{err}");
         assert!(
-            matches!(err, Error::Tls(_)),
-            "expected Error::Tls, got: {msg}"
+            matches!(err, Error::Certificate { problem: CertificateProblem::NotValidForName, .. }),
+            "expected Error::Certificate, got: {msg}"
         );
         assert!(
             msg.contains("trust_cert_ca"),

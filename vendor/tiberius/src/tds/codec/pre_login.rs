@@ -100,29 +100,23 @@ impl PreloginMessage {
         feature = "vendored-openssl"
     ))]
     pub fn negotiated_encryption(&self, expected: EncryptionLevel) -> Result<EncryptionLevel> {
+        // perfcopy: the client's side of MS-TDS 2.2.6.5 ("the server requires the client to
+        // behave in the following manner"): a client that sent ENCRYPT_OFF encrypts the login
+        // only (server OFF), everything (server ON/REQ) or nothing (server NOT_SUP); one that
+        // sent ENCRYPT_ON/REQ fails unless the server answers ON/REQ; one that sent
+        // ENCRYPT_NOT_SUP fails when the server requires encryption (the server closes the
+        // connection then), as tedious and python-tds do. tiberius 0.13 started TLS for
+        // (Off, NotSupported) and (NotSupported, On/Required), and its errors were untyped.
+        use EncryptionLevel::*;
         let level = match (expected, self.encryption) {
-            (EncryptionLevel::NotSupported, EncryptionLevel::NotSupported) => {
-                EncryptionLevel::NotSupported
-            }
-            (EncryptionLevel::Off, EncryptionLevel::Off) => EncryptionLevel::Off,
-            (EncryptionLevel::On, EncryptionLevel::Off)
-            | (EncryptionLevel::On, EncryptionLevel::NotSupported) => {
-                return Err(Error::Protocol(
-                    "Server does not allow the requested encryption level.".into(),
-                ))
-            }
-            // The client required encryption but the server declined it: this is
-            // a hard failure, not a silent downgrade to `On`.
-            (EncryptionLevel::Required, EncryptionLevel::Off)
-            | (EncryptionLevel::Required, EncryptionLevel::NotSupported) => {
-                return Err(Error::Protocol(
-                    "Server does not allow the requested encryption level.".into(),
-                ))
-            }
             // In TDS 8.0 "strict" mode encryption is established before the
             // prelogin, so there is nothing to negotiate here.
-            (EncryptionLevel::Strict, _) => EncryptionLevel::Strict,
-            (_, _) => EncryptionLevel::On,
+            (Strict, _) => Strict,
+            (NotSupported, NotSupported | Off) => NotSupported,
+            (Off, Off) => Off,
+            (Off, NotSupported) => NotSupported,
+            (Off | On | Required, On | Required) => On,
+            (client, server) => return Err(Error::Encryption { client, server }),
         };
 
         Ok(level)
@@ -633,8 +627,8 @@ mod tests {
         let result = prelogin.negotiated_encryption(EncryptionLevel::On);
 
         match result {
-            Err(Error::Protocol(_)) => {}
-            other => panic!("expected Err(Error::Protocol), got {other:?}"),
+            Err(Error::Encryption { .. }) => {}
+            other => panic!("expected Err(Error::Encryption), got {other:?}"),
         }
 
         // A matching, valid negotiation still succeeds.
@@ -659,8 +653,37 @@ mod tests {
             prelogin.encryption = server;
 
             match prelogin.negotiated_encryption(EncryptionLevel::Required) {
-                Err(Error::Protocol(_)) => {}
-                other => panic!("expected Err(Error::Protocol) for {server:?}, got {other:?}"),
+                Err(Error::Encryption { .. }) => {}
+                other => panic!("expected Err(Error::Encryption) for {server:?}, got {other:?}"),
+            }
+        }
+    }
+
+    // perfcopy: the client table of MS-TDS 2.2.6.5, every pair.
+    #[cfg(any(
+        feature = "rustls",
+        feature = "native-tls",
+        feature = "vendored-openssl"
+    ))]
+    #[test]
+    fn negotiated_encryption_follows_the_spec_table() {
+        use EncryptionLevel::*;
+        let servers = [Off, On, NotSupported, Required];
+        let table: [(EncryptionLevel, [Option<EncryptionLevel>; 4]); 4] = [
+            (Off, [Some(Off), Some(On), Some(NotSupported), Some(On)]),
+            (On, [None, Some(On), None, Some(On)]),
+            (Required, [None, Some(On), None, Some(On)]),
+            (NotSupported, [Some(NotSupported), None, Some(NotSupported), None]),
+        ];
+        for (client, want) in table {
+            for (server, want) in servers.into_iter().zip(want) {
+                let mut prelogin = PreloginMessage::new();
+                prelogin.encryption = server;
+                let got = prelogin.negotiated_encryption(client);
+                match want {
+                    Some(level) => assert_eq!(got.unwrap(), level, "{client:?} vs {server:?}"),
+                    None => assert_eq!(got, Err(Error::Encryption { client, server })),
+                }
             }
         }
     }
