@@ -170,7 +170,7 @@ fn tds(c: &mut Criterion) {
         use perfcopy::tds::decode::ReplyDecoder;
         let schema = src_batch.schema();
         // One set of builders across iterations, as across the pages of a read.
-        let mut b = perfcopy::source::mssql::Builders::new(&schema, ROWS).unwrap();
+        let mut b = perfcopy::tds::arrow::Builders::new(&schema, ROWS).unwrap();
         bench.iter(|| {
             let mut d = ReplyDecoder::new();
             assert_eq!(d.feed(&reply, &mut b).unwrap(), reply.len());

@@ -160,6 +160,9 @@ pub mod src {
     pub const FIRST_VALUE: usize = 4;
 }
 
+/// Name of the table's folder inside a Parquet stage (and inside an export directory).
+pub const TABLE_DIR: &str = "PerfSnapshotRun";
+
 /// The source column that older DBATools tables lack.
 pub const OPTIONAL_SOURCE_COLUMN: &str = "ServerID";
 

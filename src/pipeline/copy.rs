@@ -31,7 +31,7 @@ use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::dedupe::{day_of, day_ranges, row_hashes, Day, OverlapPlanner, Verdict, Winners, TARGET_RANK};
 use crate::transform::remap::{fold, ServerIdMap};
-use crate::transform::{to_target, Window};
+use crate::transform::{split_by_server, to_target, Window};
 
 /// A validated copy job (built by [`crate::config`]).
 #[derive(Debug, Clone)]
@@ -849,24 +849,4 @@ fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports
         }
     }
     by_group.into_values().filter(|m| m.watermark.last_snapshot_ms.is_some()).collect()
-}
-
-/// Splits a target batch into one batch per ServerID (most batches hold one server only).
-pub fn split_by_server(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let ids = batch.column(tgt::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
-    let first = ids.value(0);
-    if ids.values().iter().all(|&v| v == first) {
-        return Ok(vec![(first, batch.clone())]);
-    }
-    let distinct: BTreeSet<i32> = ids.values().iter().copied().collect();
-    let mut out = Vec::with_capacity(distinct.len());
-    for id in distinct {
-        let mask: BooleanArray = ids.values().iter().map(|&v| Some(v == id)).collect();
-        let part = arrow::compute::filter_record_batch(batch, &mask).map_err(Error::arrow("splitting by server"))?;
-        out.push((id, part));
-    }
-    Ok(out)
 }

@@ -422,7 +422,7 @@ impl PerServer {
             target_schema()
         };
         let mut batches = Vec::new();
-        let mut cols_b = crate::source::mssql::Builders::new(&schema, 65_536)?;
+        let mut cols_b = crate::tds::arrow::Builders::new(&schema, 65_536)?;
         while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading existing rows", e))? {
             cols_b.push_row(&row).map_err(|m| conn.error(format!("reading existing rows: {m}")))?;
             if cols_b.len() >= 65_536 {
@@ -789,7 +789,7 @@ impl LoadWriter for MonitoringWriter {
         });
         self.rt = Some(rt);
         r?;
-        for (server, part) in crate::pipeline::copy::split_by_server(unit.rows)? {
+        for (server, part) in crate::transform::split_by_server(unit.rows)? {
             *self.written.entry(server).or_default() += part.num_rows() as u64;
         }
         if unit.rows.num_rows() == 0 {

@@ -94,7 +94,7 @@ impl LoadWriter for NullWriter {
             .encode(unit.rows, 0..unit.rows.num_rows(), &mut self.buf)
             .map_err(|m| crate::error::Error::Internal(format!("encoding TDS rows: {m}")))?;
         self.encoded.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        for (server, part) in crate::pipeline::copy::split_by_server(unit.rows)? {
+        for (server, part) in crate::transform::split_by_server(unit.rows)? {
             *self.written.entry(server).or_default() += part.num_rows() as u64;
         }
         Ok(())

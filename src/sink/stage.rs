@@ -24,13 +24,10 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::schema::{target_schema, tgt};
+use crate::schema::{target_schema, tgt, TABLE_DIR};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit, WrittenRows};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
-
-/// Name of the table folder inside a stage.
-pub const TABLE_DIR: &str = "PerfSnapshotRun";
 
 /// Writer settings of a stage.
 #[derive(Debug, Clone)]
@@ -415,7 +412,7 @@ struct StageWriter {
 
 impl LoadWriter for StageWriter {
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
-        for (server, part) in crate::pipeline::copy::split_by_server(unit.rows)? {
+        for (server, part) in crate::transform::split_by_server(unit.rows)? {
             self.write_server(server, &part)?;
         }
         Ok(())

@@ -4,12 +4,13 @@
 pub mod dedupe;
 pub mod remap;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
 
 use crate::error::{Error, Result};
-use crate::schema::{src, target_schema};
+use crate::schema::{src, target_schema, tgt};
 
 /// `--since` (inclusive) / `--until` (exclusive) on SnapshotUTC, in ms since the epoch (UTC).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,4 +62,24 @@ mod tests {
         assert!(Window::default().contains(i64::MIN));
         assert!(Window { since: None, until: Some(0) }.contains(-1));
     }
+}
+
+/// Splits a target batch into one batch per ServerID (most batches hold one server only).
+pub fn split_by_server(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let ids = batch.column(tgt::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
+    let first = ids.value(0);
+    if ids.values().iter().all(|&v| v == first) {
+        return Ok(vec![(first, batch.clone())]);
+    }
+    let distinct: BTreeSet<i32> = ids.values().iter().copied().collect();
+    let mut out = Vec::with_capacity(distinct.len());
+    for id in distinct {
+        let mask: BooleanArray = ids.values().iter().map(|&v| Some(v == id)).collect();
+        let part = arrow::compute::filter_record_batch(batch, &mask).map_err(Error::arrow("splitting by server"))?;
+        out.push((id, part));
+    }
+    Ok(out)
 }
