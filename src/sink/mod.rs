@@ -1,5 +1,5 @@
-//! Targets: where consolidated rows go. Each kind (Parquet stage, and later MonitoringDB over
-//! TDS) implements [`Target`]; the pipeline knows nothing else about them.
+//! Targets: where consolidated rows go. Each kind (MonitoringDB over TDS, a Parquet stage, the
+//! null target of bench) implements [`Target`]; the pipeline knows nothing else about them.
 //!
 //! A target answers the questions the pipeline asks before it writes (which servers it knows,
 //! which keys it already holds, how far each source was copied) and opens a [`Load`] that

@@ -1,5 +1,5 @@
-//! Sources: where `PerfSnapshotRun` rows come from. Each kind (Parquet export, synthetic, and
-//! later SQL Server over TDS) implements [`Source`] and yields Arrow batches in the canonical
+//! Sources: where `PerfSnapshotRun` rows come from. Each kind (a DBATools database over TDS, a Parquet export,
+//! synthetic rows) implements [`Source`] and yields Arrow batches in the canonical
 //! schemas of [`crate::schema`]; the pipeline knows nothing else about them.
 
 pub mod mssql;
