@@ -85,7 +85,7 @@ pub fn run_verify(
     fn poisoned<T>(_: T) -> Error {
         Error::Internal("verify state poisoned".into())
     }
-    let rows: Vec<u64> = super::copy::for_each_source(sources, opts.readers, cancel, |_, source| {
+    let rows: Vec<u64> = super::for_each_source(sources, opts.readers, cancel, |_, source| {
         let req = ReadRequest { projection: Projection::Keys, batch_rows: opts.batch_rows, after_run_id: None, time_ranges: None };
         let mut local: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let mut local_names: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();

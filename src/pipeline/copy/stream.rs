@@ -1,0 +1,287 @@
+//! Pass 3, the stream: readers (one per source, up to `--readers` at once) remap and dedupe each
+//! batch and send it through bounded channels to the writer workers; the target makes the rows
+//! visible at commit, after every stage succeeded, with each source's final watermark.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ahash::AHashSet as HashSet;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::pipeline::progress::Progress;
+use crate::pipeline::{for_each_source, Cancel};
+use crate::schema::src;
+use crate::sink::{FinalMark, Load, SourceMeta, Target, Watermark, WriteUnit};
+use crate::source::normalize::snapshot_ms;
+use crate::source::{Projection, ReadRequest, Source};
+use crate::transform::dedupe::{row_hashes, Day, Verdict, Winners};
+use crate::transform::remap::ServerIdMap;
+use crate::transform::{split_by_server, to_target};
+
+use super::hot::{source_value_columns, SourceRows};
+use super::keys::KeyScan;
+use super::report::{SourceReport, StreamOutcome, Timers};
+use super::CopyOptions;
+
+/// What the first two passes decided, for the stream pass.
+pub(super) struct Plan<'a> {
+    pub map: &'a ServerIdMap,
+    pub hot: &'a HashSet<Day>,
+    pub winners: Winners,
+    pub scans: &'a [KeyScan],
+}
+
+/// A deduplicated source batch on its way to a writer.
+struct WriterMsg {
+    source: usize,
+    rows: RecordBatch,
+    /// The source's watermark once this batch is in: its highest (PerfSnapshotRunID,
+    /// SnapshotUTC) so far, or none once the watermark is frozen.
+    mark: Option<(i64, i64)>,
+}
+
+/// What the target records of each source: its identity and facts, and the server its ledger
+/// row names — the first of its ledger names (@@SERVERNAME, then its newest row's server)
+/// that dbo.Servers knows. Sources that do not know their server (files) and servers without
+/// an ID get no ledger rows (the key check still prevents doubles).
+fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, opts: &CopyOptions, progress: &Progress) -> Vec<SourceMeta> {
+    sources
+        .iter()
+        .map(|s| {
+            let ledger = s.ledger_names().into_iter().find_map(|n| map.get(&n).map(|id| (n, id)));
+            if !s.ledger_names().is_empty() && ledger.is_none() && !opts.dry_run {
+                progress.message(&format!("{}: its server has no ServerID; no DBAToolsSyncLog row will be written for it", s.label()));
+            }
+            let (server_name, server_id) = match ledger {
+                Some((n, id)) => (n, Some(id)),
+                None => (String::new(), None),
+            };
+            SourceMeta {
+                identity: s.identity().to_string(),
+                facts: s.facts().cloned(),
+                server_id: server_id.unwrap_or(0),
+                server_name,
+                database: s.database_name(),
+                watermarks: opts.window.is_unbounded() && server_id.is_some(),
+                split: sources.iter().filter(|o| o.group() == s.group()).count() > 1,
+            }
+        })
+        .collect()
+}
+
+/// Pass 3: the streaming copy.
+pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, plan: Plan<'_>, progress: &Progress, cancel: &Cancel) -> Result<StreamOutcome> {
+    let total: u64 = plan.scans.iter().map(|s| s.rows_read).sum();
+    let overall = progress.phase(if opts.dry_run { "analyse" } else { "copy" }, Some(total));
+    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, opts, progress))?) };
+    let (senders, receivers): (Vec<Sender<WriterMsg>>, Vec<Receiver<WriterMsg>>) =
+        (0..opts.writers.max(1)).map(|_| bounded::<WriterMsg>(opts.queue_depth.max(1))).unzip();
+    let winners = Mutex::new(plan.winners);
+    let timers = Timers::default();
+    let timers = &timers;
+
+    let result: Result<(Vec<(SourceReport, Option<(i64, i64)>)>, BTreeMap<i32, u64>)> = std::thread::scope(|s| {
+        let writers: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(w, rx)| {
+                let load = load.as_deref();
+                s.spawn(move || write_worker(load, w, rx, timers, cancel))
+            })
+            .collect();
+        let senders_ref = &senders;
+        let reports = for_each_source(sources, opts.readers, cancel, |rank, source| {
+            // A source's batches all go to one writer, in order, so a target that commits per
+            // batch can advance the source's watermark batch by batch.
+            let tx = &senders_ref[rank % senders_ref.len()];
+            let read = Reader { opts, map: plan.map, hot: plan.hot, winners: &winners, timers, cancel };
+            let bar = progress.source(source.label(), Some(plan.scans[rank].rows_read));
+            let r = read.source(rank, source, plan.scans[rank].watermark, tx, |n| {
+                bar.inc(n);
+                overall.inc(n);
+            });
+            bar.finish();
+            r
+        });
+        drop(senders);
+        let mut written = BTreeMap::new();
+        let mut writer_err = None;
+        for h in writers {
+            match h.join() {
+                Ok(Ok(counts)) => {
+                    for (id, n) in counts {
+                        *written.entry(id).or_insert(0) += n;
+                    }
+                }
+                Ok(Err(e)) => {
+                    if writer_err.is_none() || matches!(writer_err, Some(Error::Cancelled)) {
+                        writer_err = Some(e);
+                    }
+                }
+                Err(_) => writer_err = Some(Error::Internal("writer thread panicked".into())),
+            }
+        }
+        match (reports, writer_err) {
+            (Err(Error::Cancelled), Some(e)) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(e)) => Err(e),
+            (Ok(r), None) => Ok((r, written)),
+        }
+    });
+    overall.finish();
+
+    let (reports, written) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(load) = load {
+                load.abort(&e.to_string());
+            }
+            return Err(e);
+        }
+    };
+    let (reports, tops): (Vec<SourceReport>, Vec<Option<(i64, i64)>>) = reports.into_iter().unzip();
+    if let Some(load) = load {
+        if cancel.is_cancelled() {
+            load.abort("cancelled");
+            return Err(Error::Cancelled);
+        }
+        let marks = if opts.window.is_unbounded() { final_marks(sources, &tops, &reports) } else { Vec::new() };
+        load.commit(marks)?;
+    }
+    Ok(StreamOutcome { sources: reports, written, stages: timers.report() })
+}
+
+/// One writer worker: writes what its channel brings into its part of the load (or, in a dry
+/// run, only counts it). Returns the rows written per ServerID.
+fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, timers: &Timers, cancel: &Cancel) -> Result<BTreeMap<i32, u64>> {
+    let Some(load) = load else {
+        let mut counts = BTreeMap::new();
+        for msg in rx {
+            for (id, part) in split_by_server(&msg.rows)? {
+                *counts.entry(id).or_insert(0) += part.num_rows() as u64;
+            }
+        }
+        return Ok(counts);
+    };
+    let mut writer = load.writer(w)?;
+    loop {
+        let waited = Instant::now();
+        let Ok(msg) = rx.recv() else { break };
+        Timers::add(&timers.recv_wait, waited);
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let writing = Instant::now();
+        let unit = WriteUnit { source: msg.source, rows: &msg.rows, last_run_id: msg.mark.map(|m| m.0), last_snapshot_ms: msg.mark.map(|m| m.1) };
+        if let Err(e) = writer.write(unit) {
+            cancel.cancel();
+            return Err(e);
+        }
+        Timers::add(&timers.write, writing);
+    }
+    let closing = Instant::now();
+    let r = writer.finish();
+    Timers::add(&timers.write, closing);
+    r
+}
+
+/// What a reader of the stream pass shares with the others.
+struct Reader<'a> {
+    opts: &'a CopyOptions,
+    map: &'a ServerIdMap,
+    hot: &'a HashSet<Day>,
+    winners: &'a Mutex<Winners>,
+    timers: &'a Timers,
+    cancel: &'a Cancel,
+}
+
+impl Reader<'_> {
+    /// Streams one source after `after` to its writer: each batch remapped, its hot rows
+    /// decided against the survivors, the rest kept. Returns the source's counts and its
+    /// highest (PerfSnapshotRunID, SnapshotUTC) read, the watermark the commit records.
+    fn source(&self, rank: usize, source: &dyn Source, after: Option<i64>, tx: &Sender<WriterMsg>, progress: impl Fn(u64)) -> Result<(SourceReport, Option<(i64, i64)>)> {
+        let (opts, timers, cancel) = (self.opts, self.timers, self.cancel);
+        let value_cols = source_value_columns();
+        let mut rep = SourceReport::default();
+        let req = ReadRequest { projection: Projection::Full, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: None };
+        let mut top: Option<(i64, i64)> = None;
+        // Set once a row of this source is dropped for another source's survivor: from then on
+        // no batch may move the source's watermark (that survivor may commit later, on another
+        // writer); the final one is recorded at commit.
+        let mut frozen = false;
+        let mut batches = source.read(&req)?;
+        loop {
+            let reading = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            Timers::add(&timers.read, reading);
+            cancel.check()?;
+            let batch = batch?;
+            let transforming = Instant::now();
+            timers.batches.fetch_add(1, Ordering::Relaxed);
+            timers.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            let run = batch.column(src::RUN_ID).as_primitive::<Int64Type>();
+            let ts = snapshot_ms(&batch, src::SNAPSHOT_UTC);
+            for (&id, &t) in run.values().iter().zip(ts.values().iter()) {
+                if top.is_none_or(|(m, _)| id > m) && after.is_none_or(|a| id > a) {
+                    top = Some((id, t));
+                }
+            }
+            let SourceRows { ids, mut keep, hot } = SourceRows::of(&batch, after, &opts.window, self.map, self.hot)?;
+            if !hot.is_empty() {
+                let hashes = row_hashes(&batch, &value_cols, &hot);
+                let mut w = self.winners.lock().map_err(|_| Error::Internal("dedupe state poisoned".into()))?;
+                for (&r, h) in hot.iter().zip(hashes) {
+                    match w.decide(ids.value(r), ts.value(r), rank as u32 + 1, run.value(r), h) {
+                        Verdict::Keep => {}
+                        Verdict::Drop { in_target, other_source, conflict } => {
+                            keep[r] = false;
+                            frozen |= other_source;
+                            rep.counts.duplicates_dropped += 1;
+                            rep.counts.already_in_target += in_target as u64;
+                            rep.counts.conflicts += conflict as u64;
+                        }
+                    }
+                }
+            }
+            let out = to_target(&batch, ids, &BooleanArray::from(keep))?;
+            rep.counts.rows_written += out.num_rows() as u64;
+            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top } };
+            Timers::add(&timers.transform, transforming);
+            let sending = Instant::now();
+            if tx.send(msg).is_err() {
+                cancel.cancel();
+                return Err(Error::Cancelled);
+            }
+            Timers::add(&timers.send_wait, sending);
+            progress(batch.num_rows() as u64);
+        }
+        Ok((rep, top))
+    }
+}
+
+/// The watermark of each `--from` after a whole copy: the highest row read of its parts,
+/// with the rows they wrote.
+fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports: &[SourceReport]) -> Vec<FinalMark> {
+    let mut by_group: BTreeMap<&str, FinalMark> = BTreeMap::new();
+    for (rank, s) in sources.iter().enumerate() {
+        let m = by_group.entry(s.group()).or_insert_with(|| FinalMark {
+            sources: Vec::new(),
+            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned() },
+            rows_written: 0,
+        });
+        m.sources.push(rank);
+        m.rows_written += reports.get(rank).map_or(0, |r| r.counts.rows_written);
+        if let Some((run, ts)) = tops.get(rank).copied().flatten() {
+            if run > m.watermark.last_run_id {
+                m.watermark.last_run_id = run;
+                m.watermark.last_snapshot_ms = Some(ts);
+            }
+        }
+    }
+    by_group.into_values().filter(|m| m.watermark.last_snapshot_ms.is_some()).collect()
+}
