@@ -164,6 +164,6 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
-pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
+pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME_PREFIX};
 pub use tls::{ca_certificate_pem, TlsMode};
 pub use types::{Column, ColumnDefault, SqlType, Value};

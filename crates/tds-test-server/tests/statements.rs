@@ -273,3 +273,26 @@ async fn server_names_and_incarnation_facts_follow_renames_restores_and_recreate
     let rn = facts(&clone).await;
     assert_eq!((rn.0.as_str(), rn.1.as_str()), ("SQL09", "HOSTC"));
 }
+
+/// Two instances nobody named are two servers, as two real instances are: each has its own
+/// @@SERVERNAME (regression: every unnamed test server answered 'TDS-TEST-SERVER', so tests that
+/// forgot to name their servers saw one identity across "different" instances).
+#[tokio::test]
+async fn unnamed_servers_have_distinct_server_names() {
+    let cfg = || ServerConfig { password: Some(PASSWORD.into()), ..Default::default() };
+    let (a, b) = (TestServer::start(cfg()).unwrap(), TestServer::start(cfg()).unwrap());
+    let mut names = Vec::new();
+    for srv in [&a, &b] {
+        srv.create_database("D");
+        let mut c = connect(srv.addr(), "D", None).await.unwrap();
+        let r = c.simple_query("SELECT @@SERVERNAME AS n, CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS m").await.unwrap().into_row().await.unwrap().unwrap();
+        let (n, m) = (r.get::<&str, _>(0).unwrap().to_string(), r.get::<&str, _>(1).unwrap().to_string());
+        assert_eq!(n, srv.server_name());
+        assert_eq!(m, n, "the machine name defaults to the server name");
+        // The documented shape: prefix, this process's server number, the port.
+        let port = srv.addr().port().to_string();
+        assert!(n.starts_with(&format!("{}-", tds_test_server::DEFAULT_SERVER_NAME_PREFIX)) && n.ends_with(&format!("-{port}")), "{n}");
+        names.push(n);
+    }
+    assert_ne!(names[0], names[1]);
+}
