@@ -471,3 +471,55 @@ fn insert_bulk_declarations_are_bound_and_checked_as_sql_server_does() {
     assert_eq!(err_of(&toks), Some((4815, 1)));
     assert_eq!(srv.row_count("B", "dbo.T").unwrap(), 1);
 }
+
+/// Regression: DATETIME columns were DATETIME2(3) and NUMERIC ones DECIMAL, so a client never
+/// saw the types SQL Server sends for them. Now: DATETIME (0x3D) NOT NULL / DATETIMN(8) (0x6F)
+/// nullable with days since 1900-01-01 and 1/300 s of the day (rounded as SQL Server rounds:
+/// .678 s is 203.4/300, sent as 203), NUMERICN (0x6C) next to DECIMALN (0x6A), VARCHAR as
+/// BIGVARCHAR (0xA7) with the collation and single-byte (code page 1252) values.
+#[test]
+fn datetime_numeric_and_varchar_columns_are_sent_as_declared() {
+    let srv = TestServer::start(ServerConfig { password: Some(PASSWORD.into()), ..Default::default() }).unwrap();
+    srv.create_database("T");
+    srv.execute("T", "CREATE TABLE dbo.X (a DATETIME NOT NULL, b DATETIME NULL, n NUMERIC(9,2) NULL, d DECIMAL(9,2) NULL, v VARCHAR(20) NULL)").unwrap();
+    srv.execute("T", "INSERT INTO dbo.X (a, b, n, d, v) VALUES ('2024-01-02 03:04:05.678', NULL, 12.5, 12.5, 'caf\u{e9} \u{20ac}')").unwrap();
+    let mut r = Raw::login(srv.addr(), "T", 4096);
+    let (toks, _) = r.batch("SELECT a, b, n, d, v FROM dbo.X");
+    let Some(Token::ColMetaData(meta)) = toks.first() else { panic!("{toks:?}") };
+    let types: Vec<(TypeId, Option<u32>, Option<u8>, Option<u8>, bool)> = meta.columns.iter().map(|c| (c.type_id, c.type_info.max_length, c.type_info.precision, c.type_info.scale, c.type_info.collation.is_some())).collect();
+    assert_eq!(
+        types,
+        [
+            (TypeId::DateTime, None, None, None, false),
+            (TypeId::DateTimeN, Some(8), None, None, false),
+            (TypeId::NumericN, Some(5), Some(9), Some(2), false),
+            (TypeId::DecimalN, Some(5), Some(9), Some(2), false),
+            (TypeId::BigVarChar, Some(20), None, None, true),
+        ]
+    );
+    let Some(Token::Row(row)) = toks.get(1) else { panic!("{toks:?}") };
+    let days = (chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap() - chrono::NaiveDate::from_ymd_opt(1900, 1, 1).unwrap()).num_days() as i32;
+    let ticks: u32 = (3 * 3600 + 4 * 60 + 5) * 300 + 203;
+    let mut want = days.to_le_bytes().to_vec();
+    want.extend_from_slice(&ticks.to_le_bytes());
+    want.push(0); // b NULL
+    want.extend_from_slice(&[5, 1, 0xE2, 0x04, 0, 0]); // n 12.50: positive, 1250
+    want.extend_from_slice(&[5, 1, 0xE2, 0x04, 0, 0]); // d 12.50
+    want.extend_from_slice(&[6, 0, b'c', b'a', b'f', 0xE9, b' ', 0x80]); // cp1252
+    assert_eq!(row.data.to_vec(), want);
+    // INFORMATION_SCHEMA names them as declared (what perfcopy's type checks read).
+    let (toks, _) = r.batch("SELECT COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'X' AND COLUMN_NAME IN ('a', 'n')");
+    assert_eq!(toks.iter().filter(|t| matches!(t, Token::Row(_) | Token::NbcRow(_))).count(), 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let names = rt.block_on(async {
+        let mut c = connect(srv.addr(), "T", None).await.unwrap();
+        let rs = c.simple_query("SELECT DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'X' ORDER BY ORDINAL_POSITION").await.unwrap().into_first_result().await.unwrap();
+        let v: Vec<String> = rs.iter().map(|x| x.get::<&str, _>(0).unwrap().to_string()).collect();
+        // tiberius reads the DATETIME back at its 1/300 s value.
+        let rs = c.simple_query("SELECT a FROM dbo.X").await.unwrap().into_first_result().await.unwrap();
+        (v, rs[0].get::<chrono::NaiveDateTime, _>(0).unwrap())
+    });
+    assert_eq!(names.0, ["datetime", "datetime", "numeric", "decimal", "varchar"]);
+    let t = names.1;
+    assert_eq!((t.format("%Y-%m-%d %H:%M:%S").to_string(), t.and_utc().timestamp_subsec_millis()), ("2024-01-02 03:04:05".to_string(), 676), "203/300 s = 0.6767 s");
+}
