@@ -117,6 +117,8 @@ pub struct Catalog {
     /// Keyset pages scan and sort the whole table instead of seeking on the primary key (to
     /// measure what the seek saves; see `TestServer::set_index_seek`).
     pub no_index_seek: bool,
+    /// SELECTs answered by [`keyset_seek`] (`Stats::index_seeks`).
+    pub index_seeks: std::sync::atomic::AtomicU64,
 }
 
 /// Ticks of one millisecond (DATETIME2 ticks are 100 ns).
@@ -910,9 +912,12 @@ impl Session {
             let (p, n2) = apply(self.pending(&k), &ctx)?;
             (c, n1, p, n2)
         };
-        if sets.is_some() {
+        if sets.is_some() && n1 + n2 > 0 {
             let all: Vec<&Row> = committed.iter().chain(pending.iter()).collect();
-            for u in &t.uniques {
+            // Only a constraint on a column the SET changes can break (the others held before);
+            // the pairwise check is quadratic, so a table with a primary key is not re-checked
+            // whole on every UPDATE of another column.
+            for u in t.uniques.iter().filter(|u| u.iter().any(|c| set_idx.iter().any(|(i, _)| i == c))) {
                 for (a, ra) in all.iter().enumerate() {
                     if all[a + 1..].iter().any(|rb| same_key(ra, rb, u)) {
                         return Err(unique_error(t, u, ra));
@@ -990,6 +995,33 @@ pub fn build_rows(t: &mut Table, partial: Vec<Vec<Option<Value>>>, pending: &[Ro
         out.push(row);
     }
     for u in &t.uniques {
+        // A single integer key (a primary key on an IDENTITY) is checked through a hash set, so
+        // loading n rows into a table of m costs n + m, not n * m.
+        if let [col] = u[..] {
+            let int_key = |r: &Row| match &r[col] {
+                Value::Int(v) => Some(Some(*v)),
+                Value::Null => Some(None),
+                _ => None,
+            };
+            let existing: Option<Vec<Option<i64>>> = t.rows.iter().chain(pending).map(int_key).collect();
+            if let Some(existing) = existing {
+                let mut seen = std::collections::HashSet::with_capacity(existing.len() + out.len());
+                for k in existing {
+                    seen.insert(k);
+                }
+                let mut fallback = false;
+                for r in &out {
+                    match int_key(r) {
+                        Some(k) if !seen.insert(k) => return Err(unique_error(t, u, r)),
+                        Some(_) => {}
+                        None => fallback = true,
+                    }
+                }
+                if !fallback {
+                    continue;
+                }
+            }
+        }
         for (i, r) in out.iter().enumerate() {
             if t.rows.iter().chain(pending).chain(&out[..i]).any(|o| same_key(o, r, u)) {
                 return Err(unique_error(t, u, r));
@@ -1360,6 +1392,7 @@ fn keyset_seek<'t>(ctx: &Ctx, s: &Select, t: &'t Table, pending: &[Row]) -> Opti
         Value::Int(v) => v as i128,
         _ => i128::MIN,
     };
+    ctx.cat.index_seeks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = t.rows.partition_point(|r| k(r) < lo);
     Some(t.rows[start..].iter().take_while(|r| k(r) <= hi).take(top).collect())
 }

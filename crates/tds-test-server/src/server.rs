@@ -224,6 +224,8 @@ pub struct Stats {
     /// Connections closed after PRELOGIN because client and server could not agree on
     /// encryption (e.g. a plaintext client and [`TlsMode::Required`]).
     pub encryption_refusals: u64,
+    /// SELECTs answered by a seek on the primary key (keyset pages) instead of a scan.
+    pub index_seeks: u64,
 }
 
 struct State {
@@ -350,6 +352,7 @@ impl TestServer {
             tls_handshakes: g(&c.tls_handshakes),
             login_only_encryption: g(&c.login_only_encryption),
             encryption_refusals: g(&c.encryption_refusals),
+            index_seeks: g(&self.state.engine.cat().index_seeks),
         }
     }
 
@@ -464,7 +467,8 @@ impl TestServer {
     /// Creates `db` with `dbo.PerfSnapshotRun` in the source shape of SCHEMA.md
     /// (ServerID INT NULL present only when `with_server_id`).
     pub fn create_dbatools(&self, db: &str, with_server_id: bool) {
-        self.state.engine.cat().create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(with_server_id, true), vec![]);
+        // PerfSnapshotRunID is the (clustered) primary key, as SCHEMA.md has it.
+        self.state.engine.cat().create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(with_server_id, true), vec![vec![0]]);
     }
 
     /// Creates `db` with `dbo.Servers` (UNIQUE ServerName, IsActive default 1, CreatedDate default

@@ -316,11 +316,14 @@ async fn keyset_pages_seek_on_the_primary_key_and_match_the_scan() {
     let page = "SELECT TOP (@P1) PerfSnapshotRunID, ServerName FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > @P2 ORDER BY PerfSnapshotRunID";
     for seek in [true, false] {
         srv.set_index_seek(seek);
+        let before = srv.stats().index_seeks;
         for (top, after) in [(100i64, 0i64), (100, 950), (7, 993), (10, 1000), (0, 5), (3, -10)] {
             let want: Vec<i64> = ((after.max(0) + 1)..=(n as i64)).take(top as usize).collect();
             assert_eq!(ids(&mut c, page, top, after).await, want, "seek {seek}, TOP {top} after {after}");
         }
         let u = "SELECT TOP (@P1) id FROM dbo.U WHERE id > @P2 ORDER BY id";
         assert_eq!(ids(&mut c, u, 3, 2).await, [3, 5, 7], "seek {seek}: rows stored out of key order");
+        // The six PerfSnapshotRun pages sought (dbo.U's rows are not in key order: scanned).
+        assert_eq!(srv.stats().index_seeks - before, if seek { 6 } else { 0 });
     }
 }
