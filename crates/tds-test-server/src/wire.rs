@@ -742,10 +742,11 @@ pub fn null_len(t: &SqlType) -> usize {
 
 /// Writes one row as ROW, or as NBCROW (MS-TDS 2.2.7.15: a null bitmap, then only the non-NULL
 /// values) when that is shorter: when the bitmap's `ceil(columns / 8)` bytes are fewer than the
-/// bytes the row's NULLs take in a ROW ([`null_len`]). The spec leaves the choice to the server
-/// row by row; SQL Server sends NBCROW to TDS 7.3+ clients for rows whose NULLs make it the
-/// smaller encoding, which is this rule. Returns the offset (in `b`) just past each column's
-/// value (a NULL's offset is where it would have been).
+/// bytes the row's NULLs take in a ROW ([`null_len`]). MS-TDS leaves the choice to the server
+/// row by row (NBCROW exists since TDS 7.3 to save the bytes of NULLs) and does not give SQL
+/// Server's exact threshold; "when it is shorter" is the rule chosen here, so that both tokens
+/// appear in ordinary results. Returns the offset (in `b`) just past each column's value (a
+/// NULL's offset is where it would have been).
 pub fn encode_row<'a>(b: &mut Vec<u8>, cols: impl Iterator<Item = (&'a SqlType, bool, &'a str)> + Clone, values: &[Value]) -> Result<Vec<usize>, String> {
     let bitmap_len = values.len().div_ceil(8);
     let null_bytes: usize = cols.clone().zip(values).filter(|(_, v)| v.is_null()).map(|((t, _, _), _)| null_len(t)).sum();

@@ -307,8 +307,9 @@ fn order_by_sends_an_order_token_naming_the_sorted_result_columns() {
     }
 }
 
-/// Regression: every row went as ROW. SQL Server sends NBCROW (MS-TDS 2.2.7.15) for rows whose
-/// NULLs make the null bitmap the shorter encoding; the rule here: NBCROW when the bitmap's
+/// Regression: every row went as ROW, so clients' NBCROW decoding was never exercised. SQL Server
+/// sends NBCROW (MS-TDS 2.2.7.15) for rows with NULLs, at a threshold the spec does not give; the
+/// rule here: NBCROW when the bitmap's
 /// ceil(columns / 8) bytes are fewer than the bytes the NULLs take in a ROW (1 per INTN/DECIMALN/
 /// DATETIME2N NULL, 2 per NVARCHAR(n) NULL, 8 per MAX NULL).
 #[test]
