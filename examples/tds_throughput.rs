@@ -9,6 +9,9 @@
 //! of owned values per row), each pair in the same run, with the ratio.
 //!
 //! `TDS_PAGE=N` sets the rows per page of the read (default 32768, the copy's batch size).
+//! `-- ROWS seek` reads a table served the normal way (not pre-encoded) through perfcopy's
+//! source twice, with the test server's primary-key seek for keyset pages and without it
+//! (scan and sort of every row per page), and prints both times and their ratio.
 //!
 //! The test server runs in this process, on the same 2 cores: its own work (serving
 //! pre-encoded rows, counting bulk rows) is included in every figure.
@@ -59,6 +62,39 @@ fn main() {
     let template: RecordBatch = SyntheticSource::all(spec.clone())[0].batches(4096).next().unwrap().unwrap();
     let rt = runtime().unwrap();
     println!("TDS throughput, one connection, {rows} rows, packet size 32767 (test server in process)");
+
+    if only == "seek" {
+        // The server's keyset pages on a table served the normal way (not pre-encoded): the
+        // primary-key seek against the scan-and-sort of every row per page, same rows, one run.
+        srv.create_dbatools("DBATools", true);
+        srv.fill_synthetic("DBATools", "dbo.PerfSnapshotRun", &template, rows).expect("fill");
+        // Any write ends the pre-encoded mode; the rows stay.
+        srv.execute("DBATools", "UPDATE dbo.PerfSnapshotRun SET SessionsCount = 0 WHERE PerfSnapshotRunID = 0").expect("update");
+        assert!(!srv.is_pre_encoded("DBATools", "dbo.PerfSnapshotRun"));
+        let page = std::env::var("TDS_PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(32_768);
+        let read = |seek: bool| {
+            srv.set_index_seek(seek);
+            let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::parse("--from", &conn_str("DBATools")).unwrap()).unwrap();
+            let t = Instant::now();
+            let n: usize = src.read(&ReadRequest { projection: Projection::Full, batch_rows: page, after_run_id: None, time_ranges: None }).unwrap().map(|b| b.unwrap().num_rows()).sum();
+            assert_eq!(n, rows);
+            t.elapsed().as_secs_f64()
+        };
+        let (seek, scan) = (read(true), read(false));
+        println!("keyset read of {rows} rows in pages of {page} through perfcopy: seek {seek:.2} s, scan+sort {scan:.2} s, ratio {:.1}x", scan / seek);
+        // The server's own work per page (statement run in process, rows built, not encoded).
+        let pages = |seek: bool| {
+            srv.set_index_seek(seek);
+            let t = Instant::now();
+            for last in (0..rows).step_by(page) {
+                srv.execute("DBATools", &format!("SELECT TOP ({page}) * FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > {last} ORDER BY PerfSnapshotRunID")).expect("page");
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let (seek, scan) = (pages(true), pages(false));
+        println!("the same pages in the server alone: seek {seek:.2} s, scan+sort {scan:.2} s, ratio {:.1}x", scan / seek);
+        return;
+    }
 
     if only.is_empty() || only == "read" {
         srv.create_dbatools("DBATools", true);

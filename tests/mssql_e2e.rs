@@ -150,9 +150,10 @@ fn nulls_decimal_limits_and_unicode_names_survive_byte_for_byte() {
 fn synclog_records_each_source_and_reruns_resume_after_it() {
     let t = tempfile::tempdir().unwrap();
     let (src, tgt) = (server(), server());
-    // The test server's @@SERVERNAME is 'TDS-TEST-SERVER'; A's rows carry that name.
-    let a = series("TDS-TEST-SERVER", T0, 300, 1, 4);
-    let b = series("TDS-TEST-SERVER", T0 + 2 * DAY, 200, 1, 5);
+    // A's and B's rows carry the source server's own @@SERVERNAME.
+    let name = src.server_name();
+    let a = series(&name, T0, 300, 1, 4);
+    let b = series(&name, T0 + 2 * DAY, 200, 1, 5);
     seed(&src, t.path(), "DBATools_A", &a, true);
     seed(&src, t.path(), "DBATools_B", &b, false);
     seed_target(&tgt, "MonitoringDB", &[], &[]);
@@ -180,13 +181,13 @@ fn synclog_records_each_source_and_reruns_resume_after_it() {
     let nullable: Vec<bool> = cols.iter().map(|c| c.2).collect();
     assert_eq!(nullable, [false, false, false, false, true, true, true, true, false, true, false, true], "{cols:?}");
 
-    let id = map[&fold("TDS-TEST-SERVER")];
+    let id = map[&fold(&name)];
     let check_ledger = |rows_a: i32, rows_b: i32, last_a: i64, last_b: i64| {
         let ls = last_success(&tgt, "MonitoringDB");
         assert_eq!(ls.keys().collect::<Vec<_>>(), ["DBATools_A", "DBATools_B"], "{ls:?}");
         for (db, rows, last) in [("DBATools_A", rows_a, last_a), ("DBATools_B", rows_b, last_b)] {
             let r = &ls[db];
-            assert_eq!((r.server_id, fold(&r.server_name), r.last_run_id, r.rows_copied), (id, fold("TDS-TEST-SERVER"), Some(last), Some(rows)), "{db}: {r:?}");
+            assert_eq!((r.server_id, fold(&r.server_name), r.last_run_id, r.rows_copied), (id, fold(&name), Some(last), Some(rows)), "{db}: {r:?}");
         }
     };
     check_ledger(want.per_source[0].rows_written as i32, want.per_source[1].rows_written as i32, 300, 200);
@@ -203,9 +204,9 @@ fn synclog_records_each_source_and_reruns_resume_after_it() {
     assert_eq!((ls["DBATools_A"].last_run_id, ls["DBATools_B"].last_run_id), (Some(300), Some(200)));
 
     // New rows in the sources are the only ones read and added; some repeat keys already copied.
-    let mut more_a = series("TDS-TEST-SERVER", T0 + 300 * MIN5 + 5_000, 40, 301, 6);
+    let mut more_a = series(&name, T0 + 300 * MIN5 + 5_000, 40, 301, 6);
     more_a.extend(copy_rows(&b[0..10], 341, 0, None));
-    let more_b = series("TDS-TEST-SERVER", T0 + 2 * DAY + 200 * MIN5 + 5_000, 30, 201, 7);
+    let more_b = series(&name, T0 + 2 * DAY + 200 * MIN5 + 5_000, 30, 201, 7);
     add_rows(&src, t.path(), "DBATools_A", &more_a, true);
     add_rows(&src, t.path(), "DBATools_B", &more_b, false);
     let third = copy_json(&args);
@@ -220,7 +221,7 @@ fn synclog_records_each_source_and_reruns_resume_after_it() {
     assert_eq!((ls["DBATools_A"].rows_copied, ls["DBATools_B"].rows_copied), (Some(40), Some(30)), "RowsCopied of the third run");
 }
 
-/// @@SERVERNAME ('TDS-TEST-SERVER' on the test server) is not a name in the data. The ledger's
+/// @@SERVERNAME (the test server's default, 'TDS-TEST-SERVER-N-PORT') is not a name in the data. The ledger's
 /// ServerID references dbo.Servers (SCHEMA.md), so it must be an ID the registry holds, under
 /// the ledger row's ServerName; SQL Server would refuse anything else with error 547.
 #[test]
@@ -514,6 +515,8 @@ fn wider_target_columns_are_loaded_exactly_and_narrower_ones_refused() {
         (target("DATETIME2(3)", "INT", "NVARCHAR(200)", "DECIMAL(12,6)", "NVARCHAR(120)", "INT"), "CpuSignalWaitPct is decimal(12,6), of another scale than the DECIMAL(9,4) perfcopy writes"),
         (target("DATETIME2(3)", "INT", "NVARCHAR(100)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "SqlVersion is nvarchar(100), narrower than the NVARCHAR(200) perfcopy writes"),
         (target("DATETIME2(0)", "INT", "NVARCHAR(200)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "SnapshotUTC is datetime2(0), narrower than the DATETIME2(3)"),
+        // DATETIME keeps 1/300 s, not milliseconds (the test server keeps DATETIME as declared).
+        (target("DATETIME", "INT", "NVARCHAR(200)", "DECIMAL(9,4)", "NVARCHAR(120)", "INT"), "dbo.PerfSnapshotRun.SnapshotUTC is datetime, rounded to 1/300 s"),
     ];
     for (ddl, msg) in narrower {
         let tgt = server();

@@ -80,7 +80,7 @@ pub fn rows_to_batch(cols: &[Column], rows: &[Row]) -> Result<RecordBatch> {
                 }
                 Arc::new(b.finish())
             }
-            SqlType::Decimal { precision, scale } => {
+            SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => {
                 let mut b = Decimal128Builder::new().with_precision_and_scale(precision, scale as i8)?;
                 for v in vals {
                     match v {
@@ -102,7 +102,7 @@ pub fn rows_to_batch(cols: &[Column], rows: &[Row]) -> Result<RecordBatch> {
                 }
                 Arc::new(b.finish())
             }
-            SqlType::DateTime2(s) if s <= 3 => {
+            SqlType::DateTime2(0..=3) | SqlType::DateTime => {
                 let mut b = TimestampMillisecondBuilder::new();
                 for v in vals {
                     match v {

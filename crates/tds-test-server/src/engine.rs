@@ -41,6 +41,39 @@ pub struct Table {
     /// Throughput mode for reads (set by `TestServer::fill_synthetic`): pre-encoded rows.
     /// Any write to the table ([`Catalog::table_mut`]) ends it.
     pub synthetic: Option<Arc<Synthetic>>,
+    /// Whether `rows` are in ascending order of the primary key (the clustered index order a
+    /// keyset page seeks on); found out on the first seek, forgotten on any write.
+    pub key_order: KeyOrder,
+}
+
+/// Cached answer to "are the rows sorted by this key column" ([`Table::key_order`]).
+#[derive(Debug, Default)]
+pub struct KeyOrder(Mutex<Option<(usize, usize, bool)>>);
+
+impl Clone for KeyOrder {
+    /// A copied table finds out again.
+    fn clone(&self) -> Self {
+        KeyOrder::default()
+    }
+}
+
+impl KeyOrder {
+    /// True when `rows` strictly increase in integer column `col` (no NULLs).
+    fn sorted(&self, rows: &[Row], col: usize) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, n, sorted)) = *g {
+            if c == col && n == rows.len() {
+                return sorted;
+            }
+        }
+        let key = |r: &Row| match r.get(col) {
+            Some(Value::Int(v)) => Some(*v),
+            _ => None,
+        };
+        let sorted = rows.iter().all(|r| key(r).is_some()) && rows.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+        *g = Some((col, rows.len(), sorted));
+        sorted
+    }
 }
 
 impl Table {
@@ -81,6 +114,11 @@ pub struct Catalog {
     next_db_id: i32,
     /// The last creation stamp given, so that stamps strictly increase.
     last_stamp: i64,
+    /// Keyset pages scan and sort the whole table instead of seeking on the primary key (to
+    /// measure what the seek saves; see `TestServer::set_index_seek`).
+    pub no_index_seek: bool,
+    /// SELECTs answered by [`keyset_seek`] (`Stats::index_seeks`).
+    pub index_seeks: std::sync::atomic::AtomicU64,
 }
 
 /// Ticks of one millisecond (DATETIME2 ticks are 100 ns).
@@ -136,7 +174,7 @@ impl Catalog {
         self.next_object_id += 1;
         let object_id = 1_000_000 + self.next_object_id;
         let created = self.stamp();
-        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, created, bulk_count_only: false, synthetic: None };
+        let t = Table { schema: schema.into(), name: name.into(), columns, rows: Vec::new(), next_identity: 1, uniques, object_id, created, bulk_count_only: false, synthetic: None, key_order: KeyOrder::default() };
         self.ensure_db(db).tables.insert((schema.to_lowercase(), name.to_lowercase()), t);
     }
 
@@ -155,6 +193,7 @@ impl Catalog {
     pub fn table_mut(&mut self, k: &TableKey) -> Option<&mut Table> {
         let t = self.dbs.get_mut(&k.0)?.tables.get_mut(&(k.1.clone(), k.2.clone()))?;
         t.synthetic = None;
+        t.key_order = KeyOrder::default();
         Some(t)
     }
 }
@@ -190,17 +229,10 @@ impl Synthetic {
         let mut rows = Vec::with_capacity(self.templates.len());
         let mut id_at = Vec::with_capacity(self.templates.len());
         for t in &self.templates {
-            let mut b = vec![crate::wire::token::ROW];
-            let mut at = Vec::new();
-            for &i in proj {
-                let c = &cols[i];
-                if Some(i) == self.identity {
-                    crate::wire::encode_value(&mut b, &c.ty, c.nullable, &Value::Int(0)).ok()?;
-                    at.push(b.len() - id_width);
-                } else {
-                    crate::wire::encode_value(&mut b, &c.ty, c.nullable, t.get(i)?).ok()?;
-                }
-            }
+            let vals: Vec<Value> = proj.iter().map(|&i| if Some(i) == self.identity { Some(Value::Int(0)) } else { t.get(i).cloned() }).collect::<Option<_>>()?;
+            let mut b = Vec::new();
+            let ends = crate::wire::encode_row(&mut b, proj.iter().map(|&i| (&cols[i].ty, cols[i].nullable, cols[i].name.as_str())), &vals).ok()?;
+            let at = proj.iter().zip(&ends).filter(|(&i, _)| Some(i) == self.identity).map(|(_, &e)| e - id_width).collect();
             rows.push(b);
             id_at.push(at);
         }
@@ -213,7 +245,7 @@ impl Synthetic {
 /// ROW tokens of a synthetic table's template rows for one projection.
 #[derive(Debug, PartialEq)]
 pub struct Encoded {
-    /// One ROW token per template row, identity values zero.
+    /// One ROW (or NBCROW) token per template row, identity values zero.
     pub rows: Vec<Vec<u8>>,
     /// Per template: offsets of the identity value bytes to patch.
     pub id_at: Vec<Vec<usize>>,
@@ -318,6 +350,8 @@ pub struct Session {
     pub nocount: bool,
     /// Target of the last INSERT BULK, waiting for its BulkLoad message.
     pub bulk_target: Option<TableKey>,
+    /// What that INSERT BULK declared: per listed column, its table column index and type.
+    pub bulk_declared: Vec<(usize, SqlType)>,
     tx_counter: u64,
     last_identity: Option<i64>,
 }
@@ -327,6 +361,8 @@ pub struct Session {
 pub enum Out {
     /// COLMETADATA.
     Meta(Arc<Vec<OutCol>>),
+    /// ORDER: the 1-based result columns the rows are sorted by (right after COLMETADATA).
+    Order(Vec<u16>),
     /// ROW.
     Row(Row),
     /// End of a statement (DONE in a batch, DONEINPROC in an RPC).
@@ -335,11 +371,17 @@ pub enum Out {
         status: u16,
         /// Row count (sets DONE_COUNT).
         count: Option<u64>,
+        /// CurCmd ([`crate::wire::cur_cmd`]); 0 until the statement's exec labels it.
+        cmd: u16,
     },
     /// End of an EXEC inside a batch.
     DoneProc,
     /// ERROR.
     Error(SqlError),
+    /// INFO (PRINT output, informational messages such as 5701).
+    Info(SqlError),
+    /// ENVCHANGE with B_VARCHAR values (type 1: database).
+    EnvStr(u8, String, String),
     /// ENVCHANGE with byte values (transactions).
     EnvBytes(u8, Vec<u8>, Vec<u8>),
     /// RETURNSTATUS.
@@ -385,7 +427,7 @@ struct Ctx<'a> {
 impl Session {
     /// A new session in `db`.
     pub fn new(id: u64, db: String) -> Self {
-        Session { id, db, tx: None, nocount: false, bulk_target: None, tx_counter: 0, last_identity: None }
+        Session { id, db, tx: None, nocount: false, bulk_target: None, bulk_declared: Vec::new(), tx_counter: 0, last_identity: None }
     }
 
     /// Resolves a name to a table key (database defaults to the current one, schema to dbo).
@@ -453,7 +495,7 @@ impl Session {
     }
 
     fn done(&self, count: u64) -> Out {
-        Out::Done { status: 0, count: if self.nocount { None } else { Some(count) } }
+        Out::Done { status: 0, count: if self.nocount { None } else { Some(count) }, cmd: 0 }
     }
 
     /// Runs parsed statements; stops at the first error (which is reported as ERROR + DONE).
@@ -473,7 +515,7 @@ impl Session {
             };
             if let Err(e) = r {
                 out.push(Out::Error(e));
-                out.push(Out::Done { status: crate::wire::done::ERROR, count: None });
+                out.push(Out::Done { status: crate::wire::done::ERROR, count: None, cmd: cur_cmd_of(&p.stmt) });
                 break;
             }
         }
@@ -482,6 +524,21 @@ impl Session {
 
     fn exec<'a>(&'a mut self, shared: &'a Shared, stmt: &'a Stmt, text: &'a str, vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
         Box::pin(async move {
+            let start = out.len();
+            let r = self.exec_inner(shared, stmt, text, vars, out).await;
+            // The DONEs this statement sent carry its CurCmd; those of statements nested in an
+            // IF or a block were labelled by their own exec.
+            for o in &mut out[start..] {
+                if let Out::Done { cmd: c @ 0, .. } = o {
+                    *c = cur_cmd_of(stmt);
+                }
+            }
+            r
+        })
+    }
+
+    fn exec_inner<'a>(&'a mut self, shared: &'a Shared, stmt: &'a Stmt, text: &'a str, vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
+        Box::pin(async move {
             match stmt {
                 Stmt::Select(s) => {
                     let fast = {
@@ -489,7 +546,9 @@ impl Session {
                         synthetic_plan(&Ctx { cat: &cat, session: self, vars }, s)
                     };
                     if let Some((cols, rows, first, count)) = fast {
+                        let order = order_columns(s, &cols);
                         out.push(Out::Meta(Arc::new(cols)));
+                        out.extend(order);
                         if count > 0 {
                             out.push(Out::Synthetic { rows, first, count });
                         }
@@ -501,7 +560,9 @@ impl Session {
                         run_select(&Ctx { cat: &cat, session: self, vars }, s)?
                     };
                     let n = rows.len() as u64;
+                    let order = order_columns(s, &cols);
                     out.push(Out::Meta(Arc::new(cols)));
+                    out.extend(order);
                     out.extend(rows.into_iter().map(Out::Row));
                     out.push(self.done(n));
                 }
@@ -516,18 +577,18 @@ impl Session {
                 }
                 Stmt::Begin => {
                     out.extend(self.begin());
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::Commit => {
                     out.extend(self.commit(shared)?);
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::Rollback => {
                     match self.rollback(shared) {
                         Some(ev) => out.push(ev),
                         None => return Err(SqlError::new(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.")),
                     }
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::If(c, then, els) => {
                     let yes = {
@@ -571,7 +632,7 @@ impl Session {
                     }
                     let (db, schema) = (table.db.clone().unwrap_or_else(|| self.db.clone()), table.schema.clone().unwrap_or_else(|| "dbo".into()));
                     cat.create_table(&db, &schema, &table.name, columns, uq);
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::Truncate { table } => {
                     let k = self.key(table);
@@ -579,14 +640,14 @@ impl Session {
                     let t = cat.table_mut(&k).ok_or_else(|| invalid_object(table))?;
                     t.rows.clear();
                     t.next_identity = 1;
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::DropTable { table, if_exists } => {
                     let k = self.key(table);
                     if !shared.cat().drop_table(&k) && !if_exists {
                         return Err(SqlError::new(3701, format!("Cannot drop the table '{}', because it does not exist or you do not have permission.", table.name)));
                     }
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::CreateIndex { unique, table, cols } => {
                     let k = self.key(table);
@@ -597,7 +658,7 @@ impl Session {
                     if *unique {
                         t.uniques.push(idx);
                     }
-                    out.push(Out::Done { status: 0, count: None });
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
                 Stmt::Declare(list) => {
                     for (name, ty, init) in list {
@@ -624,6 +685,23 @@ impl Session {
                     vars.insert(name.clone(), Var { ty, value: v });
                 }
                 Stmt::SetNoCount(on) => self.nocount = *on,
+                Stmt::Print(e) => {
+                    let v = {
+                        let cat = shared.cat();
+                        eval(&Ctx { cat: &cat, session: self, vars }, e, None, &[])?
+                    };
+                    // PRINT NULL prints an empty line, as SQL Server does.
+                    let text = if v.is_null() { String::new() } else { v.to_string() };
+                    out.push(Out::Info(SqlError { number: 0, class: 0, state: 1, message: text }));
+                }
+                Stmt::Use(db) => {
+                    let name = shared.cat().dbs.get(&db.to_lowercase()).map(|d| d.name.clone());
+                    let name = name.ok_or_else(|| SqlError::new(911, format!("Database '{db}' does not exist. Make sure that the name is entered correctly.")))?;
+                    let old = std::mem::replace(&mut self.db, name.clone());
+                    out.push(Out::EnvStr(1, name.clone(), old));
+                    out.push(Out::Info(SqlError { number: 5701, class: 0, state: 1, message: format!("Changed database context to '{name}'.") }));
+                    out.push(Out::Done { status: 0, count: None, cmd: 0 });
+                }
                 Stmt::Noop => {}
                 Stmt::Exec { ret, proc, args } => {
                     let vals: Result<Vec<(Option<String>, Value)>, SqlError> = {
@@ -639,13 +717,22 @@ impl Session {
                     out.push(Out::ReturnStatus(status));
                     out.push(Out::DoneProc);
                 }
-                Stmt::InsertBulk { table, cols: _ } => {
+                Stmt::InsertBulk { table, cols, types } => {
                     let k = self.key(table);
-                    if shared.cat().table(&k).is_none() {
-                        return Err(invalid_object(table));
-                    }
+                    let declared = {
+                        let cat = shared.cat();
+                        let t = cat.table(&k).ok_or_else(|| invalid_object(table))?;
+                        bulk_declaration(t, cols, types)?
+                    };
+                    let Some(declared) = declared else {
+                        // SQL Server answers a column the table lacks with a failed DONE and no
+                        // diagnostic.
+                        out.push(Out::Done { status: crate::wire::done::ERROR, count: None, cmd: crate::wire::cur_cmd::STATEMENT });
+                        return Ok(());
+                    };
                     self.bulk_target = Some(k);
-                    out.push(Out::Done { status: 0, count: None });
+                    self.bulk_declared = declared;
+                    out.push(Out::Done { status: 0, count: None, cmd: crate::wire::cur_cmd::STATEMENT });
                 }
             }
             Ok(())
@@ -825,9 +912,12 @@ impl Session {
             let (p, n2) = apply(self.pending(&k), &ctx)?;
             (c, n1, p, n2)
         };
-        if sets.is_some() {
+        if sets.is_some() && n1 + n2 > 0 {
             let all: Vec<&Row> = committed.iter().chain(pending.iter()).collect();
-            for u in &t.uniques {
+            // Only a constraint on a column the SET changes can break (the others held before);
+            // the pairwise check is quadratic, so a table with a primary key is not re-checked
+            // whole on every UPDATE of another column.
+            for u in t.uniques.iter().filter(|u| u.iter().any(|c| set_idx.iter().any(|(i, _)| i == c))) {
                 for (a, ra) in all.iter().enumerate() {
                     if all[a + 1..].iter().any(|rb| same_key(ra, rb, u)) {
                         return Err(unique_error(t, u, ra));
@@ -905,6 +995,33 @@ pub fn build_rows(t: &mut Table, partial: Vec<Vec<Option<Value>>>, pending: &[Ro
         out.push(row);
     }
     for u in &t.uniques {
+        // A single integer key (a primary key on an IDENTITY) is checked through a hash set, so
+        // loading n rows into a table of m costs n + m, not n * m.
+        if let [col] = u[..] {
+            let int_key = |r: &Row| match &r[col] {
+                Value::Int(v) => Some(Some(*v)),
+                Value::Null => Some(None),
+                _ => None,
+            };
+            let existing: Option<Vec<Option<i64>>> = t.rows.iter().chain(pending).map(int_key).collect();
+            if let Some(existing) = existing {
+                let mut seen = std::collections::HashSet::with_capacity(existing.len() + out.len());
+                for k in existing {
+                    seen.insert(k);
+                }
+                let mut fallback = false;
+                for r in &out {
+                    match int_key(r) {
+                        Some(k) if !seen.insert(k) => return Err(unique_error(t, u, r)),
+                        Some(_) => {}
+                        None => fallback = true,
+                    }
+                }
+                if !fallback {
+                    continue;
+                }
+            }
+        }
         for (i, r) in out.iter().enumerate() {
             if t.rows.iter().chain(pending).chain(&out[..i]).any(|o| same_key(o, r, u)) {
                 return Err(unique_error(t, u, r));
@@ -941,8 +1058,9 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
                     SqlType::Int => (Value::Null, Value::Int(10), Value::Int(0), Value::Null),
                     SqlType::BigInt => (Value::Null, Value::Int(19), Value::Int(0), Value::Null),
                     SqlType::Bit => (Value::Null, Value::Null, Value::Null, Value::Null),
-                    SqlType::Decimal { precision, scale } => (Value::Null, Value::Int(precision as i64), Value::Int(scale as i64), Value::Null),
+                    SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => (Value::Null, Value::Int(precision as i64), Value::Int(scale as i64), Value::Null),
                     SqlType::DateTime2(s) => (Value::Null, Value::Null, Value::Null, Value::Int(s as i64)),
+                    SqlType::DateTime => (Value::Null, Value::Null, Value::Null, Value::Int(3)),
                 };
                 let default = match &col.default {
                     None => Value::Null,
@@ -998,7 +1116,7 @@ fn catalog_view(cat: &Catalog, db: &str, schema: &str, name: &str) -> Option<Tab
 }
 
 fn view(schema: &str, name: &str, columns: Vec<Column>, rows: Vec<Row>) -> Table {
-    Table { schema: schema.into(), name: name.into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, created: 0, bulk_count_only: false, synthetic: None }
+    Table { schema: schema.into(), name: name.into(), columns, rows, next_identity: 1, uniques: Vec::new(), object_id: 0, created: 0, bulk_count_only: false, synthetic: None, key_order: KeyOrder::default() }
 }
 
 /// `sys.databases` (name, database_id, create_date). create_date is DATETIME in SQL Server;
@@ -1056,6 +1174,77 @@ fn has_agg(e: &Expr) -> bool {
         Expr::Neg(a) | Expr::Cast(a, _) => has_agg(a),
         _ => false,
     }
+}
+
+/// Binds `INSERT BULK t (col type, ...)` to the table as SQL Server does: (table column, declared
+/// type) per listed column; `Ok(None)` when a column is not in the table (SQL Server then sends
+/// only a failed DONE), 264 for a column listed twice, 2715 for an unknown type.
+fn bulk_declaration(t: &Table, cols: &[String], types: &[Result<SqlType, String>]) -> Result<Option<Vec<(usize, SqlType)>>, SqlError> {
+    let mut out: Vec<(usize, SqlType)> = Vec::with_capacity(cols.len());
+    for (n, (c, ty)) in cols.iter().zip(types).enumerate() {
+        let ty = match ty {
+            Ok(ty) => *ty,
+            Err(name) => return Err(SqlError { number: 2715, class: 16, state: 2, message: format!("Column, parameter, or variable #{}: Cannot find data type {name}.", n + 1) }),
+        };
+        let Some(i) = t.col_index(c) else { return Ok(None) };
+        if out.iter().any(|(j, _)| *j == i) {
+            return Err(SqlError::new(264, format!("The column name '{c}' is specified more than once in the SET clause or column list of an INSERT. A column cannot be assigned more than one value in the same clause.")));
+        }
+        out.push((i, ty));
+    }
+    Ok(Some(out))
+}
+
+/// The CurCmd of the DONE ending a statement ([`crate::wire::cur_cmd`]).
+fn cur_cmd_of(stmt: &Stmt) -> u16 {
+    use crate::wire::cur_cmd;
+    match stmt {
+        Stmt::Select(_) => cur_cmd::SELECT,
+        Stmt::Insert { .. } => cur_cmd::INSERT,
+        Stmt::Update { .. } => cur_cmd::UPDATE,
+        Stmt::Delete { .. } => cur_cmd::DELETE,
+        Stmt::CreateTable { .. } => cur_cmd::TABLE_CREATE,
+        Stmt::DropTable { .. } => cur_cmd::TABLE_DESTROY,
+        Stmt::CreateIndex { .. } => cur_cmd::INDEX_CREATE,
+        Stmt::InsertBulk { .. } => cur_cmd::STATEMENT,
+        _ => 0,
+    }
+}
+
+/// The ORDER token SQL Server sends after COLMETADATA for a SELECT with ORDER BY: the result
+/// column numbers (1-based) of the ORDER BY items that are in the select list, by column name,
+/// alias or the same expression; `None` without ORDER BY or when no item is selected.
+fn order_columns(s: &Select, meta: &[OutCol]) -> Option<Out> {
+    if s.order.is_empty() || s.from.is_none() {
+        return None;
+    }
+    // The select-list expression behind each result column (`None`: a `*` column).
+    let explicit = s.items.iter().filter(|i| matches!(i, SelItem::Expr(..))).count();
+    let star_width = meta.len().saturating_sub(explicit);
+    let mut exprs: Vec<Option<&Expr>> = Vec::with_capacity(meta.len());
+    for it in &s.items {
+        match it {
+            SelItem::Star => exprs.extend(std::iter::repeat_n(None, star_width)),
+            SelItem::Expr(e, _) => exprs.push(Some(e)),
+        }
+    }
+    let mut cols = Vec::new();
+    for (e, _) in &s.order {
+        let hit = (0..meta.len().min(exprs.len())).find(|&j| match (e, exprs[j]) {
+            (Expr::Col(n), None) => meta[j].name.eq_ignore_ascii_case(n),
+            (Expr::Col(n), Some(Expr::Col(c))) => c.eq_ignore_ascii_case(n) || meta[j].name.eq_ignore_ascii_case(n),
+            (Expr::Col(n), Some(_)) => meta[j].name.eq_ignore_ascii_case(n),
+            (e, Some(x)) => e == x,
+            _ => false,
+        });
+        if let Some(j) = hit {
+            let j = j as u16 + 1;
+            if !cols.contains(&j) {
+                cols.push(j);
+            }
+        }
+    }
+    (!cols.is_empty()).then_some(Out::Order(cols))
 }
 
 /// Runs a SELECT: result columns and rows (already coerced to the column types).
@@ -1165,8 +1354,52 @@ fn id_bounds(ctx: &Ctx, c: &Cond, is_id: &dyn Fn(&str) -> bool, cols: &[Column],
     }
 }
 
+/// A keyset page served as SQL Server serves it from a clustered primary key: `SELECT [TOP (n)]
+/// ... FROM t [WHERE <bounds on the key>] [ORDER BY key [ASC]]` (bounds as [`id_bounds`] reads
+/// them) on a table whose single-column integer primary key the stored rows ascend in, without
+/// own uncommitted rows: a binary search to the first key in range, then the next rows in order,
+/// instead of filtering and sorting every row. `None`: not such a query (the scan answers it).
+fn keyset_seek<'t>(ctx: &Ctx, s: &Select, t: &'t Table, pending: &[Row]) -> Option<Vec<&'t Row>> {
+    if ctx.cat.no_index_seek || !pending.is_empty() || s.items.iter().any(|i| matches!(i, SelItem::Expr(e, _) if has_agg(e))) {
+        return None;
+    }
+    let key = t.uniques.iter().find(|u| u.len() == 1).map(|u| u[0])?;
+    let kc = &t.columns[key];
+    if !matches!(kc.ty, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt) {
+        return None;
+    }
+    let is_key = |n: &str| kc.name.eq_ignore_ascii_case(n);
+    match s.order.as_slice() {
+        [] => {}
+        [(Expr::Col(n), false)] if is_key(n) => {}
+        _ => return None,
+    }
+    let (mut lo, mut hi) = (i64::MIN as i128, i64::MAX as i128);
+    if let Some(c) = &s.filter {
+        id_bounds(ctx, c, &is_key, &t.columns, &mut lo, &mut hi)?;
+    }
+    let top = match &s.top {
+        None => usize::MAX,
+        Some(e) => match eval(ctx, e, None, &t.columns).ok()? {
+            Value::Int(n) if n >= 0 => n as usize,
+            _ => return None,
+        },
+    };
+    if !t.key_order.sorted(&t.rows, key) {
+        return None;
+    }
+    let k = |r: &Row| match r[key] {
+        Value::Int(v) => v as i128,
+        _ => i128::MIN,
+    };
+    ctx.cat.index_seeks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = t.rows.partition_point(|r| k(r) < lo);
+    Some(t.rows[start..].iter().take_while(|r| k(r) <= hi).take(top).collect())
+}
+
 fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError> {
     let virt;
+    let mut table = None;
     let (cols, committed, pending): (&[Column], &[Row], &[Row]) = match &s.from {
         None => (&[], &[], &[]),
         Some(o) => {
@@ -1177,6 +1410,7 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
                 (&virt.columns, &virt.rows, &[])
             } else {
                 let t = ctx.cat.table(&k).ok_or_else(|| invalid_object(o))?;
+                table = Some(t);
                 (&t.columns, &t.rows, ctx.session.pending(&k))
             }
         }
@@ -1221,6 +1455,11 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
         }
     }
     let coerce_row = |vals: Vec<Value>| -> Result<Row, SqlError> { vals.into_iter().zip(&meta).map(|(v, m)| v.coerce(&m.ty, &m.name)).collect() };
+    // The primary key's order answers a keyset page without a scan (and without the sort).
+    if let Some(rows) = table.and_then(|t| keyset_seek(ctx, s, t, pending)) {
+        let rows = rows.into_iter().map(|r| coerce_row(items.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<_, _>>()?)).collect::<Result<_, _>>()?;
+        return Ok((meta, rows));
+    }
     if items.iter().any(|(e, _)| has_agg(e)) {
         let vals: Vec<Value> = items.iter().map(|(e, _)| eval_agg(ctx, e, &matching, cols)).collect::<Result<_, _>>()?;
         let rows = if top == Some(0) { Vec::new() } else { vec![coerce_row(vals)?] };
@@ -1283,7 +1522,7 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
         Expr::Agg(Agg::Count, _) => (SqlType::Int, false, false),
         Expr::Agg(Agg::CountBig, _) => (SqlType::BigInt, false, false),
         Expr::Agg(Agg::Sum, Some(a)) => match infer(ctx, a, cols)?.0 {
-            SqlType::Decimal { scale, .. } => (SqlType::Decimal { precision: 38, scale }, true, false),
+            SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. } => (SqlType::Decimal { precision: 38, scale }, true, false),
             SqlType::BigInt => (SqlType::BigInt, true, false),
             _ => (SqlType::Int, true, false),
         },
@@ -1315,8 +1554,8 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             let (ta, na, _) = infer(ctx, a, cols)?;
             let (tb, nb, _) = infer(ctx, b, cols)?;
             let t = match (ta, tb) {
-                (SqlType::Decimal { .. }, _) => ta,
-                (_, SqlType::Decimal { .. }) => tb,
+                (SqlType::Decimal { .. } | SqlType::Numeric { .. }, _) => ta,
+                (_, SqlType::Decimal { .. } | SqlType::Numeric { .. }) => tb,
                 (SqlType::BigInt, _) | (_, SqlType::BigInt) => SqlType::BigInt,
                 _ => ta,
             };

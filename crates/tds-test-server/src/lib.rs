@@ -56,8 +56,13 @@
 //!   and `None` of String/DateTime/Decimal as NULLTYPE.)
 //! - Results: COLMETADATA (NOT NULL integers/bit as fixed INT1/2/4/8/BIT, nullable ones as
 //!   INTN/BITN; DECIMALN(p,s); DATETIME2N(s); NVARCHAR(n) and NVARCHAR(MAX) as PLP; BIGVARCHAR;
-//!   identity columns flagged read-only identity), ROW, DONE/DONEINPROC/DONEPROC with counts and
-//!   MORE, RETURNSTATUS, ERROR/INFO, ENVCHANGE 8/9/10 with 8-byte transaction descriptors.
+//!   identity columns flagged read-only identity; DATETIME as DATETIME/DATETIMN(8), NUMERIC as
+//!   NUMERICN), ORDER after COLMETADATA for a SELECT with ORDER BY (the selected sort columns),
+//!   ROW or NBCROW (NBCROW when the null bitmap is shorter than the row's NULLs would be),
+//!   DONE/DONEINPROC/DONEPROC with counts, MORE and the statement's CurCmd (`wire::cur_cmd`;
+//!   an RPC's statements end with DONEINPROC, the RPC with RETURNSTATUS and DONEPROC EXECUTE),
+//!   ERROR/INFO (PRINT: INFO 0; USE: ENVCHANGE 1 and INFO 5701), ENVCHANGE 8/9/10 with 8-byte
+//!   transaction descriptors.
 //!
 //! - Logins may also carry an Entra ID access token (LOGIN7 FeatureExt FEDAUTH, security-token
 //!   library): accepted when it equals [`TestServer::set_access_token`]'s (answered with
@@ -72,7 +77,7 @@
 //!     (DATETIME2(3) here), `SYSUTCDATETIME()`, `OBJECT_ID('name'[, 'U'])`, `DB_NAME()`,
 //!     `SCOPE_IDENTITY()`, `DB_ID([name])`, `SERVERPROPERTY('ServerName'|'MachineName'|'InstanceName'|
 //!     'ProductVersion'|'Edition'|'EngineEdition')`, `@@SPID`, `@@TRANCOUNT`, `@@VERSION`,
-//!     `@@SERVERNAME` ([`ServerConfig::server_name`]; SERVERPROPERTY's names are
+//!     `@@SERVERNAME` ([`ServerConfig::server_name`], by default distinct per instance; SERVERPROPERTY's names are
 //!     [`ServerConfig::machine_name`], which a renamed host changes and `@@SERVERNAME` does not), `@@IDENTITY`;
 //!     aggregates `COUNT(*)`, `COUNT(col)`, `COUNT_BIG(*)`, `MIN`, `MAX`, `SUM` (no GROUP BY: one row).
 //!   - cond: `AND`, `OR`, `NOT`, parentheses, `= <> != < <= > >=`, `IS [NOT] NULL`, `[NOT] IN (..)`,
@@ -99,17 +104,22 @@
 //!   `DROP TABLE [IF EXISTS] t`; `TRUNCATE TABLE t` (IDENTITY back at its seed, same object). A table
 //!   created again is a new object (new OBJECT_ID and create_date).
 //!   Types: TINYINT, SMALLINT, INT, BIGINT, BIT, DECIMAL/NUMERIC(p,s), NVARCHAR(n|MAX), NCHAR,
-//!   VARCHAR(n|MAX), CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (stored as DATETIME2(3)).
+//!   VARCHAR(n|MAX), CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (1/300 s, 1753..9999).
+//!   NUMERIC stays NUMERIC (NUMERICN, INFORMATION_SCHEMA 'numeric'), DECIMAL DECIMAL.
 //! - `DECLARE @v type [= expr], ...`, `SET @v = expr`, `SET NOCOUNT ON|OFF`, other `SET ...` ignored.
+//! - `PRINT expr`, `USE db`.
 //! - `EXEC [@r =] sp_getapplock @Resource = .., @LockMode = .., @LockOwner = 'Session'|'Transaction',
 //!   @LockTimeout = ms` → 0 granted, 1 granted after waiting, -1 timeout; real cross-connection
 //!   exclusion (every mode is exclusive), per database, released by
 //!   `EXEC sp_releaseapplock @Resource = .., @LockOwner = ..`, at COMMIT/ROLLBACK (Transaction
 //!   owner) or on disconnect.
 //! - `INSERT BULK t (col type, ...) [WITH (...)]` then a BulkLoad message: COLMETADATA, ROW/NBCROW,
-//!   DONE decoded; column types checked strictly against the table (4816 type/precision/scale
-//!   mismatch, 4815 string too long, 515 NULL into NOT NULL, 2627 UNIQUE); the whole load is
-//!   atomic; identity columns omitted get values, supplied ones are kept (KEEP_IDENTITY).
+//!   DONE decoded. The statement binds its columns to the table (one it lacks: a failed DONE
+//!   without ERROR; twice: 264; unknown type: 2715); the COLMETADATA binds by position (another
+//!   count: 4804) and each column must be of the declared type with the target's nullability
+//!   and PLP for a MAX target (4816 states 2/1/2); values longer than declared are 4815, values
+//!   the table refuses 2628/515/2627 with 3621 (declared types are converted as INSERT does);
+//!   the whole load is atomic; identity columns omitted get values, supplied ones are kept.
 //! - Anything else → ERROR 102 quoting the statement.
 //!
 //! Transactions: rows inserted (INSERT or bulk) inside a transaction are visible to the own
@@ -127,6 +137,10 @@
 //! BIGINT→Int64, INT→Int32, SMALLINT→Int16, TINYINT→UInt8, BIT→Boolean, DECIMAL(p,s)→Decimal128(p,s),
 //! NVARCHAR/VARCHAR/SYSNAME→Utf8, DATETIME2(0..=3)→Timestamp(Millisecond, None),
 //! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back).
+//!
+//! Keyset pages (`SELECT TOP (n) ... WHERE key > @p ORDER BY key`) on a table with a single-column
+//! integer primary key whose stored rows ascend in it are answered by a binary search (a clustered
+//! index seek) instead of a scan and sort ([`TestServer::set_index_seek`], [`Stats::index_seeks`]).
 //!
 //! ## Faults and throughput
 //! [`Faults`]: refuse logins, drop a connection after N result rows (counted cumulatively over
@@ -164,6 +178,6 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ServerError, SqlError};
-pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME};
+pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME_PREFIX};
 pub use tls::{ca_certificate_pem, TlsMode};
 pub use types::{Column, ColumnDefault, SqlType, Value};

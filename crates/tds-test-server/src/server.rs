@@ -15,7 +15,7 @@ use crate::error::{Result, ServerError, SqlError};
 use crate::sql::parse_batch;
 use crate::tls::{self, Plan, TlsMode, Transport};
 use crate::types::{Column, ColumnDefault, SqlType, Value};
-use crate::wire::{self, done, packet, token, BulkColumn, OutCol, Rd, TokenWriter, WireError, WireType};
+use crate::wire::{self, cur_cmd, done, packet, token, BulkColumn, OutCol, Rd, TokenWriter, WireError, WireType};
 
 /// How a [`TestServer`] behaves.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +27,9 @@ pub struct ServerConfig {
     pub password: Option<String>,
     /// TCP port on 127.0.0.1; 0 (default) picks a free one.
     pub port: u16,
-    /// `@@SERVERNAME` (default [`DEFAULT_SERVER_NAME`]). Two instances given the same name are
+    /// `@@SERVERNAME` (default: [`DEFAULT_SERVER_NAME_PREFIX`], this process's count of started
+    /// servers and the port, e.g. `TDS-TEST-SERVER-3-41234`, so no two instances share an
+    /// identity unless a test gives them one). Two instances given the same name are
     /// what a cloned VM or a renamed host looks like until someone runs sp_dropserver/sp_addserver.
     pub server_name: Option<String>,
     /// `SERVERPROPERTY('MachineName')` and `SERVERPROPERTY('ServerName')`, the host's current
@@ -38,8 +40,13 @@ pub struct ServerConfig {
     pub tls: TlsMode,
 }
 
-/// `@@SERVERNAME` of a server whose [`ServerConfig::server_name`] is not set.
-pub const DEFAULT_SERVER_NAME: &str = "TDS-TEST-SERVER";
+/// How `@@SERVERNAME` of a server whose [`ServerConfig::server_name`] is not set begins; the
+/// rest (`-N-PORT`: the N-th server this process started, its port) makes it distinct, as two
+/// real instances are (a test that forgets to name its servers must not see one identity).
+pub const DEFAULT_SERVER_NAME_PREFIX: &str = "TDS-TEST-SERVER";
+
+/// Servers started by this process (numbers the default `@@SERVERNAME`s).
+static SERVERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// A copy of one database (its tables, identity counters, object IDs and creation facts), as a
 /// backup file or a cloned disk holds it; see [`TestServer::backup_database`].
@@ -217,6 +224,8 @@ pub struct Stats {
     /// Connections closed after PRELOGIN because client and server could not agree on
     /// encryption (e.g. a plaintext client and [`TlsMode::Required`]).
     pub encryption_refusals: u64,
+    /// SELECTs answered by a seek on the primary key (keyset pages) instead of a scan.
+    pub index_seeks: u64,
 }
 
 struct State {
@@ -283,7 +292,8 @@ impl TestServer {
         let state = Arc::new(State { engine: Shared::default(), routing: Mutex::new(None), access_token: Mutex::new(None), faults: Faults::default(), counters: Counters::default(), config, next_session: AtomicU64::new(51) });
         {
             let mut cat = state.engine.cat();
-            cat.server_name = state.config.server_name.clone().unwrap_or_else(|| DEFAULT_SERVER_NAME.to_string());
+            let n = SERVERS_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
+            cat.server_name = state.config.server_name.clone().unwrap_or_else(|| format!("{DEFAULT_SERVER_NAME_PREFIX}-{n}-{}", addr.port()));
             cat.machine_name = state.config.machine_name.clone().unwrap_or_else(|| cat.server_name.clone());
             cat.ensure_db("master");
         }
@@ -342,6 +352,7 @@ impl TestServer {
             tls_handshakes: g(&c.tls_handshakes),
             login_only_encryption: g(&c.login_only_encryption),
             encryption_refusals: g(&c.encryption_refusals),
+            index_seeks: g(&self.state.engine.cat().index_seeks),
         }
     }
 
@@ -360,6 +371,13 @@ impl TestServer {
     /// `@@SERVERNAME`.
     pub fn server_name(&self) -> String {
         self.state.engine.cat().server_name.clone()
+    }
+
+    /// Keyset pages (`SELECT TOP (n) ... WHERE key > @p ORDER BY key`) seek on the primary key
+    /// (default, as SQL Server's clustered index does), or with `false` scan and sort the whole
+    /// table per page as the server did before; for measuring the difference.
+    pub fn set_index_seek(&self, on: bool) {
+        self.state.engine.cat().no_index_seek = !on;
     }
 
     /// Sets `@@SERVERNAME` (what `sp_dropserver`/`sp_addserver` and a restart do).
@@ -449,7 +467,8 @@ impl TestServer {
     /// Creates `db` with `dbo.PerfSnapshotRun` in the source shape of SCHEMA.md
     /// (ServerID INT NULL present only when `with_server_id`).
     pub fn create_dbatools(&self, db: &str, with_server_id: bool) {
-        self.state.engine.cat().create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(with_server_id, true), vec![]);
+        // PerfSnapshotRunID is the (clustered) primary key, as SCHEMA.md has it.
+        self.state.engine.cat().create_table(db, "dbo", "PerfSnapshotRun", perf_snapshot_run_columns(with_server_id, true), vec![vec![0]]);
     }
 
     /// Creates `db` with `dbo.Servers` (UNIQUE ServerName, IsActive default 1, CreatedDate default
@@ -888,7 +907,7 @@ impl Conn {
                 packet::BULK_LOAD => self.bulk_load(status, body).await?,
                 packet::ATTENTION => {
                     let mut w = TokenWriter::default();
-                    w.done(token::DONE, done::ATTN, 0);
+                    w.done(token::DONE, done::ATTN, 0, 0);
                     self.send(&w.buf, true).await?;
                 }
                 other => return Err(proto(format!("unsupported packet type {other}")).into()),
@@ -962,7 +981,7 @@ impl Conn {
             self.st.counters.failed_logins.fetch_add(1, Ordering::SeqCst);
             self.st.counters.errors_sent.fetch_add(1, Ordering::SeqCst);
             w.message(token::ERROR, n, 1, class, &msg);
-            w.done(token::DONE, done::ERROR, 0);
+            w.done(token::DONE, done::ERROR, 0, 0);
             self.send(&w.buf, true).await?;
             let _ = self.stream.shutdown().await;
             return Ok(false);
@@ -990,13 +1009,13 @@ impl Conn {
         if let Some((host, port)) = &routing {
             // A gateway's answer: log in somewhere else, then this connection is closed.
             w.env_routing(host, *port);
-            w.done(token::DONE, 0, 0);
+            w.done(token::DONE, 0, 0, 0);
             self.send(&w.buf, true).await?;
             self.st.counters.routed_logins.fetch_add(1, Ordering::SeqCst);
             let _ = self.stream.shutdown().await;
             return Ok(false);
         }
-        w.done(token::DONE, 0, 0);
+        w.done(token::DONE, 0, 0, 0);
         self.send(&w.buf, true).await?;
         self.packet_size = size as usize;
         self.st.counters.logins.fetch_add(1, Ordering::SeqCst);
@@ -1006,7 +1025,7 @@ impl Conn {
     async fn run_sql(&mut self, text: &str, mut vars: Vars) -> Vec<Out> {
         let stmts = match parse_batch(text) {
             Ok(s) => s,
-            Err(e) => return vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+            Err(e) => return vec![Out::Error(e), Out::Done { status: done::ERROR, count: None, cmd: 0 }],
         };
         self.st.counters.statements.fetch_add(stmts.len() as u64, Ordering::SeqCst);
         let faults = &self.st.faults;
@@ -1032,7 +1051,7 @@ impl Conn {
         let proc = if n == 0xFFFF {
             match r.u16().map_err(e)? {
                 10 => "sp_executesql".to_string(),
-                id => return Ok(vec![Out::Error(SqlError::new(2812, format!("tds-test-server supports RPC ProcID 10 (sp_executesql) only, got ProcID {id}."))), Out::Done { status: done::ERROR, count: None }]),
+                id => return Ok(vec![Out::Error(SqlError::new(2812, format!("tds-test-server supports RPC ProcID 10 (sp_executesql) only, got ProcID {id}."))), Out::Done { status: done::ERROR, count: None, cmd: 0 }]),
             }
         } else {
             r.utf16(n as usize).map_err(e)?.to_lowercase()
@@ -1049,7 +1068,7 @@ impl Conn {
         let proc = proc.rsplit('.').next().unwrap_or(&proc).to_string();
         if proc == "sp_executesql" {
             let Some((_, _, Value::Str(stmt))) = params.first().cloned() else {
-                return Ok(vec![Out::Error(SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.")), Out::Done { status: done::ERROR, count: None }]);
+                return Ok(vec![Out::Error(SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.")), Out::Done { status: done::ERROR, count: None, cmd: 0 }]);
             };
             let mut vars = Vars::new();
             for (i, (name, ty, v)) in params.into_iter().enumerate().skip(2) {
@@ -1062,7 +1081,7 @@ impl Conn {
         self.st.counters.statements.fetch_add(1, Ordering::SeqCst);
         Ok(match self.session.call_proc(&self.st.engine, &proc, &args, &proc).await {
             Ok(status) => vec![Out::ReturnStatus(status)],
-            Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+            Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None, cmd: 0 }],
         })
     }
 
@@ -1092,7 +1111,7 @@ impl Conn {
             other => outs.push(Out::Error(SqlError::new(8525, format!("Transaction manager request {other} is not supported by tds-test-server.")))),
         }
         let err = outs.iter().any(|o| matches!(o, Out::Error(_)));
-        outs.push(Out::Done { status: if err { done::ERROR } else { 0 }, count: None });
+        outs.push(Out::Done { status: if err { done::ERROR } else { 0 }, count: None, cmd: 0 });
         Ok(outs)
     }
 
@@ -1100,7 +1119,7 @@ impl Conn {
     /// results stream); honours the drop-after-rows fault.
     async fn respond(&mut self, mut outs: Vec<Out>, rpc: bool) -> std::result::Result<(), Stop> {
         if !outs.iter().any(|o| matches!(o, Out::Done { .. } | Out::DoneProc)) && !rpc {
-            outs.push(Out::Done { status: 0, count: None });
+            outs.push(Out::Done { status: 0, count: None, cmd: 0 });
         }
         // A failed statement fails the RPC (RETURNSTATUS, DONEPROC's DONE_ERROR), also one that
         // sent no ERROR token.
@@ -1152,14 +1171,14 @@ impl Conn {
                         }
                     }
                 }
-                Out::Done { status, count } => {
+                Out::Done { status, count, cmd } => {
                     let more = if rpc || Some(i) != last_done { done::MORE } else { 0 };
                     let cnt = if count.is_some() { done::COUNT } else { 0 };
-                    w.done(if rpc { token::DONEINPROC } else { token::DONE }, status | more | cnt | in_tx, count.unwrap_or(0));
+                    w.done(if rpc { token::DONEINPROC } else { token::DONE }, status | more | cnt | in_tx, cmd, count.unwrap_or(0));
                 }
                 Out::DoneProc => {
                     let more = if Some(i) != last_done { done::MORE } else { 0 };
-                    w.done(token::DONEPROC, more, 0);
+                    w.done(token::DONEPROC, more, cur_cmd::EXECUTE, 0);
                 }
                 Out::Error(e) => {
                     self.st.counters.errors_sent.fetch_add(1, Ordering::SeqCst);
@@ -1167,11 +1186,14 @@ impl Conn {
                 }
                 Out::EnvBytes(kind, new, old) => w.env_bytes(kind, &new, &old),
                 Out::ReturnStatus(s) => w.return_status(s),
+                Out::Order(cols) => w.order(&cols),
+                Out::Info(m) => w.message(token::INFO, m.number, m.state, m.class, &m.message),
+                Out::EnvStr(kind, new, old) => w.env_str(kind, &new, &old),
             }
         }
         if rpc {
             w.return_status(if any_error { -6 } else { 0 });
-            w.done(token::DONEPROC, if any_error { done::ERROR } else { 0 }, 0);
+            w.done(token::DONEPROC, if any_error { done::ERROR } else { 0 }, cur_cmd::EXECUTE, 0);
         }
         self.fault_rows += rows;
         self.st.counters.rows_sent.fetch_add(rows, Ordering::SeqCst);
@@ -1218,8 +1240,9 @@ impl Conn {
             }
         };
         let target = self.session.bulk_target.take();
+        let declared = std::mem::take(&mut self.session.bulk_declared);
         let cols = target.as_ref().and_then(|k| self.st.engine.cat().table(k).map(|t| (t.columns.clone(), t.bulk_count_only, t.name.clone())));
-        let mut dec = BulkDecoder { buf: Vec::new(), cols: None, table: cols.clone(), map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false };
+        let mut dec = BulkDecoder { buf: Vec::new(), cols: None, table: cols.clone(), declared, map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false };
         if target.is_none() || cols.is_none() {
             dec.error = Some(SqlError::new(4804, "While reading current row from host, a premature end-of-message was encountered (no INSERT BULK statement precedes this BulkLoad message)."));
         }
@@ -1236,36 +1259,44 @@ impl Conn {
         if !dec.buf.is_empty() {
             return Err(proto(format!("BulkLoad message ends inside a token ({} bytes left)", dec.buf.len())).into());
         }
+        if dec.cols.is_none() && dec.error.is_none() {
+            dec.error = Some(premature_end(2));
+        }
         self.st.counters.bulk_rows_received.fetch_add(dec.n, Ordering::SeqCst);
         if drop_this {
             return Err(Stop::Dropped);
         }
         self.st.counters.bulk_loads.fetch_add(1, Ordering::SeqCst);
         let outs = match (dec.error.take(), target, cols) {
-            (Some(e), _, _) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+            (Some(e), _, _) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None, cmd: cur_cmd::STATEMENT }],
             (None, Some(k), Some((_, count_only, _))) => {
                 let n = dec.n;
                 if count_only {
-                    vec![Out::Done { status: 0, count: Some(n) }]
+                    vec![Out::Done { status: 0, count: Some(n), cmd: cur_cmd::BULK_INSERT }]
                 } else {
                     let pending = self.session.pending(&k).to_vec();
                     let mut cat = self.st.engine.cat();
                     match cat.table_mut(&k) {
-                        None => vec![Out::Error(SqlError::new(208, "Invalid object name (table dropped during bulk load).")), Out::Done { status: done::ERROR, count: None }],
+                        None => vec![Out::Error(SqlError::new(208, "Invalid object name (table dropped during bulk load).")), Out::Done { status: done::ERROR, count: None, cmd: 0 }],
                         Some(t) => match build_rows(t, std::mem::take(&mut dec.rows), &pending) {
-                            Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None }],
+                            // A row the table refuses ends the load as INSERT ends (3621).
+                            Err(e) => vec![
+                                Out::Error(e),
+                                Out::Info(SqlError { number: 3621, class: 0, state: 0, message: "The statement has been terminated.".into() }),
+                                Out::Done { status: done::ERROR, count: None, cmd: cur_cmd::BULK_INSERT },
+                            ],
                             Ok(rows) => {
                                 match &mut self.session.tx {
                                     Some(tx) => tx.pending.entry(k).or_default().extend(rows),
                                     None => t.rows.extend(rows),
                                 }
-                                vec![Out::Done { status: 0, count: Some(n) }]
+                                vec![Out::Done { status: 0, count: Some(n), cmd: cur_cmd::BULK_INSERT }]
                             }
                         },
                     }
                 }
             }
-            _ => vec![Out::Done { status: done::ERROR, count: None }],
+            _ => vec![Out::Done { status: done::ERROR, count: None, cmd: 0 }],
         };
         self.respond(outs, false).await
     }
@@ -1297,10 +1328,10 @@ fn end_early(outs: Vec<Out>, keep: u64, how: EarlyEnd) -> Vec<Out> {
                 }
                 seen = Some(n + count);
             }
-            (Out::Done { status, count }, Some(n)) => {
+            (Out::Done { status, count, cmd }, Some(n)) => {
                 out.push(match how {
-                    EarlyEnd::CountMismatch => Out::Done { status, count: Some(count.unwrap_or(n)) },
-                    EarlyEnd::ErrorFlag => Out::Done { status: status | done::ERROR, count: None },
+                    EarlyEnd::CountMismatch => Out::Done { status, count: Some(count.unwrap_or(n)), cmd },
+                    EarlyEnd::ErrorFlag => Out::Done { status: status | done::ERROR, count: None, cmd },
                 });
                 seen = None;
                 ended = true;
@@ -1317,6 +1348,8 @@ struct BulkDecoder {
     cols: Option<Vec<BulkColumn>>,
     /// Target columns, count-only flag, table name.
     table: Option<(Vec<Column>, bool, String)>,
+    /// The INSERT BULK statement's columns: (table column index, declared type).
+    declared: Vec<(usize, SqlType)>,
     /// Bulk column index -> table column index.
     map: Vec<usize>,
     rows: Vec<Vec<Option<Value>>>,
@@ -1377,27 +1410,44 @@ impl BulkDecoder {
         Ok(())
     }
 
-    /// Checks the client's column types against the table, as SQL Server does (strictly:
-    /// same type family and width, same precision/scale, same DATETIME2 scale).
+    /// Checks the client's COLMETADATA as SQL Server does: columns bind by position to the
+    /// INSERT BULK statement's list (their names are not used; another count is 4804 state 3),
+    /// and each column's TYPE_INFO must be of the declared type (DECIMALN or NUMERICN for
+    /// decimal/numeric with its precision and scale, DATETIME2 with its scale; character lengths
+    /// are not compared, as tiberius' `nvarchar(2n)` declarations for NVARCHAR(n) columns were
+    /// accepted, but MAX must be MAX), with the target column's nullability (state 1) and PLP
+    /// for a MAX target (state 2), else 4816 for that colid. The declared type may differ from
+    /// the table's: values are converted as INSERT converts them.
     fn validate(&mut self, bulk: &[BulkColumn]) {
         let Some((cols, _, tname)) = &self.table else { return };
         self.map.clear();
-        for (j, b) in bulk.iter().enumerate() {
-            let Some(i) = cols.iter().position(|c| c.name.eq_ignore_ascii_case(&b.name)) else {
-                self.error.get_or_insert(SqlError::new(4819, format!("Cannot bulk load. The bulk data stream was incorrectly specified as sorted or the column '{}' is not in table '{tname}'.", b.name)));
-                self.map.push(usize::MAX);
-                continue;
-            };
+        if bulk.len() != self.declared.len() {
+            self.error.get_or_insert(premature_end(3));
+            return;
+        }
+        let family = |t: SqlType| match t {
+            SqlType::Numeric { precision, scale } => SqlType::Decimal { precision, scale },
+            SqlType::NVarChar(Some(_)) => SqlType::NVarChar(Some(0)),
+            SqlType::VarChar(Some(_)) => SqlType::VarChar(Some(0)),
+            t => t,
+        };
+        for (j, (b, &(i, decl))) in bulk.iter().zip(&self.declared).enumerate() {
             self.map.push(i);
-            let want = cols[i].ty;
-            let ok = match (b.wire.sql_type(), want) {
-                (Some(SqlType::NVarChar(_)), SqlType::NVarChar(_)) | (Some(SqlType::VarChar(_)), SqlType::VarChar(_)) => true,
-                (Some(got), want) => got == want,
-                (None, _) => false,
+            let target = &cols[i];
+            let sent = b.wire.sql_type();
+            let state = if sent.map(family) != Some(family(decl)) {
+                Some(2)
+            } else if (b.flags & 1 != 0) != target.nullable {
+                Some(1)
+            } else if matches!(target.ty, SqlType::NVarChar(None) | SqlType::VarChar(None)) && !matches!(sent, Some(SqlType::NVarChar(None) | SqlType::VarChar(None))) {
+                Some(2)
+            } else {
+                None
             };
-            if !ok {
-                let got = b.wire.sql_type().map(|t| t.sql_name()).unwrap_or_else(|| format!("{:?}", b.wire));
-                self.error.get_or_insert(SqlError::new(4816, format!("Invalid column type from bcp client for colid {} ('{}': client sent {got}, table '{tname}' has {}).", j + 1, b.name, want.sql_name())));
+            if let Some(state) = state {
+                let got = sent.map(|t| t.sql_name()).unwrap_or_else(|| format!("{:?}", b.wire));
+                let why = format!("'{}': the client declared {}, sent {got}{}, table '{tname}' has {}", target.name, decl.sql_name(), if b.flags & 1 != 0 { " NULL" } else { " NOT NULL" }, target.ty.sql_name());
+                self.error.get_or_insert(SqlError { number: 4816, class: 16, state, message: format!("Invalid column type from bcp client for colid {} ({why}).", j + 1) });
             }
         }
     }
@@ -1413,7 +1463,15 @@ impl BulkDecoder {
             if i == usize::MAX {
                 continue;
             }
-            if let (Value::Str(s), SqlType::NVarChar(Some(max)) | SqlType::VarChar(Some(max))) = (&v, cols[i].ty) {
+            // Longer than the COLMETADATA or the declaration says: 4815; longer than the table
+            // column only: 2628 when the row is converted to the table's types.
+            let sent = self.cols.as_ref().and_then(|c| c.get(j)).and_then(|c| c.wire.sql_type());
+            let limit = |t: Option<SqlType>| match t {
+                Some(SqlType::NVarChar(Some(n)) | SqlType::VarChar(Some(n))) => n,
+                _ => u16::MAX,
+            };
+            let max = limit(sent).min(limit(self.declared.get(j).map(|d| d.1)));
+            if let (Value::Str(s), true) = (&v, max < u16::MAX) {
                 if s.chars().count() > max as usize {
                     self.error = Some(SqlError::new(4815, format!("Received an invalid column length from the bcp client for colid {} (column '{}', {} characters, max {max}).", j + 1, cols[i].name, s.chars().count())));
                     return;
@@ -1425,6 +1483,12 @@ impl BulkDecoder {
             self.rows.push(row);
         }
     }
+}
+
+/// Error 4804 (the BulkLoad message does not match the INSERT BULK statement); `state` 2: no
+/// COLMETADATA, 3: another number of columns.
+fn premature_end(state: u8) -> SqlError {
+    SqlError { number: 4804, class: 16, state, message: "While reading current row from host, a premature end-of-message was encountered--an incoming data stream was interrupted when the server expected to see more data. The host program may have terminated. Ensure that you are using a supported client application programming interface (API).".into() }
 }
 
 /// Skips ALL_HEADERS (TDS 7.2+) at the start of SQLBatch/RPC/TM payloads.
@@ -1584,13 +1648,14 @@ mod tests {
                 }
             }
         }
-        w.done(token::DONE, 0, 4);
+        w.done(token::DONE, 0, 0, 4);
         let want = [&rows[0], &rows[1], &rows[1], &rows[2]].iter().map(|r| r.iter().map(|v| Some(v.clone())).collect()).collect();
         (cols, w.buf, want)
     }
 
     fn decoder(cols: &[Column], count_only: bool) -> BulkDecoder {
-        BulkDecoder { buf: Vec::new(), cols: None, table: Some((cols.to_vec(), count_only, "T".into())), map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false }
+        let declared = cols.iter().enumerate().map(|(i, c)| (i, c.ty)).collect();
+        BulkDecoder { buf: Vec::new(), cols: None, table: Some((cols.to_vec(), count_only, "T".into())), declared, map: Vec::new(), rows: Vec::new(), n: 0, error: None, done: false }
     }
 
     #[test]

@@ -359,9 +359,15 @@ pub enum Stmt {
         table: ObjName,
         /// Column names as listed.
         cols: Vec<String>,
+        /// Their declared types (`Err`: a type name the server does not know).
+        types: Vec<Result<SqlType, String>>,
     },
     /// Accepted and ignored (SET options other than NOCOUNT).
     Noop,
+    /// PRINT e: an INFO message (number 0, class 0) with the value as text.
+    Print(Expr),
+    /// USE db: the session's database changes (ENVCHANGE 1 and INFO 5701).
+    Use(String),
 }
 
 /// A parsed statement with its source text (for messages and fault matching).
@@ -396,7 +402,7 @@ pub fn parse_batch(src: &str) -> Result<Vec<Parsed>, SqlError> {
     Ok(out)
 }
 
-const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE", "DROP", "TRUNCATE"];
+const STMT_WORDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "IF", "ELSE", "END", "DECLARE", "SET", "EXEC", "EXECUTE", "CREATE", "DROP", "TRUNCATE", "PRINT", "USE"];
 
 impl<'a> P<'a> {
     fn err(&self, what: &str) -> SqlError {
@@ -485,10 +491,20 @@ impl<'a> P<'a> {
             if self.eat_kw("BULK") {
                 let table = self.obj_name()?;
                 let mut cols = Vec::new();
+                let mut types = Vec::new();
                 if self.eat_sym("(") {
                     loop {
                         cols.push(self.ident()?);
-                        // Skip the type text up to the next top-level ',' or ')'.
+                        // The declared type; an unknown one is kept by name (error 2715 at run time).
+                        let at = self.i;
+                        types.push(match self.sql_type() {
+                            Ok(t) => Ok(t),
+                            Err(_) => {
+                                self.i = at;
+                                Err(self.ident().unwrap_or_default())
+                            }
+                        });
+                        // Skip the rest (COLLATE ..., NULL, NOT NULL) up to the next top-level ',' or ')'.
                         let mut depth = 0;
                         loop {
                             match self.peek() {
@@ -510,7 +526,7 @@ impl<'a> P<'a> {
                 if self.eat_kw("WITH") {
                     self.skip_parens()?;
                 }
-                return Ok(Stmt::InsertBulk { table, cols });
+                return Ok(Stmt::InsertBulk { table, cols, types });
             }
             self.eat_kw("INTO");
             let table = self.obj_name()?;
@@ -676,6 +692,12 @@ impl<'a> P<'a> {
             }
             return Ok(Stmt::Exec { ret, proc, args });
         }
+        if self.eat_kw("PRINT") {
+            return Ok(Stmt::Print(self.expr()?));
+        }
+        if self.eat_kw("USE") {
+            return Ok(Stmt::Use(self.ident()?));
+        }
         if self.eat_kw("TRUNCATE") {
             self.kw("TABLE")?;
             return Ok(Stmt::Truncate { table: self.obj_name()? });
@@ -805,16 +827,20 @@ impl<'a> P<'a> {
             "int" | "integer" => SqlType::Int,
             "bigint" => SqlType::BigInt,
             "bit" => SqlType::Bit,
-            "decimal" | "numeric" => {
+            "decimal" | "numeric" | "dec" => {
                 let p = a.first().copied().flatten().unwrap_or(18).clamp(1, 38) as u8;
                 let s = a.get(1).copied().flatten().unwrap_or(0).min(p as u32) as u8;
-                SqlType::Decimal { precision: p, scale: s }
+                if name == "numeric" {
+                    SqlType::Numeric { precision: p, scale: s }
+                } else {
+                    SqlType::Decimal { precision: p, scale: s }
+                }
             }
             "nvarchar" | "nchar" => SqlType::NVarChar(len(1)),
             "varchar" | "char" => SqlType::VarChar(len(1)),
             "sysname" => SqlType::NVarChar(Some(128)),
             "datetime2" => SqlType::DateTime2(a.first().copied().flatten().unwrap_or(7).min(7) as u8),
-            "datetime" => SqlType::DateTime2(3),
+            "datetime" => SqlType::DateTime,
             other => return Err(self.err(&format!("unsupported type {other}"))),
         })
     }
@@ -1196,6 +1222,9 @@ mod tests {
         assert!(cols[0].identity && !cols[0].nullable && cols[0].unique);
         assert_eq!(cols[2].ty, SqlType::DateTime2(7));
         let b = parse_batch("INSERT BULK dbo.T ([a] int, [b] decimal(9,4), [c] nvarchar(256)) WITH (TABLOCK, ORDER(a ASC))").unwrap();
-        assert_eq!(b[0].stmt, Stmt::InsertBulk { table: ObjName { db: None, schema: Some("dbo".into()), name: "T".into() }, cols: vec!["a".into(), "b".into(), "c".into()] });
+        assert_eq!(b[0].stmt, Stmt::InsertBulk { table: ObjName { db: None, schema: Some("dbo".into()), name: "T".into() }, cols: vec!["a".into(), "b".into(), "c".into()], types: vec![Ok(SqlType::Int), Ok(SqlType::Decimal { precision: 9, scale: 4 }), Ok(SqlType::NVarChar(Some(256)))] });
+        let b = parse_batch("INSERT BULK t ([x] numeric(5,1) NOT NULL, [y] datetime, [z] nvarchar(8) COLLATE Latin1_General_CI_AS, [w] geography)").unwrap();
+        let Stmt::InsertBulk { types, .. } = &b[0].stmt else { panic!() };
+        assert_eq!(types, &[Ok(SqlType::Numeric { precision: 5, scale: 1 }), Ok(SqlType::DateTime), Ok(SqlType::NVarChar(Some(8))), Err("geography".to_string())]);
     }
 }

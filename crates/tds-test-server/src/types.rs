@@ -28,8 +28,16 @@ pub enum SqlType {
     BigInt,
     /// BIT.
     Bit,
-    /// DECIMAL(p,s) / NUMERIC(p,s).
+    /// DECIMAL(p,s).
     Decimal {
+        /// Total digits, 1..=38.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// NUMERIC(p,s): the same values as DECIMAL(p,s), described as NUMERICN (0x6C) on the wire
+    /// and as `numeric` in INFORMATION_SCHEMA, as SQL Server keeps the declared name.
+    Numeric {
         /// Total digits, 1..=38.
         precision: u8,
         /// Digits after the point.
@@ -41,6 +49,9 @@ pub enum SqlType {
     VarChar(Option<u16>),
     /// DATETIME2(scale), scale 0..=7.
     DateTime2(u8),
+    /// DATETIME: 1753-01-01..9999-12-31, time in 1/300 s (values rounded to .000/.003/.007 s);
+    /// DATETIME (0x3D) / DATETIMN(8) (0x6F) on the wire.
+    DateTime,
 }
 
 impl SqlType {
@@ -55,8 +66,9 @@ impl SqlType {
             SqlType::Int => DataType::Int32,
             SqlType::BigInt => DataType::Int64,
             SqlType::Bit => DataType::Boolean,
-            SqlType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
+            SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale as i8),
             SqlType::NVarChar(_) | SqlType::VarChar(_) => DataType::Utf8,
+            SqlType::DateTime => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::DateTime2(s) if s <= 3 => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::DateTime2(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
         }
@@ -71,6 +83,8 @@ impl SqlType {
             SqlType::BigInt => "bigint",
             SqlType::Bit => "bit",
             SqlType::Decimal { .. } => "decimal",
+            SqlType::Numeric { .. } => "numeric",
+            SqlType::DateTime => "datetime",
             SqlType::NVarChar(_) => "nvarchar",
             SqlType::VarChar(_) => "varchar",
             SqlType::DateTime2(_) => "datetime2",
@@ -81,6 +95,7 @@ impl SqlType {
     pub fn sql_name(&self) -> String {
         match *self {
             SqlType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
             SqlType::NVarChar(Some(n)) => format!("nvarchar({n})"),
             SqlType::NVarChar(None) => "nvarchar(max)".into(),
             SqlType::VarChar(Some(n)) => format!("varchar({n})"),
@@ -274,7 +289,7 @@ impl Value {
             (Value::Int(i), SqlType::Bit) => Ok(Value::Bool(i != 0)),
             (Value::Str(s), SqlType::Bit) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Value::Bool(true)),
             (Value::Str(s), SqlType::Bit) if s.eq_ignore_ascii_case("false") || s == "0" => Ok(Value::Bool(false)),
-            (v @ (Value::Int(_) | Value::Bool(_) | Value::Decimal { .. }), SqlType::Decimal { precision, scale }) => {
+            (v @ (Value::Int(_) | Value::Bool(_) | Value::Decimal { .. }), SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale }) => {
                 let (m, s) = v.as_decimal().ok_or_else(|| conv_fail(&v))?;
                 let m = rescale(m, s, *scale).ok_or_else(|| overflow("numeric"))?;
                 if m.unsigned_abs() >= 10u128.pow(*precision as u32) {
@@ -282,14 +297,14 @@ impl Value {
                 }
                 Ok(Value::Decimal { mantissa: m, scale: *scale })
             }
-            (Value::Float(f), SqlType::Decimal { precision, scale }) => {
+            (Value::Float(f), SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale }) => {
                 let m = (f * 10f64.powi(*scale as i32)).round();
                 if !m.is_finite() || m.abs() >= 10f64.powi(*precision as i32) {
                     return Err(overflow("float"));
                 }
                 Ok(Value::Decimal { mantissa: m as i128, scale: *scale })
             }
-            (Value::Str(s), SqlType::Decimal { .. }) => {
+            (Value::Str(s), SqlType::Decimal { .. } | SqlType::Numeric { .. }) => {
                 let v = parse_decimal_literal(s.trim()).ok_or_else(|| conv_fail(&Value::Str(s.clone())))?;
                 v.coerce(ty, col)
             }
@@ -307,6 +322,11 @@ impl Value {
                 Value::Str(v.to_string()).coerce(ty, col)
             }
             (Value::DateTime2(t), SqlType::DateTime2(scale)) => Ok(Value::DateTime2(round_ticks(t, *scale))),
+            (Value::DateTime2(t), SqlType::DateTime) => datetime_value(t).ok_or_else(|| SqlError::new(242, format!("The conversion of a datetime2 data type to a datetime data type resulted in an out-of-range value (column '{col}')."))),
+            (Value::Str(s), SqlType::DateTime) => {
+                let t = parse_datetime(&s).ok_or_else(|| SqlError::new(241, format!("Conversion failed when converting date and/or time from character string '{s}'.")))?;
+                datetime_value(t).ok_or_else(|| SqlError::new(242, format!("The conversion of a varchar data type to a datetime data type resulted in an out-of-range value (column '{col}').")))
+            }
             (Value::Str(s), SqlType::DateTime2(scale)) => {
                 let t = parse_datetime(&s).ok_or_else(|| SqlError::new(241, format!("Conversion failed when converting date and/or time from character string '{s}'.")))?;
                 Ok(Value::DateTime2(round_ticks(t, *scale)))
@@ -314,6 +334,34 @@ impl Value {
             (v, _) => Err(conv_fail(&v)),
         }
     }
+}
+
+/// Days from 0001-01-01 to 1900-01-01, DATETIME's day 0.
+pub const DAYS_1900: i64 = 693_595;
+/// DATETIME's 1/300 s ticks in a day.
+pub const DATETIME_TICKS_PER_DAY: i64 = 300 * 86_400;
+
+/// DATETIME's (days since 1900-01-01, 1/300 s of the day) for 100 ns ticks, rounded to the
+/// nearest 1/300 s as SQL Server rounds (.0015 s up); `None` outside 1753-01-01..9999-12-31.
+pub fn datetime_parts(t: i64) -> Option<(i32, u32)> {
+    let mut days = t.div_euclid(TICKS_PER_DAY) - DAYS_1900;
+    let mut ticks = (t.rem_euclid(TICKS_PER_DAY) * 3 + 50_000) / 100_000;
+    if ticks == DATETIME_TICKS_PER_DAY {
+        days += 1;
+        ticks = 0;
+    }
+    // 1753-01-01 is day -53690; 9999-12-31 is day 2958463.
+    (-53_690..=2_958_463).contains(&days).then_some((days as i32, ticks as u32))
+}
+
+/// 100 ns ticks of DATETIME parts (the 1/300 s rounded to the nearest 100 ns).
+pub fn datetime_ticks(days: i32, ticks: u32) -> i64 {
+    (DAYS_1900 + days as i64) * TICKS_PER_DAY + (ticks as i64 * 100_000 + 1) / 3
+}
+
+/// A value stored in a DATETIME column: rounded to 1/300 s, range-checked.
+fn datetime_value(t: i64) -> Option<Value> {
+    datetime_parts(t).map(|(d, k)| Value::DateTime2(datetime_ticks(d, k)))
 }
 
 /// Rounds 100 ns ticks to `scale` fractional digits (half away from zero, like SQL Server).

@@ -33,6 +33,7 @@ pub mod token {
     #![allow(missing_docs)]
     pub const COLMETADATA: u8 = 0x81;
     pub const ERROR: u8 = 0xAA;
+    pub const ORDER: u8 = 0xA9;
     pub const INFO: u8 = 0xAB;
     pub const LOGINACK: u8 = 0xAD;
     pub const ROW: u8 = 0xD1;
@@ -52,6 +53,28 @@ pub mod done {
     pub const INXACT: u16 = 0x04;
     pub const COUNT: u16 = 0x10;
     pub const ATTN: u16 = 0x20;
+}
+
+/// CurCmd of DONE/DONEINPROC/DONEPROC: the statement a DONE ends, as SQL Server numbers it (MS-TDS
+/// leaves the values to the application layer; these are the ones SQL Server sends, as the
+/// Microsoft JDBC driver's `StreamDone` lists them and MS-TDS 4.9's example shows for EXECUTE).
+/// Statements without a listed number (transactions, SET, IF, ...) send 0 here.
+pub mod cur_cmd {
+    #![allow(missing_docs)]
+    pub const SELECT: u16 = 0xC1;
+    pub const INSERT: u16 = 0xC3;
+    pub const DELETE: u16 = 0xC4;
+    pub const UPDATE: u16 = 0xC5;
+    pub const TABLE_CREATE: u16 = 0xC6;
+    pub const TABLE_DESTROY: u16 = 0xC7;
+    pub const INDEX_CREATE: u16 = 0xC8;
+    /// The DONEPROC ending a procedure (RPC or EXEC).
+    pub const EXECUTE: u16 = 0xE0;
+    /// The DONE ending a BulkLoad message.
+    pub const BULK_INSERT: u16 = 0xF0;
+    /// What SQL Server sends for an INSERT BULK statement and for a load that fails its checks
+    /// (0xFD, as observed against SQL Server).
+    pub const STATEMENT: u16 = 0xFD;
 }
 
 /// Data type bytes (MS-TDS 2.2.5.4).
@@ -228,6 +251,8 @@ pub enum WireType {
     DateN,
     /// DECIMALN/NUMERICN.
     DecimalN {
+        /// NUMERICN (0x6C) rather than DECIMALN (0x6A).
+        numeric: bool,
         /// Byte length of the value (5/9/13/17).
         len: u8,
         /// Precision.
@@ -281,7 +306,7 @@ impl WireType {
                 if !(1..=38).contains(&precision) || scale > precision || !matches!(len, 5 | 9 | 13 | 17) {
                     return bad(format!("DECIMALN len {len} precision {precision} scale {scale}"));
                 }
-                WireType::DecimalN { len, precision, scale }
+                WireType::DecimalN { numeric: t == ty::NUMERICN, len, precision, scale }
             }
             ty::DATETIME2N => match r.u8()? {
                 s @ 0..=7 => WireType::DateTime2N(s),
@@ -309,7 +334,9 @@ impl WireType {
             WireType::FixedInt(4) | WireType::IntN(4) => SqlType::Int,
             WireType::FixedInt(_) | WireType::IntN(_) => SqlType::BigInt,
             WireType::FixedBit | WireType::BitN => SqlType::Bit,
-            WireType::DecimalN { precision, scale, .. } => SqlType::Decimal { precision, scale },
+            WireType::DecimalN { numeric: false, precision, scale, .. } => SqlType::Decimal { precision, scale },
+            WireType::DecimalN { numeric: true, precision, scale, .. } => SqlType::Numeric { precision, scale },
+            WireType::FixedDateTime | WireType::DateTimeN(8) => SqlType::DateTime,
             WireType::DateTime2N(s) => SqlType::DateTime2(s),
             WireType::NVarChar(0xFFFF) => SqlType::NVarChar(None),
             WireType::NVarChar(n) => SqlType::NVarChar(Some(n / 2)),
@@ -654,14 +681,10 @@ impl TokenWriter {
         });
     }
 
-    /// DONE, DONEPROC or DONEINPROC.
-    pub fn done(&mut self, tok: u8, status: u16, count: u64) {
+    /// DONE, DONEPROC or DONEINPROC with the statement's CurCmd ([`cur_cmd`]).
+    pub fn done(&mut self, tok: u8, status: u16, cur_cmd: u16, count: u64) {
         self.buf.push(tok);
         self.buf.extend_from_slice(&status.to_le_bytes());
-        // CurCmd as SQL Server sends it (MS-TDS 4.9): EXECUTE (0xE0) for the DONEPROC of a
-        // procedure, SELECT (0xC1) for every statement (SQL Server says INSERT, UPDATE, ... for
-        // those; no client here reads it).
-        let cur_cmd: u16 = if tok == token::DONEPROC { 0xE0 } else { 0xC1 };
         self.buf.extend_from_slice(&cur_cmd.to_le_bytes());
         self.buf.extend_from_slice(&count.to_le_bytes());
     }
@@ -692,14 +715,62 @@ impl TokenWriter {
         }
     }
 
-    /// ROW; `values` must already fit `cols` (see [`Value::coerce`]).
+    /// ROW or NBCROW (see [`encode_row`]); `values` must already fit `cols` (see [`Value::coerce`]).
     pub fn row(&mut self, cols: &[OutCol], values: &[Value]) -> Result<(), String> {
-        self.buf.push(token::ROW);
-        for (c, v) in cols.iter().zip(values) {
-            encode_value(&mut self.buf, &c.ty, c.nullable, v).map_err(|e| format!("column '{}': {e}", c.name))?;
-        }
-        Ok(())
+        encode_row(&mut self.buf, cols.iter().map(|c| (&c.ty, c.nullable, c.name.as_str())), values).map(|_| ())
     }
+
+    /// ORDER (MS-TDS 2.2.7.17): the 1-based result column numbers a result is sorted by.
+    pub fn order(&mut self, columns: &[u16]) {
+        self.buf.push(token::ORDER);
+        self.buf.extend_from_slice(&((columns.len() * 2) as u16).to_le_bytes());
+        for c in columns {
+            self.buf.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+}
+
+/// Bytes a NULL takes in a ROW token: the length prefix that says NULL (1 for the
+/// BYTELEN types, 2 for USHORTLEN 0xFFFF, 8 for PLP_NULL). NOT NULL fixed types never are.
+pub fn null_len(t: &SqlType) -> usize {
+    match t {
+        SqlType::NVarChar(None) | SqlType::VarChar(None) => 8,
+        SqlType::NVarChar(Some(_)) | SqlType::VarChar(Some(_)) => 2,
+        _ => 1,
+    }
+}
+
+/// Writes one row as ROW, or as NBCROW (MS-TDS 2.2.7.15: a null bitmap, then only the non-NULL
+/// values) when that is shorter: when the bitmap's `ceil(columns / 8)` bytes are fewer than the
+/// bytes the row's NULLs take in a ROW ([`null_len`]). MS-TDS leaves the choice to the server
+/// row by row (NBCROW exists since TDS 7.3 to save the bytes of NULLs) and does not give SQL
+/// Server's exact threshold; "when it is shorter" is the rule chosen here, so that both tokens
+/// appear in ordinary results. Returns the offset (in `b`) just past each column's value (a
+/// NULL's offset is where it would have been).
+pub fn encode_row<'a>(b: &mut Vec<u8>, cols: impl Iterator<Item = (&'a SqlType, bool, &'a str)> + Clone, values: &[Value]) -> Result<Vec<usize>, String> {
+    let bitmap_len = values.len().div_ceil(8);
+    let null_bytes: usize = cols.clone().zip(values).filter(|(_, v)| v.is_null()).map(|((t, _, _), _)| null_len(t)).sum();
+    let nbc = bitmap_len < null_bytes;
+    let mut ends = Vec::with_capacity(values.len());
+    if nbc {
+        b.push(token::NBCROW);
+        let at = b.len();
+        b.resize(at + bitmap_len, 0);
+        for (i, v) in values.iter().enumerate() {
+            if v.is_null() {
+                b[at + i / 8] |= 1 << (i % 8);
+            }
+        }
+    } else {
+        b.push(token::ROW);
+    }
+    for ((t, nullable, name), v) in cols.zip(values) {
+        if !(nbc && v.is_null()) {
+            encode_value(b, t, nullable, v).map_err(|e| format!("column '{name}': {e}"))?;
+        }
+        ends.push(b.len());
+    }
+    Ok(ends)
 }
 
 /// Writes TYPE_INFO the way SQL Server describes a column: fixed INT4/INT8/BIT/INT1/INT2 for
@@ -727,6 +798,9 @@ pub fn encode_type_info(b: &mut Vec<u8>, t: &SqlType, nullable: bool) {
             }
         }
         SqlType::Decimal { precision, scale } => b.extend_from_slice(&[ty::DECIMALN, decimal_len(precision), precision, scale]),
+        SqlType::Numeric { precision, scale } => b.extend_from_slice(&[ty::NUMERICN, decimal_len(precision), precision, scale]),
+        SqlType::DateTime if nullable => b.extend_from_slice(&[ty::DATETIMN, 8]),
+        SqlType::DateTime => b.push(ty::DATETIME),
         SqlType::DateTime2(s) => b.extend_from_slice(&[ty::DATETIME2N, s]),
         SqlType::NVarChar(n) => {
             b.push(ty::NVARCHAR);
@@ -779,8 +853,17 @@ pub fn encode_value(b: &mut Vec<u8>, t: &SqlType, nullable: bool, v: &Value) -> 
             }
             b.push(*x as u8);
         }
-        (SqlType::Decimal { .. }, Value::Null) | (SqlType::DateTime2(_), Value::Null) => b.push(0),
-        (SqlType::Decimal { precision, scale }, Value::Decimal { mantissa, scale: vs }) if vs == scale => {
+        (SqlType::Decimal { .. } | SqlType::Numeric { .. }, Value::Null) | (SqlType::DateTime2(_), Value::Null) => b.push(0),
+        (SqlType::DateTime, Value::Null) if nullable => b.push(0),
+        (SqlType::DateTime, Value::DateTime2(ticks)) => {
+            let (days, t300) = crate::types::datetime_parts(*ticks).ok_or_else(|| format!("{v} is outside DATETIME's range"))?;
+            if nullable {
+                b.push(8);
+            }
+            b.extend_from_slice(&days.to_le_bytes());
+            b.extend_from_slice(&t300.to_le_bytes());
+        }
+        (SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale }, Value::Decimal { mantissa, scale: vs }) if vs == scale => {
             let len = decimal_len(*precision);
             b.push(len);
             b.push(if *mantissa < 0 { 0 } else { 1 });

@@ -273,3 +273,57 @@ async fn server_names_and_incarnation_facts_follow_renames_restores_and_recreate
     let rn = facts(&clone).await;
     assert_eq!((rn.0.as_str(), rn.1.as_str()), ("SQL09", "HOSTC"));
 }
+
+/// Two instances nobody named are two servers, as two real instances are: each has its own
+/// @@SERVERNAME (regression: every unnamed test server answered 'TDS-TEST-SERVER', so tests that
+/// forgot to name their servers saw one identity across "different" instances).
+#[tokio::test]
+async fn unnamed_servers_have_distinct_server_names() {
+    let cfg = || ServerConfig { password: Some(PASSWORD.into()), ..Default::default() };
+    let (a, b) = (TestServer::start(cfg()).unwrap(), TestServer::start(cfg()).unwrap());
+    let mut names = Vec::new();
+    for srv in [&a, &b] {
+        srv.create_database("D");
+        let mut c = connect(srv.addr(), "D", None).await.unwrap();
+        let r = c.simple_query("SELECT @@SERVERNAME AS n, CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS m").await.unwrap().into_row().await.unwrap().unwrap();
+        let (n, m) = (r.get::<&str, _>(0).unwrap().to_string(), r.get::<&str, _>(1).unwrap().to_string());
+        assert_eq!(n, srv.server_name());
+        assert_eq!(m, n, "the machine name defaults to the server name");
+        // The documented shape: prefix, this process's server number, the port.
+        let port = srv.addr().port().to_string();
+        assert!(n.starts_with(&format!("{}-", tds_test_server::DEFAULT_SERVER_NAME_PREFIX)) && n.ends_with(&format!("-{port}")), "{n}");
+        names.push(n);
+    }
+    assert_ne!(names[0], names[1]);
+}
+
+/// Keyset pages are answered by a seek on the primary key (binary search, then the next rows in
+/// key order) instead of a scan and sort of every row; both answer every page the same, and a
+/// table whose stored rows do not ascend in the key (ids inserted out of order) is still scanned
+/// and sorted. Expectations are the ids themselves, computed from the pages' bounds.
+#[tokio::test]
+async fn keyset_pages_seek_on_the_primary_key_and_match_the_scan() {
+    let srv = server();
+    srv.create_dbatools("DBATools", true);
+    let n = 1000usize;
+    srv.insert_batch("DBATools", "dbo.PerfSnapshotRun", &src_batch(&src_rows(n), true)).unwrap();
+    srv.execute("DBATools", "CREATE TABLE dbo.U (id BIGINT NOT NULL PRIMARY KEY, v INT NULL); INSERT INTO dbo.U (id, v) VALUES (5, 1), (3, 2), (9, 3), (1, 4), (7, 5)").unwrap();
+    let mut c = connect(srv.addr(), "DBATools", None).await.unwrap();
+    async fn ids(c: &mut Conn, sql: &str, top: i64, after: i64) -> Vec<i64> {
+        let rows = c.query(sql, &[&top, &after]).await.unwrap().into_first_result().await.unwrap();
+        rows.iter().map(|r| r.get::<i64, _>(0).unwrap()).collect()
+    }
+    let page = "SELECT TOP (@P1) PerfSnapshotRunID, ServerName FROM dbo.PerfSnapshotRun WHERE PerfSnapshotRunID > @P2 ORDER BY PerfSnapshotRunID";
+    for seek in [true, false] {
+        srv.set_index_seek(seek);
+        let before = srv.stats().index_seeks;
+        for (top, after) in [(100i64, 0i64), (100, 950), (7, 993), (10, 1000), (0, 5), (3, -10)] {
+            let want: Vec<i64> = ((after.max(0) + 1)..=(n as i64)).take(top as usize).collect();
+            assert_eq!(ids(&mut c, page, top, after).await, want, "seek {seek}, TOP {top} after {after}");
+        }
+        let u = "SELECT TOP (@P1) id FROM dbo.U WHERE id > @P2 ORDER BY id";
+        assert_eq!(ids(&mut c, u, 3, 2).await, [3, 5, 7], "seek {seek}: rows stored out of key order");
+        // The six PerfSnapshotRun pages sought (dbo.U's rows are not in key order: scanned).
+        assert_eq!(srv.stats().index_seeks - before, if seek { 6 } else { 0 });
+    }
+}

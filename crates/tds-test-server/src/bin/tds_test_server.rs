@@ -13,7 +13,7 @@
 //!   `Encrypt=DANGER_PLAINTEXT`, is answered ENCRYPT_REQ and disconnected), `--no-tls` a server
 //!   without a certificate (ENCRYPT_NOT_SUP to everyone). `--ca-cert-out FILE` writes the PEM
 //!   of the CA that issued the server's certificate, for clients that validate it.
-//! - `--server-name NAME` sets `@@SERVERNAME` (default TDS-TEST-SERVER), `--machine-name NAME`
+//! - `--server-name NAME` sets `@@SERVERNAME` (default TDS-TEST-SERVER-1-PORT), `--machine-name NAME`
 //!   the host name `SERVERPROPERTY('ServerName')` reports (default: the server name); two
 //!   instances with one `--server-name` and other machine names are a renamed clone.
 //! - `--port 0` picks a free port. The last line printed at startup is `READY 127.0.0.1:PORT`

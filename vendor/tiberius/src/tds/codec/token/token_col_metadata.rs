@@ -71,7 +71,11 @@ impl<'a> Display for MetaDataColumn<'a> {
                 VarLenType::Timen => write!(f, "time")?,
                 #[cfg(feature = "tds73")]
                 VarLenType::Datetime2 => write!(f, "datetime2({})", ctx.len())?,
-                VarLenType::Datetimen => write!(f, "datetime")?,
+                // perfcopy: DATETIMN(4) is SMALLDATETIME, DATETIMN(8) DATETIME.
+                VarLenType::Datetimen => match ctx.len() {
+                    4 => write!(f, "smalldatetime")?,
+                    _ => write!(f, "datetime")?,
+                },
                 VarLenType::Money => match ctx.len() {
                     4 => write!(f, "smallmoney")?,
                     _ => write!(f, "money")?,
@@ -94,14 +98,17 @@ impl<'a> Display for MetaDataColumn<'a> {
                 }
                 VarLenType::BigBinary => write!(f, "binary({})", ctx.len())?,
                 VarLenType::BigChar => write!(f, "char({})", ctx.len())?,
+                // perfcopy: the TYPE_INFO length of NVARCHAR/NCHAR is in bytes, the T-SQL
+                // length in characters (UTF-16 code units): NVARCHAR(128) is 256 bytes and is
+                // declared `nvarchar(128)`, as SqlBulkCopy declares it; only 0xFFFF is MAX.
                 VarLenType::NVarchar => {
-                    if ctx.len() <= 4000 {
-                        write!(f, "nvarchar({})", ctx.len())?
+                    if ctx.len() <= 8000 {
+                        write!(f, "nvarchar({})", ctx.len() / 2)?
                     } else {
                         write!(f, "nvarchar(max)")?
                     }
                 }
-                VarLenType::NChar => write!(f, "nchar({})", ctx.len())?,
+                VarLenType::NChar => write!(f, "nchar({})", ctx.len() / 2)?,
                 VarLenType::Text => write!(f, "text")?,
                 VarLenType::Image => write!(f, "image")?,
                 VarLenType::NText => write!(f, "ntext")?,
@@ -1219,17 +1226,27 @@ mod tests {
                 TypeInfo::VarLenSized(VarLenContext::new(VarLenType::BigChar, 10, None)),
                 "c char(10)",
             ),
+            // perfcopy: lengths in bytes are declared in characters (regression: an
+            // NVARCHAR(128) column was declared nvarchar(256), NVARCHAR(4000) nvarchar(max)).
             (
-                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NVarchar, 100, None)),
-                "c nvarchar(100)",
+                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NVarchar, 256, None)),
+                "c nvarchar(128)",
             ),
             (
-                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NVarchar, 100000, None)),
+                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NVarchar, 8000, None)),
+                "c nvarchar(4000)",
+            ),
+            (
+                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NVarchar, 0xFFFF, None)),
                 "c nvarchar(max)",
             ),
             (
-                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NChar, 10, None)),
+                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::NChar, 20, None)),
                 "c nchar(10)",
+            ),
+            (
+                TypeInfo::VarLenSized(VarLenContext::new(VarLenType::Datetimen, 4, None)),
+                "c smalldatetime",
             ),
             (
                 TypeInfo::VarLenSized(VarLenContext::new(VarLenType::Text, 0, None)),
