@@ -147,6 +147,20 @@ fn perfcopy_stage_equals(srv: &tds_test_server::TestServer, db: &str, rows: &[Sr
     assert_stage_eq(&stage, &want);
 }
 
+/// A DB-API client reads DBATools and what perfcopy loaded into MonitoringDB.
+fn dbapi_client_reads(script: &str, tag: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let srv = server();
+    let port = srv.addr().port().to_string();
+    let rows = client_rows("SQL01\\PROD", 40, 1);
+    seed(&srv, t.path(), "DBATools", &rows, true);
+    let src = source_json(&rows, &t.path().join("source.json"));
+    run_script(script, &[&port, "DBATools", "read", "dbo.PerfSnapshotRun", s(&src), "PerfSnapshotRunID"], &format!("{tag}-READ {}", rows.len()));
+    let want = perfcopy_to_monitoringdb(&srv, "DBATools", "MonitoringDB", &rows);
+    let tgt = target_json(&want, &t.path().join("target.json"));
+    run_script(script, &[&port, "MonitoringDB", "read", "dbo.PerfSnapshotRun", s(&tgt), "ServerID, SnapshotUTC"], &format!("{tag}-READ {}", want.len()));
+}
+
 /// A DB-API client's three operations: read DBATools, read what perfcopy loaded into
 /// MonitoringDB, bulk-load DBATools rows that perfcopy copies to a stage.
 fn dbapi_client_round_trip(script: &str, tag: &str) {
@@ -184,7 +198,18 @@ fn pymssql_reads_dbatools_and_monitoringdb_and_bulk_loads_for_perfcopy() {
     if !require_module("pymssql", "pymssql", "pymssql") {
         return;
     }
-    dbapi_client_round_trip("pymssql_check.py", "PYMSSQL");
+    dbapi_client_reads("pymssql_check.py", "PYMSSQL");
+    // bulk_copy is refused, as SQL Server refuses it: FreeTDS (1.5, bundled) declares
+    // `[SnapshotUTC] DATETIME2` (scale 7) in INSERT BULK for the DATETIME2(3) column, and SQL
+    // Server rejects a bulk column whose scale differs (tiberius-rs/tiberius#234). Nothing loads.
+    let t = tempfile::tempdir().unwrap();
+    let srv = server();
+    srv.create_dbatools("DBATools_Bulk", true);
+    let bulk = source_json(&client_rows("Zürich-東京\\INST", 5, 2), &t.path().join("bulk.json"));
+    let out = Command::new("python3").arg(Path::new(SCRIPTS).join("pymssql_check.py")).args([&srv.addr().port().to_string(), "DBATools_Bulk", "bulk", "dbo.PerfSnapshotRun", s(&bulk)]).env("PERFCOPY_CLIENT_PW", PW).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("4816") && stderr.contains("datetime2(7)"), "{stderr}");
+    assert_eq!(srv.row_count("DBATools_Bulk", "dbo.PerfSnapshotRun").unwrap(), 0);
 }
 
 #[test]
