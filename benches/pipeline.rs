@@ -163,7 +163,7 @@ fn tds(c: &mut Criterion) {
             let vals: Vec<_> = src_batch.columns().iter().map(|a| tds_test_server::arrow_io::arrow_value(a.as_ref(), r).unwrap()).collect();
             w.row(&cols, &vals).unwrap();
         }
-        w.done(0xFD, 0x10, src_batch.num_rows() as u64);
+        w.done(0xFD, 0x10, tds_test_server::wire::cur_cmd::SELECT, src_batch.num_rows() as u64);
         w.buf
     };
     g.bench_function("perfcopy reply decoder into Arrow, 32k rows", |bench| {

@@ -348,6 +348,8 @@ pub struct Session {
     pub tx: Option<Tx>,
     /// SET NOCOUNT.
     pub nocount: bool,
+    /// SET FMTONLY ON: SELECTs describe their result without rows.
+    pub fmtonly: bool,
     /// Target of the last INSERT BULK, waiting for its BulkLoad message.
     pub bulk_target: Option<TableKey>,
     /// What that INSERT BULK declared: per listed column, its table column index and type.
@@ -427,7 +429,7 @@ struct Ctx<'a> {
 impl Session {
     /// A new session in `db`.
     pub fn new(id: u64, db: String) -> Self {
-        Session { id, db, tx: None, nocount: false, bulk_target: None, bulk_declared: Vec::new(), tx_counter: 0, last_identity: None }
+        Session { id, db, tx: None, nocount: false, fmtonly: false, bulk_target: None, bulk_declared: Vec::new(), tx_counter: 0, last_identity: None }
     }
 
     /// Resolves a name to a table key (database defaults to the current one, schema to dbo).
@@ -511,7 +513,15 @@ impl Session {
                     }
                     Err(e)
                 }
-                None => self.exec(shared, &p.stmt, &p.text, vars, &mut out).await,
+                None if self.fmtonly && matches!(p.stmt, Stmt::Insert { .. } | Stmt::Update { .. } | Stmt::Delete { .. }) => Ok(()),
+                None => {
+                    let start = out.len();
+                    let r = self.exec(shared, &p.stmt, &p.text, vars, &mut out).await;
+                    if self.fmtonly && matches!(p.stmt, Stmt::Select(_)) {
+                        fmtonly_result(&mut out, start);
+                    }
+                    r
+                }
             };
             if let Err(e) = r {
                 out.push(Out::Error(e));
@@ -520,6 +530,82 @@ impl Session {
             }
         }
         out
+    }
+
+    /// `SELECT @v = expr, ... [FROM t ...]`: each assignment evaluated per row, in order (so
+    /// `@v = COALESCE(@v + ', ', '') + name` concatenates); returns the rows visited.
+    fn select_assign(&self, shared: &Shared, s: &Select, vars: &mut Vars) -> Result<u64, SqlError> {
+        let mixed = || SqlError::new(141, "A SELECT statement that assigns a value to a variable must not be combined with data-retrieval operations.");
+        let assigns: Vec<(String, Expr)> = s.items.iter().map(|i| if let SelItem::Assign(v, e) = i { Ok((v.clone(), e.clone())) } else { Err(mixed()) }).collect::<Result<_, _>>()?;
+        let (cols, rows): (Vec<Column>, Vec<Row>) = match s.from {
+            Some(_) => {
+                let star = Select { items: vec![SelItem::Star], ..s.clone() };
+                let cat = shared.cat();
+                let (meta, rows) = run_select(&Ctx { cat: &cat, session: self, vars }, &star)?;
+                (meta.iter().map(|m| Column::new(&m.name, m.ty, m.nullable)).collect(), rows)
+            }
+            None => (Vec::new(), vec![Vec::new()]),
+        };
+        for row in &rows {
+            for (v, e) in &assigns {
+                let val = {
+                    let cat = shared.cat();
+                    eval(&Ctx { cat: &cat, session: self, vars }, e, if s.from.is_some() { Some(row) } else { None }, &cols)?
+                };
+                let ty = vars.get(v).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{v}\".")))?.ty;
+                let value = match ty {
+                    Some(t) => val.coerce(&t, v)?,
+                    None => val,
+                };
+                vars.insert(v.clone(), Var { ty, value });
+            }
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// `EXEC sp_executesql @stmt, N'@a type [OUTPUT], ...', @a = expr [OUTPUT], ...` inside a
+    /// batch: the statement runs with only its declared parameters; OUTPUT parameters bound to a
+    /// variable copy their final value back to it.
+    fn executesql_in_batch<'a>(&'a mut self, shared: &'a Shared, args: &'a [(Option<String>, Expr)], vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
+        Box::pin(async move {
+            let vals: Vec<Value> = {
+                let cat = shared.cat();
+                let ctx = Ctx { cat: &cat, session: self, vars };
+                args.iter().map(|(_, e)| eval(&ctx, e, None, &[])).collect::<Result<_, _>>()?
+            };
+            let Some(Value::Str(stmt)) = vals.first() else {
+                return Err(SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'."));
+            };
+            let decl = match vals.get(1) {
+                Some(Value::Str(d)) => crate::prepared::declared_params(d),
+                _ => Vec::new(),
+            };
+            let mut inner = Vars::new();
+            for (i, (name, _)) in decl.iter().enumerate() {
+                let at = args.iter().skip(2).position(|(n, _)| n.as_deref() == Some(name.as_str())).or_else(|| args.get(2 + i).filter(|(n, _)| n.is_none()).map(|_| i));
+                let value = at.and_then(|k| vals.get(2 + k).cloned()).unwrap_or(Value::Null);
+                inner.insert(name.clone(), Var { ty: None, value });
+            }
+            let stmts = crate::sql::parse_batch(stmt)?;
+            for p in &stmts {
+                self.exec(shared, &p.stmt, &p.text, &mut inner, out).await?;
+            }
+            for (name, output) in &decl {
+                let target = args.iter().skip(2).find(|(n, _)| n.as_deref() == Some(name.as_str())).map(|(_, e)| e);
+                if let (true, Some(Expr::Var(outer))) = (*output, target) {
+                    let value = inner.get(name).map(|v| v.value.clone()).unwrap_or(Value::Null);
+                    let ty = vars.get(outer).ok_or_else(|| SqlError::new(137, format!("Must declare the scalar variable \"{outer}\".")))?.ty;
+                    let value = match ty {
+                        Some(t) => value.coerce(&t, outer)?,
+                        None => value,
+                    };
+                    vars.insert(outer.clone(), Var { ty, value });
+                }
+            }
+            out.push(Out::ReturnStatus(0));
+            out.push(Out::DoneProc);
+            Ok(())
+        })
     }
 
     fn exec<'a>(&'a mut self, shared: &'a Shared, stmt: &'a Stmt, text: &'a str, vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
@@ -540,6 +626,46 @@ impl Session {
     fn exec_inner<'a>(&'a mut self, shared: &'a Shared, stmt: &'a Stmt, text: &'a str, vars: &'a mut Vars, out: &'a mut Vec<Out>) -> Pin<Box<dyn Future<Output = Result<(), SqlError>> + Send + 'a>> {
         Box::pin(async move {
             match stmt {
+                Stmt::Select(s) if s.items.iter().any(|i| matches!(i, SelItem::Assign(..))) => {
+                    let n = self.select_assign(shared, s, vars)?;
+                    out.push(self.done(n));
+                }
+                Stmt::ExecDynamic(e) => {
+                    let sql = {
+                        let cat = shared.cat();
+                        eval(&Ctx { cat: &cat, session: self, vars }, e, None, &[])?
+                    };
+                    let Value::Str(sql) = sql else { return Err(SqlError::new(102, "EXEC (...) needs a character string.")) };
+                    let stmts = crate::sql::parse_batch(&sql)?;
+                    let mut inner = Vars::new();
+                    for p in &stmts {
+                        self.exec(shared, &p.stmt, &p.text, &mut inner, out).await?;
+                    }
+                }
+                Stmt::Exec { ret: None, proc, args } if proc == "sp_executesql" => self.executesql_in_batch(shared, args, vars, out).await?,
+                Stmt::Exec { ret: None, proc, args } if proc == "sp_tablecollations_100" => {
+                    let name = {
+                        let cat = shared.cat();
+                        let ctx = Ctx { cat: &cat, session: self, vars };
+                        match args.first() {
+                            Some((_, e)) => eval(&ctx, e, None, &[])?,
+                            None => Value::Null,
+                        }
+                    };
+                    let (cols, rows) = {
+                        let cat = shared.cat();
+                        let ctx = Ctx { cat: &cat, session: self, vars };
+                        let id = apply_func(&ctx, "OBJECT_ID", vec![name])?;
+                        let table = cat.dbs.get(&self.db.to_lowercase()).and_then(|d| d.tables.values().find(|t| Value::Int(t.object_id as i64) == id));
+                        crate::syscolumns::table_collations(table.map(|t| t.columns.as_slice()).unwrap_or(&[]))
+                    };
+                    let n = rows.len() as u64;
+                    out.push(Out::Meta(Arc::new(cols)));
+                    out.extend(rows.into_iter().map(Out::Row));
+                    out.push(self.done(n));
+                    out.push(Out::ReturnStatus(0));
+                    out.push(Out::DoneProc);
+                }
                 Stmt::Select(s) => {
                     let fast = {
                         let cat = shared.cat();
@@ -702,6 +828,7 @@ impl Session {
                     out.push(Out::Info(SqlError { number: 5701, class: 0, state: 1, message: format!("Changed database context to '{name}'.") }));
                     out.push(Out::Done { status: 0, count: None, cmd: 0 });
                 }
+                Stmt::SetFmtOnly(on) => self.fmtonly = *on,
                 Stmt::Noop => {}
                 Stmt::Exec { ret, proc, args } => {
                     let vals: Result<Vec<(Option<String>, Value)>, SqlError> = {
@@ -1111,6 +1238,7 @@ fn catalog_view(cat: &Catalog, db: &str, schema: &str, name: &str) -> Option<Tab
         ("sys", "databases") => Some(sys_databases(cat)),
         ("sys", "database_recovery_status") => Some(sys_database_recovery_status(cat)),
         ("sys", "objects" | "tables") => Some(sys_objects(cat, db)),
+        ("sys", "columns" | "all_columns") => Some(sys_columns(cat, db, name)),
         _ => None,
     }
 }
@@ -1164,6 +1292,22 @@ fn sys_objects(cat: &Catalog, db: &str) -> Table {
         .map(|d| d.tables.values().map(|t| vec![Value::Int(t.object_id as i64), Value::Str(t.name.clone()), Value::Str("U".into()), Value::DateTime2(t.created)]).collect())
         .unwrap_or_default();
     view("sys", "objects", columns, rows)
+}
+
+/// A SELECT's output under SET FMTONLY ON, as SQL Server sends it: its COLMETADATA, no rows,
+/// and a DONE without a row count.
+fn fmtonly_result(out: &mut Vec<Out>, start: usize) {
+    let tail = out.split_off(start);
+    out.extend(tail.into_iter().filter(|o| !matches!(o, Out::Row(_) | Out::Synthetic { .. })).map(|o| match o {
+        Out::Done { status, cmd, .. } => Out::Done { status, count: None, cmd },
+        o => o,
+    }));
+}
+
+/// `sys.columns` / `sys.all_columns` of database `db`'s user tables (see [`crate::syscolumns`]).
+fn sys_columns(cat: &Catalog, db: &str, name: &str) -> Table {
+    let rows = cat.dbs.get(&db.to_lowercase()).map(|d| d.tables.values().flat_map(|t| crate::syscolumns::view_rows(t.object_id, &t.columns)).collect()).unwrap_or_default();
+    view("sys", name, crate::syscolumns::view_columns(), rows)
 }
 
 fn has_agg(e: &Expr) -> bool {
@@ -1226,6 +1370,8 @@ fn order_columns(s: &Select, meta: &[OutCol]) -> Option<Out> {
         match it {
             SelItem::Star => exprs.extend(std::iter::repeat_n(None, star_width)),
             SelItem::Expr(e, _) => exprs.push(Some(e)),
+            // `SELECT @v = ...` sends no result set, so it has no ORDER either.
+            SelItem::Assign(..) => return None,
         }
     }
     let mut cols = Vec::new();
@@ -1274,7 +1420,7 @@ fn synthetic_plan(ctx: &Ctx, s: &Select) -> Option<(Vec<OutCol>, Arc<Encoded>, u
         match it {
             SelItem::Star => (0..cols.len()).for_each(|i| push(i, None)),
             SelItem::Expr(Expr::Col(n), alias) => push(t.col_index(n)?, alias.as_ref()),
-            SelItem::Expr(..) => return None,
+            SelItem::Expr(..) | SelItem::Assign(..) => return None,
         }
     }
     let is_id = |n: &str| syn.identity.is_some_and(|i| cols[i].name.eq_ignore_ascii_case(n));
@@ -1429,6 +1575,7 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
                     meta.push(OutCol { name: c.name.clone(), ty: c.ty, nullable: c.nullable, identity: c.identity });
                 }
             }
+            SelItem::Assign(..) => return Err(SqlError::new(141, "A SELECT statement that assigns a value to a variable must not be combined with data-retrieval operations.")),
             SelItem::Expr(e, alias) => {
                 let (ty, nullable, identity) = infer(ctx, e, cols)?;
                 let name = alias.clone().unwrap_or_else(|| if let Expr::Col(c) = e { cols.iter().find(|x| x.name.eq_ignore_ascii_case(c)).map(|x| x.name.clone()).unwrap_or(c.clone()) } else { String::new() });
@@ -1545,6 +1692,8 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             "OBJECT_ID" => (SqlType::Int, true, false),
             "DB_NAME" => (SqlType::NVarChar(Some(128)), true, false),
             "DB_ID" => (SqlType::SmallInt, true, false),
+            "TYPE_NAME" => (SqlType::NVarChar(Some(128)), true, false),
+            "QUOTENAME" => (SqlType::NVarChar(Some(258)), true, false),
             // sql_variant in SQL Server; every property this server knows is text.
             "SERVERPROPERTY" => (SqlType::NVarChar(Some(128)), true, false),
             "SCOPE_IDENTITY" => (SqlType::Decimal { precision: 38, scale: 0 }, true, false),
@@ -1554,6 +1703,7 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             let (ta, na, _) = infer(ctx, a, cols)?;
             let (tb, nb, _) = infer(ctx, b, cols)?;
             let t = match (ta, tb) {
+                (SqlType::NVarChar(_) | SqlType::VarChar(_), SqlType::NVarChar(_) | SqlType::VarChar(_)) => SqlType::NVarChar(None),
                 (SqlType::Decimal { .. } | SqlType::Numeric { .. }, _) => ta,
                 (_, SqlType::Decimal { .. } | SqlType::Numeric { .. }) => tb,
                 (SqlType::BigInt, _) | (_, SqlType::BigInt) => SqlType::BigInt,
@@ -1674,6 +1824,14 @@ fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
             },
             _ => Value::Null,
         },
+        "QUOTENAME" => match vals.first() {
+            Some(Value::Str(n)) => Value::Str(format!("[{}]", n.replace(']', "]]"))),
+            _ => Value::Null,
+        },
+        "TYPE_NAME" => match vals.first() {
+            Some(Value::Int(id)) => crate::syscolumns::type_name(*id).map(|n| Value::Str(n.into())).unwrap_or(Value::Null),
+            _ => Value::Null,
+        },
         "SCOPE_IDENTITY" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
         "OBJECT_ID" => {
             let Some(Value::Str(name)) = vals.first() else { return Ok(Value::Null) };
@@ -1690,6 +1848,9 @@ fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
 fn arith(a: Value, op: &str, b: Value) -> Result<Value, SqlError> {
     if a.is_null() || b.is_null() {
         return Ok(Value::Null);
+    }
+    if let (Value::Str(x), Value::Str(y), "+") = (&a, &b, op) {
+        return Ok(Value::Str(format!("{x}{y}")));
     }
     let overflow = || SqlError::new(8115, "Arithmetic overflow error converting expression to data type bigint.");
     match (&a, &b) {

@@ -171,8 +171,10 @@
 pub mod arrow_io;
 pub mod engine;
 pub mod error;
+pub mod prepared;
 pub mod server;
 pub mod sql;
+pub mod syscolumns;
 pub mod tls;
 pub mod types;
 pub mod wire;

@@ -13,6 +13,7 @@ use crate::arrow_io;
 use crate::engine::{build_rows, Out, Session, Shared, Synthetic, TableKey, Var, Vars};
 use crate::error::{Result, ServerError, SqlError};
 use crate::sql::parse_batch;
+use crate::prepared;
 use crate::tls::{self, Plan, TlsMode, Transport};
 use crate::types::{Column, ColumnDefault, SqlType, Value};
 use crate::wire::{self, cur_cmd, done, packet, token, BulkColumn, OutCol, Rd, TokenWriter, WireError, WireType};
@@ -38,6 +39,10 @@ pub struct ServerConfig {
     /// How PRELOGIN's ENCRYPTION option is answered and TLS used (default: offered, as SQL
     /// Server does); see [`TlsMode`].
     pub tls: TlsMode,
+    /// Prints every SQL batch and RPC a client sends to stderr (`TRACE batch: ...`,
+    /// `TRACE rpc: name(params)`), to see what a client we did not write asks before it reads
+    /// or bulk-loads. Logins are never traced (they carry the password).
+    pub trace: bool,
 }
 
 /// How `@@SERVERNAME` of a server whose [`ServerConfig::server_name`] is not set begins; the
@@ -694,13 +699,17 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>) {
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let id = st.next_session.fetch_add(1, Ordering::SeqCst);
-                    let mut conn = Conn { stream: Transport::plain(stream), st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1, mid_message: false, fault_epoch: 0, fault_rows: 0 };
+                    let mut conn = Conn { stream: Transport::plain(stream), st: st.clone(), packet_size: 4096, session: Session::new(id, "master".into()), out_packet_id: 1, mid_message: false, fault_epoch: 0, fault_rows: 0, prepared: Default::default(), return_values: Vec::new() };
                     let r = conn.serve().await;
+                    let trace = st.config.trace;
                     // A dropped connection discards its transaction and releases its app locks.
                     if conn.session.rollback(&st.engine).is_some() {
                         st.counters.rollbacks.fetch_add(1, Ordering::SeqCst);
                     }
                     st.engine.applocks.release_session(id, false);
+                    if trace {
+                        eprintln!("TRACE connection {peer} closed: {r:?}");
+                    }
                     match &r {
                         Ok(()) | Err(ServerError::Io(_) | ServerError::Tls(_)) => tracing::debug!("tds-test-server: connection {peer} closed: {r:?}"),
                         Err(e) => tracing::error!("tds-test-server: connection {peer} closed: {e}"),
@@ -727,6 +736,10 @@ struct Conn {
     fault_epoch: u64,
     /// Result rows this connection sent since the drop-after-rows fault was armed.
     fault_rows: u64,
+    /// sp_prepare'd statements of this connection.
+    prepared: prepared::PreparedStatements,
+    /// RETURNVALUE tokens the running RPC sends after its RETURNSTATUS.
+    return_values: Vec<u8>,
 }
 
 /// Why a connection loop ends early.
@@ -890,6 +903,9 @@ impl Conn {
                     let msg = self.read_rest(ty, status, body).await?;
                     self.st.counters.batches.fetch_add(1, Ordering::SeqCst);
                     let text = skip_all_headers(&msg).and_then(|b| wire::utf16_to_string(b).map_err(|e| wire_err("SQLBatch text", e)))?;
+                    if self.st.config.trace {
+                        eprintln!("TRACE batch: {text}");
+                    }
                     let outs = self.run_sql(&text, Vars::new()).await;
                     self.respond(outs, false).await?;
                 }
@@ -1049,9 +1065,10 @@ impl Conn {
         let e = |x| wire_err("RPC request", x);
         let n = r.u16().map_err(e)?;
         let proc = if n == 0xFFFF {
-            match r.u16().map_err(e)? {
-                10 => "sp_executesql".to_string(),
-                id => return Ok(vec![Out::Error(SqlError::new(2812, format!("tds-test-server supports RPC ProcID 10 (sp_executesql) only, got ProcID {id}."))), Out::Done { status: done::ERROR, count: None, cmd: 0 }]),
+            let id = r.u16().map_err(e)?;
+            match prepared::proc_name(id) {
+                Some(name) => name.to_string(),
+                None => return Ok(vec![Out::Error(SqlError::new(2812, format!("tds-test-server supports RPC ProcIDs 10-13 and 15 (sp_executesql, sp_prepare, sp_execute, sp_prepexec, sp_unprepare), got ProcID {id}."))), Out::Done { status: done::ERROR, count: None, cmd: 0 }]),
             }
         } else {
             r.utf16(n as usize).map_err(e)?.to_lowercase()
@@ -1066,6 +1083,13 @@ impl Conn {
             params.push((name.to_lowercase(), wt.sql_type(), v));
         }
         let proc = proc.rsplit('.').next().unwrap_or(&proc).to_string();
+        if self.st.config.trace {
+            let shown: Vec<String> = params.iter().map(|(n, _, v)| format!("{n}={v:?}")).collect();
+            eprintln!("TRACE rpc: {proc}({})", shown.join(", "));
+        }
+        if let Some(outs) = self.prepared_rpc(&proc, &params).await {
+            return Ok(outs);
+        }
         if proc == "sp_executesql" {
             let Some((_, _, Value::Str(stmt))) = params.first().cloned() else {
                 return Ok(vec![Out::Error(SqlError::new(214, "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.")), Out::Done { status: done::ERROR, count: None, cmd: 0 }]);
@@ -1083,6 +1107,53 @@ impl Conn {
             Ok(status) => vec![Out::ReturnStatus(status)],
             Err(e) => vec![Out::Error(e), Out::Done { status: done::ERROR, count: None, cmd: 0 }],
         })
+    }
+
+    /// sp_prepare / sp_execute / sp_prepexec / sp_unprepare (see [`prepared`]); `None` for
+    /// other procedures. The handle goes back in a RETURNVALUE after RETURNSTATUS.
+    async fn prepared_rpc(&mut self, proc: &str, params: &[(String, Option<SqlType>, Value)]) -> Option<Vec<Out>> {
+        let fail = |n: i32, m: &str| Some(vec![Out::Error(SqlError::new(n, m)), Out::Done { status: done::ERROR, count: None, cmd: 0 }]);
+        let text = |i: usize| match params.get(i) {
+            Some((_, _, Value::Str(s))) => Some(s.clone()),
+            Some((_, _, Value::Null)) => Some(String::new()),
+            _ => None,
+        };
+        // Values after the fixed parameters bind to the declared names (or their own names).
+        let bind = |names: &[String], values: &[(String, Option<SqlType>, Value)]| {
+            let mut vars = Vars::new();
+            for (i, (name, ty, v)) in values.iter().enumerate() {
+                let name = if name.is_empty() { names.get(i).cloned().unwrap_or_else(|| format!("@p{}", i + 1)) } else { name.clone() };
+                vars.insert(name, Var { ty: *ty, value: v.clone() });
+            }
+            vars
+        };
+        match proc {
+            "sp_prepare" | "sp_prepexec" => {
+                let (Some(decl), Some(stmt)) = (text(1), text(2)) else {
+                    return fail(214, &format!("Procedure {proc} expects parameters '@handle', '@params' and '@stmt' of type 'int', 'ntext/nchar/nvarchar' and 'ntext/nchar/nvarchar'."));
+                };
+                let handle_name = params.first().map(|(n, _, _)| n.clone()).unwrap_or_default();
+                let handle = self.prepared.prepare(stmt.clone(), &decl);
+                let mut outs = Vec::new();
+                if proc == "sp_prepexec" {
+                    let names = self.prepared.get(handle).map(|p| p.params.clone()).unwrap_or_default();
+                    outs = self.run_sql(&stmt, bind(&names, params.get(3..).unwrap_or(&[]))).await;
+                }
+                self.return_values.extend(prepared::return_value_int(0, &handle_name, Some(handle)));
+                Some(outs)
+            }
+            "sp_execute" => {
+                let Some(p) = params.first().and_then(|(_, _, v)| prepared::handle_of(v)).and_then(|h| self.prepared.get(h)).cloned() else {
+                    return fail(8179, "Could not find prepared statement with handle given to sp_execute.");
+                };
+                Some(self.run_sql(&p.statement, bind(&p.params, params.get(1..).unwrap_or(&[]))).await)
+            }
+            "sp_unprepare" => match params.first().and_then(|(_, _, v)| prepared::handle_of(v)) {
+                Some(h) if self.prepared.unprepare(h) => Some(Vec::new()),
+                _ => fail(8179, "Could not find prepared statement with handle given to sp_unprepare."),
+            },
+            _ => None,
+        }
     }
 
     fn transaction_manager(&mut self, msg: &[u8]) -> Result<Vec<Out>> {
@@ -1193,6 +1264,7 @@ impl Conn {
         }
         if rpc {
             w.return_status(if any_error { -6 } else { 0 });
+            w.buf.append(&mut self.return_values);
             w.done(token::DONEPROC, if any_error { done::ERROR } else { 0 }, cur_cmd::EXECUTE, 0);
         }
         self.fault_rows += rows;
@@ -1256,7 +1328,10 @@ impl Conn {
             dec.feed(&b)?;
             eom = s & packet::STATUS_EOM != 0;
         }
-        if !dec.buf.is_empty() {
+        // mssql-python's bulk copy (mssql_tds 0.3) ends the message with a DONE of TDS 7.1's
+        // size (a 4-byte row count: 9 bytes with the token), which SQL Server accepts.
+        let short_done = !dec.done && dec.buf.len() == 9 && dec.buf.first() == Some(&token::DONE);
+        if !dec.buf.is_empty() && !short_done {
             return Err(proto(format!("BulkLoad message ends inside a token ({} bytes left)", dec.buf.len())).into());
         }
         if dec.cols.is_none() && dec.error.is_none() {

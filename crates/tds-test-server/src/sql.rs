@@ -232,6 +232,8 @@ pub enum SelItem {
     Star,
     /// Expression with optional alias.
     Expr(Expr, Option<String>),
+    /// `@v = expr`: assigns instead of returning a column (evaluated once per row, in order).
+    Assign(String, Expr),
 }
 
 /// A SELECT statement.
@@ -368,6 +370,11 @@ pub enum Stmt {
     Print(Expr),
     /// USE db: the session's database changes (ENVCHANGE 1 and INFO 5701).
     Use(String),
+    /// `EXEC (string expression)`: dynamic SQL, run as its own batch (no outer variables).
+    ExecDynamic(Expr),
+    /// SET FMTONLY ON|OFF: while on, a SELECT sends its COLMETADATA and no rows, and DML is
+    /// not run (what FreeTDS' bcp asks before a bulk load).
+    SetFmtOnly(bool),
 }
 
 /// A parsed statement with its source text (for messages and fault matching).
@@ -652,6 +659,13 @@ impl<'a> P<'a> {
                 self.sym("=")?;
                 return Ok(Stmt::SetVar(v, self.expr()?));
             }
+            if self.eat_kw("FMTONLY") {
+                let on = self.eat_kw("ON");
+                if !on {
+                    self.kw("OFF")?;
+                }
+                return Ok(Stmt::SetFmtOnly(on));
+            }
             if self.eat_kw("NOCOUNT") {
                 let on = self.eat_kw("ON");
                 if !on {
@@ -673,6 +687,11 @@ impl<'a> P<'a> {
             if let (Some(Tok::Var(v)), Some(Tok::Sym("="))) = (self.peek().cloned(), self.toks.get(self.i + 1).map(|t| t.0.clone())) {
                 ret = Some(v);
                 self.i += 2;
+            }
+            if ret.is_none() && self.eat_sym("(") {
+                let e = self.expr()?;
+                self.sym(")")?;
+                return Ok(Stmt::ExecDynamic(e));
             }
             let proc = self.obj_name()?.name.to_ascii_lowercase();
             let mut args = Vec::new();
@@ -938,6 +957,9 @@ impl<'a> P<'a> {
         loop {
             if self.eat_sym("*") {
                 items.push(SelItem::Star);
+            } else if let (Some(Tok::Var(v)), Some(Tok::Sym("="))) = (self.peek().cloned(), self.toks.get(self.i + 1).map(|t| t.0.clone())) {
+                self.i += 2;
+                items.push(SelItem::Assign(v, self.expr()?));
             } else {
                 let e = self.expr()?;
                 let alias = if self.eat_kw("AS") {

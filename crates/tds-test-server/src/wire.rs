@@ -303,7 +303,10 @@ impl WireType {
                 let len = r.u8()?;
                 let precision = r.u8()?;
                 let scale = r.u8()?;
-                if !(1..=38).contains(&precision) || scale > precision || !matches!(len, 5 | 9 | 13 | 17) {
+                // The BYTELEN is not checked: each value carries its own length (checked when
+                // decoded), and mssql-python's bulk copy (mssql_tds 0.3) sends the type byte
+                // 0x6A there.
+                if !(1..=38).contains(&precision) || scale > precision {
                     return bad(format!("DECIMALN len {len} precision {precision} scale {scale}"));
                 }
                 WireType::DecimalN { numeric: t == ty::NUMERICN, len, precision, scale }
@@ -586,6 +589,24 @@ pub struct OutCol {
     pub identity: bool,
 }
 
+/// COLMETADATA Flags (MS-TDS 2.2.7.4) as SQL Server sends them for a table's columns:
+/// fNullable 0x0001; the 2-bit usUpdateable field (bits 2-3) as 0x0008 for a writable column
+/// (what SQL Server, FreeTDS, python-tds and tiberius <= 0.12 — which rejects the unassigned
+/// bit 0x0004 with "column metadata: invalid flags" — agree on); an IDENTITY column is
+/// fIdentity 0x0010 and read-only (usUpdateable 0). Nothing else is set: the server's collation
+/// is case-insensitive (no fCaseSen) and it has no computed, sparse, encrypted or hidden columns.
+pub fn column_flags(c: &OutCol) -> u16 {
+    let nullable = if c.nullable { FLAG_NULLABLE } else { 0 };
+    nullable | if c.identity { FLAG_IDENTITY } else { FLAG_UPDATEABLE }
+}
+
+/// COLMETADATA fNullable.
+pub const FLAG_NULLABLE: u16 = 0x0001;
+/// COLMETADATA usUpdateable as SQL Server sends it for a writable column.
+pub const FLAG_UPDATEABLE: u16 = 0x0008;
+/// COLMETADATA fIdentity.
+pub const FLAG_IDENTITY: u16 = 0x0010;
+
 /// Appends server tokens to a message buffer.
 #[derive(Debug, Default)]
 pub struct TokenWriter {
@@ -702,13 +723,7 @@ impl TokenWriter {
         b.extend_from_slice(&(cols.len() as u16).to_le_bytes());
         for c in cols {
             b.extend_from_slice(&0u32.to_le_bytes()); // UserType
-            // fNullable, usUpdateable = 1 (read/write) unless identity, fIdentity.
-            let mut flags: u16 = if c.nullable { 0x0001 } else { 0 };
-            if c.identity {
-                flags |= 0x0010;
-            } else {
-                flags |= 0x0004;
-            }
+            let flags = column_flags(c);
             b.extend_from_slice(&flags.to_le_bytes());
             encode_type_info(b, &c.ty, c.nullable);
             put_b_varchar(b, &c.name);

@@ -160,6 +160,11 @@ fn tds_protocol_decodes_the_servers_result_stream_with_the_right_types() {
         int("MemoryGrantWarningCount"),
     ];
     assert_eq!(got, want);
+    // The whole Flags USHORT as SQL Server sends it (MS-TDS 2.2.7.4): identity = fIdentity only
+    // (read-only), others usUpdateable 0x0008 plus fNullable. Regression: the server sent
+    // 0x0004, which tiberius <= 0.12 (connectorx) rejects as "column metadata: invalid flags".
+    let flags: Vec<u16> = meta.columns.iter().map(|c| c.flags).collect();
+    assert_eq!(flags, [0x0010, 0x0008, 0x0009, 0x0008, 0x0008, 0x0009, 0x0009, 0x0009, 0x0009, 0x0009, 0x0009, 0x0009, 0x0009]);
     let rows = toks.iter().filter(|t| matches!(t, Token::Row(_) | Token::NbcRow(_))).count();
     assert_eq!(rows, n);
     assert_eq!(done_of(&toks), (false, true, n as u64));

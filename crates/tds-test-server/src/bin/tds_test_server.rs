@@ -6,8 +6,9 @@
 //!   [--database DBATools] [--no-server-id] [--monitoringdb MonitoringDB] [--synclog]
 //!   [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only]
 //!   [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]
-//!   [--require-encryption | --no-tls] [--ca-cert-out FILE]
+//!   [--require-encryption | --no-tls] [--ca-cert-out FILE] [--trace]
 //! ```
+//! - `--trace` prints each SQL batch and RPC (name and parameters) clients send to stderr.
 //! - TLS is offered as SQL Server offers it (see the crate docs): `--require-encryption` is
 //!   SQL Server's Force Encryption (a client that sends ENCRYPT_NOT_SUP, e.g.
 //!   `Encrypt=DANGER_PLAINTEXT`, is answered ENCRYPT_REQ and disconnected), `--no-tls` a server
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 
 use tds_test_server::{ServerConfig, TestServer, TlsMode};
 
-const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME] [--require-encryption | --no-tls] [--ca-cert-out FILE]";
+const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME] [--require-encryption | --no-tls] [--ca-cert-out FILE] [--trace]";
 
 fn main() {
     if let Err(e) = run() {
@@ -72,6 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--stop-on-stdin-eof" => stop_on_eof = true,
             "--require-encryption" => cfg.tls = TlsMode::Required,
             "--no-tls" => cfg.tls = TlsMode::Unavailable,
+            "--trace" => cfg.trace = true,
             "--ca-cert-out" => ca_out = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
