@@ -147,20 +147,6 @@ fn perfcopy_stage_equals(srv: &tds_test_server::TestServer, db: &str, rows: &[Sr
     assert_stage_eq(&stage, &want);
 }
 
-/// A DB-API client reads DBATools and what perfcopy loaded into MonitoringDB.
-fn dbapi_client_reads(script: &str, tag: &str) {
-    let t = tempfile::tempdir().unwrap();
-    let srv = server();
-    let port = srv.addr().port().to_string();
-    let rows = client_rows("SQL01\\PROD", 40, 1);
-    seed(&srv, t.path(), "DBATools", &rows, true);
-    let src = source_json(&rows, &t.path().join("source.json"));
-    run_script(script, &[&port, "DBATools", "read", "dbo.PerfSnapshotRun", s(&src), "PerfSnapshotRunID"], &format!("{tag}-READ {}", rows.len()));
-    let want = perfcopy_to_monitoringdb(&srv, "DBATools", "MonitoringDB", &rows);
-    let tgt = target_json(&want, &t.path().join("target.json"));
-    run_script(script, &[&port, "MonitoringDB", "read", "dbo.PerfSnapshotRun", s(&tgt), "ServerID, SnapshotUTC"], &format!("{tag}-READ {}", want.len()));
-}
-
 /// A DB-API client's three operations: read DBATools, read what perfcopy loaded into
 /// MonitoringDB, bulk-load DBATools rows that perfcopy copies to a stage.
 fn dbapi_client_round_trip(script: &str, tag: &str) {
@@ -198,18 +184,11 @@ fn pymssql_reads_dbatools_and_monitoringdb_and_bulk_loads_for_perfcopy() {
     if !require_module("pymssql", "pymssql", "pymssql") {
         return;
     }
-    dbapi_client_reads("pymssql_check.py", "PYMSSQL");
-    // bulk_copy is refused, as SQL Server refuses it: FreeTDS (1.5, bundled) declares
-    // `[SnapshotUTC] DATETIME2` (scale 7) in INSERT BULK for the DATETIME2(3) column, and SQL
-    // Server rejects a bulk column whose scale differs (tiberius-rs/tiberius#234). Nothing loads.
-    let t = tempfile::tempdir().unwrap();
-    let srv = server();
-    srv.create_dbatools("DBATools_Bulk", true);
-    let bulk = source_json(&client_rows("Zürich-東京\\INST", 5, 2), &t.path().join("bulk.json"));
-    let out = Command::new("python3").arg(Path::new(SCRIPTS).join("pymssql_check.py")).args([&srv.addr().port().to_string(), "DBATools_Bulk", "bulk", "dbo.PerfSnapshotRun", s(&bulk)]).env("PERFCOPY_CLIENT_PW", PW).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("4816") && stderr.contains("datetime2(7)"), "{stderr}");
-    assert_eq!(srv.row_count("DBATools_Bulk", "dbo.PerfSnapshotRun").unwrap(), 0);
+    // FreeTDS (1.5, bundled) declares `[SnapshotUTC] DATETIME2` (scale 7) in INSERT BULK for the
+    // DATETIME2(3) column and sends COLMETADATA of that declaration; the server converts the
+    // values to the column's type, as SQL Server converts a bcp client's declared types. (A
+    // COLMETADATA that disagrees with the declaration is refused: tiberius-rs/tiberius#234.)
+    dbapi_client_round_trip("pymssql_check.py", "PYMSSQL");
 }
 
 #[test]
@@ -227,4 +206,70 @@ fn connectorx_reads_dbatools_and_monitoringdb() {
     let want = perfcopy_to_monitoringdb(&srv, "DBATools", "MonitoringDB", &rows);
     let tgt = target_json(&want, &t.path().join("target.json"));
     run_script("connectorx_check.py", &[&port, "MonitoringDB", "dbo.PerfSnapshotRun", s(&tgt), "ServerID, SnapshotUTC"], &format!("CONNECTORX-READ {}", want.len()));
+}
+
+/// Model values as freebcp's character format writes them: tab-separated, NULL as an empty
+/// field, DATETIME2(3) with its milliseconds, DECIMAL with all four scale digits.
+fn bcp_line(head: &[String], snapshot_ms: i64, server_id: Option<i32>, server_name: &str, v: &Values) -> String {
+    let d = |m: Option<i128>| dec(m).as_str().map(str::to_string).unwrap_or_default();
+    let i = |x: Option<i32>| x.map(|x| x.to_string()).unwrap_or_default();
+    let t = chrono::DateTime::from_timestamp_millis(snapshot_ms).expect("test timestamps are in range").naive_utc().format("%Y-%m-%d %H:%M:%S%.3f");
+    let mut f = head.to_vec();
+    f.extend([t.to_string(), i(server_id), server_name.to_string(), v.sql_version.clone(), d(v.cpu_signal_wait_pct), v.top_wait_type.clone().unwrap_or_default(), d(v.top_wait_ms_per_sec)]);
+    f.extend([v.sessions, v.requests, v.blocking, v.deadlocks, v.grant_warnings].map(i));
+    f.join("\t")
+}
+
+/// A DBATools row, all 13 columns in table order.
+fn bcp_source_line(r: &SrcRow) -> String {
+    bcp_line(&[r.run_id.to_string()], r.snapshot_ms, r.server_id, &r.server_name, &r.v)
+}
+
+/// Runs freebcp against `srv` (TLS required, UTF-8 client charset); asserts it succeeded and
+/// never printed the password.
+fn freebcp(srv: &tds_test_server::TestServer, dir: &Path, args: &[&str]) -> String {
+    let conf = dir.join("freetds.conf");
+    std::fs::write(&conf, format!("[perfcopy-test]\nhost = 127.0.0.1\nport = {}\ntds version = 7.4\nencryption = require\nclient charset = UTF-8\n", srv.addr().port())).unwrap();
+    let out = Command::new("freebcp").args(args).args(["-S", "perfcopy-test", "-U", "perf", "-P", PW, "-c"]).env("FREETDSCONF", &conf).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("rows copied"), "freebcp {args:?}:\n{text}");
+    assert!(!text.contains(PW), "freebcp printed the password");
+    text
+}
+
+#[test]
+fn freebcp_reads_dbatools_and_monitoringdb_and_bulk_loads_for_perfcopy() {
+    // freebcp has no option that exits 0 without connecting, so the shell looks it up.
+    if !require("freebcp", Command::new("sh").args(["-c", "command -v freebcp"]), "apt-get install freetds-bin") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let srv = server();
+    // In: the model's rows as a character-format file, identity values kept (-E); perfcopy then
+    // copies them to a stage, compared with the model.
+    let loaded = client_rows("Zürich-東京\\INST", 30, 4);
+    srv.create_dbatools("DBATools_Bulk", true);
+    let file = t.path().join("in.tsv");
+    std::fs::write(&file, loaded.iter().map(|r| bcp_source_line(r) + "\n").collect::<String>()).unwrap();
+    freebcp(&srv, t.path(), &["DBATools_Bulk.dbo.PerfSnapshotRun", "in", s(&file), "-E"]);
+    assert_eq!(srv.row_count("DBATools_Bulk", "dbo.PerfSnapshotRun").unwrap(), loaded.len());
+    perfcopy_stage_equals(&srv, "DBATools_Bulk", &loaded, t.path());
+
+    // Out: a DBATools seeded by the test, read with queryout, line for line the model's.
+    let rows = client_rows("SQL01\\PROD", 40, 5);
+    seed(&srv, t.path(), "DBATools", &rows, true);
+    let out = t.path().join("out.tsv");
+    freebcp(&srv, t.path(), &["SELECT * FROM DBATools.dbo.PerfSnapshotRun ORDER BY PerfSnapshotRunID", "queryout", s(&out)]);
+    let got = std::fs::read_to_string(&out).unwrap();
+    let want: Vec<String> = rows.iter().map(bcp_source_line).collect();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+
+    // What perfcopy loaded into MonitoringDB, in (ServerID, SnapshotUTC) order.
+    let loaded_by_perfcopy = perfcopy_to_monitoringdb(&srv, "DBATools", "MonitoringDB", &rows);
+    let out = t.path().join("target.tsv");
+    let cols = "SnapshotUTC, ServerID, ServerName, SqlVersion, CpuSignalWaitPct, TopWaitType, TopWaitMsPerSec, SessionsCount, RequestsCount, BlockingSessionCount, DeadlockCountRecent, MemoryGrantWarningCount";
+    freebcp(&srv, t.path(), &[&format!("SELECT {cols} FROM MonitoringDB.dbo.PerfSnapshotRun ORDER BY ServerID, SnapshotUTC"), "queryout", s(&out)]);
+    let got = std::fs::read_to_string(&out).unwrap();
+    let want: Vec<String> = loaded_by_perfcopy.values().map(|r| bcp_line(&[], r.snapshot_ms, Some(r.server_id), &r.server_name, &r.v)).collect();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
 }
