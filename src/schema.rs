@@ -1,24 +1,51 @@
-//! The PerfSnapshotRun schemas and the SQL Server <-> Arrow type table, in one place.
+//! The tables perfcopy moves, described as data, and the SQL Server <-> Arrow type table, in
+//! one place.
 //!
-//! Every other module asks this one for column names, positions and types; nothing else spells
-//! a column name or an Arrow type of the data.
+//! A [`Table`] says what a table is: its name, its columns with their SQL types (and from them
+//! their Arrow types), the source-local identity that keyset reads and watermarks use, the key
+//! that identifies a row in the target, the partition column of the stage and, for a child
+//! table, the column that references its run. [`RUN`] is `PerfSnapshotRun`. Every other module
+//! asks this one for column names, positions and types; nothing else spells a column name or
+//! an Arrow type of the data.
 
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// A SQL Server column type that perfcopy reads or writes.
+/// A SQL Server column type of the DBATools family (`../shared/SCHEMA.md`): the one type
+/// table. Each has exactly one Arrow type ([`SqlType::arrow_type`]); sources, sinks, the stage
+/// and the TDS codecs take theirs from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlType {
     BigInt,
     Int,
-    /// DATETIME2(3): millisecond precision, values are UTC.
-    DateTime2_3,
-    Decimal { precision: u8, scale: i8 },
-    /// NVARCHAR(n); SYSNAME is NVARCHAR(128).
-    NVarChar(u16),
+    SmallInt,
+    TinyInt,
     Bit,
+    Decimal { precision: u8, scale: i8 },
+    /// DATETIME2(p); values are UTC. PerfSnapshotRun's SnapshotUTC is DATETIME2(3).
+    DateTime2(u8),
+    /// DATETIME (1/300 s ticks): read from older sources, never written.
+    DateTime,
+    /// NVARCHAR(n), n in characters; SYSNAME is NVARCHAR(128).
+    NVarChar(u16),
+    /// NVARCHAR(MAX).
+    NVarCharMax,
+    /// VARCHAR(n) in its collation's code page.
+    VarChar(u16),
+    /// VARCHAR(MAX).
+    VarCharMax,
+    /// BINARY(n).
+    Binary(u16),
+    /// VARBINARY(n).
+    VarBinary(u16),
+    Xml,
+    /// SQL_VARIANT, carried losslessly as its base type's name and the value's canonical text.
+    SqlVariant,
 }
+
+/// DATETIME2 of millisecond precision, the type of every snapshot time.
+pub const DATETIME2_3: SqlType = SqlType::DateTime2(3);
 
 impl SqlType {
     /// The exact Arrow type of this SQL type (no widening).
@@ -26,10 +53,20 @@ impl SqlType {
         match self {
             SqlType::BigInt => DataType::Int64,
             SqlType::Int => DataType::Int32,
-            SqlType::DateTime2_3 => DataType::Timestamp(TimeUnit::Millisecond, None),
-            SqlType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-            SqlType::NVarChar(_) => DataType::Utf8,
+            SqlType::SmallInt => DataType::Int16,
+            SqlType::TinyInt => DataType::UInt8,
             SqlType::Bit => DataType::Boolean,
+            SqlType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            SqlType::DateTime2(p) if p <= 3 => DataType::Timestamp(TimeUnit::Millisecond, None),
+            // Arrow's microseconds; DATETIME2(7)'s last digit (100 ns) has no place there yet.
+            SqlType::DateTime2(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::DateTime => DataType::Timestamp(TimeUnit::Millisecond, None),
+            SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => DataType::Utf8,
+            SqlType::Binary(n) => DataType::FixedSizeBinary(i32::from(n)),
+            SqlType::VarBinary(_) => DataType::Binary,
+            SqlType::SqlVariant => DataType::Struct(
+                vec![Field::new("base_type", DataType::Utf8, false), Field::new("value", DataType::Utf8, false)].into(),
+            ),
         }
     }
 
@@ -38,11 +75,50 @@ impl SqlType {
         match self {
             SqlType::BigInt => "BIGINT".into(),
             SqlType::Int => "INT".into(),
-            SqlType::DateTime2_3 => "DATETIME2(3)".into(),
-            SqlType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
-            SqlType::NVarChar(n) => format!("NVARCHAR({n})"),
+            SqlType::SmallInt => "SMALLINT".into(),
+            SqlType::TinyInt => "TINYINT".into(),
             SqlType::Bit => "BIT".into(),
+            SqlType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            SqlType::DateTime2(p) => format!("DATETIME2({p})"),
+            SqlType::DateTime => "DATETIME".into(),
+            SqlType::NVarChar(n) => format!("NVARCHAR({n})"),
+            SqlType::NVarCharMax => "NVARCHAR(MAX)".into(),
+            SqlType::VarChar(n) => format!("VARCHAR({n})"),
+            SqlType::VarCharMax => "VARCHAR(MAX)".into(),
+            SqlType::Binary(n) => format!("BINARY({n})"),
+            SqlType::VarBinary(n) => format!("VARBINARY({n})"),
+            SqlType::Xml => "XML".into(),
+            SqlType::SqlVariant => "SQL_VARIANT".into(),
         }
+    }
+
+    /// The type of a column as `INFORMATION_SCHEMA.COLUMNS` describes it; `None` for a type
+    /// outside the DBATools family.
+    pub fn from_declared(d: &DeclaredColumn) -> Option<SqlType> {
+        let len = |max: SqlType, n: fn(u16) -> SqlType| match d.max_chars {
+            Some(-1) => Some(max),
+            Some(l) => u16::try_from(l).ok().map(n),
+            None => None,
+        };
+        Some(match d.data_type.to_ascii_lowercase().as_str() {
+            "bigint" => SqlType::BigInt,
+            "int" => SqlType::Int,
+            "smallint" => SqlType::SmallInt,
+            "tinyint" => SqlType::TinyInt,
+            "bit" => SqlType::Bit,
+            "decimal" | "numeric" => SqlType::Decimal { precision: d.precision.unwrap_or(18), scale: d.scale.unwrap_or(0) as i8 },
+            "datetime2" => SqlType::DateTime2(d.datetime_precision.unwrap_or(7).clamp(0, 7) as u8),
+            "datetime" => SqlType::DateTime,
+            // Character lengths only bound values; a source column without one still reads.
+            "nvarchar" | "nchar" | "sysname" => len(SqlType::NVarCharMax, SqlType::NVarChar).unwrap_or(SqlType::NVarCharMax),
+            "varchar" | "char" => len(SqlType::VarCharMax, SqlType::VarChar).unwrap_or(SqlType::VarCharMax),
+            // VARBINARY(MAX) is not in the family (its -1 length is no u16).
+            "binary" => SqlType::Binary(u16::try_from(d.max_chars?).ok()?),
+            "varbinary" => SqlType::VarBinary(u16::try_from(d.max_chars?).ok()?),
+            "xml" => SqlType::Xml,
+            "sql_variant" => SqlType::SqlVariant,
+            _ => return None,
+        })
     }
 }
 
@@ -93,8 +169,8 @@ impl SqlType {
                 "smallint" | "tinyint" => narrower(),
                 _ => other(),
             },
-            SqlType::DateTime2_3 => match t {
-                "datetime2" if d.datetime_precision.unwrap_or(7) >= 3 => Ok(()),
+            SqlType::DateTime2(p) => match t {
+                "datetime2" if d.datetime_precision.unwrap_or(7) >= i16::from(p) => Ok(()),
                 "datetime2" | "smalldatetime" => narrower(),
                 // DATETIME rounds to 1/300 s: not exact for milliseconds.
                 "datetime" => Err(format!("rounded to 1/300 s, so {} values do not keep their milliseconds", self.sql_name())),
@@ -117,11 +193,13 @@ impl SqlType {
                 "bit" => Ok(()),
                 _ => other(),
             },
+            // Written only once the child tables are (the bulk encoder does not send them yet).
+            _ => other(),
         }
     }
 }
 
-/// One column of PerfSnapshotRun.
+/// One column of a table.
 #[derive(Debug, Clone, Copy)]
 pub struct Column {
     pub name: &'static str,
@@ -133,10 +211,102 @@ const fn col(name: &'static str, sql: SqlType, nullable: bool) -> Column {
     Column { name, sql, nullable }
 }
 
+/// A table perfcopy moves, as data. The same table exists in every DBATools database (schema
+/// `dbo`) and in MonitoringDB, where the identity is the target's own and the server column
+/// holds the central ServerID.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// Name in both databases, and the table's folder in a stage or an export directory.
+    pub name: &'static str,
+    /// The source table's columns, in table order.
+    pub columns: &'static [Column],
+    /// The source-local BIGINT IDENTITY: keyset reads and watermarks go by it; it means nothing
+    /// centrally and is not written to the target.
+    pub identity: &'static str,
+    /// The snapshot time: with [`Table::server_id`] it identifies a row in the target.
+    pub snapshot_time: &'static str,
+    /// The server column: source-local (NULL for the local server) in a source, the central
+    /// `dbo.Servers` ID in the target, and the stage's Hive partition column.
+    pub server_id: &'static str,
+    /// The server's name, by which the target's `dbo.Servers` maps it to a central ID.
+    pub server_name: &'static str,
+    /// A column that older collectors' tables lack (read as NULL).
+    pub optional: Option<&'static str>,
+    /// For a child table: the column that references its run's [`Table::identity`].
+    pub parent_key: Option<&'static str>,
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl Table {
+    /// Position of the column `name` in [`Table::columns`] (a compile-time error in a const
+    /// when the description has no such column).
+    pub const fn position(&self, name: &str) -> usize {
+        let mut i = 0;
+        while i < self.columns.len() {
+            if str_eq(self.columns[i].name, name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("the table description has no such column")
+    }
+
+    /// The column `name`.
+    pub const fn column(&self, name: &str) -> Column {
+        self.columns[self.position(name)]
+    }
+
+    /// The table as T-SQL names it: `dbo.<name>`.
+    pub fn sql_name(&self) -> String {
+        format!("dbo.{}", self.name)
+    }
+
+    /// The Hive partition folder of one server in the stage: `<server_id column>=<id>`.
+    pub fn partition_dir(&self, server_id: i32) -> String {
+        format!("{}={server_id}", self.server_id)
+    }
+
+    /// The server ID of a stage partition folder's name, if it is one.
+    pub fn partition_of(&self, dir_name: &str) -> Option<i32> {
+        dir_name.strip_prefix(self.server_id)?.strip_prefix('=')?.parse().ok()
+    }
+
+    /// Whether a folder's name is a stage partition folder (`ServerID=...`).
+    pub fn is_partition_dir(&self, dir_name: &str) -> bool {
+        dir_name.strip_prefix(self.server_id).is_some_and(|r| r.starts_with('='))
+    }
+}
+
+/// `DBATools.dbo.PerfSnapshotRun` / `MonitoringDB.dbo.PerfSnapshotRun`: one row per snapshot.
+pub const RUN: Table = Table {
+    name: "PerfSnapshotRun",
+    columns: &SOURCE_COLUMNS,
+    identity: "PerfSnapshotRunID",
+    snapshot_time: "SnapshotUTC",
+    server_id: "ServerID",
+    server_name: "ServerName",
+    optional: Some("ServerID"),
+    parent_key: None,
+};
+
 /// Source table `DBATools.dbo.PerfSnapshotRun`, in table order.
 pub const SOURCE_COLUMNS: [Column; 13] = [
     col("PerfSnapshotRunID", SqlType::BigInt, false),
-    col("SnapshotUTC", SqlType::DateTime2_3, false),
+    col("SnapshotUTC", DATETIME2_3, false),
     col("ServerID", SqlType::Int, true),
     col("ServerName", SqlType::NVarChar(128), false),
     col("SqlVersion", SqlType::NVarChar(200), false),
@@ -150,33 +320,40 @@ pub const SOURCE_COLUMNS: [Column; 13] = [
     col("MemoryGrantWarningCount", SqlType::Int, true),
 ];
 
-/// Positions in [`SOURCE_COLUMNS`] (and in every batch of [`source_schema`]).
+/// Positions in [`SOURCE_COLUMNS`] (and in every batch of [`source_schema`]), from [`RUN`].
 pub mod src {
-    pub const RUN_ID: usize = 0;
-    pub const SNAPSHOT_UTC: usize = 1;
-    pub const SERVER_ID: usize = 2;
-    pub const SERVER_NAME: usize = 3;
-    /// First of the columns that are copied to the target unchanged (SqlVersion..end).
+    use super::RUN;
+    pub const RUN_ID: usize = RUN.position(RUN.identity);
+    pub const SNAPSHOT_UTC: usize = RUN.position(RUN.snapshot_time);
+    pub const SERVER_ID: usize = RUN.position(RUN.server_id);
+    pub const SERVER_NAME: usize = RUN.position(RUN.server_name);
+    /// First of the columns that are copied to the target unchanged (SqlVersion..end): the
+    /// description puts the four columns above first.
     pub const FIRST_VALUE: usize = 4;
+    const _: () = assert!(RUN_ID < FIRST_VALUE && SNAPSHOT_UTC < FIRST_VALUE && SERVER_ID < FIRST_VALUE && SERVER_NAME < FIRST_VALUE);
 }
 
 /// Name of the table's folder inside a Parquet stage (and inside an export directory).
-pub const TABLE_DIR: &str = "PerfSnapshotRun";
+pub const TABLE_DIR: &str = RUN.name;
 
 /// The source column that older DBATools tables lack.
-pub const OPTIONAL_SOURCE_COLUMN: &str = "ServerID";
+pub const OPTIONAL_SOURCE_COLUMN: &str = match RUN.optional {
+    Some(c) => c,
+    None => "",
+};
 
 /// Target `MonitoringDB.dbo.PerfSnapshotRun` columns that perfcopy writes (the target's own
-/// identity `PerfSnapshotRunID` is assigned by the target), in the stage's column order.
+/// identity is assigned by the target), in the stage's column order: the key, the server's
+/// name, then the value columns; the server column is required there.
 pub fn target_columns() -> &'static [Column] {
     static COLS: OnceLock<Vec<Column>> = OnceLock::new();
     COLS.get_or_init(|| {
         let mut cols = vec![
-            SOURCE_COLUMNS[src::SNAPSHOT_UTC],
-            col("ServerID", SqlType::Int, false),
-            SOURCE_COLUMNS[src::SERVER_NAME],
+            RUN.column(RUN.snapshot_time),
+            Column { nullable: false, ..RUN.column(RUN.server_id) },
+            RUN.column(RUN.server_name),
         ];
-        cols.extend_from_slice(&SOURCE_COLUMNS[src::FIRST_VALUE..]);
+        cols.extend_from_slice(&RUN.columns[src::FIRST_VALUE..]);
         cols
     })
 }
@@ -208,11 +385,7 @@ pub fn source_schema() -> SchemaRef {
 pub fn key_schema() -> SchemaRef {
     static S: OnceLock<SchemaRef> = OnceLock::new();
     S.get_or_init(|| {
-        schema_of(&[
-            SOURCE_COLUMNS[src::RUN_ID],
-            SOURCE_COLUMNS[src::SNAPSHOT_UTC],
-            SOURCE_COLUMNS[src::SERVER_NAME],
-        ])
+        schema_of(&[RUN.column(RUN.identity), RUN.column(RUN.snapshot_time), RUN.column(RUN.server_name)])
     })
     .clone()
 }
@@ -230,12 +403,12 @@ pub fn target_schema() -> SchemaRef {
     S.get_or_init(|| schema_of(target_columns())).clone()
 }
 
-/// The type table shown in the README: SQL type, Arrow type.
+/// The type table shown in the README: SQL type, Arrow type (PerfSnapshotRun's types).
 pub fn type_table() -> Vec<(String, String)> {
     [
         SqlType::BigInt,
         SqlType::Int,
-        SqlType::DateTime2_3,
+        DATETIME2_3,
         SqlType::Decimal { precision: 9, scale: 4 },
         SqlType::Decimal { precision: 18, scale: 4 },
         SqlType::NVarChar(128),
@@ -262,6 +435,39 @@ mod tests {
         assert!(!target_columns()[tgt::SERVER_ID].nullable);
         assert_eq!(names[tgt::FIRST_VALUE], "SqlVersion");
         assert_eq!(names[tgt::SNAPSHOT_UTC], "SnapshotUTC");
+    }
+
+    #[test]
+    fn positions_come_from_the_description() {
+        assert_eq!(SOURCE_COLUMNS[src::RUN_ID].name, "PerfSnapshotRunID");
+        assert_eq!(SOURCE_COLUMNS[src::SNAPSHOT_UTC].name, "SnapshotUTC");
+        assert_eq!(SOURCE_COLUMNS[src::SERVER_ID].name, "ServerID");
+        assert_eq!(SOURCE_COLUMNS[src::SERVER_NAME].name, "ServerName");
+        assert_eq!(RUN.sql_name(), "dbo.PerfSnapshotRun");
+        assert_eq!(RUN.partition_dir(7), "ServerID=7");
+        assert_eq!(RUN.partition_of("ServerID=7"), Some(7));
+        assert_eq!(RUN.partition_of("ServerIDX=7"), None);
+        assert!(RUN.is_partition_dir("ServerID=x") && !RUN.is_partition_dir("ServerIDs") && !RUN.is_partition_dir("part-0.parquet"));
+    }
+
+    #[test]
+    fn information_schema_types_map_through_the_one_type_table() {
+        let d = |t: &str, p: Option<u8>, s: Option<i32>, l: Option<i32>, dp: Option<i16>| {
+            SqlType::from_declared(&DeclaredColumn { data_type: t.into(), precision: p, scale: s, max_chars: l, datetime_precision: dp })
+        };
+        assert_eq!(d("bigint", None, None, None, None), Some(SqlType::BigInt));
+        assert_eq!(d("DATETIME2", None, None, None, Some(3)), Some(DATETIME2_3));
+        assert_eq!(d("datetime2", None, None, None, Some(3)).map(SqlType::arrow_type), Some(DataType::Timestamp(TimeUnit::Millisecond, None)));
+        assert_eq!(d("decimal", Some(9), Some(4), None, None).map(SqlType::arrow_type), Some(DataType::Decimal128(9, 4)));
+        assert_eq!(d("nvarchar", None, None, Some(128), None), Some(SqlType::NVarChar(128)));
+        assert_eq!(d("nvarchar", None, None, Some(-1), None), Some(SqlType::NVarCharMax));
+        assert_eq!(d("varchar", None, None, Some(20), None), Some(SqlType::VarChar(20)));
+        assert_eq!(d("binary", None, None, Some(8), None).map(SqlType::arrow_type), Some(DataType::FixedSizeBinary(8)));
+        assert_eq!(d("varbinary", None, None, Some(64), None).map(SqlType::arrow_type), Some(DataType::Binary));
+        assert_eq!(d("varbinary", None, None, Some(-1), None), None);
+        assert_eq!(d("xml", None, None, Some(-1), None).map(SqlType::arrow_type), Some(DataType::Utf8));
+        assert!(matches!(d("sql_variant", None, None, None, None).map(SqlType::arrow_type), Some(DataType::Struct(_))));
+        assert_eq!(d("geography", None, None, None, None), None);
     }
 
     #[test]

@@ -233,13 +233,13 @@ pub fn open_sources(specs: &[SourceInput], split: usize) -> Result<Vec<Box<dyn S
 }
 
 /// Data files of a perfcopy stage (`DIR/PerfSnapshotRun/ServerID=<id>/*.parquet`), when `p`
-/// is a stage directory or its `PerfSnapshotRun` folder; hidden and temporary files excluded.
+/// is a stage directory or its table's folder; hidden and temporary files excluded.
 fn stage_files(p: &Path) -> Result<Option<Vec<PathBuf>>> {
     let table = if p.join(crate::schema::TABLE_DIR).is_dir() { p.join(crate::schema::TABLE_DIR) } else { p.to_path_buf() };
     let mut parts = Vec::new();
     for entry in std::fs::read_dir(&table).map_err(Error::io(&table))? {
         let path = entry.map_err(Error::io(&table))?.path();
-        if path.is_dir() && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ServerID=")) {
+        if path.is_dir() && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| crate::schema::RUN.is_partition_dir(n)) {
             parts.push(path);
         }
     }

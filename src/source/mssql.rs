@@ -10,19 +10,20 @@
 use std::sync::Arc;
 
 use arrow::array::AsArray;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
+use crate::schema::{DeclaredColumn, SqlType, Table, RUN};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, KeyRow, Projection, ReadRequest, Source, SourceFacts};
 use crate::tds::arrow::Builders;
 use crate::tds::decode::{DecodeError, ReplyDecoder};
 
-/// The source table (fixed: identifiers are never built from data).
-pub const SOURCE_TABLE: &str = "dbo.PerfSnapshotRun";
+/// The table read: identifiers come from its description, never from data.
+const TABLE: Table = RUN;
 
 /// A DBATools database.
 pub struct MssqlSource {
@@ -47,23 +48,6 @@ pub struct MssqlSource {
     fast: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Arrow type of a column as INFORMATION_SCHEMA describes it.
-fn arrow_type(data_type: &str, precision: Option<u8>, scale: Option<i32>, datetime_precision: Option<i16>) -> Option<DataType> {
-    Some(match data_type.to_ascii_lowercase().as_str() {
-        "bigint" => DataType::Int64,
-        "int" => DataType::Int32,
-        "smallint" => DataType::Int16,
-        "tinyint" => DataType::UInt8,
-        "bit" => DataType::Boolean,
-        "decimal" | "numeric" => DataType::Decimal128(precision.unwrap_or(18), scale.unwrap_or(0) as i8),
-        "datetime2" if datetime_precision.unwrap_or(7) <= 3 => DataType::Timestamp(TimeUnit::Millisecond, None),
-        "datetime2" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        "datetime" => DataType::Timestamp(TimeUnit::Millisecond, None),
-        "nvarchar" | "varchar" | "nchar" | "char" | "sysname" => DataType::Utf8,
-        _ => return None,
-    })
-}
-
 impl MssqlSource {
     /// Connects, discovers the table's columns and checks them.
     pub fn open(conn: ConnSpec) -> Result<MssqlSource> {
@@ -74,7 +58,7 @@ impl MssqlSource {
             let schema = discover(&conn, &mut client).await?;
             let (facts, name) = read_facts(&conn, &mut client).await?;
             let newest = client
-                .query(format!("SELECT TOP (1) ServerName FROM {SOURCE_TABLE} ORDER BY PerfSnapshotRunID DESC"), &[])
+                .query(format!("SELECT TOP (1) {} FROM {} ORDER BY {} DESC", TABLE.server_name, TABLE.sql_name(), TABLE.identity), &[])
                 .await
                 .map_err(|e| conn.sql_error("reading the newest row", e))?
                 .into_row()
@@ -86,7 +70,7 @@ impl MssqlSource {
         let (server_name, newest_name) = server_name;
         let columns = ColumnMatch::new(&label, &schema)?;
         Ok(MssqlSource {
-            identity: format!("mssql://{}/{}/{SOURCE_TABLE}", facts.instance, facts.database),
+            identity: format!("mssql://{}/{}/{}", facts.instance, facts.database, TABLE.sql_name()),
             group: format!("mssql://{label}"),
             facts,
             label,
@@ -110,7 +94,7 @@ impl MssqlSource {
         let (lo, hi) = rt.block_on(async {
             let mut client = self.conn.connect().await?;
             let row = client
-                .query(format!("SELECT MIN(PerfSnapshotRunID) AS lo, MAX(PerfSnapshotRunID) AS hi FROM {SOURCE_TABLE}"), &[])
+                .query(format!("SELECT MIN({id}) AS lo, MAX({id}) AS hi FROM {}", TABLE.sql_name(), id = TABLE.identity), &[])
                 .await
                 .map_err(|e| self.conn.sql_error("reading the ID range", e))?
                 .into_row()
@@ -153,13 +137,13 @@ impl MssqlSource {
 /// `@@SERVERNAME`. Catalog views a login may not see (no VIEW ANY DATABASE) give no row: that
 /// fact is then unknown, recorded as such, and must stay unknown for a watermark to be used.
 async fn read_facts(conn: &ConnSpec, client: &mut SqlClient) -> Result<(SourceFacts, Option<String>)> {
-    const FACTS: &str = "SELECT CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS instance, DB_NAME() AS db, @@SERVERNAME AS servername; \
+    let facts_sql = format!("SELECT CAST(SERVERPROPERTY('ServerName') AS NVARCHAR(128)) AS instance, DB_NAME() AS db, @@SERVERNAME AS servername; \
         SELECT create_date FROM sys.databases WHERE database_id = DB_ID(); \
         SELECT CONVERT(NVARCHAR(36), recovery_fork_guid) AS fork FROM sys.database_recovery_status WHERE database_id = DB_ID(); \
-        SELECT object_id, create_date FROM sys.objects WHERE object_id = OBJECT_ID(N'dbo.PerfSnapshotRun')";
+        SELECT object_id, create_date FROM sys.objects WHERE object_id = OBJECT_ID(N'{}')", TABLE.sql_name());
     let doing = "reading what the server reports about the database (SERVERPROPERTY, sys.databases, sys.objects)";
     let sets = client
-        .query(FACTS, &[])
+        .query(facts_sql, &[])
         .await
         .map_err(|e| conn.sql_error(doing, e))?
         .into_results()
@@ -182,34 +166,38 @@ async fn read_facts(conn: &ConnSpec, client: &mut SqlClient) -> Result<(SourceFa
 }
 
 async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> {
+    let doing = format!("discovering the columns of {}", TABLE.sql_name());
     let rows = client
         .query(
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE \
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION",
-            &[&"dbo", &"PerfSnapshotRun"],
+            &[&"dbo", &TABLE.name],
         )
         .await
-        .map_err(|e| conn.sql_error("discovering the columns of dbo.PerfSnapshotRun", e))?
+        .map_err(|e| conn.sql_error(&doing, e))?
         .into_first_result()
         .await
-        .map_err(|e| conn.sql_error("discovering the columns of dbo.PerfSnapshotRun", e))?;
+        .map_err(|e| conn.sql_error(&doing, e))?;
     if rows.is_empty() {
         return Err(Error::Source {
             source_label: conn.label().to_string(),
-            message: format!("table {SOURCE_TABLE} does not exist in database '{}'", conn.database()),
+            message: format!("table {} does not exist in database '{}'", TABLE.sql_name(), conn.database()),
         });
     }
     let mut fields = Vec::new();
     for r in &rows {
         let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
-        let data_type: &str = r.try_get(1).ok().flatten().unwrap_or("");
-        let precision: Option<u8> = r.try_get(2).ok().flatten();
-        let scale: Option<i32> = r.try_get(3).ok().flatten();
-        let dt_precision: Option<i16> = r.try_get(4).ok().flatten();
+        let declared = DeclaredColumn {
+            data_type: r.try_get::<&str, _>(1).ok().flatten().unwrap_or("").to_ascii_lowercase(),
+            precision: r.try_get(2).ok().flatten(),
+            scale: r.try_get(3).ok().flatten(),
+            datetime_precision: r.try_get(4).ok().flatten(),
+            max_chars: r.try_get(6).ok().flatten(),
+        };
         let nullable = r.try_get::<&str, _>(5).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
-        // A column of a type perfcopy cannot read is kept as Null so that, if it is one of
+        // A column of a type outside the type table is kept as Null so that, if it is one of
         // ours, the type check names it; extra columns are ignored anyway.
-        let t = arrow_type(data_type, precision, scale, dt_precision).unwrap_or(DataType::Null);
+        let t = SqlType::from_declared(&declared).map(SqlType::arrow_type).unwrap_or(DataType::Null);
         fields.push(Field::new(name, t, nullable));
     }
     Ok(Arc::new(Schema::new(fields)))
@@ -288,7 +276,7 @@ impl MssqlSource {
             })
             .collect();
         let page_schema = Arc::new(Schema::new(fields));
-        let run_col = names.iter().position(|n| n.eq_ignore_ascii_case("[PerfSnapshotRunID]")).unwrap_or(0);
+        let run_col = names.iter().position(|n| n.eq_ignore_ascii_case(&format!("[{}]", TABLE.identity))).unwrap_or(0);
         let upper = range.map(|(_, hi)| hi);
         let start = match (req.after_run_id, range) {
             (Some(a), Some((lo, _))) => a.max(lo - 1),
@@ -297,9 +285,11 @@ impl MssqlSource {
             (None, None) => i64::MIN,
         };
         let sql = format!(
-            "SELECT TOP (@P1) {} FROM {SOURCE_TABLE} WHERE PerfSnapshotRunID > @P2{} ORDER BY PerfSnapshotRunID",
+            "SELECT TOP (@P1) {} FROM {} WHERE {id} > @P2{} ORDER BY {id}",
             names.join(", "),
-            if upper.is_some() { " AND PerfSnapshotRunID <= @P3" } else { "" }
+            TABLE.sql_name(),
+            if upper.is_some() { format!(" AND {} <= @P3", TABLE.identity) } else { String::new() },
+            id = TABLE.identity,
         );
         Ok(Box::new(PageReader {
             rt: Some(runtime()?),
@@ -389,11 +379,11 @@ impl PageReader {
         let conn = &self.conn;
         // Every error names the page, so a failed read says where the copy stopped.
         let doing = match self.last {
-            i64::MIN => format!("reading dbo.PerfSnapshotRun, first page (TOP {n})"),
-            last => format!("reading dbo.PerfSnapshotRun, page after PerfSnapshotRunID {last} (TOP {n})"),
+            i64::MIN => format!("reading {}, first page (TOP {n})", TABLE.sql_name()),
+            last => format!("reading {}, page after {} {last} (TOP {n})", TABLE.sql_name(), TABLE.identity),
         };
         let doing = doing.as_str();
-        let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: "PerfSnapshotRun".into(), message: m };
+        let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: TABLE.name.into(), message: m };
         // One set of builders for the whole read (each finish leaves them sized for the next
         // page); new ones if a failed page left rows behind.
         let mut cols = match self.builders.take() {
@@ -436,7 +426,7 @@ impl PageReader {
         // Pages come in PerfSnapshotRunID order: the last row is the next page's key.
         self.last = ids.value(got - 1);
         self.columns
-            .normalize(&raw, self.projection, &|r| format!("PerfSnapshotRunID {}", ids.value(r)))
+            .normalize(&raw, self.projection, &|r| format!("{} {}", TABLE.identity, ids.value(r)))
             .map(Some)
     }
 }
@@ -460,19 +450,5 @@ impl Iterator for PageReader {
                 Some(Err(e))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn information_schema_types_map_to_exact_arrow_types() {
-        assert_eq!(arrow_type("bigint", None, None, None), Some(DataType::Int64));
-        assert_eq!(arrow_type("datetime2", None, None, Some(3)), Some(DataType::Timestamp(TimeUnit::Millisecond, None)));
-        assert_eq!(arrow_type("DECIMAL", Some(9), Some(4), None), Some(DataType::Decimal128(9, 4)));
-        assert_eq!(arrow_type("nvarchar", None, None, None), Some(DataType::Utf8));
-        assert_eq!(arrow_type("xml", None, None, None), None);
     }
 }

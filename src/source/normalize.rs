@@ -172,7 +172,7 @@ fn type_error(label: &str, col: &Column, found: &DataType) -> Error {
 fn check_type(label: &str, col: &Column, found: &DataType) -> Result<()> {
     let ok = match (col.sql, found) {
         (SqlType::BigInt | SqlType::Int, t) => t.is_integer(),
-        (SqlType::DateTime2_3, DataType::Timestamp(_, tz)) => {
+        (SqlType::DateTime2(3), DataType::Timestamp(_, tz)) => {
             tz.as_deref().is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z" | "Etc/UTC"))
         }
         (SqlType::Decimal { scale, .. }, DataType::Decimal128(_, s) | DataType::Decimal64(_, s) | DataType::Decimal32(_, s)) => *s <= scale,
@@ -201,7 +201,7 @@ fn convert(label: &str, col: &Column, array: &ArrayRef, row_name: &RowName) -> R
     let strict = CastOptions { safe: false, ..Default::default() };
     let out: ArrayRef = match (col.sql, array.data_type()) {
         (_, t) if *t == target => array.clone(),
-        (SqlType::DateTime2_3, DataType::Timestamp(unit, _)) => {
+        (SqlType::DateTime2(3), DataType::Timestamp(unit, _)) => {
             let (num, den) = match unit {
                 TimeUnit::Second => (1000i64, 1i64),
                 TimeUnit::Millisecond => (1, 1),

@@ -35,7 +35,7 @@ impl ParquetSource {
             .parent()
             .and_then(|d| d.file_name())
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("ServerID="));
+            .is_some_and(|n| crate::schema::RUN.is_partition_dir(n));
         let run_ids = if in_stage { RunIds::FilePosition } else { RunIds::Required };
         let columns = ColumnMatch::with_run_ids(&label, &schema, run_ids)?;
         let identity = std::fs::canonicalize(path)

@@ -69,13 +69,13 @@ impl BulkLayout {
             .enumerate()
             .map(|(i, c)| {
                 let enc = match c.sql {
-                    SqlType::DateTime2_3 => Enc::DateTime2Ms,
+                    SqlType::DateTime2(3) => Enc::DateTime2Ms,
                     SqlType::Int if c.nullable => Enc::IntN4,
                     SqlType::Int => Enc::Int4,
                     SqlType::NVarChar(n) => Enc::NVarChar { max_bytes: 2 * n as usize },
                     SqlType::Decimal { precision, .. } => Enc::Decimal { bytes: decimal_bytes(precision) },
                     // The target has no BIGINT or BIT columns.
-                    SqlType::BigInt | SqlType::Bit => unreachable!("no such target column"),
+                    _ => unreachable!("no such target column"),
                 };
                 (i, enc)
             })
