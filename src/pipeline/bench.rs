@@ -1,9 +1,25 @@
 //! The report of `perfcopy bench`: per stage and end to end, with the machine it ran on.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::config::{BenchPlan, BenchTarget};
 use crate::pipeline::copy::CopyReport;
+use crate::sink::mssql::scratch::ScratchTable;
+use crate::sink::null::NullTarget;
+use crate::sink::stage::Stage;
+use crate::sink::Target;
+
+/// The target a benchmark writes to; `null` is the null target whose encoded bytes the report
+/// shows. A MonitoringDB is written through a scratch table, never its PerfSnapshotRun.
+pub fn target(plan: &BenchPlan, null: &Arc<NullTarget>) -> Box<dyn Target> {
+    match &plan.target {
+        BenchTarget::Null => Box::new(null.clone()),
+        BenchTarget::Stage(dir) => Box::new(Stage::new(dir, Default::default(), true)),
+        BenchTarget::MonitoringDb(conn) => Box::new(ScratchTable::new(conn.clone(), plan.bulk.clone())),
+    }
+}
 
 /// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
 /// throughput of one thread of that stage.

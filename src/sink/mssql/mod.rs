@@ -1,40 +1,33 @@
 //! MonitoringDB over TDS: `dbo.Servers` as the registry, `dbo.PerfSnapshotRun` loaded with
-//! TDS bulk load (`INSERT BULK`, the BCP path), and `dbo.DBAToolsSyncLog` as the ledger.
-//!
-//! Each unit (one deduplicated source batch) commits in one transaction together with its
-//! source's watermark row in `dbo.DBAToolsSyncLog`, in the toolkit's shape (one `Success` row
-//! per source and run, whose `LastRunID` advances with each batch), so a re-run resumes after
-//! the last committed batch and the toolkit's own T-SQL sync procedure sees the same state.
-//! A failed unit rolls back completely; transient errors (dropped connection, deadlock victim
-//! 1205, lock timeout 1222, statement timeout) are retried on a new connection with backoff, a
-//! bounded number of times. After a failure whose outcome is unknown (the connection died
-//! around COMMIT) the unit's first key is looked up: the pipeline only sends keys the target
-//! did not hold, so finding it means the unit committed.
+//! TDS bulk load (`INSERT BULK`, the BCP path) unit by unit ([`writer`]), and
+//! `dbo.DBAToolsSyncLog` as the ledger ([`ledger`]), so the toolkit's own T-SQL sync procedure
+//! sees the same state as perfcopy.
 //!
 //! An application lock (`sp_getapplock`, session owner, on its own connection) keeps two
 //! perfcopy runs from loading the same MonitoringDB at once. Table names are fixed; values are
-//! always parameters.
+//! always parameters. `perfcopy bench` loads a scratch table instead ([`scratch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::schema::{target_columns, DeclaredColumn};
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target, Watermark};
-use crate::source::{BatchIter, Source, SourceFacts};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
+use crate::source::{BatchIter, Source};
 use crate::transform::remap::ServerIdMap;
 
 mod existing;
 mod ledger;
+pub mod scratch;
 mod writer;
 
 use existing::PerServer;
-use ledger::{insert_synclog, record_mark, SyncRows};
+use ledger::Ledger;
 pub use ledger::{SYNCLOG_DDL, SYNCSOURCE_DDL};
-use writer::MonitoringWriter;
 pub use writer::{bulk_insert, bulk_insert_token_rows};
+use writer::UnitWriter;
 
 /// The target table.
 pub const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
@@ -63,26 +56,12 @@ pub struct MonitoringDb {
     conn: ConnSpec,
     label: String,
     options: BulkOptions,
-    /// `Some(table)` for `perfcopy bench`: rows go to this scratch table, created by the load
-    /// and dropped at its end; dbo.Servers, dbo.PerfSnapshotRun and the ledger are not touched.
-    scratch: Option<String>,
 }
 
 impl MonitoringDb {
     /// A target; connects lazily.
     pub fn new(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
-        MonitoringDb { label: conn.label().to_string(), conn, options, scratch: None }
-    }
-
-    /// A benchmark target writing to a scratch table `dbo.perfcopy_bench_<pid>` that the load
-    /// creates and drops (the real PerfSnapshotRun is never written).
-    pub fn scratch(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
-        let table = format!("dbo.perfcopy_bench_{}", std::process::id());
-        MonitoringDb { label: format!("{} (scratch table {table})", conn.label()), conn, options, scratch: Some(table) }
-    }
-
-    fn table(&self) -> &str {
-        self.scratch.as_deref().unwrap_or(TARGET_TABLE)
+        MonitoringDb { label: conn.label().to_string(), conn, options }
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -157,9 +136,6 @@ impl Target for MonitoringDb {
     }
 
     fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
-        if self.scratch.is_some() {
-            return Ok(Box::new(()));
-        }
         let rt = runtime()?;
         let client = rt.block_on(async {
             let mut client = self.conn.connect().await?;
@@ -181,9 +157,6 @@ impl Target for MonitoringDb {
     }
 
     fn known_servers(&self) -> Result<ServerIdMap> {
-        if self.scratch.is_some() {
-            return Ok(ServerIdMap::new());
-        }
         self.block_on(async {
             let mut client = self.conn.connect().await?;
             let rows = query_rows(&self.conn, &mut client, "SELECT ServerID, ServerName FROM dbo.Servers", &[]).await?;
@@ -222,18 +195,12 @@ impl Target for MonitoringDb {
     }
 
     fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
-        if self.scratch.is_some() {
-            return Ok(Box::new(std::iter::empty()));
-        }
         let ranges: Vec<(i32, i64, i64)> = ranges.iter().map(|(&s, &(lo, hi))| (s, lo, hi)).collect();
         let conn = self.conn.clone();
         Ok(Box::new(PerServer::new(conn, ranges, true)))
     }
 
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
-        if self.scratch.is_some() {
-            return Ok(Box::new(std::iter::empty()));
-        }
         let ranges: Vec<(i32, i64, i64)> = ranges
             .iter()
             .flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi.saturating_sub(1))))
@@ -242,100 +209,23 @@ impl Target for MonitoringDb {
     }
 
     fn watermark(&self, source: &dyn Source) -> Result<Recorded> {
-        if source.facts().is_none() || self.scratch.is_some() {
+        if source.facts().is_none() {
             return Ok(Recorded::Nothing);
         }
-        self.block_on(async {
-            let mut client = self.conn.connect().await?;
-            let exists = query_rows(&self.conn, &mut client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
-            let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
-            if !has(0) || !has(1) {
-                return Ok(Recorded::Nothing);
-            }
-            // Only perfcopy's own companion rows say which source a ledger row belongs to; a
-            // ledger row without one (the toolkit's procedure, an older perfcopy) is never used.
-            let rows = query_rows(
-                &self.conn,
-                &mut client,
-                "SELECT TOP (1) SyncLogID, LastRunID, LastSnapshotUTC, SourceInstance, SourceDatabase, DatabaseCreated, RecoveryFork, TableObjectID, TableCreated \
-                 FROM dbo.PerfcopySyncSource WHERE SourceKey = @P1 ORDER BY SyncLogID DESC",
-                &[&source.identity()],
-            )
-            .await?;
-            let Some(r) = rows.first() else { return Ok(Recorded::Nothing) };
-            let text = |i: usize| r.try_get::<&str, _>(i).ok().flatten().map(str::to_string);
-            let time = |i: usize| r.try_get::<chrono::NaiveDateTime, _>(i).ok().flatten();
-            let sync_id: i32 = r.try_get(0).ok().flatten().unwrap_or(0);
-            let last: Option<i64> = r.try_get(1).ok().flatten();
-            let snapshot = time(2).map(|t| t.and_utc().timestamp_millis());
-            let facts = SourceFacts {
-                instance: text(3).unwrap_or_default(),
-                database: text(4).unwrap_or_default(),
-                database_created: time(5).map(crate::source::fact_time),
-                recovery_fork: text(6),
-                table_object_id: r.try_get::<i32, _>(7).ok().flatten().map(i64::from),
-                table_created: time(8).map(crate::source::fact_time),
-            };
-            let Some(last) = last else {
-                return Ok(Recorded::Unusable { last_run_id: None, reason: format!("dbo.PerfcopySyncSource row {sync_id} has no LastRunID") });
-            };
-            let ledger = query_rows(&self.conn, &mut client, "SELECT SyncStatus, LastRunID FROM dbo.DBAToolsSyncLog WHERE SyncLogID = @P1", &[&sync_id]).await?;
-            let reason = match ledger.first() {
-                None => Some(format!("its dbo.DBAToolsSyncLog row {sync_id} no longer exists")),
-                Some(l) => {
-                    let status = l.try_get::<&str, _>(0).ok().flatten().unwrap_or("");
-                    let ledger_last: Option<i64> = l.try_get(1).ok().flatten();
-                    if !status.eq_ignore_ascii_case("Success") {
-                        Some(format!("its dbo.DBAToolsSyncLog row {sync_id} has SyncStatus '{status}'"))
-                    } else if ledger_last != Some(last) {
-                        Some(format!(
-                            "dbo.DBAToolsSyncLog row {sync_id} says LastRunID {}, perfcopy recorded {last}",
-                            ledger_last.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
-                        ))
-                    } else {
-                        None
-                    }
-                }
-            };
-            Ok(match reason {
-                Some(reason) => Recorded::Unusable { last_run_id: Some(last), reason },
-                None => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts) }),
-            })
-        })
+        self.block_on(ledger::recorded(&self.conn, source))
     }
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
         // The ledger is created only now that the run is known to write (not when it is
         // refused, e.g. for unknown servers), and only when some source is recorded in it.
-        if let Some(table) = &self.scratch {
-            let ddl = format!(
-                "CREATE TABLE {table} (PerfSnapshotRunID BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})",
-                target_columns()
-                    .iter()
-                    .map(|c| format!("{} {} {}", c.name, c.sql.sql_name(), if c.nullable { "NULL" } else { "NOT NULL" }))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            self.block_on(async {
-                let mut client = self.conn.connect().await?;
-                client.execute(ddl.as_str(), &[]).await.map_err(|e| self.conn.sql_error("creating the scratch table", e))?;
-                Ok(())
-            })?;
-        } else if sources.iter().any(|m| m.watermarks) {
-            self.block_on(async {
-                let mut client = self.conn.connect().await?;
-                client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
-                client.execute(SYNCSOURCE_DDL, &[]).await.map_err(|e| self.conn.sql_error("creating dbo.PerfcopySyncSource", e))?;
-                Ok(())
-            })?;
+        if sources.iter().any(|m| m.watermarks) {
+            self.block_on(ledger::create_tables(&self.conn))?;
         }
         Ok(Box::new(MonitoringLoad {
             conn: self.conn.clone(),
             options: self.options.clone(),
             sources: Arc::new(sources),
-            table: self.table().to_string(),
-            scratch: self.scratch.is_some(),
-            sync_rows: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+            ledger: Arc::new(Ledger::default()),
         }))
     }
 }
@@ -345,88 +235,26 @@ struct MonitoringLoad {
     conn: ConnSpec,
     options: BulkOptions,
     sources: Arc<Vec<SourceMeta>>,
-    table: String,
-    scratch: bool,
-    /// Per source (index): its ledger row in this run, once written (shared by the writers and
-    /// the final commit).
-    sync_rows: SyncRows,
-}
-
-
-impl MonitoringLoad {
-    fn drop_scratch(&self) -> Result<()> {
-        let sql = format!("DROP TABLE {}", self.table);
-        runtime()?.block_on(async {
-            let mut client = self.conn.connect().await?;
-            client.execute(sql.as_str(), &[]).await.map_err(|e| self.conn.sql_error("dropping the scratch table", e))?;
-            Ok(())
-        })
-    }
+    ledger: Arc<Ledger>,
 }
 
 impl Load for MonitoringLoad {
     fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
-        Ok(Box::new(MonitoringWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), self.table.clone(), self.sync_rows.clone())?))
+        let ledger = Some(self.ledger.clone());
+        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), TARGET_TABLE.to_string(), ledger)?))
     }
 
     fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
-        if self.scratch {
-            return self.drop_scratch();
-        }
-        // Units recorded their watermarks as they committed, except where a unit could not
-        // vouch for its rows yet (split sources' parts commit out of order; a row dropped for
-        // another source's survivor is only safe once that survivor committed). Every unit is
-        // durable now: each source's ledger row is brought to its final watermark.
-        let synced = self.sync_rows.lock().map_err(|_| Error::Internal("ledger state poisoned".into()))?.clone();
-        let mut todo = Vec::new();
-        for m in &marks {
-            let Some(&first) = m.sources.first() else { continue };
-            let Some(meta) = self.sources.get(first).filter(|meta| meta.watermarks) else { continue };
-            let Some(snapshot) = m.watermark.last_snapshot_ms else { continue };
-            let row = if m.sources.len() == 1 && !meta.split { synced.get(&first).copied() } else { None };
-            if row.is_some_and(|r| r.last_run_id == m.watermark.last_run_id && r.rows == m.rows_written as i64) {
-                continue;
-            }
-            todo.push((meta, row, m.watermark.last_run_id, snapshot, m.rows_written as i64));
-        }
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        runtime()?.block_on(async {
-            let mut client = self.conn.connect().await?;
-            for (meta, row, last, snapshot, rows) in todo {
-                record_mark(&mut client, meta, row, last, snapshot, rows, started)
-                    .await
-                    .map_err(|e| self.conn.sql_error(&format!("recording the watermark of '{}'", meta.identity), e))?;
-            }
-            Ok(())
-        })
+        runtime()?.block_on(self.ledger.record_final(&self.conn, &self.sources, &marks))
     }
 
     fn abort(self: Box<Self>, reason: &str) {
-        if self.scratch {
-            if let Err(e) = self.drop_scratch() {
-                tracing::warn!("could not drop the scratch table {}: {e}", self.table);
-            }
-            return;
-        }
         // Committed units stay (they are complete and recorded in the ledger); the unit that
-        // failed was rolled back. The failure is recorded as the toolkit's procedure does.
+        // failed was rolled back.
         let reason: String = self.conn.scrub(reason).chars().take(4000).collect();
-        let r = runtime().and_then(|rt| {
-            rt.block_on(async {
-                let mut client = self.conn.connect().await?;
-                let mut seen = BTreeSet::new();
-                for m in self.sources.iter().filter(|m| m.watermarks && seen.insert(m.identity.clone())) {
-                    insert_synclog(&self.conn, &mut client, m, None, None, "Failed", Some(&reason)).await?;
-                }
-                Ok(())
-            })
-        });
+        let r = runtime().and_then(|rt| rt.block_on(ledger::record_failure(&self.conn, &self.sources, &reason)));
         if let Err(e) = r {
             tracing::warn!("could not record the failure in dbo.DBAToolsSyncLog: {e}");
         }
     }
 }
-

@@ -1,5 +1,12 @@
-//! The writer of a MonitoringDB load: each unit in one transaction, retried on transient
-//! errors, and the bulk load that sends its rows.
+//! The writer of a load over TDS, and the bulk load that sends its rows.
+//!
+//! Each unit (one deduplicated source batch) commits in one transaction, together with its
+//! source's watermark in the load's ledger when it has one, so a re-run resumes after the last
+//! committed unit. A failed unit rolls back completely; transient errors (dropped connection,
+//! deadlock victim 1205, lock timeout 1222, statement timeout) are retried on a new connection
+//! with backoff, a bounded number of times. After a failure whose outcome is unknown (the
+//! connection died around COMMIT) the unit's first key is looked up: the pipeline only sends
+//! keys the target did not hold, so finding it means the unit committed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,47 +23,32 @@ use crate::mssql::{is_transient, ConnSpec, SqlClient};
 use crate::schema::{target_columns, target_schema};
 use crate::sink::{LoadWriter, SourceMeta, WriteUnit, WrittenRows};
 
-use super::ledger::{record_mark, SyncRow, SyncRows};
-use super::{query_rows, BulkOptions, TARGET_TABLE};
+use super::ledger::{Ledger, SyncRow};
+use super::{query_rows, BulkOptions};
 
 /// Unix ms as a DATETIME2(3).
-pub(super) fn datetime2(ms: i64) -> DateTime2 {
+fn datetime2(ms: i64) -> DateTime2 {
     let (days, in_day) = crate::tds::unix_ms_to_datetime2(ms);
     DateTime2::new(Date::new(days as u32), Time::new(in_day as u64, 3))
 }
 
-pub(super) struct MonitoringWriter {
+/// One worker's writer of a load into a table: each unit in its own transaction, retried on
+/// transient errors (see the module docs).
+pub(super) struct UnitWriter {
     conn: ConnSpec,
     options: BulkOptions,
     sources: Arc<Vec<SourceMeta>>,
-    rt: Option<tokio::runtime::Runtime>,
     table: String,
+    /// The load's ledger, recorded in each unit's transaction; `None` for a table whose load
+    /// keeps no ledger (bench's scratch table).
+    ledger: Option<Arc<Ledger>>,
+    rt: Option<tokio::runtime::Runtime>,
     client: Option<SqlClient>,
-    /// Per source: its ledger row in this run, once inserted (shared with the load).
-    sync_rows: SyncRows,
     written: WrittenRows,
     started: Instant,
     /// Per source: a watermark (and its row's SnapshotUTC) advanced by empty units, not yet
     /// recorded.
     pending_mark: BTreeMap<usize, (i64, Option<i64>)>,
-}
-
-impl MonitoringWriter {
-    /// A writer into `table` recording the watermarks of `sources` in the ledger.
-    pub(super) fn new(conn: ConnSpec, options: BulkOptions, sources: Arc<Vec<SourceMeta>>, table: String, sync_rows: SyncRows) -> Result<MonitoringWriter> {
-        Ok(MonitoringWriter {
-            conn,
-            options,
-            sources,
-            rt: Some(crate::mssql::runtime()?),
-            table,
-            client: None,
-            sync_rows,
-            written: WrittenRows::new(),
-            started: Instant::now(),
-            pending_mark: BTreeMap::new(),
-        })
-    }
 }
 
 /// Outcome of one attempt at a unit.
@@ -65,7 +57,23 @@ enum Attempt {
     Transient(Error),
 }
 
-impl MonitoringWriter {
+impl UnitWriter {
+    /// A writer of `sources`' units into `table`, recording their watermarks in `ledger`.
+    pub(super) fn new(conn: ConnSpec, options: BulkOptions, sources: Arc<Vec<SourceMeta>>, table: String, ledger: Option<Arc<Ledger>>) -> Result<UnitWriter> {
+        Ok(UnitWriter {
+            conn,
+            options,
+            sources,
+            table,
+            ledger,
+            rt: Some(crate::mssql::runtime()?),
+            client: None,
+            written: WrittenRows::new(),
+            started: Instant::now(),
+            pending_mark: BTreeMap::new(),
+        })
+    }
+
     async fn unit(&mut self, unit: &WriteUnit<'_>) -> Result<Attempt> {
         if self.client.is_none() {
             match self.conn.connect().await {
@@ -73,7 +81,7 @@ impl MonitoringWriter {
                 Err(e) => return Ok(Attempt::Transient(e)),
             }
         }
-        let meta = &self.sources[unit.source];
+        let meta = self.sources.get(unit.source).ok_or_else(|| Error::Internal(format!("unit of unknown source {}", unit.source)))?;
         let conn = self.conn.clone();
         let client = self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
         let result: std::result::Result<Option<SyncRow>, tiberius::error::Error> = async {
@@ -81,21 +89,18 @@ impl MonitoringWriter {
             if unit.rows.num_rows() > 0 {
                 bulk_insert(client, &self.table, unit.rows, &self.options).await?;
             }
-            let mut sync = self.sync_rows.lock().ok().and_then(|m| m.get(&unit.source).copied());
-            if let (true, false, Some(last), Some(snapshot)) = (meta.watermarks, meta.split, unit.last_run_id, unit.last_snapshot_ms) {
-                let rows = sync.map_or(0, |s| s.rows) + unit.rows.num_rows() as i64;
-                sync = Some(record_mark(client, meta, sync, last, snapshot, rows, self.started).await?);
-            }
+            let sync = match &self.ledger {
+                Some(ledger) => ledger.record_unit(client, meta, unit, self.started).await?,
+                None => None,
+            };
             client.simple_query("COMMIT TRANSACTION").await?.into_results().await?;
             Ok(sync)
         }
         .await;
         match result {
             Ok(sync) => {
-                if let Some(s) = sync {
-                    if let Ok(mut m) = self.sync_rows.lock() {
-                        m.insert(unit.source, s);
-                    }
+                if let Some(ledger) = &self.ledger {
+                    ledger.committed(unit.source, sync);
                 }
                 Ok(Attempt::Done)
             }
@@ -115,8 +120,10 @@ impl MonitoringWriter {
     }
 
     /// Whether a unit whose commit outcome is unknown did commit: its first key is there.
+    /// Asked only of MonitoringDB's own table (the writer with a ledger), whose keys the
+    /// pipeline checked before sending; a scratch table's unit is simply retried.
     async fn committed(&mut self, unit: &WriteUnit<'_>) -> Result<bool> {
-        if unit.rows.num_rows() == 0 || self.table != TARGET_TABLE {
+        if unit.rows.num_rows() == 0 || self.ledger.is_none() {
             return Ok(false);
         }
         let client = match self.client.as_mut() {
@@ -140,7 +147,7 @@ impl MonitoringWriter {
     }
 }
 
-impl LoadWriter for MonitoringWriter {
+impl LoadWriter for UnitWriter {
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
         let rt = self.rt.take().ok_or_else(|| Error::Internal("writer runtime missing".into()))?;
         let r = rt.block_on(async {
