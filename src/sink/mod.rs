@@ -111,11 +111,15 @@ pub trait Target: Send + Sync {
     /// Adds `names` to the registry with IDs after the highest known in `known` (map and
     /// registry), in name order; returns the IDs given.
     fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>>;
-    /// Keys the target holds for these servers within these inclusive ms ranges: batches of
-    /// (SnapshotUTC, ServerID). A target may return more (the caller filters).
+    /// Keys the target holds for these servers within these ranges: batches of (SnapshotUTC,
+    /// ServerID). A target may return more (the caller filters).
+    ///
+    /// Every range given to a target is `(first, last)` SnapshotUTC in ms, both ends included:
+    /// `(t, t)` is the one instant `t`, `(i64::MIN, i64::MAX)` all time.
     fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter>;
-    /// Full target rows of these servers within these ms ranges (target schema), for conflict
-    /// detection in hot days.
+    /// Full target rows of these servers within these ranges (inclusive, as for
+    /// [`Target::existing_keys`]; target schema), for conflict detection in hot days. A target
+    /// may return more (the caller filters).
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
     /// Whether the target holds the key (ServerID, SnapshotUTC ms).
     fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {

@@ -161,7 +161,8 @@ impl Stage {
     }
 }
 
-/// Row groups whose SnapshotUTC statistics intersect one of the ranges.
+/// Row groups whose SnapshotUTC statistics intersect one of the ranges (inclusive, as the
+/// [`Target`] methods take them).
 fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i64)]) -> Vec<usize> {
     use arrow::array::AsArray;
     use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -182,7 +183,7 @@ fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i
                 return true;
             }
             let (lo, hi) = (mins.value(i), maxes.value(i));
-            ranges.iter().any(|&(a, z)| lo < z && hi >= a)
+            ranges.iter().any(|&(a, z)| lo <= z && hi >= a)
         })
         .collect()
 }
@@ -266,7 +267,7 @@ impl Target for Stage {
         let mut iters = Vec::new();
         for (&server, &(lo, hi)) in ranges {
             let files = self.partition_files(server)?;
-            iters.push(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], Some(vec![(lo, hi.saturating_add(1))])));
+            iters.push(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], Some(vec![(lo, hi)])));
         }
         Ok(Box::new(iters.into_iter().flatten()))
     }

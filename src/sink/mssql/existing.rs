@@ -11,7 +11,8 @@ use crate::schema::{target_columns, target_schema};
 
 use super::TARGET_TABLE;
 
-/// Reads target rows server by server (and range by range), one query each.
+/// Reads target rows server by server and range by range (server, first ms, last ms: both
+/// ends included, as the [`crate::sink::Target`] methods take them), one query each.
 pub(super) struct PerServer {
     conn: ConnSpec,
     ranges: std::vec::IntoIter<(i32, i64, i64)>,

@@ -201,10 +201,7 @@ impl Target for MonitoringDb {
     }
 
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
-        let ranges: Vec<(i32, i64, i64)> = ranges
-            .iter()
-            .flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi.saturating_sub(1))))
-            .collect();
+        let ranges: Vec<(i32, i64, i64)> = ranges.iter().flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi))).collect();
         Ok(Box::new(PerServer::new(self.conn.clone(), ranges, false)))
     }
 
