@@ -95,9 +95,6 @@ pub struct WriteUnit<'a> {
     pub last_snapshot_ms: Option<i64>,
 }
 
-/// Rows per target ServerID written by a load.
-pub type WrittenRows = BTreeMap<i32, u64>;
-
 /// A destination for consolidated rows.
 pub trait Target: Send + Sync {
     /// How the user knows this target; never contains a secret.
@@ -157,8 +154,9 @@ pub trait Load: Send + Sync {
 pub trait LoadWriter: Send {
     /// Writes one unit.
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()>;
-    /// Flushes and hands the written data to the load (not yet visible).
-    fn finish(self: Box<Self>) -> Result<WrittenRows>;
+    /// Flushes and hands the written data to the load (not yet visible). The pipeline counts
+    /// what it wrote itself: a unit is written once `write` returned.
+    fn finish(self: Box<Self>) -> Result<()>;
 }
 
 /// A shared target is a target (so a caller can keep a handle, e.g. to read counters after a run).

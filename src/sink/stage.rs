@@ -25,7 +25,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::schema::{target_schema, tgt, TABLE_DIR};
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit, WrittenRows};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
 
@@ -406,7 +406,8 @@ struct StageWriter {
     table: PathBuf,
     name: String,
     props: WriterProperties,
-    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>, u64)>,
+    /// Per ServerID: its file's temporary and final name, and its writer.
+    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>)>,
     pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
     created: Arc<Mutex<Vec<PathBuf>>>,
 }
@@ -419,15 +420,13 @@ impl LoadWriter for StageWriter {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<WrittenRows> {
-        let mut written = WrittenRows::new();
-        for (server, (tmp, fin, w, rows)) in self.files {
+    fn finish(self: Box<Self>) -> Result<()> {
+        for (tmp, fin, w) in self.files.into_values() {
             let file = w.into_inner().map_err(Error::parquet(&tmp))?;
             file.sync_all().map_err(Error::write(&tmp))?;
             self.pending.lock().map_err(lock_err)?.push((tmp, fin));
-            *written.entry(server).or_default() += rows;
         }
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -441,14 +440,13 @@ impl StageWriter {
             let file = File::create(&tmp).map_err(Error::write(&tmp))?;
             self.created.lock().map_err(lock_err)?.push(tmp.clone());
             let w = ArrowWriter::try_new(file, target_schema(), Some(self.props.clone())).map_err(Error::parquet(&tmp))?;
-            self.files.insert(server_id, (tmp, fin, w, 0));
+            self.files.insert(server_id, (tmp, fin, w));
         }
-        let (tmp, _, w, rows) = self
+        let (tmp, _, w) = self
             .files
             .get_mut(&server_id)
             .ok_or_else(|| Error::Internal("stage writer vanished".into()))?;
         w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
-        *rows += batch.num_rows() as u64;
         Ok(())
     }
 }

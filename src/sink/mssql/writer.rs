@@ -21,7 +21,7 @@ use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
 use crate::error::{Error, Result};
 use crate::mssql::{is_transient, ConnSpec, SqlClient};
 use crate::schema::{target_columns, target_schema};
-use crate::sink::{LoadWriter, SourceMeta, WriteUnit, WrittenRows};
+use crate::sink::{LoadWriter, SourceMeta, WriteUnit};
 
 use super::ledger::{Ledger, SyncRow};
 use super::{query_rows, BulkOptions};
@@ -44,7 +44,6 @@ pub(super) struct UnitWriter {
     ledger: Option<Arc<Ledger>>,
     rt: Option<tokio::runtime::Runtime>,
     client: Option<SqlClient>,
-    written: WrittenRows,
     started: Instant,
     /// Per source: a watermark (and its row's SnapshotUTC) advanced by empty units, not yet
     /// recorded.
@@ -68,7 +67,6 @@ impl UnitWriter {
             ledger,
             rt: Some(crate::mssql::runtime()?),
             client: None,
-            written: WrittenRows::new(),
             started: Instant::now(),
             pending_mark: BTreeMap::new(),
         })
@@ -175,9 +173,6 @@ impl LoadWriter for UnitWriter {
         });
         self.rt = Some(rt);
         r?;
-        for (server, part) in crate::transform::split_by_server(unit.rows)? {
-            *self.written.entry(server).or_default() += part.num_rows() as u64;
-        }
         if unit.rows.num_rows() == 0 {
             if let Some(l) = unit.last_run_id {
                 self.pending_mark.insert(unit.source, (l, unit.last_snapshot_ms));
@@ -188,7 +183,7 @@ impl LoadWriter for UnitWriter {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<WrittenRows> {
+    fn finish(mut self: Box<Self>) -> Result<()> {
         // Record watermarks that advanced through batches with nothing new to write.
         let marks: Vec<(usize, (i64, Option<i64>))> = std::mem::take(&mut self.pending_mark).into_iter().collect();
         if !marks.is_empty() {
@@ -198,7 +193,7 @@ impl LoadWriter for UnitWriter {
                 self.pending_mark.clear();
             }
         }
-        Ok(self.written)
+        Ok(())
     }
 }
 
