@@ -32,7 +32,9 @@ use crate::transform::remap::ServerIdMap;
 /// Writer settings of a stage.
 #[derive(Debug, Clone)]
 pub struct StageOptions {
+    /// zstd level of the files.
     pub zstd_level: i32,
+    /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// Rows per read batch when the stage is read back.
     pub batch_rows: usize,

@@ -23,6 +23,7 @@ pub(super) struct PerServer {
 }
 
 impl PerServer {
+    /// A reader of `ranges`, of the key columns only or of whole target rows.
     pub(super) fn new(conn: ConnSpec, ranges: Vec<(i32, i64, i64)>, keys_only: bool) -> PerServer {
         PerServer { conn, ranges: ranges.into_iter(), keys_only, rt: None, client: None, pending: Vec::new().into_iter() }
     }

@@ -1,6 +1,6 @@
 //! MonitoringDB over TDS: `dbo.Servers` as the registry, `dbo.PerfSnapshotRun` loaded with
-//! TDS bulk load (`INSERT BULK`, the BCP path) unit by unit ([`writer`]), and
-//! `dbo.DBAToolsSyncLog` as the ledger ([`ledger`]), so the toolkit's own T-SQL sync procedure
+//! TDS bulk load (`INSERT BULK`, the BCP path) unit by unit (`writer.rs`), and
+//! `dbo.DBAToolsSyncLog` as the ledger (`ledger.rs`), so the toolkit's own T-SQL sync procedure
 //! sees the same state as perfcopy.
 //!
 //! An application lock (`sp_getapplock`, session owner, on its own connection) keeps two

@@ -4,15 +4,12 @@
 //! dbo.PerfSnapshotRun and the ledger are never touched: the scratch table holds nothing
 //! before the load, knows no servers and records no watermarks.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec};
 use crate::schema::target_columns;
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
-use crate::source::{BatchIter, Source};
-use crate::transform::remap::ServerIdMap;
+use crate::sink::{FinalMark, Load, LoadWriter, SourceMeta, ThrowawayTarget};
 
 use super::{BulkOptions, UnitWriter};
 
@@ -32,35 +29,9 @@ impl ScratchTable {
     }
 }
 
-impl Target for ScratchTable {
+impl ThrowawayTarget for ScratchTable {
     fn label(&self) -> &str {
         &self.label
-    }
-
-    /// No lock: each process has its own table.
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(()))
-    }
-
-    fn known_servers(&self) -> Result<ServerIdMap> {
-        Ok(ServerIdMap::new())
-    }
-
-    /// Gives the IDs without writing them anywhere (dbo.Servers stays as it is).
-    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
-        Ok(known.clone().register(names))
-    }
-
-    fn existing_keys(&self, _ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
-        Ok(Box::new(std::iter::empty()))
-    }
-
-    fn existing_rows(&self, _ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
-        Ok(Box::new(std::iter::empty()))
-    }
-
-    fn watermark(&self, _source: &dyn Source) -> Result<Recorded> {
-        Ok(Recorded::Nothing)
     }
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {

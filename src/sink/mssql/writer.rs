@@ -52,7 +52,10 @@ pub(super) struct UnitWriter {
 
 /// Outcome of one attempt at a unit.
 enum Attempt {
+    /// The unit committed.
     Done,
+    /// It failed in a way a retry may fix; nothing of it committed unless the failure hid the
+    /// COMMIT's outcome.
     Transient(Error),
 }
 
