@@ -5,8 +5,9 @@
 //! committed unit. A failed unit rolls back completely; transient errors (dropped connection,
 //! deadlock victim 1205, lock timeout 1222, statement timeout) are retried on a new connection
 //! with backoff, a bounded number of times. After a failure whose outcome is unknown (the
-//! connection died around COMMIT) the unit's first key is looked up: the pipeline only sends
-//! keys the target did not hold, so finding it means the unit committed.
+//! connection died around COMMIT) the unit's first key is looked up in MonitoringDB's table:
+//! the pipeline only sends keys the target did not hold, so finding it means the unit
+//! committed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
