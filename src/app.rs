@@ -32,18 +32,13 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<i32> {
 }
 
 fn bench(a: &crate::cli::BenchArgs, cancel: &Cancel) -> Result<()> {
-    use crate::config::BenchTarget;
     let plan = config::bench_plan(a)?;
     let sources: Vec<Box<dyn crate::source::Source>> = crate::source::synthetic::SyntheticSource::all(plan.spec.clone())
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn crate::source::Source>)
         .collect();
     let null = std::sync::Arc::new(crate::sink::null::NullTarget::new());
-    let target: Box<dyn Target> = match &plan.target {
-        BenchTarget::Null => Box::new(null.clone()),
-        BenchTarget::Stage(dir) => Box::new(Stage::new(dir, Default::default(), true)),
-        BenchTarget::MonitoringDb(conn) => Box::new(MonitoringDb::scratch(conn.clone(), plan.bulk.clone())),
-    };
+    let target = crate::pipeline::bench::target(&plan, &null);
     let progress = Progress::new(a.progress);
     let report = run_copy(&sources, target.as_ref(), &plan.copy, &progress, cancel)?;
     let out = crate::pipeline::bench::BenchReport::new(&plan, &report, null.encoded_bytes());

@@ -692,3 +692,20 @@ fn empty_sources_and_non_parquet_files_in_a_directory_are_harmless() {
     let report = copy_json(&["--from", s(&dir), "--stage", s(&stage), "--register-servers"]);
     assert_copied(&report, &stage, &want);
 }
+
+/// A stage's key and row reads take inclusive ranges, like every target (issue 13: they took
+/// inclusive and half-open ones, so a row group holding only a range's last key could be
+/// pruned away).
+#[test]
+fn stage_ranges_include_both_ends() {
+    let t = tmp();
+    let (pa, stage) = (t.path().join("a.parquet"), t.path().join("stage"));
+    let rows = series("SQL01", T0, 4, 1, 5);
+    write_source(&pa, &rows, &SourceOpts::default());
+    // One row per row group: the statistics then prune exactly to the range.
+    copy_json(&["--from", s(&pa), "--stage", s(&stage), "--register-servers", "--row-group-rows", "1"]);
+    let target = perfcopy::sink::stage::Stage::new(&stage, Default::default(), false);
+    let id = read_registry(&stage.join("servers.csv"))["SQL01"];
+    let ts: Vec<i64> = rows.iter().map(|r| r.snapshot_ms).collect();
+    assert_ranges_include_both_ends(&target, id, &ts);
+}

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::mssql::{assert_no_secret, conn, seed, server, servers_table, target_rows, PW};
+use common::mssql::{assert_no_secret, conn, seed, seed_target, server, servers_table, target_rows, PW};
 use common::*;
 
 #[test]
@@ -82,4 +82,39 @@ fn verify_against_monitoringdb_and_bulk_options() {
     let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     let sql01 = report["servers"].as_array().unwrap().iter().find(|s| s["server_id"] == map[&fold("SQL01")]).unwrap().clone();
     assert_eq!(sql01["missing"].as_u64(), Some(1), "{report}");
+}
+
+/// MonitoringDB's key and row reads take inclusive ranges, like every target (issue 13: a key
+/// at the end of a hot-day range was one convention away from being missed).
+#[test]
+fn monitoringdb_ranges_include_both_ends() {
+    let srv = server();
+    let rows: Vec<Row> = series("SQL01", T0, 4, 1, 5)
+        .into_iter()
+        .map(|r| Row { server_id: 1, snapshot_ms: r.snapshot_ms, server_name: r.server_name, v: r.v })
+        .collect();
+    seed_target(&srv, "MonitoringDB", &[("SQL01", 1)], &rows);
+    let conn = perfcopy::mssql::ConnSpec::parse("--to", &conn(&srv, "MonitoringDB")).unwrap();
+    let target = perfcopy::sink::mssql::MonitoringDb::new(conn, Default::default());
+    let ts: Vec<i64> = rows.iter().map(|r| r.snapshot_ms).collect();
+    assert_ranges_include_both_ends(&target, 1, &ts);
+}
+
+/// `bench --to <MonitoringDB>` loads a scratch table through the real writer and drops it;
+/// PerfSnapshotRun, dbo.Servers and the ledger stay untouched.
+#[test]
+fn bench_into_monitoringdb_loads_a_scratch_table_and_drops_it() {
+    let srv = server();
+    srv.create_monitoringdb("MonitoringDB");
+    let report = ok_json(&perfcopy(&["bench", "--to", &conn(&srv, "MonitoringDB"), "--rows", "3000", "--servers", "3", "--writers", "2", "--json"]));
+    let written = report["rows_written"].as_u64().unwrap();
+    assert!(written > 0, "{report}");
+    assert_eq!(srv.stats().bulk_rows_received, written);
+    let target = report["target"].as_str().unwrap();
+    let scratch = target.split("scratch table ").nth(1).and_then(|t| t.strip_suffix(')')).unwrap_or_else(|| panic!("no scratch table in '{target}'"));
+    assert!(scratch.starts_with("dbo.perfcopy_bench_"), "{scratch}");
+    assert!(!srv.has_table("MonitoringDB", scratch), "{scratch} was not dropped");
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.Servers").unwrap(), 0);
+    assert!(!srv.has_table("MonitoringDB", "dbo.DBAToolsSyncLog"));
 }

@@ -1,43 +1,78 @@
 //! The report of `perfcopy bench`: per stage and end to end, with the machine it ran on.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::config::{BenchPlan, BenchTarget};
 use crate::pipeline::copy::CopyReport;
+use crate::sink::mssql::scratch::ScratchTable;
+use crate::sink::null::NullTarget;
+use crate::sink::stage::Stage;
+use crate::sink::Target;
+
+/// The target a benchmark writes to; `null` is the null target whose encoded bytes the report
+/// shows. A MonitoringDB is written through a scratch table, never its PerfSnapshotRun.
+pub fn target(plan: &BenchPlan, null: &Arc<NullTarget>) -> Box<dyn Target> {
+    match &plan.target {
+        BenchTarget::Null => Box::new(null.clone()),
+        BenchTarget::Stage(dir) => Box::new(Stage::new(dir, Default::default(), true)),
+        BenchTarget::MonitoringDb(conn) => Box::new(ScratchTable::new(conn.clone(), plan.bulk.clone())),
+    }
+}
 
 /// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
 /// throughput of one thread of that stage.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageFigure {
+    /// The stage's name.
     pub stage: &'static str,
+    /// Seconds spent in the stage, summed over its threads.
     pub thread_seconds: f64,
+    /// Rows read per thread-second.
     pub rows_per_second: f64,
+    /// Arrow MB read per thread-second.
     pub mb_per_second: f64,
 }
 
 /// The whole benchmark report.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// Cores and memory of the machine it ran on.
     pub machine: String,
+    /// Rows generated and read.
     pub rows: u64,
+    /// Servers generated.
     pub servers: usize,
+    /// Fraction of rows duplicated into a second source.
     pub overlap: f64,
+    /// Where the rows went (`null`, or the target's label).
     pub target: String,
+    /// Rows written to the target.
     pub rows_written: u64,
+    /// Rows dropped as duplicates.
     pub duplicates_dropped: u64,
+    /// Batches read.
     pub batches: u64,
     /// Arrow bytes of the batches read.
     pub bytes: u64,
     /// TDS ROW bytes encoded (the `null` target).
     pub encoded_bytes: u64,
+    /// Per stage figures.
     pub stages: Vec<StageFigure>,
+    /// Seconds readers waited for room in the writers' queues.
     pub readers_waiting_on_queue_seconds: f64,
+    /// Seconds writers waited for a batch.
     pub writers_waiting_on_queue_seconds: f64,
     /// Which side waited less: the slower one.
     pub bottleneck: &'static str,
+    /// Wall-clock seconds of the whole copy.
     pub end_to_end_seconds: f64,
+    /// Rows read per wall-clock second.
     pub end_to_end_rows_per_second: f64,
+    /// Arrow MB read per wall-clock second.
     pub end_to_end_mb_per_second: f64,
+    /// Peak resident memory, where the OS reports it.
     pub peak_rss_bytes: Option<u64>,
 }
 

@@ -1,5 +1,6 @@
-//! Targets: where consolidated rows go. Each kind (MonitoringDB over TDS, a Parquet stage, the
-//! null target of bench) implements [`Target`]; the pipeline knows nothing else about them.
+//! Targets: where consolidated rows go. Each kind (MonitoringDB over TDS, a Parquet stage, and
+//! bench's scratch table and null target) implements [`Target`]; the pipeline knows nothing
+//! else about them.
 //!
 //! A target answers the questions the pipeline asks before it writes (which servers it knows,
 //! which keys it already holds, how far each source was copied) and opens a [`Load`] that
@@ -27,6 +28,7 @@ use crate::transform::remap::ServerIdMap;
 pub struct Watermark {
     /// [`crate::source::Source::identity`].
     pub source: String,
+    /// The highest PerfSnapshotRunID copied.
     pub last_run_id: i64,
     /// SnapshotUTC (ms) of the row with `last_run_id`. `None` only in stage files written by
     /// perfcopy before it recorded it: such a watermark is never used.
@@ -54,6 +56,7 @@ pub struct FinalMark {
     /// Indexes in the load's [`SourceMeta`] list of the sources it covers (several: the parts
     /// of one split source).
     pub sources: Vec<usize>,
+    /// Their watermark: the highest row read of them.
     pub watermark: Watermark,
     /// Rows those sources wrote in this run.
     pub rows_written: u64,
@@ -95,9 +98,6 @@ pub struct WriteUnit<'a> {
     pub last_snapshot_ms: Option<i64>,
 }
 
-/// Rows per target ServerID written by a load.
-pub type WrittenRows = BTreeMap<i32, u64>;
-
 /// A destination for consolidated rows.
 pub trait Target: Send + Sync {
     /// How the user knows this target; never contains a secret.
@@ -111,11 +111,15 @@ pub trait Target: Send + Sync {
     /// Adds `names` to the registry with IDs after the highest known in `known` (map and
     /// registry), in name order; returns the IDs given.
     fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>>;
-    /// Keys the target holds for these servers within these inclusive ms ranges: batches of
-    /// (SnapshotUTC, ServerID). A target may return more (the caller filters).
+    /// Keys the target holds for these servers within these ranges: batches of (SnapshotUTC,
+    /// ServerID). A target may return more (the caller filters).
+    ///
+    /// Every range given to a target is `(first, last)` SnapshotUTC in ms, both ends included:
+    /// `(t, t)` is the one instant `t`, `(i64::MIN, i64::MAX)` all time.
     fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter>;
-    /// Full target rows of these servers within these ms ranges (target schema), for conflict
-    /// detection in hot days.
+    /// Full target rows of these servers within these ranges (inclusive, as for
+    /// [`Target::existing_keys`]; target schema), for conflict detection in hot days. A target
+    /// may return more (the caller filters).
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
     /// Whether the target holds the key (ServerID, SnapshotUTC ms).
     fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
@@ -153,8 +157,46 @@ pub trait Load: Send + Sync {
 pub trait LoadWriter: Send {
     /// Writes one unit.
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()>;
-    /// Flushes and hands the written data to the load (not yet visible).
-    fn finish(self: Box<Self>) -> Result<WrittenRows>;
+    /// Flushes and hands the written data to the load (not yet visible). The pipeline counts
+    /// what it wrote itself: a unit is written once `write` returned.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A target that holds nothing before a load and keeps nothing after it (bench's null target
+/// and scratch table): no lock (nothing to protect), no registry (IDs are given without being
+/// written anywhere), no keys, no watermarks. It only says where a load's rows go.
+pub trait ThrowawayTarget: Send + Sync {
+    /// How the user knows this target; never contains a secret.
+    fn label(&self) -> &str;
+    /// Starts a load, as [`Target::begin`].
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>>;
+}
+
+impl<T: ThrowawayTarget> Target for T {
+    fn label(&self) -> &str {
+        ThrowawayTarget::label(self)
+    }
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(()))
+    }
+    fn known_servers(&self) -> Result<ServerIdMap> {
+        Ok(ServerIdMap::new())
+    }
+    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
+        Ok(known.clone().register(names))
+    }
+    fn existing_keys(&self, _ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn existing_rows(&self, _ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn watermark(&self, _source: &dyn crate::source::Source) -> Result<Recorded> {
+        Ok(Recorded::Nothing)
+    }
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+        ThrowawayTarget::begin(self, workers, sources)
+    }
 }
 
 /// A shared target is a target (so a caller can keep a handle, e.g. to read counters after a run).

@@ -2,15 +2,12 @@
 //! bytes a MonitoringDB load would send) and then discarded, so a benchmark measures the
 //! pipeline and the encoding without a sink.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target, WriteUnit, WrittenRows};
-use crate::source::{BatchIter, Source};
+use crate::sink::{FinalMark, Load, LoadWriter, SourceMeta, ThrowawayTarget, WriteUnit};
 use crate::tds::encode::BulkLayout;
-use crate::transform::remap::ServerIdMap;
 
 /// A target that encodes and discards.
 #[derive(Default)]
@@ -30,33 +27,9 @@ impl NullTarget {
     }
 }
 
-impl Target for NullTarget {
+impl ThrowawayTarget for NullTarget {
     fn label(&self) -> &str {
         "null (TDS-encoded, discarded)"
-    }
-
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(()))
-    }
-
-    fn known_servers(&self) -> Result<ServerIdMap> {
-        Ok(ServerIdMap::new())
-    }
-
-    fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
-        Ok(known.clone().register(names))
-    }
-
-    fn existing_keys(&self, _ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
-        Ok(Box::new(std::iter::empty()))
-    }
-
-    fn existing_rows(&self, _ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
-        Ok(Box::new(std::iter::empty()))
-    }
-
-    fn watermark(&self, _source: &dyn Source) -> Result<Recorded> {
-        Ok(Recorded::Nothing)
     }
 
     fn begin(&self, _workers: usize, _sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
@@ -70,7 +43,7 @@ struct NullLoad {
 
 impl Load for NullLoad {
     fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
-        Ok(Box::new(NullWriter { encoded: self.encoded.clone(), layout: BulkLayout::documented(), buf: Vec::new(), written: WrittenRows::new() }))
+        Ok(Box::new(NullWriter { encoded: self.encoded.clone(), layout: BulkLayout::documented(), buf: Vec::new() }))
     }
 
     fn commit(self: Box<Self>, _marks: Vec<FinalMark>) -> Result<()> {
@@ -84,7 +57,6 @@ struct NullWriter {
     encoded: Arc<AtomicU64>,
     layout: BulkLayout,
     buf: Vec<u8>,
-    written: WrittenRows,
 }
 
 impl LoadWriter for NullWriter {
@@ -94,13 +66,10 @@ impl LoadWriter for NullWriter {
             .encode(unit.rows, 0..unit.rows.num_rows(), &mut self.buf)
             .map_err(|m| crate::error::Error::Internal(format!("encoding TDS rows: {m}")))?;
         self.encoded.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        for (server, part) in crate::transform::split_by_server(unit.rows)? {
-            *self.written.entry(server).or_default() += part.num_rows() as u64;
-        }
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<WrittenRows> {
-        Ok(self.written)
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
     }
 }

@@ -25,14 +25,16 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::schema::{target_schema, tgt, TABLE_DIR};
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit, WrittenRows};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
 
 /// Writer settings of a stage.
 #[derive(Debug, Clone)]
 pub struct StageOptions {
+    /// zstd level of the files.
     pub zstd_level: i32,
+    /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// Rows per read batch when the stage is read back.
     pub batch_rows: usize,
@@ -161,7 +163,8 @@ impl Stage {
     }
 }
 
-/// Row groups whose SnapshotUTC statistics intersect one of the ranges.
+/// Row groups whose SnapshotUTC statistics intersect one of the ranges (inclusive, as the
+/// [`Target`] methods take them).
 fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i64)]) -> Vec<usize> {
     use arrow::array::AsArray;
     use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -182,7 +185,7 @@ fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i
                 return true;
             }
             let (lo, hi) = (mins.value(i), maxes.value(i));
-            ranges.iter().any(|&(a, z)| lo < z && hi >= a)
+            ranges.iter().any(|&(a, z)| lo <= z && hi >= a)
         })
         .collect()
 }
@@ -266,7 +269,7 @@ impl Target for Stage {
         let mut iters = Vec::new();
         for (&server, &(lo, hi)) in ranges {
             let files = self.partition_files(server)?;
-            iters.push(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], Some(vec![(lo, hi.saturating_add(1))])));
+            iters.push(self.read_files(files, vec![tgt::SNAPSHOT_UTC, tgt::SERVER_ID], Some(vec![(lo, hi)])));
         }
         Ok(Box::new(iters.into_iter().flatten()))
     }
@@ -405,7 +408,8 @@ struct StageWriter {
     table: PathBuf,
     name: String,
     props: WriterProperties,
-    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>, u64)>,
+    /// Per ServerID: its file's temporary and final name, and its writer.
+    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>)>,
     pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
     created: Arc<Mutex<Vec<PathBuf>>>,
 }
@@ -418,15 +422,13 @@ impl LoadWriter for StageWriter {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<WrittenRows> {
-        let mut written = WrittenRows::new();
-        for (server, (tmp, fin, w, rows)) in self.files {
+    fn finish(self: Box<Self>) -> Result<()> {
+        for (tmp, fin, w) in self.files.into_values() {
             let file = w.into_inner().map_err(Error::parquet(&tmp))?;
             file.sync_all().map_err(Error::write(&tmp))?;
             self.pending.lock().map_err(lock_err)?.push((tmp, fin));
-            *written.entry(server).or_default() += rows;
         }
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -440,14 +442,13 @@ impl StageWriter {
             let file = File::create(&tmp).map_err(Error::write(&tmp))?;
             self.created.lock().map_err(lock_err)?.push(tmp.clone());
             let w = ArrowWriter::try_new(file, target_schema(), Some(self.props.clone())).map_err(Error::parquet(&tmp))?;
-            self.files.insert(server_id, (tmp, fin, w, 0));
+            self.files.insert(server_id, (tmp, fin, w));
         }
-        let (tmp, _, w, rows) = self
+        let (tmp, _, w) = self
             .files
             .get_mut(&server_id)
             .ok_or_else(|| Error::Internal("stage writer vanished".into()))?;
         w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
-        *rows += batch.num_rows() as u64;
         Ok(())
     }
 }

@@ -703,3 +703,35 @@ pub fn assert_copied(report: &Value, stage: &Path, want: &Expect) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Guards the one range convention of the sink trait (issue 13: `existing_keys` took inclusive
+/// ranges and `existing_rows` half-open ones, so an end off by one went unnoticed): `target`
+/// holds, for `server`, exactly the keys `ts` (ascending, at least three; in a stage, each in
+/// its own row group, so nothing outside a range is read). A range that ends or starts exactly
+/// at a key returns it; a key one ms outside is not returned.
+pub fn assert_ranges_include_both_ends(target: &dyn perfcopy::sink::Target, server: i32, ts: &[i64]) {
+    assert!(ts.len() >= 3 && ts.windows(2).all(|w| w[0] + 1 < w[1]), "keys must be ascending and apart: {ts:?}");
+    let collect = |batches: perfcopy::source::BatchIter| -> Vec<i64> {
+        let mut got: Vec<i64> = Vec::new();
+        for b in batches {
+            let b = b.unwrap();
+            let col = b.schema().index_of("SnapshotUTC").unwrap();
+            got.extend(b.column(col).as_primitive::<arrow::datatypes::TimestampMillisecondType>().values().iter());
+        }
+        got.sort_unstable();
+        got
+    };
+    let keys = |lo: i64, hi: i64| collect(target.existing_keys(&BTreeMap::from([(server, (lo, hi))])).unwrap());
+    let rows = |lo: i64, hi: i64| collect(target.existing_rows(&BTreeMap::from([(server, vec![(lo, hi)])])).unwrap());
+    let (first, second, last) = (ts[0], ts[1], ts[ts.len() - 1]);
+    for (what, read) in [("existing_keys", &keys as &dyn Fn(i64, i64) -> Vec<i64>), ("existing_rows", &rows)] {
+        assert_eq!(read(first, second), vec![first, second], "{what}: a key at the range's end");
+        assert_eq!(read(first + 1, second), vec![second], "{what}: a key one ms before the range's start");
+        assert_eq!(read(first, second - 1), vec![first], "{what}: a key one ms after the range's end");
+        assert_eq!(read(second, second), vec![second], "{what}: a one-instant range");
+        assert_eq!(read(i64::MIN, i64::MAX), ts.to_vec(), "{what}: all time");
+    }
+    assert!(target.holds_key(server, last).unwrap(), "holds_key at the last key");
+    assert!(!target.holds_key(server, last + 1).unwrap(), "holds_key one ms after it");
+    assert!(!target.holds_key(server, first - 1).unwrap(), "holds_key one ms before the first key");
+}

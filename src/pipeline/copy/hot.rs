@@ -81,7 +81,8 @@ pub(super) fn winners(sources: &[Box<dyn Source>], target: &dyn Target, opts: &C
     for &(s, d) in hot {
         by_server.entry(s).or_default().push(d);
     }
-    let ranges: BTreeMap<i32, Vec<(i64, i64)>> = by_server.into_iter().map(|(s, d)| (s, day_ranges(d))).collect();
+    // Day ranges end where the next day begins; the target takes inclusive ranges.
+    let ranges: BTreeMap<i32, Vec<(i64, i64)>> = by_server.into_iter().map(|(s, d)| (s, day_ranges(d).into_iter().map(|(a, z)| (a, z - 1)).collect())).collect();
     let all_ranges = day_ranges(hot.iter().map(|&(_, d)| d));
     let value_cols = source_value_columns();
 

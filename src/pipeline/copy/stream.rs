@@ -9,19 +9,19 @@ use std::time::Instant;
 
 use ahash::AHashSet as HashSet;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int32Type, Int64Type};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::pipeline::progress::Progress;
 use crate::pipeline::{for_each_source, Cancel};
-use crate::schema::src;
+use crate::schema::{src, tgt};
 use crate::sink::{FinalMark, Load, SourceMeta, Target, Watermark, WriteUnit};
 use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::dedupe::{row_hashes, Day, Verdict, Winners};
 use crate::transform::remap::ServerIdMap;
-use crate::transform::{split_by_server, to_target};
+use crate::transform::to_target;
 
 use super::hot::{source_value_columns, SourceRows};
 use super::keys::KeyScan;
@@ -159,14 +159,12 @@ pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyO
 /// One writer worker: writes what its channel brings into its part of the load (or, in a dry
 /// run, only counts it). Returns the rows written per ServerID.
 fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, timers: &Timers, cancel: &Cancel) -> Result<BTreeMap<i32, u64>> {
+    let mut written = BTreeMap::new();
     let Some(load) = load else {
-        let mut counts = BTreeMap::new();
         for msg in rx {
-            for (id, part) in split_by_server(&msg.rows)? {
-                *counts.entry(id).or_insert(0) += part.num_rows() as u64;
-            }
+            count_by_server(&msg.rows, &mut written);
         }
-        return Ok(counts);
+        return Ok(written);
     };
     let mut writer = load.writer(w)?;
     loop {
@@ -183,11 +181,24 @@ fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, time
             return Err(e);
         }
         Timers::add(&timers.write, writing);
+        count_by_server(&msg.rows, &mut written);
     }
     let closing = Instant::now();
     let r = writer.finish();
     Timers::add(&timers.write, closing);
-    r
+    r.map(|()| written)
+}
+
+/// Adds a target batch's rows to `counts`, per ServerID (rows of one server mostly come in
+/// runs, so this is one map update per run).
+fn count_by_server(rows: &RecordBatch, counts: &mut BTreeMap<i32, u64>) {
+    let ids = rows.column(tgt::SERVER_ID).as_primitive::<Int32Type>().values();
+    let mut rest = &ids[..];
+    while let Some(&id) = rest.first() {
+        let run = rest.iter().take_while(|&&v| v == id).count();
+        *counts.entry(id).or_insert(0) += run as u64;
+        rest = &rest[run..];
+    }
 }
 
 /// What a reader of the stream pass shares with the others.

@@ -1,0 +1,257 @@
+//! MonitoringDB over TDS: `dbo.Servers` as the registry, `dbo.PerfSnapshotRun` loaded with
+//! TDS bulk load (`INSERT BULK`, the BCP path) unit by unit (`writer.rs`), and
+//! `dbo.DBAToolsSyncLog` as the ledger (`ledger.rs`), so the toolkit's own T-SQL sync procedure
+//! sees the same state as perfcopy.
+//!
+//! An application lock (`sp_getapplock`, session owner, on its own connection) keeps two
+//! perfcopy runs from loading the same MonitoringDB at once. Table names are fixed; values are
+//! always parameters. `perfcopy bench` loads a scratch table instead ([`scratch`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::mssql::{runtime, ConnSpec, SqlClient};
+use crate::schema::{target_columns, DeclaredColumn};
+use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
+use crate::source::{BatchIter, Source};
+use crate::transform::remap::ServerIdMap;
+
+mod existing;
+mod ledger;
+pub mod scratch;
+mod writer;
+
+use existing::PerServer;
+use ledger::Ledger;
+pub use ledger::{SYNCLOG_DDL, SYNCSOURCE_DDL};
+pub use writer::{bulk_insert, bulk_insert_token_rows};
+use writer::UnitWriter;
+
+/// The target table.
+pub const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
+
+/// Bulk-load settings.
+#[derive(Debug, Clone)]
+pub struct BulkOptions {
+    /// `TABLOCK`: a bulk update lock for each load (faster; blocks readers of the table).
+    pub tablock: bool,
+    /// Send each unit sorted by (ServerID, SnapshotUTC) with an `ORDER` hint.
+    pub order_hint: bool,
+    /// Attempts per unit on transient errors.
+    pub retries: u32,
+    /// First backoff; doubles per attempt.
+    pub backoff: Duration,
+}
+
+impl Default for BulkOptions {
+    fn default() -> Self {
+        BulkOptions { tablock: true, order_hint: false, retries: 5, backoff: Duration::from_millis(200) }
+    }
+}
+
+/// A MonitoringDB.
+pub struct MonitoringDb {
+    conn: ConnSpec,
+    label: String,
+    options: BulkOptions,
+}
+
+impl MonitoringDb {
+    /// A target; connects lazily.
+    pub fn new(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
+        MonitoringDb { label: conn.label().to_string(), conn, options }
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        runtime()?.block_on(f)
+    }
+
+    /// Checks that the target table has the columns perfcopy writes, with their types.
+    async fn check_table(&self, client: &mut SqlClient) -> Result<()> {
+        let rows = query_rows(
+            &self.conn,
+            client,
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION \
+             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
+            &[&"dbo", &"PerfSnapshotRun"],
+        )
+        .await?;
+        if rows.is_empty() {
+            return Err(self.conn.error(format!("table {TARGET_TABLE} does not exist in database '{}'", self.conn.database())));
+        }
+        let mut found: BTreeMap<String, DeclaredColumn> = BTreeMap::new();
+        for r in &rows {
+            let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
+            let t: &str = r.try_get(1).ok().flatten().unwrap_or("");
+            found.insert(
+                name.to_ascii_lowercase(),
+                DeclaredColumn {
+                    data_type: t.to_ascii_lowercase(),
+                    precision: r.try_get(2).ok().flatten(),
+                    scale: r.try_get(3).ok().flatten(),
+                    max_chars: r.try_get(4).ok().flatten(),
+                    datetime_precision: r.try_get(5).ok().flatten(),
+                },
+            );
+        }
+        for c in target_columns() {
+            let Some(d) = found.get(&c.name.to_ascii_lowercase()) else {
+                return Err(self.conn.error(format!("{TARGET_TABLE} has no column '{}'", c.name)));
+            };
+            if let Err(why) = c.sql.fits_in(d) {
+                return Err(self.conn.error(format!("{TARGET_TABLE}.{} is {}, {why}", c.name, d.sql_name())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a query and collects its first result's rows.
+pub(super) async fn query_rows(conn: &ConnSpec, client: &mut SqlClient, sql: &str, params: &[&dyn tiberius::ToSql]) -> Result<Vec<tiberius::Row>> {
+    client
+        .query(sql, params)
+        .await
+        .map_err(|e| conn.sql_error(&format!("running '{}'", first_words(sql)), e))?
+        .into_first_result()
+        .await
+        .map_err(|e| conn.sql_error(&format!("reading the result of '{}'", first_words(sql)), e))
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+}
+
+
+/// Holds the application lock on its own connection until dropped.
+struct AppLock {
+    _rt: tokio::runtime::Runtime,
+    _client: SqlClient,
+}
+
+impl Target for MonitoringDb {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+        let rt = runtime()?;
+        let client = rt.block_on(async {
+            let mut client = self.conn.connect().await?;
+            self.check_table(&mut client).await?;
+            let rows = query_rows(
+                &self.conn,
+                &mut client,
+                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = @P2; SELECT @r AS result;",
+                &[&"perfcopy: dbo.PerfSnapshotRun", &0i32],
+            )
+            .await?;
+            let code: i32 = rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(-999);
+            if code < 0 {
+                return Err(self.conn.error("another perfcopy run is loading this MonitoringDB (it holds the application lock 'perfcopy: dbo.PerfSnapshotRun'); wait for it to finish"));
+            }
+            Ok(client)
+        })?;
+        Ok(Box::new(AppLock { _rt: rt, _client: client }))
+    }
+
+    fn known_servers(&self) -> Result<ServerIdMap> {
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let rows = query_rows(&self.conn, &mut client, "SELECT ServerID, ServerName FROM dbo.Servers", &[]).await?;
+            let mut map = ServerIdMap::new();
+            for r in rows {
+                let id: i32 = r.try_get(0).ok().flatten().unwrap_or(0);
+                let name: &str = r.try_get(1).ok().flatten().unwrap_or("");
+                map.insert(name, id).map_err(|m| self.conn.error(format!("dbo.Servers: {m}")))?;
+            }
+            Ok(map)
+        })
+    }
+
+    fn register_servers(&self, names: &BTreeSet<String>, _known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            client.simple_query("BEGIN TRANSACTION").await.map_err(|e| self.conn.sql_error("registering servers", e))?.into_results().await.map_err(|e| self.conn.sql_error("registering servers", e))?;
+            let mut added = Vec::new();
+            for name in names {
+                let rows = query_rows(
+                    &self.conn,
+                    &mut client,
+                    "INSERT INTO dbo.Servers (ServerName) OUTPUT INSERTED.ServerID VALUES (@P1)",
+                    &[&name.as_str()],
+                )
+                .await?;
+                let id: i32 = rows
+                    .first()
+                    .and_then(|r| r.try_get(0).ok().flatten())
+                    .ok_or_else(|| self.conn.error(format!("dbo.Servers returned no ServerID for '{name}'")))?;
+                added.push((name.clone(), id));
+            }
+            client.simple_query("COMMIT TRANSACTION").await.map_err(|e| self.conn.sql_error("registering servers", e))?.into_results().await.map_err(|e| self.conn.sql_error("registering servers", e))?;
+            Ok(added)
+        })
+    }
+
+    fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
+        let ranges: Vec<(i32, i64, i64)> = ranges.iter().map(|(&s, &(lo, hi))| (s, lo, hi)).collect();
+        let conn = self.conn.clone();
+        Ok(Box::new(PerServer::new(conn, ranges, true)))
+    }
+
+    fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter> {
+        let ranges: Vec<(i32, i64, i64)> = ranges.iter().flat_map(|(&s, r)| r.iter().map(move |&(lo, hi)| (s, lo, hi))).collect();
+        Ok(Box::new(PerServer::new(self.conn.clone(), ranges, false)))
+    }
+
+    fn watermark(&self, source: &dyn Source) -> Result<Recorded> {
+        if source.facts().is_none() {
+            return Ok(Recorded::Nothing);
+        }
+        self.block_on(ledger::recorded(&self.conn, source))
+    }
+
+    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+        // The ledger is created only now that the run is known to write (not when it is
+        // refused, e.g. for unknown servers), and only when some source is recorded in it.
+        if sources.iter().any(|m| m.watermarks) {
+            self.block_on(ledger::create_tables(&self.conn))?;
+        }
+        Ok(Box::new(MonitoringLoad {
+            conn: self.conn.clone(),
+            options: self.options.clone(),
+            sources: Arc::new(sources),
+            ledger: Arc::new(Ledger::default()),
+        }))
+    }
+}
+
+/// A load into MonitoringDB.
+struct MonitoringLoad {
+    conn: ConnSpec,
+    options: BulkOptions,
+    sources: Arc<Vec<SourceMeta>>,
+    ledger: Arc<Ledger>,
+}
+
+impl Load for MonitoringLoad {
+    fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
+        let ledger = Some(self.ledger.clone());
+        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), TARGET_TABLE.to_string(), ledger)?))
+    }
+
+    fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
+        runtime()?.block_on(self.ledger.record_final(&self.conn, &self.sources, &marks))
+    }
+
+    fn abort(self: Box<Self>, reason: &str) {
+        // Committed units stay (they are complete and recorded in the ledger); the unit that
+        // failed was rolled back.
+        let reason: String = self.conn.scrub(reason).chars().take(4000).collect();
+        let r = runtime().and_then(|rt| rt.block_on(ledger::record_failure(&self.conn, &self.sources, &reason)));
+        if let Err(e) = r {
+            tracing::warn!("could not record the failure in dbo.DBAToolsSyncLog: {e}");
+        }
+    }
+}

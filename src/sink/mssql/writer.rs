@@ -1,0 +1,342 @@
+//! The writer of a load over TDS, and the bulk load that sends its rows.
+//!
+//! Each unit (one deduplicated source batch) commits in one transaction, together with its
+//! source's watermark in the load's ledger when it has one, so a re-run resumes after the last
+//! committed unit. A failed unit rolls back completely; transient errors (dropped connection,
+//! deadlock victim 1205, lock timeout 1222, statement timeout) are retried on a new connection
+//! with backoff, a bounded number of times. After a failure whose outcome is unknown (the
+//! connection died around COMMIT) the unit's first key is looked up in MonitoringDB's table:
+//! the pipeline only sends keys the target did not hold, so finding it means the unit
+//! committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Decimal128Type, Int32Type, TimestampMillisecondType};
+use tiberius::numeric::Numeric;
+use tiberius::time::{Date, DateTime2, Time};
+use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
+
+use crate::error::{Error, Result};
+use crate::mssql::{is_transient, ConnSpec, SqlClient};
+use crate::schema::{target_columns, target_schema};
+use crate::sink::{LoadWriter, SourceMeta, WriteUnit};
+
+use super::ledger::{Ledger, SyncRow};
+use super::{query_rows, BulkOptions};
+
+/// Unix ms as a DATETIME2(3).
+fn datetime2(ms: i64) -> DateTime2 {
+    let (days, in_day) = crate::tds::unix_ms_to_datetime2(ms);
+    DateTime2::new(Date::new(days as u32), Time::new(in_day as u64, 3))
+}
+
+/// One worker's writer of a load into a table: each unit in its own transaction, retried on
+/// transient errors (see the module docs).
+pub(super) struct UnitWriter {
+    conn: ConnSpec,
+    options: BulkOptions,
+    sources: Arc<Vec<SourceMeta>>,
+    table: String,
+    /// The load's ledger, recorded in each unit's transaction; `None` for a table whose load
+    /// keeps no ledger (bench's scratch table).
+    ledger: Option<Arc<Ledger>>,
+    rt: Option<tokio::runtime::Runtime>,
+    client: Option<SqlClient>,
+    started: Instant,
+    /// Per source: a watermark (and its row's SnapshotUTC) advanced by empty units, not yet
+    /// recorded.
+    pending_mark: BTreeMap<usize, (i64, Option<i64>)>,
+}
+
+/// Outcome of one attempt at a unit.
+enum Attempt {
+    /// The unit committed.
+    Done,
+    /// It failed in a way a retry may fix; nothing of it committed unless the failure hid the
+    /// COMMIT's outcome.
+    Transient(Error),
+}
+
+impl UnitWriter {
+    /// A writer of `sources`' units into `table`, recording their watermarks in `ledger`.
+    pub(super) fn new(conn: ConnSpec, options: BulkOptions, sources: Arc<Vec<SourceMeta>>, table: String, ledger: Option<Arc<Ledger>>) -> Result<UnitWriter> {
+        Ok(UnitWriter {
+            conn,
+            options,
+            sources,
+            table,
+            ledger,
+            rt: Some(crate::mssql::runtime()?),
+            client: None,
+            started: Instant::now(),
+            pending_mark: BTreeMap::new(),
+        })
+    }
+
+    async fn unit(&mut self, unit: &WriteUnit<'_>) -> Result<Attempt> {
+        if self.client.is_none() {
+            match self.conn.connect().await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => return Ok(Attempt::Transient(e)),
+            }
+        }
+        let meta = self.sources.get(unit.source).ok_or_else(|| Error::Internal(format!("unit of unknown source {}", unit.source)))?;
+        let conn = self.conn.clone();
+        let client = self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
+        let result: std::result::Result<Option<SyncRow>, tiberius::error::Error> = async {
+            client.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
+            if unit.rows.num_rows() > 0 {
+                bulk_insert(client, &self.table, unit.rows, &self.options).await?;
+            }
+            let sync = match &self.ledger {
+                Some(ledger) => ledger.record_unit(client, meta, unit, self.started).await?,
+                None => None,
+            };
+            client.simple_query("COMMIT TRANSACTION").await?.into_results().await?;
+            Ok(sync)
+        }
+        .await;
+        match result {
+            Ok(sync) => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.committed(unit.source, sync);
+                }
+                Ok(Attempt::Done)
+            }
+            Err(e) if is_transient(&e) => {
+                // The connection may be unusable; a new one is made for the retry (the server
+                // rolls back what this one left open).
+                self.client = None;
+                Ok(Attempt::Transient(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e)))
+            }
+            Err(e) => {
+                if let Some(c) = self.client.as_mut() {
+                    let _ = c.simple_query("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION").await;
+                }
+                Err(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e))
+            }
+        }
+    }
+
+    /// Whether a unit whose commit outcome is unknown did commit: its first key is there.
+    /// Asked only of MonitoringDB's own table (the writer with a ledger), whose keys the
+    /// pipeline checked before sending; a scratch table's unit is simply retried.
+    async fn committed(&mut self, unit: &WriteUnit<'_>) -> Result<bool> {
+        if unit.rows.num_rows() == 0 || self.ledger.is_none() {
+            return Ok(false);
+        }
+        let client = match self.client.as_mut() {
+            Some(c) => c,
+            None => {
+                self.client = Some(self.conn.connect().await?);
+                self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?
+            }
+        };
+        let ts = unit.rows.column(0).as_primitive::<TimestampMillisecondType>().value(0);
+        let server = unit.rows.column(1).as_primitive::<Int32Type>().value(0);
+        let at = chrono::DateTime::from_timestamp_millis(ts).map(|d| d.naive_utc());
+        let rows = query_rows(
+            &self.conn,
+            client,
+            "SELECT COUNT(*) AS n FROM dbo.PerfSnapshotRun WHERE ServerID = @P1 AND SnapshotUTC = @P2",
+            &[&server, &at],
+        )
+        .await?;
+        Ok(rows.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).unwrap_or(0) > 0)
+    }
+}
+
+impl LoadWriter for UnitWriter {
+    fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
+        let rt = self.rt.take().ok_or_else(|| Error::Internal("writer runtime missing".into()))?;
+        let r = rt.block_on(async {
+            let mut attempt = 0u32;
+            loop {
+                match self.unit(&unit).await? {
+                    Attempt::Done => return Ok(()),
+                    Attempt::Transient(e) => {
+                        if self.committed(&unit).await.unwrap_or(false) {
+                            tracing::warn!("{e}; the batch had committed before the connection broke");
+                            return Ok(());
+                        }
+                        attempt += 1;
+                        if attempt >= self.options.retries {
+                            return Err(Error::Target {
+                                target: self.conn.label().to_string(),
+                                message: format!("giving up after {attempt} attempts: {e}"),
+                            });
+                        }
+                        tracing::warn!("{e}; retrying ({attempt}/{})", self.options.retries);
+                        tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                    }
+                }
+            }
+        });
+        self.rt = Some(rt);
+        r?;
+        if unit.rows.num_rows() == 0 {
+            if let Some(l) = unit.last_run_id {
+                self.pending_mark.insert(unit.source, (l, unit.last_snapshot_ms));
+            }
+        } else {
+            self.pending_mark.remove(&unit.source);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        // Record watermarks that advanced through batches with nothing new to write.
+        let marks: Vec<(usize, (i64, Option<i64>))> = std::mem::take(&mut self.pending_mark).into_iter().collect();
+        if !marks.is_empty() {
+            let empty = RecordBatch::new_empty(target_schema());
+            for (source, (last, snapshot)) in marks {
+                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot })?;
+                self.pending_mark.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'_, str>> {
+    (!a.is_null(r)).then(|| std::borrow::Cow::Borrowed(a.value(r)))
+}
+
+/// Bytes handed to tiberius per `send_encoded_rows` call: a few packets' worth, so little of
+/// an encoded batch is buffered twice.
+const SEND_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Sends one batch with TDS bulk load. Rows are encoded by perfcopy's own encoder
+/// ([`crate::tds::encode`]) when the target's columns are the documented types, else by
+/// tiberius row by row (as [`bulk_insert_token_rows`] always does).
+pub async fn bulk_insert(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    bulk_load(client, table, rows, options, true).await
+}
+
+/// Sends one batch with TDS bulk load the simplest correct way tiberius offers: one
+/// `TokenRow` of owned values per row (the fallback of [`bulk_insert`], and the baseline
+/// that `examples/tds_throughput.rs` compares against).
+pub async fn bulk_insert_token_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions) -> std::result::Result<(), tiberius::error::Error> {
+    bulk_load(client, table, rows, options, false).await
+}
+
+async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, options: &BulkOptions, own_encoder: bool) -> std::result::Result<(), tiberius::error::Error> {
+    let sorted;
+    let rows = if options.order_hint {
+        sorted = sort_for_order_hint(rows).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))?;
+        &sorted
+    } else {
+        rows
+    };
+    let names: Vec<&str> = target_columns().iter().map(|c| c.name).collect();
+    let mut flags = tiberius::SqlBulkCopyOptions::empty();
+    if options.tablock {
+        flags |= SqlBulkCopyOption::TableLock;
+    }
+    flags |= SqlBulkCopyOption::KeepNulls;
+    let hints: Vec<(&str, tiberius::SortOrder)> = if options.order_hint {
+        vec![("ServerID", tiberius::SortOrder::Ascending), ("SnapshotUTC", tiberius::SortOrder::Ascending)]
+    } else {
+        Vec::new()
+    };
+    let mut req = client.bulk_insert_with_options(table, &names, flags, &hints).await?;
+    let layout = match crate::tds::encode::BulkLayout::for_columns(req.columns()) {
+        Ok(layout) if own_encoder => Some(layout),
+        Ok(_) => None,
+        Err(why) => {
+            tracing::debug!("bulk load of {table} uses tiberius' row encoding: {why}");
+            None
+        }
+    };
+    match layout {
+        Some(layout) => {
+            // Encode everything before the first packet goes out: a value that does not fit
+            // fails the batch while nothing of the load is on the wire.
+            let mut buf = Vec::new();
+            layout
+                .encode(rows, 0..rows.num_rows(), &mut buf)
+                .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
+            for chunk in buf.chunks(SEND_CHUNK_BYTES) {
+                req.send_encoded_rows(chunk).await?;
+            }
+        }
+        None => {
+            // INT values go to a BIGINT target column (a wider one is allowed) as BIGINT.
+            let bigint: Vec<bool> = names
+                .iter()
+                .map(|n| {
+                    req.columns().iter().any(|m| {
+                        m.col_name.eq_ignore_ascii_case(n)
+                            && match &m.base.ty {
+                                tiberius::TypeInfo::FixedLen(tiberius::FixedLenType::Int8) => true,
+                                tiberius::TypeInfo::VarLenSized(v) => v.r#type() == tiberius::VarLenType::Intn && v.len() == 8,
+                                _ => false,
+                            }
+                    })
+                })
+                .collect();
+            for r in 0..rows.num_rows() {
+                req.send(token_row(rows, r, &bigint)).await?;
+            }
+        }
+    }
+    req.finalize().await?;
+    Ok(())
+}
+
+/// Row `r` of a target batch as tiberius values; `bigint[i]`: target column `i` is a BIGINT.
+fn token_row<'a>(rows: &'a RecordBatch, r: usize, bigint: &[bool]) -> TokenRow<'a> {
+    let int = |i: usize, v: Option<i32>| if bigint.get(i).copied().unwrap_or(false) { ColumnData::I64(v.map(i64::from)) } else { ColumnData::I32(v) };
+    let cols = rows.columns();
+    let ts = cols[0].as_primitive::<TimestampMillisecondType>();
+    let ids = cols[1].as_primitive::<Int32Type>();
+    let name = cols[2].as_string::<i32>();
+    let version = cols[3].as_string::<i32>();
+    let cpu = cols[4].as_primitive::<Decimal128Type>();
+    let wait_type = cols[5].as_string::<i32>();
+    let wait_ms = cols[6].as_primitive::<Decimal128Type>();
+    let mut row = TokenRow::with_capacity(12);
+    row.push(ColumnData::DateTime2(Some(datetime2(ts.value(r)))));
+    row.push(int(1, Some(ids.value(r))));
+    row.push(ColumnData::String(opt_str(name, r)));
+    row.push(ColumnData::String(opt_str(version, r)));
+    row.push(ColumnData::Numeric((!cpu.is_null(r)).then(|| Numeric::new_with_scale(cpu.value(r), 4))));
+    row.push(ColumnData::String(opt_str(wait_type, r)));
+    row.push(ColumnData::Numeric((!wait_ms.is_null(r)).then(|| Numeric::new_with_scale(wait_ms.value(r), 4))));
+    for (i, c) in cols.iter().enumerate().skip(7) {
+        let c = c.as_primitive::<Int32Type>();
+        row.push(int(i, (!c.is_null(r)).then(|| c.value(r))));
+    }
+    row
+}
+
+fn sort_for_order_hint(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+    let idx = lexsort_to_indices(
+        &[
+            SortColumn { values: rows.column(1).clone(), options: None },
+            SortColumn { values: rows.column(0).clone(), options: None },
+        ],
+        None,
+    )?;
+    take_record_batch(rows, &idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_ms_to_datetime2_and_back() {
+        let d = datetime2(1_577_836_800_123);
+        assert_eq!(d.date().days(), 737_424);
+        assert_eq!(d.time().increments(), 123);
+        assert_eq!(d.time().scale(), 3);
+        let before_epoch = datetime2(-1);
+        assert_eq!(before_epoch.date().days() as i64, crate::tds::DAYS_TO_UNIX_EPOCH - 1);
+        assert_eq!(before_epoch.time().increments(), 86_399_999);
+    }
+}
