@@ -180,7 +180,7 @@ fn tds(c: &mut Criterion) {
 
     let srv = TestServer::start(ServerConfig { packet_size: Some(32_767), ..Default::default() }).unwrap();
     let conn = |db: &str| {
-        ConnSpec::parse("--to", &format!("Server=tcp:127.0.0.1,{};Database={db};User Id=sa;Password=x;Encrypt=DANGER_PLAINTEXT;Packet Size=32767", srv.addr().port())).unwrap()
+        ConnSpec::target("--to", &format!("Server=tcp:127.0.0.1,{};Database={db};User Id=sa;Password=x;Encrypt=DANGER_PLAINTEXT;Packet Size=32767", srv.addr().port())).unwrap()
     };
     srv.create_monitoringdb("MonitoringDB");
     srv.set_bulk_count_only("MonitoringDB", "dbo.PerfSnapshotRun", true).unwrap();
@@ -188,7 +188,7 @@ fn tds(c: &mut Criterion) {
     let mut client = rt.block_on(conn("MonitoringDB").connect()).unwrap();
     let opts = perfcopy::sink::mssql::BulkOptions::default();
     g.bench_function("tiberius bulk load via perfcopy, 32k rows (server counts only)", |bench| {
-        bench.iter(|| rt.block_on(perfcopy::sink::mssql::bulk_insert(&mut client, perfcopy::sink::mssql::TARGET_TABLE, &t, &opts)).unwrap())
+        bench.iter(|| rt.block_on(perfcopy::sink::mssql::bulk_insert(&mut client, &perfcopy::schema::RUN.sql_name(), &t, &opts)).unwrap())
     });
 
     srv.create_dbatools("DBATools", true);

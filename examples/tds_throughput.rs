@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use perfcopy::mssql::{runtime, ConnSpec};
-use perfcopy::sink::mssql::{bulk_insert, bulk_insert_token_rows, BulkOptions, TARGET_TABLE};
+use perfcopy::sink::mssql::{bulk_insert, bulk_insert_token_rows, BulkOptions};
 use perfcopy::source::synthetic::{SyntheticSource, SyntheticSpec};
 use perfcopy::source::{Projection, ReadRequest, Source};
 use tds_test_server::{ServerConfig, TestServer};
@@ -74,7 +74,7 @@ fn main() {
         let page = std::env::var("TDS_PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(32_768);
         let read = |seek: bool| {
             srv.set_index_seek(seek);
-            let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::parse("--from", &conn_str("DBATools")).unwrap()).unwrap();
+            let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::source("--from", &conn_str("DBATools")).unwrap()).unwrap();
             let t = Instant::now();
             let n: usize = src.read(&ReadRequest { projection: Projection::Full, batch_rows: page, after_run_id: None, time_ranges: None }).unwrap().map(|b| b.unwrap().num_rows()).sum();
             assert_eq!(n, rows);
@@ -101,7 +101,7 @@ fn main() {
         srv.fill_synthetic("DBATools", "dbo.PerfSnapshotRun", &template, rows).expect("fill");
         eprintln!("table filled, reading");
         // perfcopy: keyset-paged source, TDS bytes decoded straight into Arrow builders.
-        let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::parse("--from", &conn_str("DBATools")).unwrap()).unwrap();
+        let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::source("--from", &conn_str("DBATools")).unwrap()).unwrap();
         let mut n = 0usize;
         let fast = measure(|| {
             for b in src.read(&ReadRequest { projection: Projection::Full, batch_rows: std::env::var("TDS_PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(32_768), after_run_id: None, time_ranges: None }).unwrap() {
@@ -116,7 +116,7 @@ fn main() {
             return;
         }
         // Baseline: the simplest tiberius use, owned Rows collected per page (same paging).
-        let conn = ConnSpec::parse("--from", &conn_str("DBATools")).unwrap();
+        let conn = ConnSpec::source("--from", &conn_str("DBATools")).unwrap();
         let base = measure(|| rt.block_on(async {
             let mut c = conn.connect().await.unwrap();
             let (mut last, mut total) = (0i64, 0usize);
@@ -149,7 +149,7 @@ fn main() {
         };
         // Several batches per bulk load, as a 32768-row batch of the pipeline.
         let batch = arrow::compute::concat_batches(&target_batch.schema(), &vec![target_batch.clone(); 8]).unwrap();
-        let conn = ConnSpec::parse("--to", &conn_str("MonitoringDB")).unwrap();
+        let conn = ConnSpec::target("--to", &conn_str("MonitoringDB")).unwrap();
         let opts = BulkOptions::default();
         let mut results = Vec::new();
         for fast in [true, false] {
@@ -162,9 +162,9 @@ fn main() {
                 let mut sent = 0usize;
                 while sent < rows {
                     if fast {
-                        bulk_insert(&mut c, TARGET_TABLE, &batch, &opts).await.unwrap();
+                        bulk_insert(&mut c, &perfcopy::schema::RUN.sql_name(), &batch, &opts).await.unwrap();
                     } else {
-                        bulk_insert_token_rows(&mut c, TARGET_TABLE, &batch, &opts).await.unwrap();
+                        bulk_insert_token_rows(&mut c, &perfcopy::schema::RUN.sql_name(), &batch, &opts).await.unwrap();
                     }
                     sent += batch.num_rows();
                 }

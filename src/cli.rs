@@ -5,13 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::defaults;
 use crate::pipeline::progress::ProgressMode;
 
-/// Default `--batch-rows`: large enough that per-batch costs vanish, small enough that queued
-/// batches stay a few tens of MB.
-pub const DEFAULT_BATCH_ROWS: usize = 32_768;
-/// Default `--queue-depth`.
-pub const DEFAULT_QUEUE_DEPTH: usize = 2;
 
 /// perfcopy moves SQL Server monitoring history (DBATools PerfSnapshotRun) into one central
 /// store: a MonitoringDB, or a Parquet staging dataset. Nothing lost, nothing doubled; re-runs
@@ -76,10 +72,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub writers: Option<usize>,
     /// Rows per batch (and per transaction into MonitoringDB).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS)]
+    #[arg(long, value_name = "N", default_value_t = defaults::BATCH_ROWS)]
     pub batch_rows: usize,
     /// Batches queued per writer.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_QUEUE_DEPTH)]
+    #[arg(long, value_name = "N", default_value_t = defaults::QUEUE_DEPTH)]
     pub queue_depth: usize,
     /// MonitoringDB: bulk load without TABLOCK.
     #[arg(long)]
@@ -149,14 +145,14 @@ pub struct SourceArgs {
     /// Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub readers: Option<usize>,
-    /// Rows per Arrow batch (default 32768), which is also the rows per transaction into
+    /// Rows per Arrow batch, which is also the rows per transaction into
     /// MonitoringDB and per page read from SQL Server. Larger batches cost memory (about 250
-    /// bytes per row) and save per-batch overhead.
+    /// bytes per row) and save per-batch overhead. [default: 32768]
     #[arg(long, value_name = "N")]
     pub batch_rows: Option<usize>,
     /// Split each SQL Server source into N PerfSnapshotRunID ranges, each read on its own
     /// connection (for large sources; more load on the source server).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = defaults::SOURCE_CONNECTIONS)]
     pub source_connections: usize,
     /// Print one JSON summary on stdout (human messages stay on stderr).
     #[arg(long)]
@@ -191,13 +187,13 @@ pub struct CopyArgs {
     pub writers: Option<usize>,
     /// Batches queued per writer before readers wait (backpressure). Memory is about
     /// batch-rows x 250 bytes x queue-depth x writers.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_QUEUE_DEPTH)]
+    #[arg(long, value_name = "N", default_value_t = defaults::QUEUE_DEPTH)]
     pub queue_depth: usize,
     /// zstd level of stage files (1 = fastest; higher = smaller and slower).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = defaults::ZSTD_LEVEL)]
     pub zstd_level: i32,
     /// Rows per Parquet row group in stage files.
-    #[arg(long, value_name = "N", default_value_t = 262_144)]
+    #[arg(long, value_name = "N", default_value_t = defaults::ROW_GROUP_ROWS)]
     pub row_group_rows: usize,
     /// MonitoringDB: bulk load without TABLOCK (row locks; slower, lets readers in).
     #[arg(long)]
@@ -207,7 +203,7 @@ pub struct CopyArgs {
     pub order_hint: bool,
     /// MonitoringDB: attempts per batch on transient errors (dropped connection, deadlock,
     /// timeout), with exponential backoff from 200 ms.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = defaults::RETRIES)]
     pub retries: u32,
     /// MonitoringDB and SQL Server sources: TDS packet size in bytes (512..32767; default:
     /// the connection string's, else 4096).
@@ -248,4 +244,34 @@ pub struct DemoArgs {
     /// Simulated servers.
     #[arg(long, default_value_t = 6)]
     pub servers: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn help(command: &str) -> String {
+        let mut cli = Cli::command();
+        let sub = cli.find_subcommand_mut(command).expect("subcommand");
+        sub.render_long_help().to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn help_shows_the_named_defaults() {
+        let copy = help("copy");
+        for (flag, value) in [
+            ("--batch-rows", defaults::BATCH_ROWS.to_string()),
+            ("--queue-depth", defaults::QUEUE_DEPTH.to_string()),
+            ("--zstd-level", defaults::ZSTD_LEVEL.to_string()),
+            ("--row-group-rows", defaults::ROW_GROUP_ROWS.to_string()),
+            ("--retries", defaults::RETRIES.to_string()),
+            ("--source-connections", defaults::SOURCE_CONNECTIONS.to_string()),
+        ] {
+            let at = copy.find(flag).unwrap_or_else(|| panic!("{flag} not in copy --help"));
+            let next = copy[at + flag.len()..].find(" --").map_or(copy.len(), |n| at + flag.len() + n);
+            assert!(copy[at..next].contains(&format!("[default: {value}]")), "{flag}: {}", &copy[at..next]);
+        }
+    }
 }

@@ -1,19 +1,26 @@
-//! Raw flags -> one validated plan. Every cross-flag check lives here; nothing deeper in the
-//! pipeline re-checks a flag.
+//! Raw flags -> one validated plan, which opens what it names: the sources and the target of a
+//! copy or verify, the generated sources and the target of a bench. Every cross-flag check
+//! lives here; nothing deeper in the pipeline re-checks a flag.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use std::path::{Path, PathBuf};
 
 use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, TargetArgs, VerifyArgs};
-use crate::mssql::ConnSpec;
-use crate::sink::mssql::BulkOptions;
+use std::sync::Arc;
+
+use crate::defaults;
 use crate::error::{Error, Result};
+use crate::mssql::{ConnSpec, Role};
 use crate::pipeline::copy::CopyOptions;
 use crate::pipeline::verify::VerifyOptions;
-use crate::sink::stage::StageOptions;
-use crate::source::synthetic::SyntheticSpec;
-use crate::source::{SourceInput, SourceSpec};
+use crate::sink::mssql::scratch::ScratchTable;
+use crate::sink::mssql::{BulkOptions, MonitoringDb};
+use crate::sink::null::NullTarget;
+use crate::sink::stage::{Stage, StageOptions};
+use crate::sink::Target;
+use crate::source::synthetic::{SyntheticSource, SyntheticSpec};
+use crate::source::{open_sources, Source, SourceInput, SourceSpec};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
 
@@ -41,10 +48,6 @@ pub fn parse_utc_ms(flag: &str, text: &str) -> Result<i64> {
         return Err(usage(flag, format!("'{text}' has sub-millisecond digits; SnapshotUTC has millisecond precision")));
     }
     Ok(dt.timestamp_millis())
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 /// The `--config` file. Unknown keys are an error (a typo must not silently drop a setting).
@@ -171,8 +174,8 @@ fn secret(what: &str, kind: &str, env: Option<&String>, file: Option<&PathBuf>) 
     }
 }
 
-fn connection(what: &str, text: &str, secrets: Secrets<'_>, packet_size: Option<u32>) -> Result<ConnSpec> {
-    let mut spec = ConnSpec::parse(what, text)?;
+fn connection(role: Role, what: &str, text: &str, secrets: Secrets<'_>, packet_size: Option<u32>) -> Result<ConnSpec> {
+    let mut spec = ConnSpec::parse(role, what, text)?;
     let password = secret(what, "password", secrets.password_env, secrets.password_file)?;
     let token = secret(what, "access_token", secrets.access_token_env, secrets.access_token_file)?;
     match (password, token) {
@@ -194,6 +197,17 @@ pub enum TargetSpec {
     MonitoringDb(ConnSpec),
 }
 
+impl TargetSpec {
+    /// Opens the target: a stage (created at the first commit when `create` is set) or a
+    /// MonitoringDB (connected when the copy starts).
+    fn open(&self, stage: StageOptions, bulk: BulkOptions, create: bool) -> Box<dyn Target> {
+        match self {
+            TargetSpec::Stage(dir) => Box::new(Stage::new(dir, stage, create)),
+            TargetSpec::MonitoringDb(conn) => Box::new(MonitoringDb::new(conn.clone(), bulk)),
+        }
+    }
+}
+
 /// Validated source-side settings shared by copy and verify.
 pub struct SourcePlan {
     pub inputs: Vec<SourceInput>,
@@ -204,6 +218,13 @@ pub struct SourcePlan {
     pub split: usize,
     pub register_servers: bool,
     pub target: TargetSpec,
+}
+
+impl SourcePlan {
+    /// Opens every source (Parquet files are checked, SQL Server sources are discovered).
+    pub fn open_sources(&self) -> Result<Vec<Box<dyn Source>>> {
+        open_sources(&self.inputs, self.split)
+    }
 }
 
 fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Result<SourcePlan> {
@@ -224,11 +245,11 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
             ));
         }
     }
-    let batch_rows = a.batch_rows.or(o.batch_rows).unwrap_or(crate::cli::DEFAULT_BATCH_ROWS);
+    let batch_rows = a.batch_rows.or(o.batch_rows).unwrap_or(defaults::BATCH_ROWS);
     if batch_rows == 0 {
         return Err(usage("--batch-rows", "must be at least 1"));
     }
-    let readers = a.readers.or(o.readers).unwrap_or_else(default_threads);
+    let readers = a.readers.or(o.readers).unwrap_or_else(defaults::threads);
     if readers == 0 {
         return Err(usage("--readers", "must be at least 1"));
     }
@@ -247,7 +268,7 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     for (i, s) in cfg.sources.iter().enumerate() {
         let what = format!("[[source]] #{} in --config", i + 1);
         inputs.push(match (&s.connection, &s.path) {
-            (Some(c), None) => SourceInput::Sql(connection(&what, c, s.secrets(), packet_size)?),
+            (Some(c), None) => SourceInput::Sql(connection(Role::Source, &what, c, s.secrets(), packet_size)?),
             (None, Some(p)) => SourceInput::Path(p.clone()),
             _ => return Err(usage(&what, "needs exactly one of connection or path")),
         });
@@ -255,7 +276,7 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     for f in &a.from {
         inputs.push(match SourceSpec::parse(f) {
             SourceSpec::Path(p) => SourceInput::Path(p),
-            SourceSpec::Connection(c) => SourceInput::Sql(connection("--from", &c, Secrets::default(), packet_size)?),
+            SourceSpec::Connection(c) => SourceInput::Sql(connection(Role::Source, "--from", &c, Secrets::default(), packet_size)?),
         });
     }
     if inputs.is_empty() {
@@ -265,11 +286,11 @@ fn source_plan(a: &SourceArgs, t: &TargetArgs, packet_size: Option<u32>) -> Resu
     let cfg_target = cfg.target.unwrap_or_default();
     let target = match (&t.stage, &t.to) {
         (Some(dir), None) => TargetSpec::Stage(dir.clone()),
-        (None, Some(c)) => TargetSpec::MonitoringDb(connection("--to", c, cfg_target.secrets(), packet_size)?),
+        (None, Some(c)) => TargetSpec::MonitoringDb(connection(Role::Target, "--to", c, cfg_target.secrets(), packet_size)?),
         (Some(_), Some(_)) => return Err(usage("--to", "give --stage or --to, not both")),
         (None, None) => match (&cfg_target.stage, &cfg_target.connection) {
             (Some(dir), None) => TargetSpec::Stage(dir.clone()),
-            (None, Some(c)) => TargetSpec::MonitoringDb(connection("[target] in --config", c, cfg_target.secrets(), packet_size)?),
+            (None, Some(c)) => TargetSpec::MonitoringDb(connection(Role::Target, "[target] in --config", c, cfg_target.secrets(), packet_size)?),
             (Some(_), Some(_)) => return Err(usage("[target] in --config", "give stage or connection, not both")),
             (None, None) => return Err(usage("--stage", "no target: give --stage DIR or --to CONNECTION (or [target] in --config)")),
         },
@@ -299,10 +320,17 @@ pub struct CopyPlan {
     pub bulk: BulkOptions,
 }
 
+impl CopyPlan {
+    /// Opens the target the copy writes to.
+    pub fn open_target(&self) -> Box<dyn Target> {
+        self.sources.target.open(self.stage.clone(), self.bulk.clone(), true)
+    }
+}
+
 /// Validates `copy` flags (and the config file).
 pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
     let sources = source_plan(&a.src, &a.target, a.packet_size)?;
-    let writers = a.writers.unwrap_or_else(default_threads);
+    let writers = a.writers.unwrap_or_else(defaults::threads);
     if writers == 0 {
         return Err(usage("--writers", "must be at least 1"));
     }
@@ -342,6 +370,14 @@ pub struct VerifyPlan {
     pub verify: VerifyOptions,
 }
 
+impl VerifyPlan {
+    /// Opens the target verify reads (a stage is only read, never created).
+    pub fn open_target(&self) -> Box<dyn Target> {
+        let stage = StageOptions { batch_rows: self.verify.batch_rows, ..StageOptions::default() };
+        self.sources.target.open(stage, BulkOptions::default(), false)
+    }
+}
+
 /// Validates `verify` flags (and the config file).
 pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
     let sources = source_plan(&a.src, &a.target, None)?;
@@ -376,6 +412,24 @@ pub struct BenchPlan {
     pub bulk: BulkOptions,
 }
 
+impl BenchPlan {
+    /// The generated sources, one per simulated server.
+    pub fn open_sources(&self) -> Vec<Box<dyn Source>> {
+        SyntheticSource::all(self.spec.clone()).into_iter().map(|s| Box::new(s) as Box<dyn Source>).collect()
+    }
+
+    /// The target the benchmark writes to; `null` is the null target whose encoded bytes the
+    /// report shows. A MonitoringDB is written through a scratch table, never its
+    /// PerfSnapshotRun.
+    pub fn open_target(&self, null: &Arc<NullTarget>) -> Box<dyn Target> {
+        match &self.target {
+            BenchTarget::Null => Box::new(null.clone()),
+            BenchTarget::Stage(dir) => Box::new(Stage::new(dir, StageOptions::default(), true)),
+            BenchTarget::MonitoringDb(conn) => Box::new(ScratchTable::new(conn.clone(), self.bulk.clone())),
+        }
+    }
+}
+
 /// Validates `bench` flags.
 pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
     let spec = generate_spec(&GenerateArgs { out: PathBuf::new(), servers: a.servers, rows: a.rows, overlap: a.overlap, seed: a.seed })?;
@@ -393,7 +447,7 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
                         return Err(usage("--packet-size", format!("{n} is outside 512..32767")));
                     }
                 }
-                BenchTarget::MonitoringDb(connection("--to", &c, t.secrets(), a.packet_size)?)
+                BenchTarget::MonitoringDb(connection(Role::Target, "--to", &c, t.secrets(), a.packet_size)?)
             }
             SourceSpec::Path(p) => {
                 let occupied = p.exists() && std::fs::read_dir(&p).map(|mut d| d.next().is_some()).unwrap_or(true);
@@ -409,8 +463,8 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
             return Err(usage(flag, "must be at least 1"));
         }
     }
-    let readers = a.readers.unwrap_or_else(default_threads);
-    let writers = a.writers.unwrap_or_else(default_threads);
+    let readers = a.readers.unwrap_or_else(defaults::threads);
+    let writers = a.writers.unwrap_or_else(defaults::threads);
     if readers == 0 || writers == 0 {
         return Err(usage(if readers == 0 { "--readers" } else { "--writers" }, "must be at least 1"));
     }

@@ -37,10 +37,21 @@ pub type SqlStream = tokio::io::BufReader<TcpStream>;
 /// Bytes of the read buffer: the packet reader's read size.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// Which end of a copy a connection is: its errors say so ([`Error::Source`] or
+/// [`Error::Target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A DBATools database rows are read from.
+    Source,
+    /// The MonitoringDB rows are written to (or read back by verify).
+    Target,
+}
+
 /// A parsed connection string: tiberius' config plus what perfcopy shows and scrubs.
 #[derive(Clone)]
 pub struct ConnSpec {
     config: Config,
+    role: Role,
     /// `host:port/database`, for messages.
     label: String,
     database: String,
@@ -133,8 +144,19 @@ fn pairs(s: &str) -> Vec<(String, String)> {
 }
 
 impl ConnSpec {
-    /// Parses a connection string. Errors name what is wrong, never the password.
-    pub fn parse(what: &str, s: &str) -> Result<ConnSpec> {
+    /// Parses a source's connection string (`what` names the flag or config entry it came
+    /// from). Errors name what is wrong, never the password.
+    pub fn source(what: &str, s: &str) -> Result<ConnSpec> {
+        Self::parse(Role::Source, what, s)
+    }
+
+    /// Parses a target's connection string, as [`ConnSpec::source`] does.
+    pub fn target(what: &str, s: &str) -> Result<ConnSpec> {
+        Self::parse(Role::Target, what, s)
+    }
+
+    /// Parses a connection string for `role`.
+    pub fn parse(role: Role, what: &str, s: &str) -> Result<ConnSpec> {
         let kv = pairs(s);
         let get = |keys: &[&str]| kv.iter().find(|(k, _)| keys.contains(&k.as_str())).map(|(_, v)| v.clone());
         let secrets: Vec<String> = kv
@@ -162,13 +184,14 @@ impl ConnSpec {
                 flag: what.into(),
                 message: format!("Connect Timeout '{t}' is not a number of seconds"),
             })?),
-            None => Duration::from_secs(15),
+            None => crate::defaults::CONNECT_TIMEOUT,
         };
         let host = server.trim_start_matches("tcp:");
         let user = get(&["user id", "uid", "user", "username"]);
         Ok(ConnSpec {
             label: scrub(format!("{host}/{database}")),
             config,
+            role,
             database,
             secrets,
             user,
@@ -221,9 +244,19 @@ impl ConnSpec {
         scrub_all(message, &self.secrets)
     }
 
-    /// A typed error about this connection, scrubbed.
+    /// Which end of the copy this connection is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A typed error about this connection, scrubbed: [`Error::Source`] for a source,
+    /// [`Error::Target`] for a target.
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
-        Error::Target { target: self.label.clone(), message: self.scrub(&message.to_string()) }
+        let message = self.scrub(&message.to_string());
+        match self.role {
+            Role::Source => Error::Source { source_label: self.label.clone(), message },
+            Role::Target => Error::Target { target: self.label.clone(), message },
+        }
     }
 
     /// Connects and logs in, within the connect timeout.
@@ -348,37 +381,47 @@ mod tests {
 
     #[test]
     fn labels_and_scrubs_without_the_password() {
-        let s = ConnSpec::parse("--from", "Server=tcp:sql01,1433;Database=DBATools;User Id=perf;Password='s3;cr=t';Encrypt=false").unwrap();
+        let s = ConnSpec::source("--from", "Server=tcp:sql01,1433;Database=DBATools;User Id=perf;Password='s3;cr=t';Encrypt=false").unwrap();
         assert_eq!(s.label(), "sql01,1433/DBATools");
         assert_eq!(s.database(), "DBATools");
         assert_eq!(s.scrub("login for perf with s3;cr=t failed"), "login for perf with *** failed");
     }
 
     #[test]
+    fn errors_say_whether_the_source_or_the_target_failed() {
+        let text = "Server=tcp:sql01,1433;Database=DBATools;User Id=perf;Password=hunter2";
+        let e = ConnSpec::source("--from", text).unwrap().error("login failed for hunter2");
+        assert!(matches!(&e, Error::Source { source_label, .. } if source_label == "sql01,1433/DBATools"), "{e:?}");
+        assert_eq!(e.to_string(), "source 'sql01,1433/DBATools': login failed for ***");
+        let e = ConnSpec::target("--to", text).unwrap().error("login failed");
+        assert!(matches!(&e, Error::Target { target, .. } if target == "sql01,1433/DBATools"), "{e:?}");
+    }
+
+    #[test]
     fn jdbc_strings_are_accepted() {
-        let s = ConnSpec::parse("--from", "jdbc:sqlserver://sql02:1444;databaseName=DBATools;user=perf;password={pw}").unwrap();
+        let s = ConnSpec::source("--from", "jdbc:sqlserver://sql02:1444;databaseName=DBATools;user=perf;password={pw}").unwrap();
         assert_eq!(s.label(), "sql02,1444/DBATools");
     }
 
     #[test]
     fn encrypt_values_tiberius_refuses_are_explained() {
-        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=strict").unwrap_err().to_string();
+        let e = ConnSpec::source("--from", "Server=tcp:x,1433;Database=D;Encrypt=strict").unwrap_err().to_string();
         assert!(e.contains("--from") && e.contains("Encrypt=strict (TDS 8.0) is not supported"), "{e}");
-        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=Mandatory;Password=hunter2").unwrap_err().to_string();
+        let e = ConnSpec::source("--from", "Server=tcp:x,1433;Database=D;Encrypt=Mandatory;Password=hunter2").unwrap_err().to_string();
         assert!(e.contains("Encrypt='Mandatory' is not one of") && !e.contains("hunter2"), "{e}");
-        let e = ConnSpec::parse("--from", "Server=tcp:x,1433;Database=D;Encrypt=danger_plaintext").unwrap_err().to_string();
+        let e = ConnSpec::source("--from", "Server=tcp:x,1433;Database=D;Encrypt=danger_plaintext").unwrap_err().to_string();
         assert!(e.contains("Encrypt='danger_plaintext'"), "{e}");
         for ok in ["true", "yes", "false", "no", "DANGER_PLAINTEXT"] {
-            ConnSpec::parse("--from", &format!("Server=tcp:x,1433;Database=D;Encrypt={ok}")).unwrap();
+            ConnSpec::source("--from", &format!("Server=tcp:x,1433;Database=D;Encrypt={ok}")).unwrap();
         }
     }
 
     #[test]
     fn malformed_strings_name_the_flag_and_hide_the_password() {
-        let e = ConnSpec::parse("--to", "Server=tcp:x,1433;Password=hunter2;Port=abc").unwrap_err().to_string();
+        let e = ConnSpec::target("--to", "Server=tcp:x,1433;Password=hunter2;Port=abc").unwrap_err().to_string();
         assert!(e.contains("--to"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let e = ConnSpec::parse("--to", "Server=tcp:x,1433;Password=hunter2").unwrap_err().to_string();
+        let e = ConnSpec::target("--to", "Server=tcp:x,1433;Password=hunter2").unwrap_err().to_string();
         assert!(e.contains("Database") && !e.contains("hunter2"), "{e}");
     }
 }

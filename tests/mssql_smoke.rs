@@ -94,7 +94,7 @@ fn monitoringdb_ranges_include_both_ends() {
         .map(|r| Row { server_id: 1, snapshot_ms: r.snapshot_ms, server_name: r.server_name, v: r.v })
         .collect();
     seed_target(&srv, "MonitoringDB", &[("SQL01", 1)], &rows);
-    let conn = perfcopy::mssql::ConnSpec::parse("--to", &conn(&srv, "MonitoringDB")).unwrap();
+    let conn = perfcopy::mssql::ConnSpec::target("--to", &conn(&srv, "MonitoringDB")).unwrap();
     let target = perfcopy::sink::mssql::MonitoringDb::new(conn, Default::default());
     let ts: Vec<i64> = rows.iter().map(|r| r.snapshot_ms).collect();
     assert_ranges_include_both_ends(&target, 1, &ts);

@@ -119,7 +119,7 @@ fn an_untrusted_certificate_is_refused_with_what_to_change() {
         let from = format!("{};{pw};{encrypt}", conn_base(&src, "DBATools_A"));
         let err = refused_copy(&from, &to, &tgt);
         let want = format!(
-            "{}: the server's TLS certificate is not trusted (self-signed or unknown issuer); add TrustServerCertificate=true to the connection string, or install the issuing CA",
+            "source '{}': the server's TLS certificate is not trusted (self-signed or unknown issuer); add TrustServerCertificate=true to the connection string, or install the issuing CA",
             label(&src, "DBATools_A")
         );
         assert!(err.contains(&want), "{encrypt:?}: {err}");

@@ -311,7 +311,7 @@ fn login7_database(p: &[u8]) -> Option<String> {
 }
 
 fn spec(port: u16, encrypt: &str) -> ConnSpec {
-    ConnSpec::parse("--from", &format!("Server=tcp:127.0.0.1,{port};Database=DBATools;User Id=perfcopy;Password=Replay-pw-1;Encrypt={encrypt}")).unwrap()
+    ConnSpec::source("--from", &format!("Server=tcp:127.0.0.1,{port};Database=DBATools;User Id=perfcopy;Password=Replay-pw-1;Encrypt={encrypt}")).unwrap()
 }
 
 // ---- perfcopy's decoder, collecting text ------------------------------------------------------

@@ -6,12 +6,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Err(e) = perfcopy::mssql::ConnSpec::parse("--to", text) {
+    if let Err(e) = perfcopy::mssql::ConnSpec::target("--to", text) {
         let _ = e.to_string();
     }
     // The same text behind a Password= key must not come back in an error.
     let with_pw = format!("Server=tcp:h,1433;Database=d;User Id=u;Password={{{}}};{text}", "Fz9qX7secret");
-    if let Err(e) = perfcopy::mssql::ConnSpec::parse("--to", &with_pw) {
+    if let Err(e) = perfcopy::mssql::ConnSpec::target("--to", &with_pw) {
         assert!(!e.to_string().contains("Fz9qX7secret"), "password in error: {e}");
     }
     let _ = toml::from_str::<perfcopy::config::ConfigFile>(text);

@@ -1,25 +1,9 @@
 //! The report of `perfcopy bench`: per stage and end to end, with the machine it ran on.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
-use crate::config::{BenchPlan, BenchTarget};
 use crate::pipeline::copy::CopyReport;
-use crate::sink::mssql::scratch::ScratchTable;
-use crate::sink::null::NullTarget;
-use crate::sink::stage::Stage;
-use crate::sink::Target;
-
-/// The target a benchmark writes to; `null` is the null target whose encoded bytes the report
-/// shows. A MonitoringDB is written through a scratch table, never its PerfSnapshotRun.
-pub fn target(plan: &BenchPlan, null: &Arc<NullTarget>) -> Box<dyn Target> {
-    match &plan.target {
-        BenchTarget::Null => Box::new(null.clone()),
-        BenchTarget::Stage(dir) => Box::new(Stage::new(dir, Default::default(), true)),
-        BenchTarget::MonitoringDb(conn) => Box::new(ScratchTable::new(conn.clone(), plan.bulk.clone())),
-    }
-}
+use crate::source::synthetic::SyntheticSpec;
 
 /// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
 /// throughput of one thread of that stage.
@@ -87,8 +71,8 @@ fn machine() -> String {
 }
 
 impl BenchReport {
-    /// Builds the report from a finished copy.
-    pub fn new(plan: &BenchPlan, r: &CopyReport, encoded_bytes: u64) -> BenchReport {
+    /// Builds the report from a finished copy of `spec`'s rows into `target` (its label).
+    pub fn new(spec: &SyntheticSpec, target: String, r: &CopyReport, encoded_bytes: u64) -> BenchReport {
         let st = &r.stages;
         let rows = r.totals.rows_read;
         let mb = st.bytes_read as f64 / 1e6;
@@ -102,12 +86,9 @@ impl BenchReport {
         BenchReport {
             machine: machine(),
             rows,
-            servers: plan.spec.servers,
-            overlap: plan.spec.overlap,
-            target: match &plan.target {
-                BenchTarget::Null => "null".into(),
-                _ => r.target.clone(),
-            },
+            servers: spec.servers,
+            overlap: spec.overlap,
+            target,
             rows_written: r.totals.rows_written,
             duplicates_dropped: r.totals.duplicates_dropped,
             batches: st.batches,

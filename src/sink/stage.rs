@@ -23,8 +23,9 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use crate::defaults;
 use crate::error::{Error, Result};
-use crate::schema::{target_schema, tgt, TABLE_DIR};
+use crate::schema::{target_schema, tgt, RUN, TABLE_DIR};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
@@ -42,7 +43,7 @@ pub struct StageOptions {
 
 impl Default for StageOptions {
     fn default() -> Self {
-        StageOptions { zstd_level: 1, row_group_rows: 262_144, batch_rows: 65_536 }
+        StageOptions { zstd_level: defaults::ZSTD_LEVEL, row_group_rows: defaults::ROW_GROUP_ROWS, batch_rows: defaults::BATCH_ROWS }
     }
 }
 
@@ -82,7 +83,7 @@ impl Stage {
 
     /// The committed data files of a server partition.
     pub fn partition_files(&self, server: i32) -> Result<Vec<PathBuf>> {
-        let dir = self.table_dir().join(format!("ServerID={server}"));
+        let dir = self.table_dir().join(RUN.partition_dir(server));
         if !dir.exists() {
             return Ok(Vec::new());
         }
@@ -102,7 +103,7 @@ impl Stage {
     /// called with the stage lock held, so no live run owns them.
     fn remove_stale_temporaries(&self) -> Result<()> {
         for id in self.partitions()? {
-            let dir = self.table_dir().join(format!("ServerID={id}"));
+            let dir = self.table_dir().join(RUN.partition_dir(id));
             for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
                 let p = e.map_err(Error::io(&dir))?.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -124,7 +125,7 @@ impl Stage {
         }
         for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let e = e.map_err(Error::io(&dir))?;
-            if let Some(id) = e.file_name().to_str().and_then(|n| n.strip_prefix("ServerID=")).and_then(|v| v.parse().ok()) {
+            if let Some(id) = e.file_name().to_str().and_then(|n| RUN.partition_of(n)) {
                 out.insert(id);
             }
         }
@@ -171,7 +172,7 @@ fn prune_row_groups(b: &ParquetRecordBatchReaderBuilder<File>, ranges: &[(i64, i
     let meta = b.metadata();
     let n = meta.num_row_groups();
     let all: Vec<usize> = (0..n).collect();
-    let Ok(conv) = StatisticsConverter::try_new("SnapshotUTC", b.schema(), b.parquet_schema()) else {
+    let Ok(conv) = StatisticsConverter::try_new(RUN.snapshot_time, b.schema(), b.parquet_schema()) else {
         return all;
     };
     let (Ok(mins), Ok(maxes)) = (conv.row_group_mins(meta.row_groups().iter()), conv.row_group_maxes(meta.row_groups().iter())) else {
@@ -435,7 +436,7 @@ impl LoadWriter for StageWriter {
 impl StageWriter {
     fn write_server(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()> {
         if !self.files.contains_key(&server_id) {
-            let dir = self.table.join(format!("ServerID={server_id}"));
+            let dir = self.table.join(RUN.partition_dir(server_id));
             std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
             let fin = dir.join(format!("{}.parquet", self.name));
             let tmp = dir.join(format!(".{}.parquet.tmp", self.name));

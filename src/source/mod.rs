@@ -127,7 +127,7 @@ pub trait Source: Send + Sync {
     }
     /// The key columns of the row with this PerfSnapshotRunID, if the source has it now.
     fn row_at(&self, run_id: i64) -> Result<Option<KeyRow>> {
-        let req = ReadRequest { projection: Projection::Keys, batch_rows: 65_536, after_run_id: Some(run_id.saturating_sub(1)), time_ranges: None };
+        let req = ReadRequest { projection: Projection::Keys, batch_rows: crate::defaults::INTERNAL_BATCH_ROWS, after_run_id: Some(run_id.saturating_sub(1)), time_ranges: None };
         for batch in self.read(&req)? {
             let batch = batch?;
             let ids = batch.column(crate::schema::key::RUN_ID).as_primitive::<Int64Type>();

@@ -7,9 +7,8 @@ use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
-use crate::schema::{target_columns, target_schema};
+use crate::schema::{target_columns, target_schema, RUN};
 
-use super::TARGET_TABLE;
 
 /// Reads target rows server by server and range by range (server, first ms, last ms: both
 /// ends included, as the [`crate::sink::Target`] methods take them), one query each.
@@ -33,11 +32,9 @@ impl PerServer {
             *client = Some(conn.connect().await?);
         }
         let c = client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
-        let cols: Vec<&str> = if keys_only { vec!["SnapshotUTC", "ServerID"] } else { target_columns().iter().map(|c| c.name).collect() };
-        let sql = format!(
-            "SELECT {} FROM {TARGET_TABLE} WHERE ServerID = @P1 AND SnapshotUTC >= @P2 AND SnapshotUTC <= @P3",
-            cols.join(", ")
-        );
+        let (time, server_col) = (RUN.snapshot_time, RUN.server_id);
+        let cols: Vec<&str> = if keys_only { vec![time, server_col] } else { target_columns().iter().map(|c| c.name).collect() };
+        let sql = format!("SELECT {} FROM {} WHERE {server_col} = @P1 AND {time} >= @P2 AND {time} <= @P3", cols.join(", "), RUN.sql_name());
         let lo = chrono::DateTime::from_timestamp_millis(lo.max(-62_135_596_800_000)).map(|d| d.naive_utc());
         let hi = chrono::DateTime::from_timestamp_millis(hi.min(253_402_300_799_999)).map(|d| d.naive_utc());
         let stream = c.query(sql.as_str(), &[&server, &lo, &hi]).await.map_err(|e| conn.sql_error("reading existing rows", e))?;
@@ -48,10 +45,10 @@ impl PerServer {
             target_schema()
         };
         let mut batches = Vec::new();
-        let mut cols_b = crate::tds::arrow::Builders::new(&schema, 65_536)?;
+        let mut cols_b = crate::tds::arrow::Builders::new(&schema, crate::defaults::INTERNAL_BATCH_ROWS)?;
         while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error("reading existing rows", e))? {
             cols_b.push_row(&row).map_err(|m| conn.error(format!("reading existing rows: {m}")))?;
-            if cols_b.len() >= 65_536 {
+            if cols_b.len() >= crate::defaults::INTERNAL_BATCH_ROWS {
                 batches.push(cols_b.finish(&schema)?);
             }
         }

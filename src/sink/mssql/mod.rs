@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::defaults;
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec, SqlClient};
-use crate::schema::{target_columns, DeclaredColumn};
+use crate::schema::{target_columns, DeclaredColumn, RUN};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
 use crate::source::{BatchIter, Source};
 use crate::transform::remap::ServerIdMap;
@@ -28,9 +29,6 @@ use ledger::Ledger;
 pub use ledger::{SYNCLOG_DDL, SYNCSOURCE_DDL};
 pub use writer::{bulk_insert, bulk_insert_token_rows};
 use writer::UnitWriter;
-
-/// The target table.
-pub const TARGET_TABLE: &str = "dbo.PerfSnapshotRun";
 
 /// Bulk-load settings.
 #[derive(Debug, Clone)]
@@ -47,7 +45,7 @@ pub struct BulkOptions {
 
 impl Default for BulkOptions {
     fn default() -> Self {
-        BulkOptions { tablock: true, order_hint: false, retries: 5, backoff: Duration::from_millis(200) }
+        BulkOptions { tablock: true, order_hint: false, retries: defaults::RETRIES, backoff: defaults::RETRY_BACKOFF }
     }
 }
 
@@ -75,11 +73,11 @@ impl MonitoringDb {
             client,
             "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
-            &[&"dbo", &"PerfSnapshotRun"],
+            &[&"dbo", &RUN.name],
         )
         .await?;
         if rows.is_empty() {
-            return Err(self.conn.error(format!("table {TARGET_TABLE} does not exist in database '{}'", self.conn.database())));
+            return Err(self.conn.error(format!("table {} does not exist in database '{}'", RUN.sql_name(), self.conn.database())));
         }
         let mut found: BTreeMap<String, DeclaredColumn> = BTreeMap::new();
         for r in &rows {
@@ -98,10 +96,10 @@ impl MonitoringDb {
         }
         for c in target_columns() {
             let Some(d) = found.get(&c.name.to_ascii_lowercase()) else {
-                return Err(self.conn.error(format!("{TARGET_TABLE} has no column '{}'", c.name)));
+                return Err(self.conn.error(format!("{} has no column '{}'", RUN.sql_name(), c.name)));
             };
             if let Err(why) = c.sql.fits_in(d) {
-                return Err(self.conn.error(format!("{TARGET_TABLE}.{} is {}, {why}", c.name, d.sql_name())));
+                return Err(self.conn.error(format!("{}.{} is {}, {why}", RUN.sql_name(), c.name, d.sql_name())));
             }
         }
         Ok(())
@@ -238,7 +236,7 @@ struct MonitoringLoad {
 impl Load for MonitoringLoad {
     fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
         let ledger = Some(self.ledger.clone());
-        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), TARGET_TABLE.to_string(), ledger)?))
+        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), RUN.sql_name(), ledger)?))
     }
 
     fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {

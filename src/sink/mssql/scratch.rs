@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec};
-use crate::schema::target_columns;
+use crate::schema::{target_columns, RUN};
 use crate::sink::{FinalMark, Load, LoadWriter, SourceMeta, ThrowawayTarget};
 
 use super::{BulkOptions, UnitWriter};
@@ -36,8 +36,9 @@ impl ThrowawayTarget for ScratchTable {
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
         let ddl = format!(
-            "CREATE TABLE {} (PerfSnapshotRunID BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})",
+            "CREATE TABLE {} ({} BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})",
             self.table,
+            RUN.identity,
             target_columns()
                 .iter()
                 .map(|c| format!("{} {} {}", c.name, c.sql.sql_name(), if c.nullable { "NULL" } else { "NOT NULL" }))

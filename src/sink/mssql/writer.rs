@@ -21,7 +21,7 @@ use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
 
 use crate::error::{Error, Result};
 use crate::mssql::{is_transient, ConnSpec, SqlClient};
-use crate::schema::{target_columns, target_schema};
+use crate::schema::{target_columns, target_schema, tgt, RUN};
 use crate::sink::{LoadWriter, SourceMeta, WriteUnit};
 
 use super::ledger::{Ledger, SyncRow};
@@ -135,13 +135,13 @@ impl UnitWriter {
                 self.client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?
             }
         };
-        let ts = unit.rows.column(0).as_primitive::<TimestampMillisecondType>().value(0);
-        let server = unit.rows.column(1).as_primitive::<Int32Type>().value(0);
+        let ts = unit.rows.column(tgt::SNAPSHOT_UTC).as_primitive::<TimestampMillisecondType>().value(0);
+        let server = unit.rows.column(tgt::SERVER_ID).as_primitive::<Int32Type>().value(0);
         let at = chrono::DateTime::from_timestamp_millis(ts).map(|d| d.naive_utc());
         let rows = query_rows(
             &self.conn,
             client,
-            "SELECT COUNT(*) AS n FROM dbo.PerfSnapshotRun WHERE ServerID = @P1 AND SnapshotUTC = @P2",
+            &format!("SELECT COUNT(*) AS n FROM {} WHERE {} = @P1 AND {} = @P2", RUN.sql_name(), RUN.server_id, RUN.snapshot_time),
             &[&server, &at],
         )
         .await?;
@@ -238,7 +238,7 @@ async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, opti
     }
     flags |= SqlBulkCopyOption::KeepNulls;
     let hints: Vec<(&str, tiberius::SortOrder)> = if options.order_hint {
-        vec![("ServerID", tiberius::SortOrder::Ascending), ("SnapshotUTC", tiberius::SortOrder::Ascending)]
+        vec![(RUN.server_id, tiberius::SortOrder::Ascending), (RUN.snapshot_time, tiberius::SortOrder::Ascending)]
     } else {
         Vec::new()
     };

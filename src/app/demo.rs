@@ -1,0 +1,78 @@
+//! `perfcopy demo`: generate, copy, copy again, verify, and how to look at the result.
+
+use std::path::Path;
+
+use crate::cli::{CopyArgs, DemoArgs, GenerateArgs, SourceArgs, TargetArgs, VerifyArgs};
+use crate::defaults;
+use crate::error::{Error, Result};
+use crate::pipeline::progress::ProgressMode;
+use crate::pipeline::Cancel;
+use crate::schema::RUN;
+
+pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
+    let sources_dir = a.dir.join("sources");
+    let stage_dir = a.dir.join("stage");
+    for d in [&sources_dir, &stage_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(Error::write(d.as_path()))?;
+        }
+    }
+    eprintln!("== 1/4 generate: {} rows from {} simulated DBATools databases, 5% restored-copy overlap", a.rows, a.servers);
+    let gen = GenerateArgs { out: sources_dir.clone(), servers: a.servers, rows: a.rows, overlap: 0.05, seed: 42 };
+    super::generate::run(&gen)?;
+    let src_args = |json: bool| SourceArgs {
+        from: vec![sources_dir.display().to_string()],
+        config: None,
+        server_map: None,
+        since: None,
+        until: None,
+        readers: None,
+        batch_rows: None,
+        source_connections: defaults::SOURCE_CONNECTIONS,
+        json,
+        progress: ProgressMode::Auto,
+    };
+    let target = TargetArgs { stage: Some(stage_dir.clone()), to: None };
+    let copy_args = CopyArgs {
+        src: src_args(false),
+        target: target.clone(),
+        register_servers: true,
+        dry_run: false,
+        rescan: false,
+        writers: None,
+        queue_depth: defaults::QUEUE_DEPTH,
+        zstd_level: defaults::ZSTD_LEVEL,
+        row_group_rows: defaults::ROW_GROUP_ROWS,
+        no_tablock: false,
+        order_hint: false,
+        retries: defaults::RETRIES,
+        packet_size: None,
+    };
+    eprintln!("\n== 2/4 copy into the stage {} (new servers registered in servers.csv)", stage_dir.display());
+    let first = super::copy::run(&copy_args, cancel)?;
+    eprintln!("\n== 3/4 copy again: a re-run adds nothing");
+    let again = super::copy::run(&copy_args, cancel)?;
+    eprintln!("\n== 4/4 verify: every source row is in the stage");
+    let code = super::verify::run(&VerifyArgs { src: src_args(false), target }, cancel)?;
+    eprintln!(
+        "\nDone: {} rows read, {} duplicates removed ({} with conflicting values), {} rows staged; the re-run wrote {}.",
+        first.totals.rows_read, first.totals.duplicates_dropped, first.totals.conflicts, first.totals.rows_written, again.totals.rows_written
+    );
+    print_look_hints(&stage_dir);
+    Ok(code)
+}
+
+fn print_look_hints(stage: &Path) {
+    let (table, server, time) = (stage.join(RUN.name), RUN.server_id, RUN.snapshot_time);
+    let glob = table.join("*").join("*.parquet");
+    eprintln!("\nLook at the result:");
+    eprintln!(
+        "  duckdb -c \"SELECT {server}, count(*) AS rows, min({time}), max({time}) FROM read_parquet('{}', hive_partitioning=true) GROUP BY ALL ORDER BY 1\"",
+        glob.display()
+    );
+    eprintln!(
+        "  python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', partitioning='hive').to_table().group_by('{server}').aggregate([('{time}','count')]))\"",
+        table.display()
+    );
+    eprintln!("  cat {}", stage.join("servers.csv").display());
+}

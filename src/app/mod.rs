@@ -1,0 +1,48 @@
+//! The commands, one module each: turn a validated plan into a run and a human (stderr) or
+//! JSON (stdout) report.
+
+mod bench;
+mod copy;
+mod demo;
+mod generate;
+mod verify;
+
+use std::io::Write;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Result};
+use crate::pipeline::Cancel;
+
+/// Exit code of a `verify` that found missing or doubled rows.
+pub const EXIT_VERIFY_FAILED: i32 = 3;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli, cancel: &Cancel) -> Result<i32> {
+    match cli.command {
+        Command::Generate(a) => generate::run(&a).map(|_| 0),
+        Command::Copy(a) => copy::run(&a, cancel).map(|_| 0),
+        Command::Verify(a) => verify::run(&a, cancel),
+        Command::Demo(a) => demo::run(&a, cancel),
+        Command::Bench(a) => bench::run(&a, cancel).map(|_| 0),
+    }
+}
+
+/// Prints a report as JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (perfcopy ... --json | head) is not an error.
+    let _ = writeln!(out, "{text}");
+    Ok(())
+}
+
+/// `s` cut to `n` characters from the left (`…` and the tail), for table columns.
+pub(crate) fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let tail: Vec<char> = s.chars().rev().take(n - 1).collect();
+        format!("…{}", tail.into_iter().rev().collect::<String>())
+    }
+}
+
