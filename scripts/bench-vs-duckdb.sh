@@ -33,7 +33,7 @@ rm -rf "$work/stage" "$work/duck"
 read -r p_s p_kb < <(measure "$bin" copy --from "$src" --stage "$work/stage" --server-map "$work/map.csv" --readers 2 --writers 2 --progress off)
 read -r d_s d_kb < <(measure python3 "$root/scripts/duckdb_consolidate.py" "$src" "$work/map.csv" "$work/duck" 2)
 p_rows=$(python3 -c "import pyarrow.dataset as ds; print(ds.dataset('$work/stage/PerfSnapshotRun', partitioning='hive').count_rows())")
-d_rows=$(python3 -c "import duckdb; print(duckdb.sql(\"select count(*) from read_parquet('$work/duck/*/*.parquet')\").fetchone()[0])")
+d_rows=$(python3 -c "import duckdb; print(duckdb.sql(\"select count(*) from read_parquet('$work/duck/*/*.parquet')\").fetchall()[0][0])")
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $rows source rows"
 printf '%-10s %10s %12s %12s\n' tool seconds peak_MiB rows_out
 printf '%-10s %10s %12d %12s\n' perfcopy "$p_s" $((p_kb / 1024)) "$p_rows"
