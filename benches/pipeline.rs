@@ -95,10 +95,10 @@ fn stage_write(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |dir| {
                 let stage = Stage::new(dir.path(), opts.clone(), true);
-                let load = stage.begin(1, Vec::new()).unwrap();
+                let load = stage.begin(1, Vec::new(), &[]).unwrap();
                 let mut w = load.writer(0).unwrap();
                 for b in &batches {
-                    w.write(WriteUnit { source: 0, rows: b, last_run_id: None, last_snapshot_ms: None }).unwrap();
+                    w.write(WriteUnit { source: 0, rows: b, last_run_id: None, last_snapshot_ms: None, children: &[] }).unwrap();
                 }
                 w.finish().unwrap();
                 load.commit(Vec::new()).unwrap();

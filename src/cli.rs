@@ -182,6 +182,18 @@ pub struct CopyArgs {
     /// holds are still never written twice, so this repairs a stage that lost files.
     #[arg(long)]
     pub rescan: bool,
+    /// Child tables to move with their runs (comma-separated names, e.g.
+    /// PerfSnapshotDB,PerfSnapshotWaitStats). Default: every table of the sources with a
+    /// PerfSnapshotRunID column that the target has too. A named table the target lacks is
+    /// an error (see --create-missing-tables).
+    #[arg(long, value_name = "TABLES", value_delimiter = ',', conflicts_with = "runs_only")]
+    pub tables: Option<Vec<String>>,
+    /// Move PerfSnapshotRun only (no child tables).
+    #[arg(long)]
+    pub runs_only: bool,
+    /// Create a child table the MonitoringDB lacks, from the first source's columns.
+    #[arg(long)]
+    pub create_missing_tables: bool,
     /// Writer threads (each owns some server partitions). Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub writers: Option<usize>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::defaults;
 use crate::error::{Error, Result};
 use crate::mssql::{ConnSpec, Role};
-use crate::pipeline::copy::CopyOptions;
+use crate::pipeline::copy::{ChildOptions, CopyOptions};
 use crate::pipeline::verify::VerifyOptions;
 use crate::sink::mssql::scratch::ScratchTable;
 use crate::sink::mssql::{BulkOptions, MonitoringDb};
@@ -357,6 +357,11 @@ pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
             queue_depth: a.queue_depth,
             dry_run: a.dry_run,
             rescan: a.rescan,
+            children: ChildOptions {
+                runs_only: a.runs_only,
+                tables: a.tables.as_ref().map(|t| t.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()),
+                create_missing: a.create_missing_tables,
+            },
         },
         stage: StageOptions { zstd_level: a.zstd_level, row_group_rows: a.row_group_rows, batch_rows: sources.batch_rows },
         bulk: BulkOptions { tablock: !a.no_tablock, order_hint: a.order_hint, retries: a.retries, ..Default::default() },
@@ -486,6 +491,7 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
             queue_depth: a.queue_depth,
             dry_run: false,
             rescan: false,
+            children: ChildOptions { runs_only: true, ..Default::default() },
         },
         bulk: BulkOptions { tablock: !a.no_tablock, ..Default::default() },
     })

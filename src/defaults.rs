@@ -38,3 +38,7 @@ pub const INTERNAL_BATCH_ROWS: usize = 65_536;
 pub fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
+
+/// Runs per unit when child tables move with them: a run has a few hundred child rows, so a
+/// unit of this many runs holds about 100k rows in all.
+pub const RUNS_PER_UNIT_WITH_CHILDREN: usize = 256;

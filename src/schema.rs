@@ -419,6 +419,87 @@ pub fn type_table() -> Vec<(String, String)> {
     .collect()
 }
 
+/// A child table of [`RUN`]: a table of a DBATools database with a `PerfSnapshotRunID` column
+/// that references its run (PerfSnapshotDB, PerfSnapshotWaitStats, …, and tables a site adds).
+/// Discovered from `INFORMATION_SCHEMA` (see [`ChildTable::discovered`]), never from a list.
+///
+/// In a source its rows are (own identity, PerfSnapshotRunID, values). Inside the pipeline and
+/// in the stage they carry their run's key instead of source IDs ([`ChildTable::keyed_schema`]:
+/// SnapshotUTC, ServerID, values), so the stage stays self-contained; a MonitoringDB load turns
+/// the key into MonitoringDB's own PerfSnapshotRunID.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildTable {
+    /// Name in both databases (schema `dbo`), and the table's folder in a stage.
+    pub name: &'static str,
+    /// The values copied: every column but the table's own identity and the parent key, in
+    /// table order.
+    pub values: &'static [Column],
+    /// The source-local BIGINT IDENTITY (`<Table>ID`), if the table has one: not copied.
+    pub identity: Option<&'static str>,
+}
+
+/// The column of a child table that references its run.
+pub const PARENT_KEY: &str = RUN.identity;
+
+/// Positions in [`ChildTable::keyed_schema`].
+pub mod child {
+    pub const SNAPSHOT_UTC: usize = 0;
+    pub const SERVER_ID: usize = 1;
+    pub const FIRST_VALUE: usize = 2;
+}
+
+impl ChildTable {
+    /// A child table as a source's catalog describes it: `columns` in table order (name, type,
+    /// nullable). `identity` is the table's IDENTITY column, if any. The description lives as
+    /// long as the process (a few tables of a few dozen columns per run).
+    pub fn discovered(name: &str, columns: Vec<(String, SqlType, bool)>, identity: Option<&str>) -> ChildTable {
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        let values: Vec<Column> = columns
+            .into_iter()
+            .filter(|(n, _, _)| !n.eq_ignore_ascii_case(PARENT_KEY) && identity.is_none_or(|i| !n.eq_ignore_ascii_case(i)))
+            .map(|(n, sql, nullable)| Column { name: leak(&n), sql, nullable })
+            .collect();
+        ChildTable { name: leak(name), values: Box::leak(values.into_boxed_slice()), identity: identity.map(leak) }
+    }
+
+    /// The table as T-SQL names it: `dbo.<name>`.
+    pub fn sql_name(&self) -> String {
+        format!("dbo.{}", self.name)
+    }
+
+    /// Columns of a keyed child batch: the run's SnapshotUTC and target ServerID, then the values.
+    pub fn keyed_columns(&self) -> Vec<Column> {
+        let mut cols = vec![RUN.column(RUN.snapshot_time), Column { nullable: false, ..RUN.column(RUN.server_id) }];
+        cols.extend_from_slice(self.values);
+        cols
+    }
+
+    /// Arrow schema of a keyed child batch (the pipeline's and the stage's form).
+    pub fn keyed_schema(&self) -> SchemaRef {
+        schema_of(&self.keyed_columns())
+    }
+
+    /// Arrow schema of a source read: PerfSnapshotRunID, then the values.
+    pub fn source_schema(&self) -> SchemaRef {
+        let mut cols = vec![RUN.column(RUN.identity)];
+        cols.extend_from_slice(self.values);
+        schema_of(&cols)
+    }
+
+    /// Columns written into MonitoringDB's table: PerfSnapshotRunID (MonitoringDB's), then the
+    /// values (the table's own identity is the target's).
+    pub fn target_columns(&self) -> Vec<Column> {
+        let mut cols = vec![RUN.column(RUN.identity)];
+        cols.extend_from_slice(self.values);
+        cols
+    }
+
+    /// Arrow schema of [`ChildTable::target_columns`].
+    pub fn target_schema(&self) -> SchemaRef {
+        schema_of(&self.target_columns())
+    }
+}
+
 /// Milliseconds in a day: the width of the time buckets the planner tracks overlap in.
 pub const MS_PER_DAY: i64 = 86_400_000;
 

@@ -63,6 +63,7 @@ fn copy(sources: &[std::path::PathBuf], stage: &Path, map: Option<&Path>, batch_
     let srcs = open_sources(&inputs, 1).unwrap();
     let target = Stage::new(stage, StageOptions { zstd_level: 1, row_group_rows: 64, batch_rows }, true);
     let opts = CopyOptions {
+        children: Default::default(),
         server_map: map.map(|m| ServerIdMap::from_csv(m).unwrap()),
         register_servers: true,
         window: Window::default(),

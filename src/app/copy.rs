@@ -55,6 +55,17 @@ fn print_copy_report(r: &CopyReport) {
     for s in &r.sources {
         eprintln!("{}: {}", short(&s.source, 44), s.watermark.describe());
     }
+    if !r.child_tables.is_empty() {
+        eprintln!("\n{:<44} {:>11} {:>11} {:>9} {:>11}", "child rows of source, table", "read", "dropped", "orphans", verb);
+        for s in &r.sources {
+            for c in &s.children {
+                eprintln!("{:<44} {:>11} {:>11} {:>9} {:>11}", short(&format!("{} {}", s.source, c.table), 44), c.rows_read, c.dropped_with_run, c.orphans, c.rows_written);
+            }
+        }
+    }
+    for t in &r.child_tables_not_in_target {
+        eprintln!("{}: has no table dbo.{t}; its rows are not copied (--create-missing-tables creates it)", r.target);
+    }
     if t.already_in_target > 0 {
         eprintln!("{} of the duplicates were already in the target", t.already_in_target);
     }

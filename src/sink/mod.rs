@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::schema::ChildTable;
 use crate::source::{BatchIter, SourceFacts};
 use crate::transform::remap::ServerIdMap;
 
@@ -96,6 +97,18 @@ pub struct WriteUnit<'a> {
     pub last_run_id: Option<i64>,
     /// SnapshotUTC of that row.
     pub last_snapshot_ms: Option<i64>,
+    /// The child rows of `rows`' runs, one keyed batch ([`ChildTable::keyed_schema`]) per child
+    /// table of the load, in the load's order; written in the same unit as their runs.
+    pub children: &'a [RecordBatch],
+}
+
+/// Whether a target has a child table the copy moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildTableState {
+    /// The target has it, with columns that take every value.
+    Ready,
+    /// The target has no table of that name.
+    Missing,
 }
 
 /// A destination for consolidated rows.
@@ -136,9 +149,18 @@ pub trait Target: Send + Sync {
     }
     /// What the target recorded for a source (looked up by its identity only).
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded>;
+    /// Whether the target has each of these child tables. A table whose columns cannot take
+    /// the values (a missing column, a narrower type) is an error naming the table and column.
+    fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
+        Ok(vec![ChildTableState::Ready; tables.len()])
+    }
+    /// Creates a child table the target lacks, from the source's columns.
+    fn create_child_table(&self, _table: &ChildTable) -> Result<()> {
+        Ok(())
+    }
     /// Starts a load of these sources written by `workers` writers. Each source's units go to
-    /// one writer, in the source's order.
-    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>>;
+    /// one writer, in the source's order; `children` are the child tables its units carry.
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>>;
 }
 
 /// A load in progress.
@@ -169,7 +191,7 @@ pub trait ThrowawayTarget: Send + Sync {
     /// How the user knows this target; never contains a secret.
     fn label(&self) -> &str;
     /// Starts a load, as [`Target::begin`].
-    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>>;
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>>;
 }
 
 impl<T: ThrowawayTarget> Target for T {
@@ -194,8 +216,8 @@ impl<T: ThrowawayTarget> Target for T {
     fn watermark(&self, _source: &dyn crate::source::Source) -> Result<Recorded> {
         Ok(Recorded::Nothing)
     }
-    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
-        ThrowawayTarget::begin(self, workers, sources)
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
+        ThrowawayTarget::begin(self, workers, sources, children)
     }
 }
 
@@ -225,7 +247,13 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded> {
         (**self).watermark(source)
     }
-    fn begin(&self, workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
-        (**self).begin(workers, sources)
+    fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
+        (**self).child_tables(tables)
+    }
+    fn create_child_table(&self, table: &ChildTable) -> Result<()> {
+        (**self).create_child_table(table)
+    }
+    fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
+        (**self).begin(workers, sources, children)
     }
 }

@@ -32,7 +32,7 @@ impl ThrowawayTarget for NullTarget {
         "null (TDS-encoded, discarded)"
     }
 
-    fn begin(&self, _workers: usize, _sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, _sources: Vec<SourceMeta>, _children: &[crate::schema::ChildTable]) -> Result<Box<dyn Load>> {
         Ok(Box::new(NullLoad { encoded: self.encoded.clone() }))
     }
 }

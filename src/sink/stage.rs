@@ -25,7 +25,9 @@ use parquet::file::properties::WriterProperties;
 
 use crate::defaults;
 use crate::error::{Error, Result};
-use crate::schema::{target_schema, tgt, RUN, TABLE_DIR};
+use arrow::datatypes::SchemaRef;
+
+use crate::schema::{target_schema, tgt, ChildTable, RUN, TABLE_DIR};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
@@ -296,10 +298,17 @@ impl Target for Stage {
         Ok(file.sources.into_iter().find(|w| w.source == source_identity).map_or(Recorded::Nothing, Recorded::Mark))
     }
 
-    fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
         self.remove_stale_temporaries()?;
+        // Slot 0 is PerfSnapshotRun; slot i + 1 the load's child table i.
+        let mut tables = vec![(table.clone(), target_schema())];
+        for c in children {
+            let dir = self.dir.join(c.name);
+            std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
+            tables.push((dir, c.keyed_schema()));
+        }
         let run = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),
@@ -307,6 +316,7 @@ impl Target for Stage {
         );
         Ok(Box::new(StageLoad {
             table,
+            tables: Arc::new(tables),
             registry: self.registry_update.lock().map_err(lock_err)?.take().map(|m| (self.registry_path(), m)),
             watermarks_path: self.watermarks_path(),
             run,
@@ -319,6 +329,8 @@ impl Target for Stage {
 
 struct StageLoad {
     table: PathBuf,
+    /// Folder and file schema of each table the load writes: PerfSnapshotRun, then its child tables.
+    tables: Arc<Vec<(PathBuf, SchemaRef)>>,
     /// servers.csv and its new content, when this run registered servers.
     registry: Option<(PathBuf, ServerIdMap)>,
     watermarks_path: PathBuf,
@@ -343,7 +355,7 @@ impl Load for StageLoad {
             .set_created_by(format!("perfcopy {}", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Box::new(StageWriter {
-            table: self.table.clone(),
+            tables: self.tables.clone(),
             name: format!("part-{}-{worker}", self.run),
             props,
             files: HashMap::new(),
@@ -360,6 +372,11 @@ impl Load for StageLoad {
         }
         let pending = std::mem::take(&mut *self.pending.lock().map_err(lock_err)?);
         let mut dirs = BTreeSet::new();
+        // PerfSnapshotRun's files first, then the child tables': a crash in between leaves runs
+        // whose children are missing, never children of runs the stage does not hold.
+        let run_dir = self.table.clone();
+        let mut pending = pending;
+        pending.sort_by_key(|(_, fin)| !fin.starts_with(&run_dir));
         for (tmp, fin) in &pending {
             std::fs::rename(tmp, fin).map_err(Error::write(fin))?;
             if let Some(d) = fin.parent() {
@@ -406,11 +423,11 @@ impl Load for StageLoad {
 }
 
 struct StageWriter {
-    table: PathBuf,
+    tables: Arc<Vec<(PathBuf, SchemaRef)>>,
     name: String,
     props: WriterProperties,
-    /// Per ServerID: its file's temporary and final name, and its writer.
-    files: HashMap<i32, (PathBuf, PathBuf, ArrowWriter<File>)>,
+    /// Per (table slot, ServerID): its file's temporary and final name, and its writer.
+    files: HashMap<(usize, i32), (PathBuf, PathBuf, ArrowWriter<File>)>,
     pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
     created: Arc<Mutex<Vec<PathBuf>>>,
 }
@@ -418,7 +435,12 @@ struct StageWriter {
 impl LoadWriter for StageWriter {
     fn write(&mut self, unit: WriteUnit<'_>) -> Result<()> {
         for (server, part) in crate::transform::split_by_server(unit.rows)? {
-            self.write_server(server, &part)?;
+            self.write_server(0, server, &part)?;
+        }
+        for (i, rows) in unit.children.iter().enumerate() {
+            for (server, part) in crate::transform::split_by_server_at(rows, crate::schema::child::SERVER_ID)? {
+                self.write_server(i + 1, server, &part)?;
+            }
         }
         Ok(())
     }
@@ -434,20 +456,24 @@ impl LoadWriter for StageWriter {
 }
 
 impl StageWriter {
-    fn write_server(&mut self, server_id: i32, batch: &RecordBatch) -> Result<()> {
-        if !self.files.contains_key(&server_id) {
-            let dir = self.table.join(RUN.partition_dir(server_id));
+    fn write_server(&mut self, slot: usize, server_id: i32, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let (table, schema) = self.tables.get(slot).cloned().ok_or_else(|| Error::Internal(format!("stage table {slot} unknown")))?;
+        if !self.files.contains_key(&(slot, server_id)) {
+            let dir = table.join(RUN.partition_dir(server_id));
             std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
             let fin = dir.join(format!("{}.parquet", self.name));
             let tmp = dir.join(format!(".{}.parquet.tmp", self.name));
             let file = File::create(&tmp).map_err(Error::write(&tmp))?;
             self.created.lock().map_err(lock_err)?.push(tmp.clone());
-            let w = ArrowWriter::try_new(file, target_schema(), Some(self.props.clone())).map_err(Error::parquet(&tmp))?;
-            self.files.insert(server_id, (tmp, fin, w));
+            let w = ArrowWriter::try_new(file, schema, Some(self.props.clone())).map_err(Error::parquet(&tmp))?;
+            self.files.insert((slot, server_id), (tmp, fin, w));
         }
         let (tmp, _, w) = self
             .files
-            .get_mut(&server_id)
+            .get_mut(&(slot, server_id))
             .ok_or_else(|| Error::Internal("stage writer vanished".into()))?;
         w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
         Ok(())

@@ -15,6 +15,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::schema::ChildTable;
 
 /// Which columns a read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,16 @@ pub struct KeyRow {
     pub server_name: String,
 }
 
+/// Reads a source's child rows by run: [`ChildReader::read`] returns the rows of one table
+/// whose PerfSnapshotRunID lies in a range, in [`ChildTable::source_schema`] (PerfSnapshotRunID,
+/// then the values in the description's order; a nullable column the source's table lacks is
+/// NULL).
+pub trait ChildReader: Send {
+    /// Rows of table `table` (its index in the tables the reader was made for) with
+    /// `after < PerfSnapshotRunID <= upto`, in any order. Empty when this source lacks the table.
+    fn read(&mut self, table: usize, after: i64, upto: i64) -> Result<RecordBatch>;
+}
+
 /// A source of DBATools `PerfSnapshotRun` rows.
 pub trait Source: Send + Sync {
     /// How the user knows this source (a path, or server/database); never contains a secret.
@@ -150,6 +161,28 @@ pub trait Source: Send + Sync {
     /// the target knows. Empty for sources that keep no ledger (files).
     fn ledger_names(&self) -> Vec<String> {
         self.server_name().map(|n| vec![n.to_string()]).unwrap_or_default()
+    }
+    /// The child tables this source has ([`ChildTable`]: tables with a PerfSnapshotRunID
+    /// column besides PerfSnapshotRun), discovered from its catalog. Empty for sources
+    /// without child tables (Parquet exports of PerfSnapshotRun, generated rows).
+    fn child_tables(&self) -> &[ChildTable] {
+        &[]
+    }
+    /// Child tables this source has but cannot read, with the reason (a column of a type
+    /// outside the type table): copying one of them is an error that gives the reason.
+    fn unreadable_child_tables(&self) -> &[(String, String)] {
+        &[]
+    }
+    /// The PerfSnapshotRunID range this source reads (inclusive), when it is one part of a
+    /// source split across connections; `None`: every ID.
+    fn id_range(&self) -> Option<(i64, i64)> {
+        None
+    }
+    /// A reader of the child rows of `tables` (the copy's descriptions, matched to this
+    /// source's tables by name), with its own connection. `None` when the source has none of
+    /// them.
+    fn child_reader(&self, _tables: &[ChildTable]) -> Result<Option<Box<dyn ChildReader>>> {
+        Ok(None)
     }
     /// The DBATools database name for sync ledgers (a file source: its file name).
     fn database_name(&self) -> String {

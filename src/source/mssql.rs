@@ -15,10 +15,10 @@ use arrow::record_batch::RecordBatch;
 use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
-use crate::schema::{DeclaredColumn, SqlType, Table, RUN};
+use crate::schema::{ChildTable, DeclaredColumn, SqlType, Table, PARENT_KEY, RUN};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
-use crate::source::{BatchIter, KeyRow, Projection, ReadRequest, Source, SourceFacts};
+use crate::source::{BatchIter, ChildReader, KeyRow, Projection, ReadRequest, Source, SourceFacts};
 use crate::tds::arrow::Builders;
 use crate::tds::decode::{DecodeError, ReplyDecoder};
 
@@ -46,6 +46,18 @@ pub struct MssqlSource {
     /// Cleared when a read finds columns perfcopy's TDS decoder does not read: later reads
     /// (and the other parts of a split source) go straight to tiberius' decoder.
     fast: Arc<std::sync::atomic::AtomicBool>,
+    /// The database's child tables, as its catalog describes them.
+    children: Arc<Children>,
+}
+
+/// A DBATools database's child tables: their descriptions and, per table, the columns the
+/// source's table has (lowercase), or why a table cannot be read.
+#[derive(Debug, Default)]
+struct Children {
+    tables: Vec<ChildTable>,
+    columns: Vec<Vec<String>>,
+    /// Tables with a column of a type outside the type table: (table, why).
+    unreadable: Vec<(String, String)>,
 }
 
 impl MssqlSource {
@@ -53,9 +65,10 @@ impl MssqlSource {
     pub fn open(conn: ConnSpec) -> Result<MssqlSource> {
         let rt = runtime()?;
         let label = conn.label().to_string();
-        let (schema, facts, server_name) = rt.block_on(async {
+        let (schema, facts, server_name, children) = rt.block_on(async {
             let mut client = conn.connect().await?;
             let schema = discover(&conn, &mut client).await?;
+            let children = discover_children(&conn, &mut client).await?;
             let (facts, name) = read_facts(&conn, &mut client).await?;
             let newest = client
                 .query(format!("SELECT TOP (1) {} FROM {} ORDER BY {} DESC", TABLE.server_name, TABLE.sql_name(), TABLE.identity), &[])
@@ -65,7 +78,7 @@ impl MssqlSource {
                 .await
                 .map_err(|e| conn.sql_error("reading the newest row", e))?
                 .and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string));
-            Ok::<_, Error>((schema, facts, (name, newest)))
+            Ok::<_, Error>((schema, facts, (name, newest), children))
         })?;
         let (server_name, newest_name) = server_name;
         let columns = ColumnMatch::new(&label, &schema)?;
@@ -81,6 +94,7 @@ impl MssqlSource {
             server_name,
             newest_name,
             fast: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            children: Arc::new(children),
         })
     }
 
@@ -121,6 +135,7 @@ impl MssqlSource {
                 server_name: self.server_name.clone(),
                 newest_name: self.newest_name.clone(),
                 fast: self.fast.clone(),
+                children: self.children.clone(),
             });
             start = end + 1;
         }
@@ -204,6 +219,74 @@ async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> 
 }
 
 
+/// The database's child tables: every `dbo` table but PerfSnapshotRun with a PerfSnapshotRunID
+/// column, its columns from INFORMATION_SCHEMA and its identity from `sys.columns`.
+async fn discover_children(conn: &ConnSpec, client: &mut SqlClient) -> Result<Children> {
+    let doing = "discovering the child tables";
+    let rows = client
+        .query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, ORDINAL_POSITION \
+             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1",
+            &[&"dbo"],
+        )
+        .await
+        .map_err(|e| conn.sql_error(doing, e))?
+        .into_first_result()
+        .await
+        .map_err(|e| conn.sql_error(doing, e))?;
+    // table -> (ordinal, name, declared type, nullable)
+    let mut tables: std::collections::BTreeMap<String, Vec<(i32, String, DeclaredColumn, bool)>> = std::collections::BTreeMap::new();
+    for r in &rows {
+        let table: &str = r.try_get(0).ok().flatten().unwrap_or("");
+        let name: &str = r.try_get(1).ok().flatten().unwrap_or("");
+        let declared = DeclaredColumn {
+            data_type: r.try_get::<&str, _>(2).ok().flatten().unwrap_or("").to_ascii_lowercase(),
+            precision: r.try_get(3).ok().flatten(),
+            scale: r.try_get(4).ok().flatten(),
+            datetime_precision: r.try_get(5).ok().flatten(),
+            max_chars: r.try_get(7).ok().flatten(),
+        };
+        let nullable = r.try_get::<&str, _>(6).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
+        let ordinal = r.try_get::<i32, _>(8).ok().flatten().unwrap_or(0);
+        tables.entry(table.to_string()).or_default().push((ordinal, name.to_string(), declared, nullable));
+    }
+    let mut out = Children::default();
+    for (table, mut cols) in tables {
+        if table.eq_ignore_ascii_case(TABLE.name) || !cols.iter().any(|c| c.1.eq_ignore_ascii_case(PARENT_KEY)) {
+            continue;
+        }
+        cols.sort_by_key(|c| c.0);
+        let identity = {
+            let doing = format!("reading the identity column of dbo.{table}");
+            let rows = client
+                .query("SELECT name, is_identity FROM sys.columns WHERE object_id = OBJECT_ID(@P1)", &[&format!("dbo.{table}")])
+                .await
+                .map_err(|e| conn.sql_error(&doing, e))?
+                .into_first_result()
+                .await
+                .map_err(|e| conn.sql_error(&doing, e))?;
+            rows.iter()
+                .find(|r| r.try_get::<bool, _>(1).ok().flatten().unwrap_or(false))
+                .and_then(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string))
+        };
+        let mut described = Vec::new();
+        let mut why = None;
+        for (_, name, declared, nullable) in &cols {
+            match SqlType::from_declared(declared) {
+                Some(t) => described.push((name.clone(), t, *nullable)),
+                None => why = Some(format!("column {name} is {}, a type perfcopy does not move", declared.sql_name())),
+            }
+        }
+        if let Some(why) = why {
+            out.unreadable.push((table, why));
+            continue;
+        }
+        out.columns.push(cols.iter().map(|c| c.1.to_ascii_lowercase()).collect());
+        out.tables.push(ChildTable::discovered(&table, described, identity.as_deref()));
+    }
+    Ok(out)
+}
+
 impl Source for MssqlSource {
     fn label(&self) -> &str {
         &self.label
@@ -250,6 +333,135 @@ impl Source for MssqlSource {
 
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
         self.read_range(req, self.range)
+    }
+
+    fn child_tables(&self) -> &[ChildTable] {
+        &self.children.tables
+    }
+
+    fn unreadable_child_tables(&self) -> &[(String, String)] {
+        &self.children.unreadable
+    }
+
+    fn id_range(&self) -> Option<(i64, i64)> {
+        self.range
+    }
+
+    fn child_reader(&self, tables: &[ChildTable]) -> Result<Option<Box<dyn ChildReader>>> {
+        let mut queries = Vec::new();
+        let mut any = false;
+        for t in tables {
+            let Some(i) = self.children.tables.iter().position(|c| c.name.eq_ignore_ascii_case(t.name)) else {
+                queries.push(None);
+                continue;
+            };
+            let have = &self.children.columns[i];
+            let present: Vec<bool> = t.values.iter().map(|c| have.contains(&c.name.to_ascii_lowercase())).collect();
+            let mut names = vec![format!("[{PARENT_KEY}]")];
+            names.extend(t.values.iter().zip(&present).filter(|(_, p)| **p).map(|(c, _)| format!("[{}]", c.name.replace(']', "]]"))));
+            let sql = format!(
+                "SELECT {} FROM [dbo].[{}] WHERE [{PARENT_KEY}] > @P1 AND [{PARENT_KEY}] <= @P2",
+                names.join(", "),
+                self.children.tables[i].name.replace(']', "]]")
+            );
+            any = true;
+            queries.push(Some(ChildQuery { table: *t, sql, present, fast: true }));
+        }
+        if !any {
+            return Ok(None);
+        }
+        let empty = tables.iter().map(|t| Some(t.source_schema())).collect();
+        Ok(Some(Box::new(MssqlChildReader { rt: runtime()?, client: None, conn: self.conn.clone(), queries, empty })))
+    }
+}
+
+/// One child table's read: its description, the SELECT, and which of its values the
+/// source's table has.
+struct ChildQuery {
+    table: ChildTable,
+    sql: String,
+    present: Vec<bool>,
+    /// Decode with perfcopy's decoder (until a column type it does not read).
+    fast: bool,
+}
+
+/// Child rows of a DBATools database, range by range, on one connection.
+struct MssqlChildReader {
+    rt: tokio::runtime::Runtime,
+    client: Option<SqlClient>,
+    conn: ConnSpec,
+    queries: Vec<Option<ChildQuery>>,
+    /// Per table, the empty batch's schema for a table this source lacks.
+    empty: Vec<Option<SchemaRef>>,
+}
+
+impl ChildReader for MssqlChildReader {
+    fn read(&mut self, table: usize, after: i64, upto: i64) -> Result<RecordBatch> {
+        let Some(slot) = self.queries.get_mut(table) else {
+            return Err(Error::Internal(format!("child table {table} unknown to this reader")));
+        };
+        let Some(q) = slot.as_mut() else {
+            return Ok(RecordBatch::new_empty(self.empty.get(table).cloned().flatten().ok_or_else(|| Error::Internal("child schema missing".into()))?));
+        };
+        let full = q.table.source_schema();
+        let read_schema = Arc::new(Schema::new(
+            full.fields().iter().enumerate().filter(|(i, _)| *i == 0 || q.present[i - 1]).map(|(_, f)| f.as_ref().clone()).collect::<Vec<_>>(),
+        ));
+        let (conn, sql, fast) = (&self.conn, q.sql.clone(), &mut q.fast);
+        let client = &mut self.client;
+        let doing = format!("reading dbo.{} for runs {}..={upto}", q.table.name, after.saturating_add(1));
+        let raw = self.rt.block_on(async {
+            if client.is_none() {
+                *client = Some(conn.connect().await?);
+            }
+            let c = client.as_mut().ok_or_else(|| Error::Internal("no connection".into()))?;
+            let params: [&dyn tiberius::ToSql; 2] = [&after, &upto];
+            let mut cols = Builders::new(&read_schema, 1024)?;
+            let bad_value = |m: String| Error::BadValue { source_label: conn.label().to_string(), column: q.table.name.into(), message: m };
+            let mut done = false;
+            if *fast {
+                match fill_raw(c, &sql, &params, &mut cols).await {
+                    Ok(()) => done = true,
+                    Err(RawError::Decode(DecodeError::Unsupported(why))) => {
+                        tracing::debug!("{}: reading with tiberius' row decoder: {why}", conn.label());
+                        *fast = false;
+                        cols = Builders::new(&read_schema, 1024)?;
+                    }
+                    Err(RawError::Decode(DecodeError::Server(t))) => return Err(conn.sql_error(&doing, tiberius::error::Error::Server(t))),
+                    Err(RawError::Decode(DecodeError::Value(m))) => return Err(bad_value(m)),
+                    Err(RawError::Decode(e)) => return Err(conn.error(format!("{doing}: {e}"))),
+                    Err(RawError::Tds(e)) => return Err(conn.sql_error(&doing, e)),
+                }
+            }
+            if !done {
+                let stream = c.query(sql.as_str(), &params).await.map_err(|e| conn.sql_error(&doing, e))?;
+                let mut rows = stream.into_row_stream();
+                while let Some(row) = rows.try_next().await.map_err(|e| conn.sql_error(&doing, e))? {
+                    cols.push_row(&row).map_err(bad_value)?;
+                }
+            }
+            cols.finish(&read_schema)
+        });
+        let raw = match raw {
+            Ok(b) => b,
+            Err(e) => {
+                self.client = None;
+                return Err(e);
+            }
+        };
+        // Columns the source's table lacks are NULL (their description allows it: checked
+        // when the copy matched the tables).
+        let mut arrays = Vec::with_capacity(full.fields().len());
+        let mut next = 0;
+        for (i, f) in full.fields().iter().enumerate() {
+            if i == 0 || q.present[i - 1] {
+                arrays.push(raw.column(next).clone());
+                next += 1;
+            } else {
+                arrays.push(arrow::array::new_null_array(f.data_type(), raw.num_rows()));
+            }
+        }
+        RecordBatch::try_new(full, arrays).map_err(|e| Error::Internal(format!("child rows of dbo.{}: {e}", q.table.name)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Transforms: RecordBatch in, RecordBatch out. ServerID remap, the time window, and
 //! deduplication.
 
+pub mod children;
 pub mod dedupe;
 pub mod remap;
 
@@ -66,10 +67,16 @@ mod tests {
 
 /// Splits a target batch into one batch per ServerID (most batches hold one server only).
 pub fn split_by_server(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
+    split_by_server_at(batch, tgt::SERVER_ID)
+}
+
+/// Splits a batch into one batch per value of its ServerID column at `column` (target rows,
+/// keyed child rows).
+pub fn split_by_server_at(batch: &RecordBatch, column: usize) -> Result<Vec<(i32, RecordBatch)>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let ids = batch.column(tgt::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
+    let ids = batch.column(column).as_primitive::<arrow::datatypes::Int32Type>();
     let first = ids.value(0);
     if ids.values().iter().all(|&v| v == first) {
         return Ok(vec![(first, batch.clone())]);

@@ -11,6 +11,7 @@
 //!
 //! One file per pass ([`keys`], [`hot`], [`stream`]); [`report`] is what a copy reports.
 
+mod children;
 mod hot;
 mod keys;
 mod report;
@@ -27,7 +28,8 @@ use crate::source::Source;
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
 
-pub use report::{iso, peak_rss_bytes, CopyReport, NameReport, RowCounts, ServerReport, SourceReport, StageTimes, Totals};
+pub use children::ChildOptions;
+pub use report::{ChildReport, iso, peak_rss_bytes, CopyReport, NameReport, RowCounts, ServerReport, SourceReport, StageTimes, Totals};
 
 /// A validated copy job (built by [`crate::config`]).
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ pub struct CopyOptions {
     pub dry_run: bool,
     /// Ignore recorded watermarks.
     pub rescan: bool,
+    /// Which child tables follow their runs.
+    pub children: ChildOptions,
 }
 
 /// Runs a copy. Sources' order is their rank for the survivor rule.
@@ -54,6 +58,12 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
         None => registry,
     };
     let mut report = CopyReport { dry_run: opts.dry_run, target: target.label().to_string(), ..Default::default() };
+
+    // Child tables follow their runs: the ones the sources and the target both have (checked
+    // before anything is written).
+    let (child_tables, skipped) = children::plan(sources, target, &opts.children, opts.dry_run, progress)?;
+    report.child_tables = child_tables.iter().map(|t| t.name.to_string()).collect();
+    report.child_tables_not_in_target = skipped;
 
     // A watermark is used only when it is shown to belong to the source as it is now.
     let checks = check_watermarks(sources, target, &map, opts, progress, cancel)?;
@@ -70,7 +80,7 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
     report.dedupe_hot_keys = winners.len();
 
     // Pass 3: stream everything through; the target commits at the end.
-    let plan = stream::Plan { map: &map, hot: &hot, winners, scans: &scans };
+    let plan = stream::Plan { map: &map, hot: &hot, winners, scans: &scans, children: &child_tables };
     let outcome = stream::run(sources, target, opts, plan, progress, cancel)?;
 
     let labels = sources.iter().map(|s| s.label().to_string()).collect();

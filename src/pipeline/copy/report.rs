@@ -54,6 +54,34 @@ pub struct SourceReport {
     pub watermark: WatermarkReport,
     /// Rows per server name in the window, with their SnapshotUTC range.
     pub servers: Vec<NameReport>,
+    /// What happened to the child rows, per child table of the copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildReport>,
+}
+
+/// What happened to one child table's rows of a source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChildReport {
+    pub table: String,
+    /// Rows read (of runs after the watermark, and orphans).
+    pub rows_read: u64,
+    /// Rows written with their run.
+    pub rows_written: u64,
+    /// Rows of runs not written: duplicates of another source's or the target's run, or
+    /// outside `--since`/`--until`.
+    pub dropped_with_run: u64,
+    /// Rows whose run is not in the source: never loaded.
+    pub orphans: u64,
+}
+
+impl ChildReport {
+    /// Adds one batch's counts.
+    pub fn add(&mut self, n: &crate::transform::children::ChildCounts) {
+        self.rows_read += n.rows_read;
+        self.rows_written += n.rows_kept;
+        self.dropped_with_run += n.dropped_with_run;
+        self.orphans += n.orphans;
+    }
 }
 
 /// Rows of one server name in one source.
@@ -83,6 +111,10 @@ pub struct CopyReport {
     pub servers: Vec<ServerReport>,
     pub registered_servers: Vec<(String, i32)>,
     pub unknown_servers: Vec<String>,
+    /// The child tables that moved with their runs.
+    pub child_tables: Vec<String>,
+    /// Child tables of the sources that the target lacks: not copied.
+    pub child_tables_not_in_target: Vec<String>,
     pub totals: Totals,
     /// Days (per server) where sources or the target overlap, and keys held for them.
     pub dedupe_hot_days: usize,

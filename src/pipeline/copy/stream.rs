@@ -21,11 +21,13 @@ use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::dedupe::{row_hashes, Day, Verdict, Winners};
 use crate::transform::remap::ServerIdMap;
+use crate::transform::children::{self, ChildCounts, Runs};
 use crate::transform::to_target;
+use crate::schema::ChildTable;
 
 use super::hot::{source_value_columns, SourceRows};
 use super::keys::KeyScan;
-use super::report::{SourceReport, StreamOutcome, Timers};
+use super::report::{ChildReport, SourceReport, StreamOutcome, Timers};
 use super::CopyOptions;
 
 /// What the first two passes decided, for the stream pass.
@@ -34,6 +36,8 @@ pub(super) struct Plan<'a> {
     pub hot: &'a HashSet<Day>,
     pub winners: Winners,
     pub scans: &'a [KeyScan],
+    /// The child tables whose rows follow their runs.
+    pub children: &'a [ChildTable],
 }
 
 /// A deduplicated source batch on its way to a writer.
@@ -43,6 +47,8 @@ struct WriterMsg {
     /// The source's watermark once this batch is in: its highest (PerfSnapshotRunID,
     /// SnapshotUTC) so far, or none once the watermark is frozen.
     mark: Option<(i64, i64)>,
+    /// The batch's child rows, one keyed batch per child table of the copy.
+    children: Vec<RecordBatch>,
 }
 
 /// What the target records of each source: its identity and facts, and the server its ledger
@@ -78,7 +84,7 @@ fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, opts: &CopyOptio
 pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, plan: Plan<'_>, progress: &Progress, cancel: &Cancel) -> Result<StreamOutcome> {
     let total: u64 = plan.scans.iter().map(|s| s.rows_read).sum();
     let overall = progress.phase(if opts.dry_run { "analyse" } else { "copy" }, Some(total));
-    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, opts, progress))?) };
+    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, opts, progress), plan.children)?) };
     let (senders, receivers): (Vec<Sender<WriterMsg>>, Vec<Receiver<WriterMsg>>) =
         (0..opts.writers.max(1)).map(|_| bounded::<WriterMsg>(opts.queue_depth.max(1))).unzip();
     let winners = Mutex::new(plan.winners);
@@ -99,7 +105,7 @@ pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyO
             // A source's batches all go to one writer, in order, so a target that commits per
             // batch can advance the source's watermark batch by batch.
             let tx = &senders_ref[rank % senders_ref.len()];
-            let read = Reader { opts, map: plan.map, hot: plan.hot, winners: &winners, timers, cancel };
+            let read = Reader { opts, map: plan.map, hot: plan.hot, winners: &winners, children: plan.children, timers, cancel };
             let bar = progress.source(source.label(), Some(plan.scans[rank].rows_read));
             let r = read.source(rank, source, plan.scans[rank].watermark, tx, |n| {
                 bar.inc(n);
@@ -175,7 +181,7 @@ fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, time
             return Err(Error::Cancelled);
         }
         let writing = Instant::now();
-        let unit = WriteUnit { source: msg.source, rows: &msg.rows, last_run_id: msg.mark.map(|m| m.0), last_snapshot_ms: msg.mark.map(|m| m.1) };
+        let unit = WriteUnit { source: msg.source, rows: &msg.rows, last_run_id: msg.mark.map(|m| m.0), last_snapshot_ms: msg.mark.map(|m| m.1), children: &msg.children };
         if let Err(e) = writer.write(unit) {
             cancel.cancel();
             return Err(e);
@@ -207,6 +213,7 @@ struct Reader<'a> {
     map: &'a ServerIdMap,
     hot: &'a HashSet<Day>,
     winners: &'a Mutex<Winners>,
+    children: &'a [ChildTable],
     timers: &'a Timers,
     cancel: &'a Cancel,
 }
@@ -219,7 +226,20 @@ impl Reader<'_> {
         let (opts, timers, cancel) = (self.opts, self.timers, self.cancel);
         let value_cols = source_value_columns();
         let mut rep = SourceReport::default();
-        let req = ReadRequest { projection: Projection::Full, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: None };
+        // Child rows are read run range by run range, each range right after its runs' batch:
+        // the ranges follow each other, so every child row of the source is read once, and
+        // one whose run is in no batch is an orphan. Units carry their runs' children, so
+        // they hold fewer runs.
+        let mut kids = if self.children.is_empty() { None } else { source.child_reader(self.children)? };
+        rep.children = self.children.iter().map(|t| ChildReport { table: t.name.to_string(), ..Default::default() }).collect();
+        let mut below = match (after, source.id_range()) {
+            (Some(a), Some((lo, _))) => a.max(lo - 1),
+            (Some(a), None) => a,
+            (None, Some((lo, _))) => lo - 1,
+            (None, None) => i64::MIN,
+        };
+        let batch_rows = if kids.is_some() { opts.batch_rows.min(crate::defaults::RUNS_PER_UNIT_WITH_CHILDREN) } else { opts.batch_rows };
+        let req = ReadRequest { projection: Projection::Full, batch_rows, after_run_id: after, time_ranges: None };
         let mut top: Option<(i64, i64)> = None;
         // Set once a row of this source is dropped for another source's survivor: from then on
         // no batch may move the source's watermark (that survivor may commit later, on another
@@ -259,9 +279,20 @@ impl Reader<'_> {
                     }
                 }
             }
+            let mut children = Vec::with_capacity(self.children.len());
+            if let Some(k) = kids.as_mut() {
+                let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
+                let runs = Runs::new(run.values(), ts.values(), &ids, &keep);
+                for (i, t) in self.children.iter().enumerate() {
+                    let (rows, n) = children::keyed(t, &k.read(i, below, upto)?, &runs)?;
+                    rep.children[i].add(&n);
+                    children.push(rows);
+                }
+                below = upto;
+            }
             let out = to_target(&batch, ids, &BooleanArray::from(keep))?;
             rep.counts.rows_written += out.num_rows() as u64;
-            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top } };
+            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top }, children };
             Timers::add(&timers.transform, transforming);
             let sending = Instant::now();
             if tx.send(msg).is_err() {
@@ -270,6 +301,16 @@ impl Reader<'_> {
             }
             Timers::add(&timers.send_wait, sending);
             progress(batch.num_rows() as u64);
+        }
+        // Child rows above the last run read reference no run of the source.
+        if let Some(k) = kids.as_mut() {
+            let upto = source.id_range().map_or(i64::MAX, |(_, hi)| hi);
+            if below < upto {
+                for i in 0..self.children.len() {
+                    let n = k.read(i, below, upto)?.num_rows() as u64;
+                    rep.children[i].add(&ChildCounts { rows_read: n, orphans: n, ..Default::default() });
+                }
+            }
         }
         Ok((rep, top))
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::defaults;
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec, SqlClient};
-use crate::schema::{target_columns, DeclaredColumn, RUN};
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
+use crate::schema::{target_columns, ChildTable, Column, DeclaredColumn, RUN};
+use crate::sink::{ChildTableState, FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
 use crate::source::{BatchIter, Source};
 use crate::transform::remap::ServerIdMap;
 
@@ -66,19 +66,17 @@ impl MonitoringDb {
         runtime()?.block_on(f)
     }
 
-    /// Checks that the target table has the columns perfcopy writes, with their types.
-    async fn check_table(&self, client: &mut SqlClient) -> Result<()> {
+    /// The columns of `dbo.<table>` as INFORMATION_SCHEMA declares them, by lowercase name
+    /// (empty: no such table).
+    async fn declared_columns(&self, client: &mut SqlClient, table: &str) -> Result<BTreeMap<String, DeclaredColumn>> {
         let rows = query_rows(
             &self.conn,
             client,
             "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
-            &[&"dbo", &RUN.name],
+            &[&"dbo", &table],
         )
         .await?;
-        if rows.is_empty() {
-            return Err(self.conn.error(format!("table {} does not exist in database '{}'", RUN.sql_name(), self.conn.database())));
-        }
         let mut found: BTreeMap<String, DeclaredColumn> = BTreeMap::new();
         for r in &rows {
             let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
@@ -94,15 +92,30 @@ impl MonitoringDb {
                 },
             );
         }
-        for c in target_columns() {
+        Ok(found)
+    }
+
+    /// Checks that `dbo.<table>`, as `found` declares it, has every column of `columns` with
+    /// a type that holds its values.
+    fn check_columns(&self, table: &str, found: &BTreeMap<String, DeclaredColumn>, columns: &[Column]) -> Result<()> {
+        for c in columns {
             let Some(d) = found.get(&c.name.to_ascii_lowercase()) else {
-                return Err(self.conn.error(format!("{} has no column '{}'", RUN.sql_name(), c.name)));
+                return Err(self.conn.error(format!("dbo.{table} has no column '{}'", c.name)));
             };
             if let Err(why) = c.sql.fits_in(d) {
-                return Err(self.conn.error(format!("{}.{} is {}, {why}", RUN.sql_name(), c.name, d.sql_name())));
+                return Err(self.conn.error(format!("dbo.{table}.{} is {}, {why}", c.name, d.sql_name())));
             }
         }
         Ok(())
+    }
+
+    /// Checks that the target table has the columns perfcopy writes, with their types.
+    async fn check_table(&self, client: &mut SqlClient) -> Result<()> {
+        let found = self.declared_columns(client, RUN.name).await?;
+        if found.is_empty() {
+            return Err(self.conn.error(format!("table {} does not exist in database '{}'", RUN.sql_name(), self.conn.database())));
+        }
+        self.check_columns(RUN.name, &found, target_columns())
     }
 }
 
@@ -210,7 +223,39 @@ impl Target for MonitoringDb {
         self.block_on(ledger::recorded(&self.conn, source))
     }
 
-    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+    fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let mut out = Vec::with_capacity(tables.len());
+            for t in tables {
+                let found = self.declared_columns(&mut client, t.name).await?;
+                if found.is_empty() {
+                    out.push(ChildTableState::Missing);
+                    continue;
+                }
+                self.check_columns(t.name, &found, &t.target_columns())?;
+                out.push(ChildTableState::Ready);
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_child_table(&self, table: &ChildTable) -> Result<()> {
+        let identity = table.identity.map_or_else(|| format!("{}ID", table.name), str::to_string);
+        let mut cols = vec![format!("[{}] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY", identity.replace(']', "]]"))];
+        for c in table.target_columns() {
+            cols.push(format!("[{}] {}{}", c.name.replace(']', "]]"), c.sql.sql_name(), if c.nullable { " NULL" } else { " NOT NULL" }));
+        }
+        let sql = format!("CREATE TABLE [dbo].[{}] ({})", table.name.replace(']', "]]"), cols.join(", "));
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let doing = format!("creating {}", table.sql_name());
+            client.simple_query(sql).await.map_err(|e| self.conn.sql_error(&doing, e))?.into_results().await.map_err(|e| self.conn.sql_error(&doing, e))?;
+            Ok(())
+        })
+    }
+
+    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         // The ledger is created only now that the run is known to write (not when it is
         // refused, e.g. for unknown servers), and only when some source is recorded in it.
         if sources.iter().any(|m| m.watermarks) {
@@ -221,6 +266,7 @@ impl Target for MonitoringDb {
             options: self.options.clone(),
             sources: Arc::new(sources),
             ledger: Arc::new(Ledger::default()),
+            children: Arc::new(children.to_vec()),
         }))
     }
 }
@@ -231,12 +277,13 @@ struct MonitoringLoad {
     options: BulkOptions,
     sources: Arc<Vec<SourceMeta>>,
     ledger: Arc<Ledger>,
+    children: Arc<Vec<ChildTable>>,
 }
 
 impl Load for MonitoringLoad {
     fn writer(&self, _worker: usize) -> Result<Box<dyn LoadWriter>> {
         let ledger = Some(self.ledger.clone());
-        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), RUN.sql_name(), ledger)?))
+        Ok(Box::new(UnitWriter::new(self.conn.clone(), self.options.clone(), self.sources.clone(), RUN.sql_name(), ledger)?.with_children(self.children.clone())))
     }
 
     fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {

@@ -34,7 +34,7 @@ impl ThrowawayTarget for ScratchTable {
         &self.label
     }
 
-    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, sources: Vec<SourceMeta>, _children: &[crate::schema::ChildTable]) -> Result<Box<dyn Load>> {
         let ddl = format!(
             "CREATE TABLE {} ({} BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})",
             self.table,

@@ -9,7 +9,7 @@
 //! the pipeline only sends keys the target did not hold, so finding it means the unit
 //! committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use tiberius::{ColumnData, SqlBulkCopyOption, TokenRow};
 
 use crate::error::{Error, Result};
 use crate::mssql::{is_transient, ConnSpec, SqlClient};
-use crate::schema::{target_columns, target_schema, tgt, RUN};
+use crate::schema::{child, target_columns, target_schema, tgt, ChildTable, Column, RUN};
 use crate::sink::{LoadWriter, SourceMeta, WriteUnit};
 
 use super::ledger::{Ledger, SyncRow};
@@ -49,6 +49,8 @@ pub(super) struct UnitWriter {
     /// Per source: a watermark (and its row's SnapshotUTC) advanced by empty units, not yet
     /// recorded.
     pending_mark: BTreeMap<usize, (i64, Option<i64>)>,
+    /// The child tables whose rows units carry, in the units' order.
+    children: Arc<Vec<ChildTable>>,
 }
 
 /// Outcome of one attempt at a unit.
@@ -73,7 +75,14 @@ impl UnitWriter {
             client: None,
             started: Instant::now(),
             pending_mark: BTreeMap::new(),
+            children: Arc::new(Vec::new()),
         })
+    }
+
+    /// The writer, for units that carry rows of these child tables.
+    pub(super) fn with_children(mut self, children: Arc<Vec<ChildTable>>) -> UnitWriter {
+        self.children = children;
+        self
     }
 
     async fn unit(&mut self, unit: &WriteUnit<'_>) -> Result<Attempt> {
@@ -90,6 +99,16 @@ impl UnitWriter {
             client.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
             if unit.rows.num_rows() > 0 {
                 bulk_insert(client, &self.table, unit.rows, &self.options).await?;
+            }
+            if unit.children.iter().any(|c| c.num_rows() > 0) {
+                // The runs just inserted have MonitoringDB's own IDs now: the children get them.
+                let ids = run_ids(client, unit.rows).await?;
+                for (table, rows) in self.children.iter().zip(unit.children) {
+                    if rows.num_rows() > 0 {
+                        let rows = with_run_ids(table, rows, &ids).map_err(|m| tiberius::error::Error::Conversion(m.into()))?;
+                        bulk_insert_rows(client, &table.sql_name(), &rows, &table.target_columns()).await?;
+                    }
+                }
             }
             let sync = match &self.ledger {
                 Some(ledger) => ledger.record_unit(client, meta, unit, self.started).await?,
@@ -193,7 +212,7 @@ impl LoadWriter for UnitWriter {
         if !marks.is_empty() {
             let empty = RecordBatch::new_empty(target_schema());
             for (source, (last, snapshot)) in marks {
-                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot })?;
+                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot, children: &[] })?;
                 self.pending_mark.clear();
             }
         }
@@ -311,6 +330,112 @@ fn token_row<'a>(rows: &'a RecordBatch, r: usize, bigint: &[bool]) -> TokenRow<'
         row.push(int(i, (!c.is_null(r)).then(|| c.value(r))));
     }
     row
+}
+
+/// MonitoringDB's PerfSnapshotRunID of every run in `runs` (target rows), by (ServerID,
+/// SnapshotUTC ms): read back inside the unit's transaction, right after the runs' insert.
+async fn run_ids(client: &mut SqlClient, runs: &RecordBatch) -> std::result::Result<HashMap<(i32, i64), i64>, tiberius::error::Error> {
+    let ts = runs.column(tgt::SNAPSHOT_UTC).as_primitive::<TimestampMillisecondType>();
+    let servers = runs.column(tgt::SERVER_ID).as_primitive::<Int32Type>();
+    let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for (&t, &s) in ts.values().iter().zip(servers.values()) {
+        let e = spans.entry(s).or_insert((t, t));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
+    }
+    let sql = format!(
+        "SELECT {id}, {time} FROM {} WHERE {server} = @P1 AND {time} >= @P2 AND {time} <= @P3",
+        RUN.sql_name(),
+        id = RUN.identity,
+        time = RUN.snapshot_time,
+        server = RUN.server_id
+    );
+    let mut ids = HashMap::with_capacity(runs.num_rows());
+    for (server, (lo, hi)) in spans {
+        let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
+        let rows = client.query(sql.as_str(), &[&server, &at(lo), &at(hi)]).await?.into_first_result().await?;
+        for r in rows {
+            let id: Option<i64> = r.try_get(0)?;
+            let t: Option<chrono::NaiveDateTime> = r.try_get(1)?;
+            if let (Some(id), Some(t)) = (id, t) {
+                ids.insert((server, t.and_utc().timestamp_millis()), id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Keyed child rows with MonitoringDB's PerfSnapshotRunID of their run in place of the key
+/// ([`ChildTable::target_schema`]).
+fn with_run_ids(table: &ChildTable, rows: &RecordBatch, ids: &HashMap<(i32, i64), i64>) -> std::result::Result<RecordBatch, String> {
+    let ts = rows.column(child::SNAPSHOT_UTC).as_primitive::<TimestampMillisecondType>();
+    let servers = rows.column(child::SERVER_ID).as_primitive::<Int32Type>();
+    let mut run = Vec::with_capacity(rows.num_rows());
+    for (&t, &s) in ts.values().iter().zip(servers.values()) {
+        match ids.get(&(s, t)) {
+            Some(&id) => run.push(id),
+            None => return Err(format!("{}: a child row's run (ServerID {s}, SnapshotUTC {t} ms) is not in {}", table.sql_name(), RUN.sql_name())),
+        }
+    }
+    let mut cols: Vec<arrow::array::ArrayRef> = vec![Arc::new(arrow::array::Int64Array::from(run))];
+    cols.extend(rows.columns()[child::FIRST_VALUE..].iter().cloned());
+    RecordBatch::try_new(table.target_schema(), cols).map_err(|e| format!("{}: {e}", table.sql_name()))
+}
+
+/// Sends `rows` (columns `columns`, by name) with TDS bulk load, one tiberius `TokenRow` per
+/// row; integer values go to a wider integer column as its type.
+pub async fn bulk_insert_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, columns: &[Column]) -> std::result::Result<(), tiberius::error::Error> {
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let flags = tiberius::SqlBulkCopyOptions::empty() | SqlBulkCopyOption::KeepNulls;
+    let mut req = client.bulk_insert_with_options(table, &names, flags, &[]).await?;
+    let widths: Vec<Option<u8>> = names
+        .iter()
+        .map(|n| {
+            req.columns().iter().find(|m| m.col_name.eq_ignore_ascii_case(n)).and_then(|m| match &m.base.ty {
+                tiberius::TypeInfo::FixedLen(tiberius::FixedLenType::Int8) => Some(8),
+                tiberius::TypeInfo::FixedLen(tiberius::FixedLenType::Int4) => Some(4),
+                tiberius::TypeInfo::VarLenSized(v) if v.r#type() == tiberius::VarLenType::Intn => Some(v.len() as u8),
+                _ => None,
+            })
+        })
+        .collect();
+    for r in 0..rows.num_rows() {
+        let mut row = TokenRow::with_capacity(rows.num_columns());
+        for (i, c) in rows.columns().iter().enumerate() {
+            row.push(column_data(c.as_ref(), r, widths.get(i).copied().flatten()).map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}, column {}: {m}", names[i]).into()))?);
+        }
+        req.send(row).await?;
+    }
+    req.finalize().await?;
+    Ok(())
+}
+
+/// Value `r` of an Arrow column as tiberius sends it; `int_width`: the target column's integer
+/// width in bytes, when it is an integer column.
+fn column_data(a: &dyn Array, r: usize, int_width: Option<u8>) -> std::result::Result<ColumnData<'_>, String> {
+    use arrow::datatypes::{DataType, Int16Type, Int64Type, TimeUnit, UInt8Type};
+    let null = a.is_null(r);
+    let int = |v: Option<i64>| match int_width {
+        Some(8) => ColumnData::I64(v),
+        Some(4) => ColumnData::I32(v.map(|v| v as i32)),
+        _ => ColumnData::I64(v),
+    };
+    Ok(match a.data_type() {
+        DataType::Int64 => int((!null).then(|| a.as_primitive::<Int64Type>().value(r))),
+        DataType::Int32 => match int_width {
+            Some(8) => ColumnData::I64((!null).then(|| i64::from(a.as_primitive::<Int32Type>().value(r)))),
+            _ => ColumnData::I32((!null).then(|| a.as_primitive::<Int32Type>().value(r))),
+        },
+        DataType::Int16 => ColumnData::I16((!null).then(|| a.as_primitive::<Int16Type>().value(r))),
+        DataType::UInt8 => ColumnData::U8((!null).then(|| a.as_primitive::<UInt8Type>().value(r))),
+        DataType::Boolean => ColumnData::Bit((!null).then(|| a.as_boolean().value(r))),
+        DataType::Decimal128(_, s) => ColumnData::Numeric((!null).then(|| Numeric::new_with_scale(a.as_primitive::<Decimal128Type>().value(r), *s as u8))),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => ColumnData::DateTime2((!null).then(|| datetime2(a.as_primitive::<TimestampMillisecondType>().value(r)))),
+        DataType::Utf8 => ColumnData::String((!null).then(|| std::borrow::Cow::Borrowed(a.as_string::<i32>().value(r)))),
+        DataType::Binary => ColumnData::Binary((!null).then(|| std::borrow::Cow::Borrowed(a.as_binary::<i32>().value(r)))),
+        DataType::FixedSizeBinary(_) => ColumnData::Binary((!null).then(|| std::borrow::Cow::Borrowed(a.as_fixed_size_binary().value(r)))),
+        t => return Err(format!("values of Arrow type {t} are not sent yet")),
+    })
 }
 
 fn sort_for_order_hint(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {

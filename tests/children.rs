@@ -1,0 +1,442 @@
+//! Child tables follow their runs (issue 14): DBATools databases with child tables on a TDS test
+//! server -> perfcopy -> a MonitoringDB and a stage. The expected children come from a plain
+//! model here (the survivor rule of tests/common applied to runs, then each surviving run's own
+//! children), never from perfcopy.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
+use common::mssql::*;
+use common::*;
+use tds_test_server::{Column, SqlType, TestServer};
+
+/// A child row as the model sees it: its run's key and its values as text.
+type Kids = BTreeMap<(i32, i64), Vec<String>>;
+
+const WAITS: &str = "PerfSnapshotWaitStats";
+const DBS: &str = "PerfSnapshotDB";
+
+fn wait_columns() -> Vec<Column> {
+    vec![
+        Column::new("PerfSnapshotWaitStatsID", SqlType::BigInt, false).identity(),
+        Column::new("PerfSnapshotRunID", SqlType::BigInt, false),
+        Column::new("WaitType", SqlType::NVarChar(Some(120)), false),
+        Column::new("WaitingTasksCount", SqlType::BigInt, true),
+        Column::new("WaitTimeMs", SqlType::BigInt, true),
+        Column::new("AvgWaitTimeMs", SqlType::Decimal { precision: 18, scale: 4 }, true),
+    ]
+}
+
+fn db_columns() -> Vec<Column> {
+    vec![
+        Column::new("PerfSnapshotDBID", SqlType::BigInt, false).identity(),
+        Column::new("PerfSnapshotRunID", SqlType::BigInt, false),
+        Column::new("DatabaseID", SqlType::Int, false),
+        Column::new("DatabaseName", SqlType::NVarChar(Some(128)), false),
+        Column::new("IsReadOnly", SqlType::Bit, false),
+        Column::new("TotalDataMB", SqlType::Decimal { precision: 18, scale: 2 }, true),
+    ]
+}
+
+/// The child rows a source holds: per run, 0..=3 wait rows and 0..=2 database rows, values
+/// from (seed, run ID, index); NULLs in every nullable column now and then.
+#[derive(Debug, Clone, Default)]
+struct ChildRows {
+    /// (PerfSnapshotRunID, values as text, Arrow values)
+    waits: Vec<(i64, String, (String, Option<i64>, Option<i64>, Option<i128>))>,
+    dbs: Vec<(i64, String, (i32, String, bool, Option<i128>))>,
+}
+
+fn children_for(run_ids: impl IntoIterator<Item = i64>, seed: u64) -> ChildRows {
+    let mut c = ChildRows::default();
+    for id in run_ids {
+        let h = mix(seed, id as u64);
+        for i in 0..(h % 4) {
+            let x = mix(h, i);
+            let v = (format!("WAIT_{}_{}", x % 7, seed), (x % 3 != 0).then_some((x % 10_000) as i64), Some((x % 99_999) as i64), (x % 5 != 0).then_some((x % 1_000_000) as i128 - 500_000));
+            c.waits.push((id, format!("{v:?}"), v));
+        }
+        for i in 0..(h % 3) {
+            let x = mix(h, 100 + i);
+            let v = ((x % 40) as i32, format!("db_{}_Ü{}", x % 11, seed), x % 2 == 0, (x % 4 != 0).then_some((x % 100_000_000) as i128));
+            c.dbs.push((id, format!("{v:?}"), v));
+        }
+    }
+    c
+}
+
+/// Creates the child tables in `db` and inserts `rows`.
+fn seed_children(srv: &TestServer, db: &str, rows: &ChildRows) {
+    if !srv.has_table(db, &format!("dbo.{WAITS}")) {
+        srv.create_table(db, &format!("dbo.{WAITS}"), wait_columns(), &[&["PerfSnapshotWaitStatsID"]]).unwrap();
+        srv.create_table(db, &format!("dbo.{DBS}"), db_columns(), &[&["PerfSnapshotDBID"]]).unwrap();
+    }
+    let w = &rows.waits;
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("PerfSnapshotRunID", DataType::Int64, false),
+            Field::new("WaitType", DataType::Utf8, false),
+            Field::new("WaitingTasksCount", DataType::Int64, true),
+            Field::new("WaitTimeMs", DataType::Int64, true),
+            Field::new("AvgWaitTimeMs", DataType::Decimal128(18, 4), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(w.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(w.iter().map(|r| r.2 .0.clone()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(w.iter().map(|r| r.2 .1).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(w.iter().map(|r| r.2 .2).collect::<Vec<_>>())),
+            Arc::new(Decimal128Array::from(w.iter().map(|r| r.2 .3).collect::<Vec<_>>()).with_precision_and_scale(18, 4).unwrap()),
+        ],
+    )
+    .unwrap();
+    srv.insert_batch(db, &format!("dbo.{WAITS}"), &b).unwrap();
+    let d = &rows.dbs;
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("PerfSnapshotRunID", DataType::Int64, false),
+            Field::new("DatabaseID", DataType::Int32, false),
+            Field::new("DatabaseName", DataType::Utf8, false),
+            Field::new("IsReadOnly", DataType::Boolean, false),
+            Field::new("TotalDataMB", DataType::Decimal128(18, 2), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(d.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(d.iter().map(|r| r.2 .0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(d.iter().map(|r| r.2 .1.clone()).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(d.iter().map(|r| r.2 .2).collect::<Vec<_>>())),
+            Arc::new(Decimal128Array::from(d.iter().map(|r| r.2 .3).collect::<Vec<_>>()).with_precision_and_scale(18, 2).unwrap()),
+        ],
+    )
+    .unwrap();
+    srv.insert_batch(db, &format!("dbo.{DBS}"), &b).unwrap();
+}
+
+/// Creates the child tables in MonitoringDB `db` (its own identities; no rows).
+fn target_children_tables(srv: &TestServer, db: &str) {
+    srv.create_table(db, &format!("dbo.{WAITS}"), wait_columns(), &[&["PerfSnapshotWaitStatsID"]]).unwrap();
+    srv.create_table(db, &format!("dbo.{DBS}"), db_columns(), &[&["PerfSnapshotDBID"]]).unwrap();
+}
+
+/// Text of one value of an Arrow column, as the model writes it (`Some(..)`/`None` for
+/// nullable ones).
+fn cell(a: &ArrayRef, r: usize, nullable: bool) -> String {
+    let v = if a.is_null(r) {
+        return "None".into();
+    } else {
+        match a.data_type() {
+            DataType::Int64 => format!("{}", a.as_primitive::<Int64Type>().value(r)),
+            DataType::Int32 => format!("{}", a.as_primitive::<Int32Type>().value(r)),
+            DataType::Boolean => format!("{}", a.as_boolean().value(r)),
+            DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(r)),
+            DataType::Decimal128(_, _) => format!("{}", a.as_primitive::<arrow::datatypes::Decimal128Type>().value(r)),
+            t => panic!("type {t} in a child table"),
+        }
+    };
+    if nullable { format!("Some({v})") } else { v }
+}
+
+/// A child batch's value columns (from `first`) as model text per row; which are nullable
+/// follows the model's tuples.
+fn texts(b: &RecordBatch, first: usize, nullable: &[bool]) -> Vec<String> {
+    (0..b.num_rows())
+        .map(|r| {
+            let cells: Vec<String> = (first..b.num_columns()).map(|c| cell(b.column(c), r, nullable[c - first])).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect()
+}
+
+const WAIT_NULLABLE: [bool; 4] = [false, true, true, true];
+const DB_NULLABLE: [bool; 4] = [false, false, false, true];
+
+/// MonitoringDB's child rows of `table`, by their run's key (through MonitoringDB's own run IDs).
+fn target_kids(srv: &TestServer, db: &str, table: &str, nullable: &[bool]) -> Kids {
+    let runs = srv.table_batch(db, "dbo.PerfSnapshotRun").unwrap();
+    let idx = |b: &RecordBatch, n: &str| b.schema().index_of(n).unwrap();
+    let ids = runs.column(idx(&runs, "PerfSnapshotRunID")).as_primitive::<Int64Type>().clone();
+    let servers = runs.column(idx(&runs, "ServerID")).as_primitive::<Int32Type>().clone();
+    let ts = runs.column(idx(&runs, "SnapshotUTC")).clone();
+    let key_of: BTreeMap<i64, (i32, i64)> = (0..runs.num_rows()).map(|r| (ids.value(r), (servers.value(r), ms(&ts, r)))).collect();
+    let b = srv.table_batch(db, &format!("dbo.{table}")).unwrap();
+    let run = b.column(1).as_primitive::<Int64Type>().clone();
+    let t = texts(&b, 2, nullable);
+    let mut out = Kids::new();
+    for (r, text) in t.into_iter().enumerate() {
+        let key = *key_of.get(&run.value(r)).unwrap_or_else(|| panic!("{table}: row {r} references run {} that MonitoringDB lacks", run.value(r)));
+        out.entry(key).or_default().push(text);
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+/// The stage's child rows of `table`, by key.
+fn stage_kids(stage: &Path, table: &str, nullable: &[bool]) -> Kids {
+    let mut out = Kids::new();
+    let dir = stage.join(table);
+    if !dir.exists() {
+        return out;
+    }
+    let files: Vec<_> = walk_files(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    for f in files {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        let part: i32 = f.parent().unwrap().file_name().unwrap().to_str().unwrap().strip_prefix("ServerID=").unwrap().parse().unwrap();
+        for b in r {
+            let b = b.unwrap();
+            let servers = b.column(1).as_primitive::<Int32Type>();
+            for (r, text) in texts(&b, 2, nullable).into_iter().enumerate() {
+                assert_eq!(servers.value(r), part, "{}: row in the wrong partition", f.display());
+                out.entry((part, ms(b.column(0), r))).or_default().push(text);
+            }
+        }
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+/// The model: each surviving run (lowest source rank, then run ID, as tests/common's survivor
+/// rule; a run the target held before keeps what it had) brings its own children; others bring
+/// none.
+fn expected_kids(sources: &[(Vec<SrcRow>, ChildRows)], map: &NameMap, held: &BTreeMap<(i32, i64), ()>, table: &str) -> Kids {
+    let mut best: BTreeMap<(i32, i64), (usize, i64)> = BTreeMap::new();
+    for (s, (rows, _)) in sources.iter().enumerate() {
+        for r in rows {
+            let key = (*map.get(&fold(&r.server_name)).unwrap(), r.snapshot_ms);
+            if held.contains_key(&key) {
+                continue;
+            }
+            let rank = (s, r.run_id);
+            if best.get(&key).is_none_or(|b| rank < *b) {
+                best.insert(key, rank);
+            }
+        }
+    }
+    let mut out = Kids::new();
+    for (key, (s, run)) in best {
+        let kids: Vec<String> = match table {
+            WAITS => sources[s].1.waits.iter().filter(|w| w.0 == run).map(|w| w.1.clone()).collect(),
+            _ => sources[s].1.dbs.iter().filter(|d| d.0 == run).map(|d| d.1.clone()).collect(),
+        };
+        if !kids.is_empty() {
+            let mut kids = kids;
+            kids.sort();
+            out.insert(key, kids);
+        }
+    }
+    out
+}
+
+fn assert_kids_eq(what: &str, got: &Kids, want: &Kids) {
+    let n_got: usize = got.values().map(Vec::len).sum();
+    let n_want: usize = want.values().map(Vec::len).sum();
+    for (k, w) in want {
+        assert_eq!(got.get(k), Some(w), "{what}: children of run {k:?} differ");
+    }
+    for k in got.keys() {
+        assert!(want.contains_key(k), "{what}: children of run {k:?} that the model does not have: {:?}", got[k]);
+    }
+    assert_eq!(n_got, n_want, "{what}: child row count");
+}
+
+/// The `children` report of source `s` as (table -> [read, written, dropped, orphans]).
+fn child_report(report: &serde_json::Value, s: usize) -> BTreeMap<String, [u64; 4]> {
+    report["sources"][s]["children"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let n = |f: &str| c[f].as_u64().unwrap();
+                    (c["table"].as_str().unwrap().to_string(), [n("rows_read"), n("rows_written"), n("dropped_with_run"), n("orphans")])
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two DBATools databases with child tables: SQL01's own runs in A; in B a copy of part of
+/// SQL01's history (other run IDs, other children) and SQL02's runs; orphans in A (a run ID
+/// below every run, one above) and in B (inside its ID range).
+fn two_sources(srv: &TestServer, dir: &Path) -> Vec<(Vec<SrcRow>, ChildRows)> {
+    let a = series("SQL01", T0, 60, 1, 1);
+    let mut b = copy_rows(&a[20..45], 500, 0, None);
+    b.extend(series("SQL02", T0, 30, 600, 2));
+    let mut ka = children_for(a.iter().map(|r| r.run_id), 11);
+    let kb = children_for(b.iter().map(|r| r.run_id), 22);
+    seed(srv, dir, "DBATools_A", &a, true);
+    seed(srv, dir, "DBATools_B", &b, true);
+    // Orphans: run 0 and run 10_000 are not in A; run 550 is not in B (between its two series).
+    let orphans_a = children_for([0, 10_000], 33);
+    let orphans_b = children_for([550, 551, 552], 44);
+    ka.waits.extend(orphans_a.waits.iter().cloned());
+    ka.dbs.extend(orphans_a.dbs.iter().cloned());
+    seed_children(srv, "DBATools_A", &ka);
+    let mut kb_all = kb.clone();
+    kb_all.waits.extend(orphans_b.waits.iter().cloned());
+    kb_all.dbs.extend(orphans_b.dbs.iter().cloned());
+    seed_children(srv, "DBATools_B", &kb_all);
+    // The model's children are the real ones only (orphans never land).
+    ka.waits.retain(|w| w.0 != 0 && w.0 != 10_000);
+    ka.dbs.retain(|d| d.0 != 0 && d.0 != 10_000);
+    assert!(!orphans_a.waits.is_empty() || !orphans_a.dbs.is_empty(), "the test needs orphans");
+    vec![(a, ka), (b, kb)]
+}
+
+fn orphans_of(sources_rows: &[(Vec<SrcRow>, ChildRows)], s: usize, srv: &TestServer, db: &str, table: &str) -> u64 {
+    let all = srv.table_batch(db, &format!("dbo.{table}")).unwrap();
+    let run_ids: std::collections::BTreeSet<i64> = sources_rows[s].0.iter().map(|r| r.run_id).collect();
+    let runs = all.column(1).as_primitive::<Int64Type>();
+    runs.values().iter().filter(|id| !run_ids.contains(id)).count() as u64
+}
+
+#[test]
+fn children_follow_their_runs_into_monitoringdb_and_the_stage_and_a_rerun_adds_none() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = two_sources(&srv, dir.path());
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let stage = dir.path().join("stage");
+    let from = [conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B")];
+
+    for target in ["mssql", "stage"] {
+        let to: Vec<&str> = if target == "mssql" { vec!["--to", &*Box::leak(conn(&srv, "MonitoringDB").into_boxed_str()), "--register-servers"] } else { vec!["--stage", s(&stage), "--register-servers"] };
+        let mut args = vec!["--from", &from[0], "--from", &from[1]];
+        args.extend(&to);
+        let report = copy_json(&args);
+        let map: NameMap = if target == "mssql" { servers_table(&srv, "MonitoringDB") } else { read_registry(&stage.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect() };
+        for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+            let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
+            let got = if target == "mssql" { target_kids(&srv, "MonitoringDB", table, nullable) } else { stage_kids(&stage, table, nullable) };
+            assert_kids_eq(&format!("{target} {table}"), &got, &want);
+            // Per source: what was read, written, dropped with a duplicate run, orphaned.
+            for (i, db) in ["DBATools_A", "DBATools_B"].iter().enumerate() {
+                let rep = child_report(&report, i)[table];
+                let total = srv.row_count(db, &format!("dbo.{table}")).unwrap() as u64;
+                let orphans = orphans_of(&sources, i, &srv, db, table);
+                assert_eq!(rep[0], total, "{target} {db} {table}: rows read");
+                assert_eq!(rep[3], orphans, "{target} {db} {table}: orphans");
+                assert_eq!(rep[1] + rep[2] + rep[3], total, "{target} {db} {table}: every row accounted for");
+            }
+            let written: u64 = (0..2).map(|i| child_report(&report, i)[table][1]).sum();
+            assert_eq!(written as usize, want.values().map(Vec::len).sum::<usize>(), "{target} {table}: rows written");
+        }
+        assert!(child_report(&report, 1)[WAITS][2] > 0, "B's copies of A's runs drop their children");
+
+        // A re-run writes no run and no child row.
+        let again = copy_json(&args);
+        for i in 0..2 {
+            assert_eq!(again["sources"][i]["rows_written"].as_u64(), Some(0));
+            for (t, n) in child_report(&again, i) {
+                assert_eq!(n[1], 0, "{target} re-run: {t} rows written");
+            }
+        }
+        for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+            let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
+            let got = if target == "mssql" { target_kids(&srv, "MonitoringDB", table, nullable) } else { stage_kids(&stage, table, nullable) };
+            assert_kids_eq(&format!("{target} {table} after a re-run"), &got, &want);
+        }
+    }
+}
+
+#[test]
+fn new_runs_bring_their_children_on_an_incremental_copy() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 30, 1, 5);
+    let ka = children_for(a.iter().map(|r| r.run_id), 55);
+    seed(&srv, dir.path(), "DBATools", &a, true);
+    seed_children(&srv, "DBATools", &ka);
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let (from, to) = (conn(&srv, "DBATools"), conn(&srv, "MonitoringDB"));
+    copy_json(&["--from", &from, "--to", &to, "--register-servers"]);
+    // More runs with children, then an incremental copy (the watermark is used).
+    let more = series("SQL01", T0 + 30 * MIN5, 20, 31, 6);
+    let km = children_for(more.iter().map(|r| r.run_id), 66);
+    add_rows(&srv, dir.path(), "DBATools", &more, true);
+    seed_children(&srv, "DBATools", &km);
+    let report = copy_json(&["--from", &from, "--to", &to]);
+    assert_eq!(report["sources"][0]["watermark"]["status"], "used", "{report}");
+    let mut all = a.clone();
+    all.extend(more);
+    let mut kids = ka;
+    kids.waits.extend(km.waits);
+    kids.dbs.extend(km.dbs);
+    let map = servers_table(&srv, "MonitoringDB");
+    for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+        let want = expected_kids(&[(all.clone(), kids.clone())], &map, &BTreeMap::new(), table);
+        assert_kids_eq(table, &target_kids(&srv, "MonitoringDB", table, nullable), &want);
+    }
+}
+
+#[test]
+fn which_tables_move_runs_only_tables_and_missing_target_tables() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 20, 1, 7);
+    let ka = children_for(a.iter().map(|r| r.run_id), 77);
+    seed(&srv, dir.path(), "DBATools", &a, true);
+    seed_children(&srv, "DBATools", &ka);
+    let from = conn(&srv, "DBATools");
+
+    // The target has no child tables: by default they are skipped with a message.
+    srv.create_monitoringdb("M1");
+    let to = conn(&srv, "M1");
+    let o = perfcopy(&["copy", "--from", &from, "--to", &to, "--register-servers"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("has no table dbo.{WAITS}; its rows are not copied")), "{}", stderr(&o));
+    assert_eq!(srv.row_count("M1", "dbo.PerfSnapshotRun").unwrap(), 20);
+
+    // Named with --tables, a missing table is an error, and nothing is written.
+    srv.create_monitoringdb("M2");
+    let to = conn(&srv, "M2");
+    let o = perfcopy(&["copy", "--from", &from, "--to", &to, "--register-servers", "--tables", WAITS]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("has no table dbo.{WAITS} (add --create-missing-tables")), "{}", stderr(&o));
+    assert_eq!(srv.row_count("M2", "dbo.PerfSnapshotRun").unwrap(), 0);
+    // A table no source has is a usage error.
+    let o = perfcopy(&["copy", "--from", &from, "--to", &to, "--register-servers", "--tables", "PerfSnapshotNope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tables: no source has a child table 'PerfSnapshotNope'"), "{}", stderr(&o));
+
+    // --create-missing-tables creates it from the source's columns; --tables keeps the other out.
+    let report = copy_json(&["--from", &from, "--to", &to, "--register-servers", "--tables", WAITS, "--create-missing-tables"]);
+    assert!(srv.has_table("M2", &format!("dbo.{WAITS}")) && !srv.has_table("M2", &format!("dbo.{DBS}")));
+    assert_eq!(child_report(&report, 0).keys().collect::<Vec<_>>(), vec![WAITS]);
+    let map = servers_table(&srv, "M2");
+    let want = expected_kids(&[(a.clone(), ka.clone())], &map, &BTreeMap::new(), WAITS);
+    assert_kids_eq("created table", &target_kids(&srv, "M2", WAITS, &WAIT_NULLABLE), &want);
+
+    // --runs-only moves PerfSnapshotRun alone.
+    srv.create_monitoringdb("M3");
+    target_children_tables(&srv, "M3");
+    let to = conn(&srv, "M3");
+    let report = copy_json(&["--from", &from, "--to", &to, "--register-servers", "--runs-only"]);
+    assert!(child_report(&report, 0).is_empty());
+    assert_eq!(srv.row_count("M3", &format!("dbo.{WAITS}")).unwrap(), 0);
+    assert_eq!(srv.row_count("M3", "dbo.PerfSnapshotRun").unwrap(), 20);
+}
+
+#[test]
+fn a_target_child_table_that_cannot_take_the_values_is_refused_before_anything_is_written() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 10, 1, 8);
+    seed(&srv, dir.path(), "DBATools", &a, true);
+    seed_children(&srv, "DBATools", &children_for(a.iter().map(|r| r.run_id), 88));
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    // The target's WaitType is narrower than the source's.
+    let mut narrow = wait_columns();
+    narrow[2] = Column::new("WaitType", SqlType::NVarChar(Some(60)), false);
+    srv.create_table("MonitoringDB", &format!("dbo.{WAITS}"), narrow, &[]).unwrap();
+    let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("dbo.{WAITS}.WaitType is nvarchar(60)")), "{}", stderr(&o));
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    assert!(servers_table(&srv, "MonitoringDB").is_empty(), "no server registered");
+}
