@@ -98,7 +98,7 @@ fn stage_write(c: &mut Criterion) {
                 let load = stage.begin(1, Vec::new(), &[]).unwrap();
                 let mut w = load.writer(0).unwrap();
                 for b in &batches {
-                    w.write(WriteUnit { source: 0, rows: b, last_run_id: None, last_snapshot_ms: None, children: &[] }).unwrap();
+                    w.write(WriteUnit { source: 0, rows: b, last_run_id: None, last_snapshot_ms: None, children: &[], completing: &[] }).unwrap();
                 }
                 w.finish().unwrap();
                 load.commit(Vec::new()).unwrap();

@@ -440,3 +440,105 @@ fn a_target_child_table_that_cannot_take_the_values_is_refused_before_anything_i
     assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
     assert!(servers_table(&srv, "MonitoringDB").is_empty(), "no server registered");
 }
+
+/// The target's children of `table` before a copy, as model rows (for runs it held).
+fn held_runs(srv: &TestServer, db: &str) -> BTreeMap<(i32, i64), ()> {
+    target_rows(srv, db).keys().map(|k| (*k, ())).collect()
+}
+
+/// The model of completing: runs the target held get a table's children from the best source
+/// row of their key only if the target held none of that table's rows for them.
+fn completed(before: &Kids, sources: &[(Vec<SrcRow>, ChildRows)], map: &NameMap, held: &BTreeMap<(i32, i64), ()>, table: &str) -> Kids {
+    // Without the target, these would have survived: their children complete held runs.
+    let mut want = expected_kids(sources, map, &BTreeMap::new(), table);
+    want.retain(|k, _| !held.contains_key(k) || !before.contains_key(k));
+    for (k, v) in before {
+        want.insert(*k, v.clone());
+    }
+    want
+}
+
+#[test]
+fn runs_the_target_holds_without_a_tables_children_are_completed_once() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = two_sources(&srv, dir.path());
+    let from = [conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B")];
+    let stage = dir.path().join("stage");
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let to = conn(&srv, "MonitoringDB");
+    for target in ["mssql", "stage"] {
+        let tgt: Vec<&str> = if target == "mssql" { vec!["--to", &to] } else { vec!["--stage", s(&stage)] };
+        let with = |extra: &[&str]| {
+            let mut a = vec!["--from", &from[0], "--from", &from[1], "--register-servers"];
+            a.extend(&tgt);
+            a.extend(extra);
+            copy_json(&a)
+        };
+        // A run-only load of A's first half (as the toolkit's run-only procedure leaves it),
+        // then the wait stats of a few runs from somewhere else.
+        let mut a_only = vec!["--from", &from[0], "--register-servers", "--runs-only", "--until", "2024-03-01T02:00:00Z"];
+        a_only.extend(&tgt);
+        copy_json(&a_only);
+        let held: BTreeMap<(i32, i64), ()> = if target == "mssql" { held_runs(&srv, "MonitoringDB") } else { read_stage(&stage).iter().map(|r| ((r.server_id, r.snapshot_ms), ())).collect() };
+        assert!(!held.is_empty());
+        // Every held run gets its children; a re-read (--rescan: the run-only copy's watermark
+        // says nothing of child tables) completes them, and reads twice double nothing.
+        with(&["--rescan"]);
+        let report = with(&["--rescan"]);
+        let map: NameMap = if target == "mssql" { servers_table(&srv, "MonitoringDB") } else { read_registry(&stage.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect() };
+        for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+            let want = completed(&Kids::new(), &sources, &map, &held, table);
+            let got = if target == "mssql" { target_kids(&srv, "MonitoringDB", table, nullable) } else { stage_kids(&stage, table, nullable) };
+            assert_kids_eq(&format!("{target} {table} completed"), &got, &want);
+        }
+        assert!(child_report(&report, 0)[WAITS][1] == 0, "the second re-read wrote no children");
+    }
+}
+
+#[test]
+fn a_run_with_some_of_a_tables_children_keeps_exactly_those() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 12, 1, 9);
+    let ka = children_for(a.iter().map(|r| r.run_id), 99);
+    seed(&srv, dir.path(), "DBATools", &a, true);
+    seed_children(&srv, "DBATools", &ka);
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let (from, to) = (conn(&srv, "DBATools"), conn(&srv, "MonitoringDB"));
+    copy_json(&["--from", &from, "--to", &to, "--register-servers", "--runs-only"]);
+    // Someone loaded one wait row for each of the first three runs that have wait rows.
+    let runs = srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap();
+    let ids = runs.column(runs.schema().index_of("PerfSnapshotRunID").unwrap()).as_primitive::<Int64Type>().values().to_vec();
+    let mut partial = ChildRows::default();
+    let with_waits: Vec<i64> = a.iter().filter(|r| ka.waits.iter().any(|w| w.0 == r.run_id)).take(3).map(|r| r.run_id).collect();
+    for (i, run) in with_waits.iter().enumerate() {
+        let v = (format!("HAND_{i}"), None, Some(1), None);
+        // Source run IDs 1..=12 were loaded in order, so MonitoringDB's IDs follow them.
+        partial.waits.push((ids[(*run - 1) as usize], format!("{v:?}"), v));
+    }
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("PerfSnapshotRunID", DataType::Int64, false),
+            Field::new("WaitType", DataType::Utf8, false),
+            Field::new("WaitTimeMs", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(partial.waits.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(partial.waits.iter().map(|r| r.2 .0.clone()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(partial.waits.iter().map(|r| r.2 .2).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    srv.insert_batch("MonitoringDB", &format!("dbo.{WAITS}"), &b).unwrap();
+    let before = target_kids(&srv, "MonitoringDB", WAITS, &WAIT_NULLABLE);
+    assert_eq!(before.len(), 3);
+    let held = held_runs(&srv, "MonitoringDB");
+    copy_json(&["--from", &from, "--to", &to, "--rescan"]);
+    let map = servers_table(&srv, "MonitoringDB");
+    let srcs = vec![(a, ka)];
+    assert_kids_eq("waits", &target_kids(&srv, "MonitoringDB", WAITS, &WAIT_NULLABLE), &completed(&before, &srcs, &map, &held, WAITS));
+    assert_kids_eq("dbs", &target_kids(&srv, "MonitoringDB", DBS, &DB_NULLABLE), &completed(&Kids::new(), &srcs, &map, &held, DBS));
+}

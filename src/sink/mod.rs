@@ -100,6 +100,10 @@ pub struct WriteUnit<'a> {
     /// The child rows of `rows`' runs, one keyed batch ([`ChildTable::keyed_schema`]) per child
     /// table of the load, in the load's order; written in the same unit as their runs.
     pub children: &'a [RecordBatch],
+    /// Child rows of runs the target already holds (keyed, per child table likewise): the
+    /// target writes a table's rows of such a run only if it holds none of them for the run,
+    /// so a run loaded without its children is completed, and none is doubled.
+    pub completing: &'a [RecordBatch],
 }
 
 /// Whether a target has a child table the copy moves.

@@ -12,7 +12,7 @@
 //! Files are written as `.part-….parquet.tmp` (hidden from DuckDB, pyarrow and Spark) and
 //! renamed only when the whole run succeeded; the watermarks are written after the renames.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,8 +104,21 @@ impl Stage {
     /// Removes temporary files left by a run that was killed before it could clean up. Only
     /// called with the stage lock held, so no live run owns them.
     fn remove_stale_temporaries(&self) -> Result<()> {
-        for id in self.partitions()? {
-            let dir = self.table_dir().join(RUN.partition_dir(id));
+        // Every table's partitions: PerfSnapshotRun's and the child tables'.
+        let mut dirs = Vec::new();
+        for t in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))? {
+            let t = t.map_err(Error::io(&self.dir))?.path();
+            if !t.is_dir() {
+                continue;
+            }
+            for e in std::fs::read_dir(&t).map_err(Error::io(&t))? {
+                let e = e.map_err(Error::io(&t))?;
+                if e.file_name().to_str().is_some_and(|n| RUN.is_partition_dir(n)) && e.path().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for dir in dirs {
             for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
                 let p = e.map_err(Error::io(&dir))?.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -359,6 +372,7 @@ impl Load for StageLoad {
             name: format!("part-{}-{worker}", self.run),
             props,
             files: HashMap::new(),
+            present: HashMap::new(),
             pending: self.pending.clone(),
             created: self.created.clone(),
         }))
@@ -428,6 +442,9 @@ struct StageWriter {
     props: WriterProperties,
     /// Per (table slot, ServerID): its file's temporary and final name, and its writer.
     files: HashMap<(usize, i32), (PathBuf, PathBuf, ArrowWriter<File>)>,
+    /// Per (child table slot, ServerID): the runs (SnapshotUTC) the stage's committed files
+    /// hold rows of, read when first needed.
+    present: HashMap<(usize, i32), HashSet<i64>>,
     pending: Arc<Mutex<Vec<(PathBuf, PathBuf)>>>,
     created: Arc<Mutex<Vec<PathBuf>>>,
 }
@@ -439,6 +456,13 @@ impl LoadWriter for StageWriter {
         }
         for (i, rows) in unit.children.iter().enumerate() {
             for (server, part) in crate::transform::split_by_server_at(rows, crate::schema::child::SERVER_ID)? {
+                self.write_server(i + 1, server, &part)?;
+            }
+        }
+        // Children of runs the stage holds: only for runs without any rows of the table yet.
+        for (i, rows) in unit.completing.iter().enumerate() {
+            for (server, part) in crate::transform::split_by_server_at(rows, crate::schema::child::SERVER_ID)? {
+                let part = self.without_present(i + 1, server, &part)?;
                 self.write_server(i + 1, server, &part)?;
             }
         }
@@ -456,6 +480,37 @@ impl LoadWriter for StageWriter {
 }
 
 impl StageWriter {
+    /// The rows of `rows` (keyed child rows of one server) whose run has no rows of the table
+    /// in the stage's committed files.
+    fn without_present(&mut self, slot: usize, server_id: i32, rows: &RecordBatch) -> Result<RecordBatch> {
+        if !self.present.contains_key(&(slot, server_id)) {
+            let (table, _) = self.tables.get(slot).cloned().ok_or_else(|| Error::Internal(format!("stage table {slot} unknown")))?;
+            let dir = table.join(RUN.partition_dir(server_id));
+            let mut runs = HashSet::new();
+            if dir.exists() {
+                for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+                    let p = e.map_err(Error::io(&dir))?.path();
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if !name.ends_with(".parquet") || name.starts_with('.') {
+                        continue;
+                    }
+                    let file = File::open(&p).map_err(Error::io(&p))?;
+                    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(&p))?;
+                    let mask = ProjectionMask::roots(b.parquet_schema(), [crate::schema::child::SNAPSHOT_UTC]);
+                    for batch in b.with_projection(mask).build().map_err(Error::parquet(&p))? {
+                        let batch = batch.map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
+                        runs.extend(crate::source::normalize::snapshot_ms(&batch, 0).values().iter().copied());
+                    }
+                }
+            }
+            self.present.insert((slot, server_id), runs);
+        }
+        let present = &self.present[&(slot, server_id)];
+        let ts = crate::source::normalize::snapshot_ms(rows, crate::schema::child::SNAPSHOT_UTC);
+        let keep: arrow::array::BooleanArray = ts.values().iter().map(|t| Some(!present.contains(t))).collect();
+        arrow::compute::filter_record_batch(rows, &keep).map_err(Error::arrow("selecting child rows"))
+    }
+
     fn write_server(&mut self, slot: usize, server_id: i32, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());

@@ -162,6 +162,10 @@ impl Winner {
 pub struct Winners {
     map: HashMap<i32, HashMap<i64, Winner>>,
     len: usize,
+    /// When child tables move: per hot key, the best source row (rank, run ID) and whether the
+    /// copy pass has seen it. For a key the target holds, that row's children may complete the
+    /// target's run (see [`Verdict::Drop`]'s `complete`).
+    best_source: Option<HashMap<(i32, i64), (u32, i64, bool)>>,
 }
 
 /// What the copy pass decides for one hot row.
@@ -170,14 +174,22 @@ pub enum Verdict {
     Keep,
     /// Dropped: the survivor is elsewhere. `in_target`: the survivor is a row already in the
     /// target; `other_source`: it is a row of another source of this run (durable only once
-    /// that source's batch is); `conflict`: values differ from the survivor's.
-    Drop { in_target: bool, other_source: bool, conflict: bool },
+    /// that source's batch is); `conflict`: values differ from the survivor's. `complete`: the
+    /// survivor is the target's and this is the best source row of the key (the one that
+    /// would have survived without the target; set only when the set tracks it, see
+    /// [`Winners::tracking_sources`]): its children may complete the target's run.
+    Drop { in_target: bool, other_source: bool, conflict: bool, complete: bool },
 }
 
 impl Winners {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set that also tracks each hot key's best source row (for child tables).
+    pub fn tracking_sources() -> Self {
+        Winners { best_source: Some(HashMap::new()), ..Self::default() }
     }
 
     /// Number of hot keys held.
@@ -193,6 +205,9 @@ impl Winners {
     /// Offers a row of a hot day (step 2). Rows of one source must be offered in the
     /// source's own order; sources may interleave.
     pub fn offer(&mut self, server: i32, ts: i64, rank: u32, run_id: i64, hash: u64) {
+        if let Some(best) = self.best_source.as_mut().filter(|_| rank != TARGET_RANK) {
+            best.entry((server, ts)).and_modify(|b| if (rank, run_id) < (b.0, b.1) { *b = (rank, run_id, false) }).or_insert((rank, run_id, false));
+        }
         let cand = Winner { rank, run_id, hash, taken: false };
         let mut added = false;
         self.map
@@ -226,7 +241,16 @@ impl Winners {
                 w.taken = true;
                 Verdict::Keep
             }
-            Some(w) => Verdict::Drop { in_target: w.rank == TARGET_RANK, other_source: w.rank != TARGET_RANK && w.rank != rank, conflict: w.hash != hash },
+            Some(w) => {
+                let in_target = w.rank == TARGET_RANK;
+                let complete = in_target
+                    && self.best_source.as_mut().and_then(|b| b.get_mut(&(server, ts))).is_some_and(|b| {
+                        let first = b.0 == rank && b.1 == run_id && !b.2;
+                        b.2 |= first;
+                        first
+                    });
+                Verdict::Drop { in_target, other_source: !in_target && w.rank != rank, conflict: w.hash != hash, complete }
+            }
         }
     }
 }
@@ -299,18 +323,35 @@ mod tests {
     }
 
     #[test]
+    fn the_best_source_row_of_a_key_the_target_holds_may_complete_it_once() {
+        let mut w = Winners::tracking_sources();
+        w.offer(1, 100, 2, 5, 11);
+        w.offer(1, 100, 1, 9, 22);
+        w.offer(1, 100, TARGET_RANK, 0, 22);
+        let drop = |complete| Verdict::Drop { in_target: true, other_source: false, conflict: false, complete };
+        assert_eq!(w.decide(1, 100, 2, 5, 22), drop(false), "not the best source row");
+        assert_eq!(w.decide(1, 100, 1, 9, 22), drop(true));
+        assert_eq!(w.decide(1, 100, 1, 9, 22), drop(false), "only once");
+        // Without tracking, nothing completes.
+        let mut plain = Winners::new();
+        plain.offer(1, 100, 1, 9, 22);
+        plain.offer(1, 100, TARGET_RANK, 0, 22);
+        assert_eq!(plain.decide(1, 100, 1, 9, 22), drop(false));
+    }
+
+    #[test]
     fn survivor_rule_target_then_rank_then_run_id() {
         let mut w = Winners::new();
         w.offer(1, 100, 2, 5, 11);
         w.offer(1, 100, 1, 9, 22);
         w.offer(1, 100, 1, 7, 33);
-        assert_eq!(w.decide(1, 100, 2, 5, 11), Verdict::Drop { in_target: false, other_source: true, conflict: true });
+        assert_eq!(w.decide(1, 100, 2, 5, 11), Verdict::Drop { in_target: false, other_source: true, conflict: true, complete: false });
         assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Keep);
         // A second row tying on (rank, run_id) is dropped, not kept twice.
-        assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Drop { in_target: false, other_source: false, conflict: false });
+        assert_eq!(w.decide(1, 100, 1, 7, 33), Verdict::Drop { in_target: false, other_source: false, conflict: false, complete: false });
         w.offer(1, 200, 3, 1, 1);
         w.offer(1, 200, TARGET_RANK, 0, 1);
-        assert_eq!(w.decide(1, 200, 3, 1, 1), Verdict::Drop { in_target: true, other_source: false, conflict: false });
+        assert_eq!(w.decide(1, 200, 3, 1, 1), Verdict::Drop { in_target: true, other_source: false, conflict: false, complete: false });
     }
 
     #[test]

@@ -73,9 +73,13 @@ pub(super) fn source_value_columns() -> Vec<usize> {
 }
 
 /// Pass 2: reads the rows of hot days from sources and target and picks each key's survivor.
-pub(super) fn winners(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, map: &ServerIdMap, hot: &HashSet<Day>, scans: &[KeyScan], cancel: &Cancel) -> Result<Winners> {
+/// With `children`, the set also tracks each key's best source row (which completes a run the
+/// target holds without children).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn winners(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, map: &ServerIdMap, hot: &HashSet<Day>, scans: &[KeyScan], children: bool, cancel: &Cancel) -> Result<Winners> {
+    let empty = || if children { Winners::tracking_sources() } else { Winners::new() };
     if hot.is_empty() {
-        return Ok(Winners::new());
+        return Ok(empty());
     }
     let mut by_server: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for &(s, d) in hot {
@@ -86,7 +90,7 @@ pub(super) fn winners(sources: &[Box<dyn Source>], target: &dyn Target, opts: &C
     let all_ranges = day_ranges(hot.iter().map(|&(_, d)| d));
     let value_cols = source_value_columns();
 
-    let winners = Mutex::new(Winners::new());
+    let winners = Mutex::new(empty());
     for_each_source(sources, opts.readers, cancel, |rank, source| {
         let after = scans[rank].watermark;
         let req = ReadRequest { projection: Projection::Full, batch_rows: opts.batch_rows, after_run_id: after, time_ranges: Some(all_ranges.clone()) };

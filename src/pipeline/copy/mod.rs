@@ -76,7 +76,7 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
     // every key there.
     let hot = keys::hot_days(&mut scans, &group_ids, target, cancel)?;
     report.dedupe_hot_days = hot.len();
-    let winners = hot::winners(sources, target, opts, &map, &hot, &scans, cancel)?;
+    let winners = hot::winners(sources, target, opts, &map, &hot, &scans, !child_tables.is_empty(), cancel)?;
     report.dedupe_hot_keys = winners.len();
 
     // Pass 3: stream everything through; the target commits at the end.

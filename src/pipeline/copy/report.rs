@@ -72,6 +72,9 @@ pub struct ChildReport {
     pub dropped_with_run: u64,
     /// Rows whose run is not in the source: never loaded.
     pub orphans: u64,
+    /// Rows of runs the target already held, from the source row that would have survived
+    /// without it: written where the target held none of this table's rows for the run.
+    pub offered_for_held_runs: u64,
 }
 
 impl ChildReport {
@@ -81,6 +84,7 @@ impl ChildReport {
         self.rows_written += n.rows_kept;
         self.dropped_with_run += n.dropped_with_run;
         self.orphans += n.orphans;
+        self.offered_for_held_runs += n.for_held_runs;
     }
 }
 

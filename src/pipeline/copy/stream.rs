@@ -49,6 +49,8 @@ struct WriterMsg {
     mark: Option<(i64, i64)>,
     /// The batch's child rows, one keyed batch per child table of the copy.
     children: Vec<RecordBatch>,
+    /// Child rows that may complete runs the target holds, likewise.
+    completing: Vec<RecordBatch>,
 }
 
 /// What the target records of each source: its identity and facts, and the server its ledger
@@ -181,7 +183,7 @@ fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, time
             return Err(Error::Cancelled);
         }
         let writing = Instant::now();
-        let unit = WriteUnit { source: msg.source, rows: &msg.rows, last_run_id: msg.mark.map(|m| m.0), last_snapshot_ms: msg.mark.map(|m| m.1), children: &msg.children };
+        let unit = WriteUnit { source: msg.source, rows: &msg.rows, last_run_id: msg.mark.map(|m| m.0), last_snapshot_ms: msg.mark.map(|m| m.1), children: &msg.children, completing: &msg.completing };
         if let Err(e) = writer.write(unit) {
             cancel.cancel();
             return Err(e);
@@ -263,14 +265,18 @@ impl Reader<'_> {
                 }
             }
             let SourceRows { ids, mut keep, hot } = SourceRows::of(&batch, after, &opts.window, self.map, self.hot)?;
+            let mut complete = vec![false; if kids.is_some() { batch.num_rows() } else { 0 }];
             if !hot.is_empty() {
                 let hashes = row_hashes(&batch, &value_cols, &hot);
                 let mut w = self.winners.lock().map_err(|_| Error::Internal("dedupe state poisoned".into()))?;
                 for (&r, h) in hot.iter().zip(hashes) {
                     match w.decide(ids.value(r), ts.value(r), rank as u32 + 1, run.value(r), h) {
                         Verdict::Keep => {}
-                        Verdict::Drop { in_target, other_source, conflict } => {
+                        Verdict::Drop { in_target, other_source, conflict, complete: completes } => {
                             keep[r] = false;
+                            if completes {
+                                complete[r] = true;
+                            }
                             frozen |= other_source;
                             rep.counts.duplicates_dropped += 1;
                             rep.counts.already_in_target += in_target as u64;
@@ -279,20 +285,21 @@ impl Reader<'_> {
                     }
                 }
             }
-            let mut children = Vec::with_capacity(self.children.len());
+            let (mut children, mut completing) = (Vec::with_capacity(self.children.len()), Vec::with_capacity(self.children.len()));
             if let Some(k) = kids.as_mut() {
                 let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
-                let runs = Runs::new(run.values(), ts.values(), &ids, &keep);
+                let runs = Runs::new(run.values(), ts.values(), &ids, &keep, &complete);
                 for (i, t) in self.children.iter().enumerate() {
-                    let (rows, n) = children::keyed(t, &k.read(i, below, upto)?, &runs)?;
+                    let (rows, held, n) = children::keyed(t, &k.read(i, below, upto)?, &runs)?;
                     rep.children[i].add(&n);
                     children.push(rows);
+                    completing.push(held);
                 }
                 below = upto;
             }
             let out = to_target(&batch, ids, &BooleanArray::from(keep))?;
             rep.counts.rows_written += out.num_rows() as u64;
-            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top }, children };
+            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top }, children, completing };
             Timers::add(&timers.transform, transforming);
             let sending = Instant::now();
             if tx.send(msg).is_err() {

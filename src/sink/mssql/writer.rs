@@ -100,13 +100,24 @@ impl UnitWriter {
             if unit.rows.num_rows() > 0 {
                 bulk_insert(client, &self.table, unit.rows, &self.options).await?;
             }
-            if unit.children.iter().any(|c| c.num_rows() > 0) {
+            if unit.children.iter().chain(unit.completing).any(|c| c.num_rows() > 0) {
                 // The runs just inserted have MonitoringDB's own IDs now: the children get them.
-                let ids = run_ids(client, unit.rows).await?;
-                for (table, rows) in self.children.iter().zip(unit.children) {
-                    if rows.num_rows() > 0 {
-                        let rows = with_run_ids(table, rows, &ids).map_err(|m| tiberius::error::Error::Conversion(m.into()))?;
+                let mut keyed: Vec<&RecordBatch> = vec![unit.rows];
+                keyed.extend(unit.completing.iter());
+                let ids = run_ids(client, &keyed).await?;
+                let conversion = |m: String| tiberius::error::Error::Conversion(m.into());
+                for (i, table) in self.children.iter().enumerate() {
+                    if let Some(rows) = unit.children.get(i).filter(|r| r.num_rows() > 0) {
+                        let rows = with_run_ids(table, rows, &ids).map_err(conversion)?;
                         bulk_insert_rows(client, &table.sql_name(), &rows, &table.target_columns()).await?;
+                    }
+                    // Runs MonitoringDB held already get this table's rows only if they have none.
+                    if let Some(rows) = unit.completing.get(i).filter(|r| r.num_rows() > 0) {
+                        let rows = with_run_ids(table, rows, &ids).map_err(conversion)?;
+                        let rows = without_present(client, table, &rows).await?;
+                        if rows.num_rows() > 0 {
+                            bulk_insert_rows(client, &table.sql_name(), &rows, &table.target_columns()).await?;
+                        }
                     }
                 }
             }
@@ -212,7 +223,7 @@ impl LoadWriter for UnitWriter {
         if !marks.is_empty() {
             let empty = RecordBatch::new_empty(target_schema());
             for (source, (last, snapshot)) in marks {
-                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot, children: &[] })?;
+                self.write(WriteUnit { source, rows: &empty, last_run_id: Some(last), last_snapshot_ms: snapshot, children: &[], completing: &[] })?;
                 self.pending_mark.clear();
             }
         }
@@ -332,16 +343,22 @@ fn token_row<'a>(rows: &'a RecordBatch, r: usize, bigint: &[bool]) -> TokenRow<'
     row
 }
 
-/// MonitoringDB's PerfSnapshotRunID of every run in `runs` (target rows), by (ServerID,
-/// SnapshotUTC ms): read back inside the unit's transaction, right after the runs' insert.
-async fn run_ids(client: &mut SqlClient, runs: &RecordBatch) -> std::result::Result<HashMap<(i32, i64), i64>, tiberius::error::Error> {
-    let ts = runs.column(tgt::SNAPSHOT_UTC).as_primitive::<TimestampMillisecondType>();
-    let servers = runs.column(tgt::SERVER_ID).as_primitive::<Int32Type>();
+/// MonitoringDB's PerfSnapshotRunID of every run whose key is in `keyed` (target rows or
+/// keyed child rows: SnapshotUTC and ServerID first), by (ServerID, SnapshotUTC ms): read back
+/// inside the unit's transaction, right after the runs' insert.
+async fn run_ids(client: &mut SqlClient, keyed: &[&RecordBatch]) -> std::result::Result<HashMap<(i32, i64), i64>, tiberius::error::Error> {
+    const _: () = assert!(tgt::SNAPSHOT_UTC == child::SNAPSHOT_UTC && tgt::SERVER_ID == child::SERVER_ID);
     let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
-    for (&t, &s) in ts.values().iter().zip(servers.values()) {
-        let e = spans.entry(s).or_insert((t, t));
-        e.0 = e.0.min(t);
-        e.1 = e.1.max(t);
+    let mut n = 0;
+    for b in keyed {
+        let ts = b.column(tgt::SNAPSHOT_UTC).as_primitive::<TimestampMillisecondType>();
+        let servers = b.column(tgt::SERVER_ID).as_primitive::<Int32Type>();
+        n += b.num_rows();
+        for (&t, &s) in ts.values().iter().zip(servers.values()) {
+            let e = spans.entry(s).or_insert((t, t));
+            e.0 = e.0.min(t);
+            e.1 = e.1.max(t);
+        }
     }
     let sql = format!(
         "SELECT {id}, {time} FROM {} WHERE {server} = @P1 AND {time} >= @P2 AND {time} <= @P3",
@@ -350,7 +367,7 @@ async fn run_ids(client: &mut SqlClient, runs: &RecordBatch) -> std::result::Res
         time = RUN.snapshot_time,
         server = RUN.server_id
     );
-    let mut ids = HashMap::with_capacity(runs.num_rows());
+    let mut ids = HashMap::with_capacity(n);
     for (server, (lo, hi)) in spans {
         let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
         let rows = client.query(sql.as_str(), &[&server, &at(lo), &at(hi)]).await?.into_first_result().await?;
@@ -380,6 +397,22 @@ fn with_run_ids(table: &ChildTable, rows: &RecordBatch, ids: &HashMap<(i32, i64)
     let mut cols: Vec<arrow::array::ArrayRef> = vec![Arc::new(arrow::array::Int64Array::from(run))];
     cols.extend(rows.columns()[child::FIRST_VALUE..].iter().cloned());
     RecordBatch::try_new(table.target_schema(), cols).map_err(|e| format!("{}: {e}", table.sql_name()))
+}
+
+/// The rows of `rows` (child rows with MonitoringDB's run IDs) whose run has no rows in the
+/// table yet.
+async fn without_present(client: &mut SqlClient, table: &ChildTable, rows: &RecordBatch) -> std::result::Result<RecordBatch, tiberius::error::Error> {
+    let run = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+    let (lo, hi) = (run.values().iter().min().copied().unwrap_or(0), run.values().iter().max().copied().unwrap_or(0));
+    let sql = format!("SELECT {key} FROM {} WHERE {key} >= @P1 AND {key} <= @P2", table.sql_name(), key = crate::schema::PARENT_KEY);
+    let mut present = std::collections::HashSet::new();
+    for r in client.query(sql.as_str(), &[&lo, &hi]).await?.into_first_result().await? {
+        if let Some(id) = r.try_get::<i64, _>(0)? {
+            present.insert(id);
+        }
+    }
+    let keep: arrow::array::BooleanArray = run.values().iter().map(|id| Some(!present.contains(id))).collect();
+    arrow::compute::filter_record_batch(rows, &keep).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))
 }
 
 /// Sends `rows` (columns `columns`, by name) with TDS bulk load, one tiberius `TokenRow` per
