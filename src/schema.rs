@@ -92,6 +92,26 @@ impl SqlType {
         }
     }
 
+    /// The type [`SqlType::sql_name`] wrote (`DECIMAL(18,2)`, `NVARCHAR(MAX)`).
+    pub fn from_sql_name(name: &str) -> Option<SqlType> {
+        let (base, args) = match name.split_once('(') {
+            Some((b, rest)) => (b, Some(rest.strip_suffix(')')?)),
+            None => (name, None),
+        };
+        let (precision, scale, max_chars, datetime_precision) = match (base.to_ascii_lowercase().as_str(), args) {
+            ("decimal" | "numeric", Some(a)) => {
+                let (p, s) = a.split_once(',')?;
+                (Some(p.trim().parse().ok()?), Some(s.trim().parse().ok()?), None, None)
+            }
+            ("datetime2", Some(a)) => (None, None, None, Some(a.trim().parse().ok()?)),
+            (_, Some(a)) if a.eq_ignore_ascii_case("max") => (None, None, Some(-1), None),
+            (_, Some(a)) => (None, None, Some(a.trim().parse().ok()?), None),
+            ("xml", None) => (None, None, Some(-1), None),
+            (_, None) => (None, None, None, None),
+        };
+        SqlType::from_declared(&DeclaredColumn { data_type: base.to_ascii_lowercase(), precision, scale, max_chars, datetime_precision })
+    }
+
     /// The type of a column as `INFORMATION_SCHEMA.COLUMNS` describes it; `None` for a type
     /// outside the DBATools family.
     pub fn from_declared(d: &DeclaredColumn) -> Option<SqlType> {
@@ -438,6 +458,9 @@ pub struct ChildTable {
     pub identity: Option<&'static str>,
 }
 
+/// The key of a stage field's metadata that holds its SQL type (`NVARCHAR(120)`).
+pub const SQL_TYPE_KEY: &str = "perfcopy.sql_type";
+
 /// The column of a child table that references its run.
 pub const PARENT_KEY: &str = RUN.identity;
 
@@ -474,9 +497,39 @@ impl ChildTable {
         cols
     }
 
-    /// Arrow schema of a keyed child batch (the pipeline's and the stage's form).
+    /// Arrow schema of a keyed child batch (the pipeline's and the stage's form). Each field
+    /// carries its SQL type in its metadata ([`SQL_TYPE_KEY`]), so a stage's child table keeps
+    /// the exact types (NVARCHAR lengths) its target checks need.
     pub fn keyed_schema(&self) -> SchemaRef {
-        schema_of(&self.keyed_columns())
+        Arc::new(Schema::new(
+            self.keyed_columns()
+                .iter()
+                .map(|c| {
+                    Field::new(c.name, c.sql.arrow_type(), c.nullable)
+                        .with_metadata(std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), c.sql.sql_name())]))
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// A stage child table's description from its files' schema (written by
+    /// [`ChildTable::keyed_schema`]); `Err` says which field is not one.
+    pub fn from_keyed_schema(name: &str, schema: &Schema) -> std::result::Result<ChildTable, String> {
+        let fields = schema.fields();
+        if fields.len() < child::FIRST_VALUE || fields[child::SNAPSHOT_UTC].name() != RUN.snapshot_time || fields[child::SERVER_ID].name() != RUN.server_id {
+            return Err(format!("its files do not start with the columns {} and {}", RUN.snapshot_time, RUN.server_id));
+        }
+        let mut cols = Vec::new();
+        for f in &fields[child::FIRST_VALUE..] {
+            let sql = f
+                .metadata()
+                .get(SQL_TYPE_KEY)
+                .and_then(|t| SqlType::from_sql_name(t))
+                .filter(|t| &t.arrow_type() == f.data_type())
+                .ok_or_else(|| format!("column {} has no SQL type perfcopy wrote for it", f.name()))?;
+            cols.push((f.name().clone(), sql, f.is_nullable()));
+        }
+        Ok(ChildTable::discovered(name, cols, None))
     }
 
     /// Arrow schema of a source read: PerfSnapshotRunID, then the values.
@@ -549,6 +602,32 @@ mod tests {
         assert_eq!(d("xml", None, None, Some(-1), None).map(SqlType::arrow_type), Some(DataType::Utf8));
         assert!(matches!(d("sql_variant", None, None, None, None).map(SqlType::arrow_type), Some(DataType::Struct(_))));
         assert_eq!(d("geography", None, None, None, None), None);
+    }
+
+    #[test]
+    fn sql_names_read_back_as_their_types() {
+        for t in [
+            SqlType::BigInt,
+            SqlType::Int,
+            SqlType::SmallInt,
+            SqlType::TinyInt,
+            SqlType::Bit,
+            SqlType::Decimal { precision: 18, scale: 2 },
+            DATETIME2_3,
+            SqlType::DateTime2(7),
+            SqlType::NVarChar(120),
+            SqlType::NVarCharMax,
+            SqlType::VarChar(20),
+            SqlType::VarCharMax,
+            SqlType::Binary(8),
+            SqlType::VarBinary(64),
+            SqlType::Xml,
+            SqlType::SqlVariant,
+        ] {
+            assert_eq!(SqlType::from_sql_name(&t.sql_name()), Some(t), "{}", t.sql_name());
+        }
+        assert_eq!(SqlType::from_sql_name("GEOGRAPHY"), None);
+        assert_eq!(SqlType::from_sql_name("DECIMAL(18"), None);
     }
 
     #[test]

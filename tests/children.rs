@@ -542,3 +542,40 @@ fn a_run_with_some_of_a_tables_children_keeps_exactly_those() {
     assert_kids_eq("waits", &target_kids(&srv, "MonitoringDB", WAITS, &WAIT_NULLABLE), &completed(&before, &srcs, &map, &held, WAITS));
     assert_kids_eq("dbs", &target_kids(&srv, "MonitoringDB", DBS, &DB_NULLABLE), &completed(&Kids::new(), &srcs, &map, &held, DBS));
 }
+
+#[test]
+fn a_stage_loads_into_monitoringdb_with_its_child_tables() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = two_sources(&srv, dir.path());
+    let stage = dir.path().join("stage");
+    let from = [conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B")];
+    copy_json(&["--from", &from[0], "--from", &from[1], "--stage", s(&stage), "--register-servers"]);
+    // The stage's child tables hold the parent's key and no source IDs, with their SQL types.
+    let f = walk_files(&stage.join(WAITS)).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["SnapshotUTC", "ServerID", "WaitType", "WaitingTasksCount", "WaitTimeMs", "AvgWaitTimeMs"]);
+    assert_eq!(schema.field(2).metadata().get("perfcopy.sql_type").map(String::as_str), Some("NVARCHAR(120)"));
+
+    // Into a MonitoringDB whose ServerIDs differ from the stage's: one server is known already.
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    seed_target(&srv, "MonitoringDB", &[("SQL02", 40)], &[]);
+    let to = conn(&srv, "MonitoringDB");
+    let report = copy_json(&["--from", s(&stage), "--to", &to, "--register-servers"]);
+    let map = servers_table(&srv, "MonitoringDB");
+    assert_eq!(map.get(&fold("SQL02")), Some(&40));
+    for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+        let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
+        assert_kids_eq(&format!("stage -> MonitoringDB {table}"), &target_kids(&srv, "MonitoringDB", table, nullable), &want);
+        let orphans: u64 = report["sources"].as_array().unwrap().iter().enumerate().map(|(i, _)| child_report(&report, i)[table][3]).sum();
+        assert_eq!(orphans, 0, "a stage has no orphans");
+    }
+    // Loaded again: nothing more.
+    copy_json(&["--from", s(&stage), "--to", &to]);
+    for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+        let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
+        assert_kids_eq(&format!("stage -> MonitoringDB again {table}"), &target_kids(&srv, "MonitoringDB", table, nullable), &want);
+    }
+}

@@ -5,6 +5,7 @@
 pub mod mssql;
 pub mod normalize;
 pub mod parquet;
+pub mod stage_children;
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -114,8 +115,17 @@ pub struct KeyRow {
 /// NULL).
 pub trait ChildReader: Send {
     /// Rows of table `table` (its index in the tables the reader was made for) with
-    /// `after < PerfSnapshotRunID <= upto`, in any order. Empty when this source lacks the table.
-    fn read(&mut self, table: usize, after: i64, upto: i64) -> Result<RecordBatch>;
+    /// `after < PerfSnapshotRunID <= upto`, in any order; `runs` are the runs of the batch
+    /// the range ends with (a source whose child rows carry their run's key instead of its ID,
+    /// a stage, uses them). Empty when this source lacks the table.
+    fn read(&mut self, table: usize, after: i64, upto: i64, runs: &BatchRuns<'_>) -> Result<RecordBatch>;
+}
+
+/// The runs of one source batch: PerfSnapshotRunID and SnapshotUTC (ms) per row.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRuns<'a> {
+    pub ids: &'a [i64],
+    pub snapshot_ms: &'a [i64],
 }
 
 /// A source of DBATools `PerfSnapshotRun` rows.

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::schema::{ChildTable, DeclaredColumn, SqlType, Table, PARENT_KEY, RUN};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
-use crate::source::{BatchIter, ChildReader, KeyRow, Projection, ReadRequest, Source, SourceFacts};
+use crate::source::{BatchIter, BatchRuns, ChildReader, KeyRow, Projection, ReadRequest, Source, SourceFacts};
 use crate::tds::arrow::Builders;
 use crate::tds::decode::{DecodeError, ReplyDecoder};
 
@@ -396,7 +396,7 @@ struct MssqlChildReader {
 }
 
 impl ChildReader for MssqlChildReader {
-    fn read(&mut self, table: usize, after: i64, upto: i64) -> Result<RecordBatch> {
+    fn read(&mut self, table: usize, after: i64, upto: i64, _runs: &BatchRuns<'_>) -> Result<RecordBatch> {
         let Some(slot) = self.queries.get_mut(table) else {
             return Err(Error::Internal(format!("child table {table} unknown to this reader")));
         };

@@ -13,7 +13,11 @@ use parquet::file::metadata::ParquetMetaData;
 use crate::error::{Error, Result};
 use crate::schema::src;
 use crate::source::normalize::{ColumnMatch, RunIds};
-use crate::source::{BatchIter, ReadRequest, Source};
+use std::sync::Arc;
+
+use crate::schema::ChildTable;
+use crate::source::stage_children::{StageChildReader, StageChildren};
+use crate::source::{BatchIter, ChildReader, ReadRequest, Source};
 
 /// One Parquet file holding one DBATools `PerfSnapshotRun` export.
 pub struct ParquetSource {
@@ -22,6 +26,9 @@ pub struct ParquetSource {
     identity: String,
     schema: SchemaRef,
     columns: ColumnMatch,
+    /// For a file of a stage: the stage's folder, the file's ServerID partition and the
+    /// stage's child tables.
+    stage: Option<(PathBuf, i32, Arc<StageChildren>)>,
 }
 
 impl ParquetSource {
@@ -37,6 +44,18 @@ impl ParquetSource {
             .and_then(|n| n.to_str())
             .is_some_and(|n| crate::schema::RUN.is_partition_dir(n));
         let run_ids = if in_stage { RunIds::FilePosition } else { RunIds::Required };
+        // STAGE/PerfSnapshotRun/ServerID=<id>/part-….parquet: the stage's child tables belong to it.
+        let stage = match (in_stage, path.parent()) {
+            (true, Some(part)) => {
+                let server = part.file_name().and_then(|n| n.to_str()).and_then(|n| crate::schema::RUN.partition_of(n));
+                let root = part.parent().filter(|t| t.file_name().is_some_and(|n| n == crate::schema::RUN.name)).and_then(|t| t.parent());
+                match (server, root) {
+                    (Some(server), Some(root)) => Some((root.to_path_buf(), server, super::stage_children::of_stage(root)?)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let columns = ColumnMatch::with_run_ids(&label, &schema, run_ids)?;
         let identity = std::fs::canonicalize(path)
             .map_err(Error::io(path))?
@@ -48,6 +67,7 @@ impl ParquetSource {
             identity,
             schema,
             columns,
+            stage,
         })
     }
 
@@ -202,6 +222,21 @@ impl Source for ParquetSource {
 
     fn identity(&self) -> &str {
         &self.identity
+    }
+
+    fn child_tables(&self) -> &[ChildTable] {
+        self.stage.as_ref().map_or(&[], |(_, _, c)| &c.tables)
+    }
+
+    fn unreadable_child_tables(&self) -> &[(String, String)] {
+        self.stage.as_ref().map_or(&[], |(_, _, c)| &c.unreadable)
+    }
+
+    fn child_reader(&self, tables: &[ChildTable]) -> Result<Option<Box<dyn ChildReader>>> {
+        match &self.stage {
+            Some((root, server, _)) => Ok(Some(Box::new(StageChildReader::new(root, *server, tables)?))),
+            None => Ok(None),
+        }
     }
 
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {

@@ -18,7 +18,7 @@ use crate::pipeline::{for_each_source, Cancel};
 use crate::schema::{src, tgt};
 use crate::sink::{FinalMark, Load, SourceMeta, Target, Watermark, WriteUnit};
 use crate::source::normalize::snapshot_ms;
-use crate::source::{Projection, ReadRequest, Source};
+use crate::source::{BatchRuns, Projection, ReadRequest, Source};
 use crate::transform::dedupe::{row_hashes, Day, Verdict, Winners};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::children::{self, ChildCounts, Runs};
@@ -290,7 +290,8 @@ impl Reader<'_> {
                 let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
                 let runs = Runs::new(run.values(), ts.values(), &ids, &keep, &complete);
                 for (i, t) in self.children.iter().enumerate() {
-                    let (rows, held, n) = children::keyed(t, &k.read(i, below, upto)?, &runs)?;
+                    let batch_runs = BatchRuns { ids: run.values(), snapshot_ms: ts.values() };
+                    let (rows, held, n) = children::keyed(t, &k.read(i, below, upto, &batch_runs)?, &runs)?;
                     rep.children[i].add(&n);
                     children.push(rows);
                     completing.push(held);
@@ -314,7 +315,7 @@ impl Reader<'_> {
             let upto = source.id_range().map_or(i64::MAX, |(_, hi)| hi);
             if below < upto {
                 for i in 0..self.children.len() {
-                    let n = k.read(i, below, upto)?.num_rows() as u64;
+                    let n = k.read(i, below, upto, &BatchRuns { ids: &[], snapshot_ms: &[] })?.num_rows() as u64;
                     rep.children[i].add(&ChildCounts { rows_read: n, orphans: n, ..Default::default() });
                 }
             }
