@@ -182,15 +182,8 @@ pub struct CopyArgs {
     /// holds are still never written twice, so this repairs a stage that lost files.
     #[arg(long)]
     pub rescan: bool,
-    /// Child tables to move with their runs (comma-separated names, e.g.
-    /// PerfSnapshotDB,PerfSnapshotWaitStats). Default: every table of the sources with a
-    /// PerfSnapshotRunID column that the target has too. A named table the target lacks is
-    /// an error (see --create-missing-tables).
-    #[arg(long, value_name = "TABLES", value_delimiter = ',', conflicts_with = "runs_only")]
-    pub tables: Option<Vec<String>>,
-    /// Move PerfSnapshotRun only (no child tables).
-    #[arg(long)]
-    pub runs_only: bool,
+    #[command(flatten)]
+    pub tables: TableArgs,
     /// Create a child table the MonitoringDB lacks, from the first source's columns.
     #[arg(long)]
     pub create_missing_tables: bool,
@@ -242,6 +235,22 @@ pub struct VerifyArgs {
     pub src: SourceArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub tables: TableArgs,
+}
+
+/// Which child tables `copy` moves and `verify` compares.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TableArgs {
+    /// Child tables to move with their runs (comma-separated names, e.g.
+    /// PerfSnapshotDB,PerfSnapshotWaitStats). Default: every table of the sources with a
+    /// PerfSnapshotRunID column that the target has too. A named table the target lacks is
+    /// an error (see copy's --create-missing-tables).
+    #[arg(long, value_name = "TABLES", value_delimiter = ',', conflicts_with = "runs_only")]
+    pub tables: Option<Vec<String>>,
+    /// PerfSnapshotRun only (no child tables).
+    #[arg(long)]
+    pub runs_only: bool,
 }
 
 /// `perfcopy demo`.

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, TargetArgs, VerifyArgs};
+use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, TableArgs, TargetArgs, VerifyArgs};
 use std::sync::Arc;
 
 use crate::defaults;
@@ -357,11 +357,7 @@ pub fn copy_plan(a: &CopyArgs) -> Result<CopyPlan> {
             queue_depth: a.queue_depth,
             dry_run: a.dry_run,
             rescan: a.rescan,
-            children: ChildOptions {
-                runs_only: a.runs_only,
-                tables: a.tables.as_ref().map(|t| t.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()),
-                create_missing: a.create_missing_tables,
-            },
+            children: ChildOptions { create_missing: a.create_missing_tables, ..child_options(&a.tables) },
         },
         stage: StageOptions { zstd_level: a.zstd_level, row_group_rows: a.row_group_rows, batch_rows: sources.batch_rows },
         bulk: BulkOptions { tablock: !a.no_tablock, order_hint: a.order_hint, retries: a.retries, ..Default::default() },
@@ -397,9 +393,19 @@ pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
             window: sources.window,
             readers: sources.readers,
             batch_rows: sources.batch_rows,
+            children: child_options(&a.tables),
         },
         sources,
     })
+}
+
+/// Which child tables, from `--tables` and `--runs-only`.
+fn child_options(a: &TableArgs) -> ChildOptions {
+    ChildOptions {
+        runs_only: a.runs_only,
+        tables: a.tables.as_ref().map(|t| t.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()),
+        create_missing: false,
+    }
 }
 
 /// Where a benchmark writes.

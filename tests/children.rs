@@ -579,3 +579,87 @@ fn a_stage_loads_into_monitoringdb_with_its_child_tables() {
         assert_kids_eq(&format!("stage -> MonitoringDB again {table}"), &target_kids(&srv, "MonitoringDB", table, nullable), &want);
     }
 }
+
+/// `verify --json`'s child checks as (table, ServerID) -> [source, target, missing, dups, differing].
+fn verify_children(args: &[&str]) -> (Option<i32>, BTreeMap<(String, i32), [u64; 5]>, serde_json::Value) {
+    let mut a = vec!["verify", "--json"];
+    a.extend_from_slice(args);
+    let o = perfcopy(&a);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text} {}", stderr(&o)));
+    let m = v["children"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let n = |f: &str| c[f].as_u64().unwrap();
+                    ((c["table"].as_str().unwrap().to_string(), c["server_id"].as_i64().unwrap() as i32), [n("source_rows"), n("target_rows"), n("missing"), n("duplicates"), n("differing_runs")])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (o.status.code(), m, v)
+}
+
+#[test]
+fn verify_compares_child_rows_per_table_and_server() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = two_sources(&srv, dir.path());
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let from = [conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B")];
+    let to = conn(&srv, "MonitoringDB");
+    let stage = dir.path().join("stage");
+    copy_json(&["--from", &from[0], "--from", &from[1], "--to", &to, "--register-servers"]);
+    copy_json(&["--from", &from[0], "--from", &from[1], "--stage", s(&stage), "--register-servers"]);
+    let map = servers_table(&srv, "MonitoringDB");
+    // The model's counts per (table, server).
+    let want_counts = |map: &NameMap| -> BTreeMap<(String, i32), u64> {
+        let mut m = BTreeMap::new();
+        for t in [WAITS, DBS] {
+            for ((server, _), kids) in expected_kids(&sources, map, &BTreeMap::new(), t) {
+                *m.entry((t.to_string(), server)).or_insert(0) += kids.len() as u64;
+            }
+        }
+        m
+    };
+    for (label, tgt) in [("mssql", vec!["--to", to.as_str()]), ("stage", vec!["--stage", s(&stage)])] {
+        let mut args = vec!["--from", from[0].as_str(), "--from", from[1].as_str()];
+        args.extend(&tgt);
+        let (code, got, v) = verify_children(&args);
+        assert_eq!(code, Some(0), "{label}: {v}");
+        let m = if label == "mssql" { map.clone() } else { read_registry(&stage.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect() };
+        let want = want_counts(&m);
+        let counts: BTreeMap<(String, i32), u64> = got.iter().filter(|(_, v)| v[0] > 0).map(|(k, v)| (k.clone(), v[0])).collect();
+        assert_eq!(counts, want.into_iter().filter(|(_, n)| *n > 0).collect(), "{label}: source child rows per table and server");
+        for (k, c) in &got {
+            assert_eq!(c[0], c[1], "{label} {k:?}: target rows");
+            assert_eq!(&c[2..], &[0, 0, 0], "{label} {k:?}");
+        }
+    }
+
+    // Break MonitoringDB: delete nothing (the test server has no DELETE for this), but add a
+    // copy of one wait row and one row with other values to another run: verify names both.
+    let b = srv.table_batch("MonitoringDB", &format!("dbo.{WAITS}")).unwrap();
+    let keep: Vec<usize> = b.schema().fields().iter().enumerate().filter(|(_, f)| f.name() != "PerfSnapshotWaitStatsID").map(|(i, _)| i).collect();
+    let b = b.project(&keep).unwrap();
+    let first = b.slice(0, 1);
+    srv.insert_batch("MonitoringDB", &format!("dbo.{WAITS}"), &first).unwrap();
+    let runs = b.column(0).as_primitive::<Int64Type>();
+    let other_run = runs.values().iter().copied().find(|&r| r != runs.value(0)).unwrap();
+    let changed = RecordBatch::try_new(
+        first.schema(),
+        first.columns().iter().enumerate().map(|(i, c)| if i == 0 { Arc::new(Int64Array::from(vec![other_run])) as ArrayRef } else { c.clone() }).collect(),
+    )
+    .unwrap();
+    srv.insert_batch("MonitoringDB", &format!("dbo.{WAITS}"), &changed).unwrap();
+    let (code, got, v) = verify_children(&["--from", &from[0], "--from", &from[1], "--to", &to]);
+    assert_eq!(code, Some(3), "{v}");
+    let dups: u64 = got.iter().filter(|(k, _)| k.0 == WAITS).map(|(_, c)| c[3]).sum();
+    assert_eq!(dups, 2, "two runs with a row too many: {v}");
+    // --runs-only compares PerfSnapshotRun alone, which is whole.
+    let (code, got, _) = verify_children(&["--from", &from[0], "--from", &from[1], "--to", &to, "--runs-only"]);
+    assert_eq!(code, Some(0));
+    assert!(got.is_empty());
+}

@@ -39,8 +39,7 @@ pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         register_servers: true,
         dry_run: false,
         rescan: false,
-        tables: None,
-        runs_only: false,
+        tables: Default::default(),
         create_missing_tables: false,
         writers: None,
         queue_depth: defaults::QUEUE_DEPTH,
@@ -56,7 +55,7 @@ pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
     eprintln!("\n== 3/4 copy again: a re-run adds nothing");
     let again = super::copy::run(&copy_args, cancel)?;
     eprintln!("\n== 4/4 verify: every source row is in the stage");
-    let code = super::verify::run(&VerifyArgs { src: src_args(false), target }, cancel)?;
+    let code = super::verify::run(&VerifyArgs { src: src_args(false), target, tables: Default::default() }, cancel)?;
     eprintln!(
         "\nDone: {} rows read, {} duplicates removed ({} with conflicting values), {} rows staged; the re-run wrote {}.",
         first.totals.rows_read, first.totals.duplicates_dropped, first.totals.conflicts, first.totals.rows_written, again.totals.rows_written

@@ -42,13 +42,25 @@ fn print_verify_report(r: &VerifyReport) {
             eprintln!("         missing, e.g.: {}", s.missing_examples.join(", "));
         }
     }
+    if !r.children.is_empty() {
+        eprintln!("\n{:<28} {:>8} {:>11} {:>11} {:>9} {:>6} {:>9}", "child table", "ServerID", "source rows", "target rows", "missing", "dups", "differing");
+        for c in &r.children {
+            eprintln!("{:<28} {:>8} {:>11} {:>11} {:>9} {:>6} {:>9}", short(&c.table, 28), c.server_id, c.source_rows, c.target_rows, c.missing, c.duplicates, c.differing_runs);
+        }
+    }
+    for (t, n) in &r.target_child_orphans {
+        eprintln!("dbo.{t}: {n} rows in the target reference runs it does not hold");
+    }
+    for t in &r.child_tables_not_in_target {
+        eprintln!("dbo.{t}: not in {} (not compared)", r.target);
+    }
     if !r.unknown_servers.is_empty() {
         eprintln!("server names the stage does not know (all their rows are missing): {}", r.unknown_servers.join(", "));
     }
     if r.ok {
         eprintln!("verify: OK, every source row is in {}", r.target);
     } else {
-        eprintln!("verify: FAILED, {} is missing rows or holds duplicates", r.target);
+        eprintln!("verify: FAILED, {} is missing rows, holds duplicates or differs from the sources", r.target);
     }
 }
 

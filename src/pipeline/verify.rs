@@ -4,6 +4,12 @@
 //! target; per server, the distinct source keys, the target's rows and both SnapshotUTC ranges
 //! are compared, and a key held twice by the target is reported. Memory: the source keys
 //! (8 bytes each, grouped by server) plus one server's target keys at a time.
+//!
+//! Child tables (the ones `copy` would move) are compared per table and server, run by run:
+//! each run's child rows in the sources (from the source whose run `copy` keeps: the first
+//! `--from` that has the run) against the target's, by count and an order-independent digest
+//! of their values. A run short of rows counts them as missing, one with more as duplicates,
+//! one with as many but other values as differing. Memory: one entry per run and table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -15,7 +21,12 @@ use crate::error::{Error, Result};
 use crate::pipeline::copy::iso;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::Cancel;
-use crate::schema::key;
+use ahash::AHashMap as HashMap;
+
+use crate::pipeline::copy::ChildOptions;
+use crate::schema::{key, ChildTable};
+use crate::source::BatchRuns;
+use crate::transform::dedupe::row_hashes;
 use crate::sink::Target;
 use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
@@ -29,6 +40,8 @@ pub struct VerifyOptions {
     pub window: Window,
     pub readers: usize,
     pub batch_rows: usize,
+    /// Which child tables are compared (as `copy` chooses them).
+    pub children: ChildOptions,
 }
 
 /// The comparison for one target server.
@@ -53,6 +66,24 @@ pub struct ServerCheck {
     pub ok: bool,
 }
 
+/// The comparison of one child table's rows for one target server.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChildCheck {
+    pub table: String,
+    pub server_id: i32,
+    /// Child rows of the sources' runs (each run's from the source `copy` keeps it from).
+    pub source_rows: u64,
+    /// Child rows the target holds for this server's runs (it may hold runs no source has).
+    pub target_rows: u64,
+    /// Source rows absent from the target (counted run by run).
+    pub missing: u64,
+    /// Target rows beyond a run's source rows.
+    pub duplicates: u64,
+    /// Runs with as many rows in the target as in the source but other values.
+    pub differing_runs: u64,
+    pub ok: bool,
+}
+
 /// The verification report.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -61,6 +92,15 @@ pub struct VerifyReport {
     pub source_rows: u64,
     pub unknown_servers: Vec<String>,
     pub servers: Vec<ServerCheck>,
+    /// Child tables compared, per table and server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildCheck>,
+    /// Child tables of the sources that the target lacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_tables_not_in_target: Vec<String>,
+    /// Per child table: target rows whose run the target lacks.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_child_orphans: BTreeMap<String, u64>,
     pub elapsed_seconds: f64,
 }
 
@@ -163,13 +203,142 @@ pub fn run_verify(
             ok,
         });
     }
-    let ok = unknown.is_empty() && servers.iter().all(|s| s.ok);
+    // Child tables: never created by verify (a dry run of the plan).
+    let (tables, not_in_target) = crate::pipeline::copy::plan_child_tables(sources, target, &opts.children, true, progress)?;
+    let (children, target_child_orphans) = check_children(sources, target, &tables, &map, opts, cancel)?;
+    let ok = unknown.is_empty() && servers.iter().all(|s| s.ok) && children.iter().all(|c| c.ok) && target_child_orphans.values().all(|&n| n == 0);
     Ok(VerifyReport {
         target: target.label().to_string(),
         ok,
         source_rows: rows.iter().sum(),
         unknown_servers: unknown.into_iter().collect(),
         servers,
+        children,
+        child_tables_not_in_target: not_in_target,
+        target_child_orphans,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A run's child rows of one table: how many, and the wrapping sum of their value hashes
+/// (order-independent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RunDigest {
+    rows: u64,
+    sum: u64,
+}
+
+impl RunDigest {
+    fn add(&mut self, hash: u64) {
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(hash);
+    }
+}
+
+/// Per (ServerID, SnapshotUTC): a digest, and the rank of the source it came from.
+type Digests = HashMap<(i32, i64), (usize, RunDigest)>;
+
+/// Compares every child table's rows, source runs against target runs (see the module docs).
+fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[ChildTable], map: &ServerIdMap, opts: &VerifyOptions, cancel: &Cancel) -> Result<(Vec<ChildCheck>, BTreeMap<String, u64>)> {
+    if tables.is_empty() {
+        return Ok((Vec::new(), BTreeMap::new()));
+    }
+    // The sources' digests, per table; for a run several sources have, the first source's.
+    let merged: Mutex<Vec<Digests>> = Mutex::new(vec![Digests::new(); tables.len()]);
+    super::for_each_source(sources, opts.readers, cancel, |rank, source| {
+        // A source without child tables still says which runs it keeps (with none).
+        let mut kids = source.child_reader(tables)?;
+        let mut local: Vec<Digests> = vec![Digests::new(); tables.len()];
+        let req = ReadRequest { projection: Projection::Keys, batch_rows: opts.batch_rows.min(crate::defaults::RUNS_PER_UNIT_WITH_CHILDREN * 4), after_run_id: None, time_ranges: None };
+        let mut below = source.id_range().map_or(i64::MIN, |(lo, _)| lo - 1);
+        let mut unknown = BTreeSet::new();
+        for batch in source.read(&req)? {
+            cancel.check()?;
+            let batch = batch?;
+            let run = batch.column(key::RUN_ID).as_primitive::<arrow::datatypes::Int64Type>();
+            let ts = snapshot_ms(&batch, key::SNAPSHOT_UTC);
+            let ids = map.ids_for(batch.column(key::SERVER_NAME).as_ref(), &mut unknown);
+            let at: HashMap<i64, usize> = run.values().iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
+            let runs = BatchRuns { ids: run.values(), snapshot_ms: ts.values() };
+            for (i, _) in tables.iter().enumerate() {
+                // Every run counts, with or without children: a run of the first source that
+                // has none is compared as having none.
+                for p in 0..batch.num_rows() {
+                    if ids.value(p) != 0 && opts.window.contains(ts.value(p)) {
+                        local[i].entry((ids.value(p), ts.value(p))).or_insert((rank, RunDigest::default()));
+                    }
+                }
+                let Some(kids) = kids.as_mut() else { continue };
+                let rows = kids.read(i, below, upto, &runs)?;
+                let parent = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let all: Vec<usize> = (0..rows.num_rows()).collect();
+                let value_cols: Vec<usize> = (1..rows.num_columns()).collect();
+                for (r, h) in all.iter().zip(row_hashes(&rows, &value_cols, &all)) {
+                    // Orphans and rows of runs outside the window or of unknown servers are
+                    // not the target's to hold.
+                    let Some(&p) = at.get(&parent.value(*r)) else { continue };
+                    if ids.value(p) == 0 || !opts.window.contains(ts.value(p)) {
+                        continue;
+                    }
+                    local[i].entry((ids.value(p), ts.value(p))).or_insert((rank, RunDigest::default())).1.add(h);
+                }
+            }
+            below = upto;
+        }
+        let mut m = merged.lock().map_err(|_| Error::Internal("verify state poisoned".into()))?;
+        for (into, from) in m.iter_mut().zip(local) {
+            for (k, (rank, d)) in from {
+                match into.get(&k) {
+                    Some((r, _)) if *r < rank => {}
+                    _ => {
+                        into.insert(k, (rank, d));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let merged = merged.into_inner().map_err(|_| Error::Internal("verify state poisoned".into()))?;
+    let mut checks = Vec::new();
+    let mut orphans = BTreeMap::new();
+    for (table, source) in tables.iter().zip(merged) {
+        cancel.check()?;
+        let mut held: HashMap<(i32, i64), RunDigest> = HashMap::new();
+        let lost = target.for_each_child_batch(table, &mut |b| {
+            let ts = snapshot_ms(&b, crate::schema::child::SNAPSHOT_UTC);
+            let servers = b.column(crate::schema::child::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
+            let all: Vec<usize> = (0..b.num_rows()).collect();
+            let value_cols: Vec<usize> = (crate::schema::child::FIRST_VALUE..b.num_columns()).collect();
+            for (r, h) in all.iter().zip(row_hashes(&b, &value_cols, &all)) {
+                held.entry((servers.value(*r), ts.value(*r))).or_default().add(h);
+            }
+            Ok(())
+        })?;
+        orphans.insert(table.name.to_string(), lost);
+        let mut per_server: BTreeMap<i32, ChildCheck> = BTreeMap::new();
+        for (&(s, t), (_, want)) in &source {
+            let c = per_server.entry(s).or_insert_with(|| ChildCheck { table: table.name.to_string(), server_id: s, ..Default::default() });
+            c.source_rows += want.rows;
+            let got = held.get(&(s, t)).copied().unwrap_or_default();
+            if got.rows < want.rows {
+                c.missing += want.rows - got.rows;
+            } else if got.rows > want.rows {
+                c.duplicates += got.rows - want.rows;
+            } else if got.sum != want.sum {
+                c.differing_runs += 1;
+            }
+        }
+        for (&(s, _), d) in &held {
+            if let Some(c) = per_server.get_mut(&s) {
+                c.target_rows += d.rows;
+            }
+        }
+        for mut c in per_server.into_values() {
+            c.ok = c.missing == 0 && c.duplicates == 0 && c.differing_runs == 0;
+            checks.push(c);
+        }
+    }
+    orphans.retain(|_, n| *n > 0);
+    Ok((checks, orphans))
 }

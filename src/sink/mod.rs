@@ -162,6 +162,12 @@ pub trait Target: Send + Sync {
     fn create_child_table(&self, _table: &ChildTable) -> Result<()> {
         Ok(())
     }
+    /// Hands every row the target holds of child table `table` to `f`, batch by batch, keyed
+    /// by its run ([`ChildTable::keyed_schema`], values in the description's types); rows of a
+    /// run the target lacks are counted and returned, not handed over.
+    fn for_each_child_batch(&self, _table: &ChildTable, _f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+        Ok(0)
+    }
     /// Starts a load of these sources written by `workers` writers. Each source's units go to
     /// one writer, in the source's order; `children` are the child tables its units carry.
     fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>>;
@@ -256,6 +262,9 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     }
     fn create_child_table(&self, table: &ChildTable) -> Result<()> {
         (**self).create_child_table(table)
+    }
+    fn for_each_child_batch(&self, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+        (**self).for_each_child_batch(table, f)
     }
     fn begin(&self, workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         (**self).begin(workers, sources, children)

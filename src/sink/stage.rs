@@ -311,6 +311,43 @@ impl Target for Stage {
         Ok(file.sources.into_iter().find(|w| w.source == source_identity).map_or(Recorded::Nothing, Recorded::Mark))
     }
 
+    fn for_each_child_batch(&self, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+        let dir = self.dir.join(table.name);
+        if !dir.is_dir() {
+            return Ok(0);
+        }
+        let schema = table.keyed_schema();
+        for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let part = e.map_err(Error::io(&dir))?.path();
+            if !part.is_dir() || !part.file_name().and_then(|n| n.to_str()).is_some_and(|n| RUN.is_partition_dir(n)) {
+                continue;
+            }
+            let mut files: Vec<PathBuf> = Vec::new();
+            for e in std::fs::read_dir(&part).map_err(Error::io(&part))? {
+                let p = e.map_err(Error::io(&part))?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_') {
+                    files.push(p);
+                }
+            }
+            files.sort();
+            for p in files {
+                let file = File::open(&p).map_err(Error::io(&p))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(Error::parquet(&p))?
+                    .with_batch_size(self.options.batch_rows)
+                    .build()
+                    .map_err(Error::parquet(&p))?;
+                for b in reader {
+                    let b = b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
+                    f(b)?;
+                }
+            }
+        }
+        // Runs are written before their children: a stage has no child rows without a run.
+        Ok(0)
+    }
+
     fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;

@@ -272,9 +272,18 @@ pub fn row_hashes(batch: &RecordBatch, cols: &[usize], rows: &[usize]) -> Vec<u6
                 DataType::Int32 => h.write_i32(a.as_primitive::<Int32Type>().value(r)),
                 DataType::Int64 => h.write_i64(a.as_primitive::<arrow::datatypes::Int64Type>().value(r)),
                 DataType::Decimal128(_, _) => h.write_i128(a.as_primitive::<Decimal128Type>().value(r)),
-                DataType::Timestamp(_, _) => h.write_i64(a.as_primitive::<TimestampMillisecondType>().value(r)),
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => h.write_i64(a.as_primitive::<TimestampMillisecondType>().value(r)),
                 DataType::Boolean => h.write_u8(a.as_boolean().value(r) as u8),
-                other => h.write(format!("{other:?}").as_bytes()),
+                DataType::Int16 => h.write_i16(a.as_primitive::<arrow::datatypes::Int16Type>().value(r)),
+                DataType::UInt8 => h.write_u8(a.as_primitive::<arrow::datatypes::UInt8Type>().value(r)),
+                DataType::Binary => h.write(a.as_binary::<i32>().value(r)),
+                DataType::LargeUtf8 => h.write(a.as_string::<i64>().value(r).as_bytes()),
+                DataType::FixedSizeBinary(_) => h.write(a.as_fixed_size_binary().value(r)),
+                // Anything else by its display text (exact for every type arrow prints).
+                _ => match arrow::util::display::ArrayFormatter::try_new(a.as_ref(), &Default::default()) {
+                    Ok(f) => h.write(f.value(r).to_string().as_bytes()),
+                    Err(_) => h.write(format!("{:?}", a.slice(r, 1)).as_bytes()),
+                },
             }
             // Separates columns so ("ab","c") and ("a","bc") differ.
             h.write_u8(0xff);

@@ -26,7 +26,7 @@ pub struct ChildOptions {
 
 /// The child tables the copy moves, checked against every source and the target, and the
 /// sources' child tables it leaves because the target lacks them (not named in `--tables`).
-pub(super) fn plan(sources: &[Box<dyn Source>], target: &dyn Target, opts: &ChildOptions, dry_run: bool, progress: &Progress) -> Result<(Vec<ChildTable>, Vec<String>)> {
+pub fn plan(sources: &[Box<dyn Source>], target: &dyn Target, opts: &ChildOptions, dry_run: bool, progress: &Progress) -> Result<(Vec<ChildTable>, Vec<String>)> {
     if opts.runs_only {
         return Ok((Vec::new(), Vec::new()));
     }

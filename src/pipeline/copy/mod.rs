@@ -28,7 +28,7 @@ use crate::source::Source;
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
 
-pub use children::ChildOptions;
+pub use children::{plan as plan_child_tables, ChildOptions};
 pub use report::{ChildReport, iso, peak_rss_bytes, CopyReport, NameReport, RowCounts, ServerReport, SourceReport, StageTimes, Totals};
 
 /// A validated copy job (built by [`crate::config`]).

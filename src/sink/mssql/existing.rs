@@ -1,4 +1,4 @@
-//! Reading MonitoringDB's keys and rows back, server by server.
+//! Reading MonitoringDB's keys and rows back, server by server, and its child tables' rows by run.
 
 use std::sync::Arc;
 
@@ -7,7 +7,10 @@ use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
-use crate::schema::{target_columns, target_schema, RUN};
+use arrow::array::AsArray;
+
+use crate::schema::{target_columns, target_schema, ChildTable, RUN};
+use crate::tds::arrow::Builders;
 
 
 /// Reads target rows server by server and range by range (server, first ms, last ms: both
@@ -84,4 +87,74 @@ impl Iterator for PerServer {
             }
         }
     }
+}
+
+/// Every row of MonitoringDB's child table `table`, keyed by its run (MonitoringDB's run IDs
+/// mapped to (ServerID, SnapshotUTC) from dbo.PerfSnapshotRun), handed to `f` in batches;
+/// returns the rows whose run is not in dbo.PerfSnapshotRun. Memory: one entry per run plus one
+/// batch.
+pub(super) async fn child_rows(conn: &ConnSpec, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+    let mut client = conn.connect().await?;
+    let doing = format!("reading {}", RUN.sql_name());
+    let mut runs: ahash::AHashMap<i64, (i32, i64)> = ahash::AHashMap::new();
+    {
+        let sql = format!("SELECT {}, {}, {} FROM {}", RUN.identity, RUN.server_id, RUN.snapshot_time, RUN.sql_name());
+        let mut rows = client.query(sql, &[]).await.map_err(|e| conn.sql_error(&doing, e))?.into_row_stream();
+        while let Some(r) = rows.try_next().await.map_err(|e| conn.sql_error(&doing, e))? {
+            let id: Option<i64> = r.try_get(0).ok().flatten();
+            let server: Option<i32> = r.try_get(1).ok().flatten();
+            let t: Option<chrono::NaiveDateTime> = r.try_get(2).ok().flatten();
+            if let (Some(id), Some(server), Some(t)) = (id, server, t) {
+                runs.insert(id, (server, t.and_utc().timestamp_millis()));
+            }
+        }
+    }
+    let doing = format!("reading {}", table.sql_name());
+    let names: Vec<String> = table.target_columns().iter().map(|c| format!("[{}]", c.name.replace(']', "]]"))).collect();
+    let sql = format!("SELECT {} FROM [dbo].[{}]", names.join(", "), table.name.replace(']', "]]"));
+    let schema = table.target_schema();
+    let chunk = crate::defaults::INTERNAL_BATCH_ROWS;
+    let mut cols = Builders::new(&schema, chunk)?;
+    let bad = |m: String| Error::Target { target: conn.label().to_string(), message: format!("{}: {m}", table.sql_name()) };
+    let mut orphans = 0u64;
+    let mut flush = |cols: &mut Builders, orphans: &mut u64| -> Result<()> {
+        let b = cols.finish(&schema)?;
+        let (keyed, lost) = keyed_by_run(table, &b, &runs)?;
+        *orphans += lost;
+        f(keyed)
+    };
+    let mut rows = client.query(sql, &[]).await.map_err(|e| conn.sql_error(&doing, e))?.into_row_stream();
+    while let Some(r) = rows.try_next().await.map_err(|e| conn.sql_error(&doing, e))? {
+        cols.push_row(&r).map_err(bad)?;
+        if cols.len() >= chunk {
+            flush(&mut cols, &mut orphans)?;
+        }
+    }
+    if !cols.is_empty() {
+        flush(&mut cols, &mut orphans)?;
+    }
+    Ok(orphans)
+}
+
+/// Target child rows (MonitoringDB's run ID, then values) keyed by their runs; the rows whose
+/// run is unknown are left out and counted.
+fn keyed_by_run(table: &ChildTable, rows: &RecordBatch, runs: &ahash::AHashMap<i64, (i32, i64)>) -> Result<(RecordBatch, u64)> {
+    use arrow::array::{ArrayRef, Int32Array, TimestampMillisecondArray, UInt32Array};
+    let ids = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+    let (mut take, mut ts, mut servers) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, id) in ids.iter().enumerate() {
+        if let Some(&(s, t)) = id.and_then(|id| runs.get(&id)) {
+            take.push(r as u32);
+            ts.push(t);
+            servers.push(s);
+        }
+    }
+    let lost = (rows.num_rows() - take.len()) as u64;
+    let take = UInt32Array::from(take);
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(TimestampMillisecondArray::from(ts)), Arc::new(Int32Array::from(servers))];
+    for c in &rows.columns()[1..] {
+        cols.push(arrow::compute::take(c.as_ref(), &take, None).map_err(Error::arrow("keying child rows"))?);
+    }
+    let b = RecordBatch::try_new(table.keyed_schema(), cols).map_err(|e| Error::Internal(format!("{}: {e}", table.sql_name())))?;
+    Ok((b, lost))
 }

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
+
 use crate::defaults;
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec, SqlClient};
@@ -253,6 +255,10 @@ impl Target for MonitoringDb {
             client.simple_query(sql).await.map_err(|e| self.conn.sql_error(&doing, e))?.into_results().await.map_err(|e| self.conn.sql_error(&doing, e))?;
             Ok(())
         })
+    }
+
+    fn for_each_child_batch(&self, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+        self.block_on(existing::child_rows(&self.conn, table, f))
     }
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
