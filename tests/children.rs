@@ -663,3 +663,54 @@ fn verify_compares_child_rows_per_table_and_server() {
     assert_eq!(code, Some(0));
     assert!(got.is_empty());
 }
+
+#[test]
+fn a_source_split_across_connections_moves_every_child_once() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = two_sources(&srv, dir.path());
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let (a, b, to) = (conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B"), conn(&srv, "MonitoringDB"));
+    let report = copy_json(&["--from", &a, "--from", &b, "--to", &to, "--register-servers", "--source-connections", "3", "--batch-rows", "7"]);
+    assert!(report["sources"].as_array().unwrap().len() > 2, "the sources were split: {report}");
+    let map = servers_table(&srv, "MonitoringDB");
+    for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
+        assert_kids_eq(table, &target_kids(&srv, "MonitoringDB", table, nullable), &expected_kids(&sources, &map, &BTreeMap::new(), table));
+        // Each orphan is counted once, by the part whose ID range holds it (the outer parts
+        // are open-ended).
+        let orphans: u64 = (0..report["sources"].as_array().unwrap().len()).map(|i| child_report(&report, i)[table][3]).sum();
+        let want = orphans_of(&sources, 0, &srv, "DBATools_A", table) + orphans_of(&sources, 1, &srv, "DBATools_B", table);
+        assert_eq!(orphans, want, "{table}: orphans");
+    }
+}
+
+#[test]
+fn child_tables_that_do_not_match_between_sources_are_refused_naming_source_table_and_column() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 5, 1, 3);
+    let b = series("SQL02", T0, 5, 1, 4);
+    seed(&srv, dir.path(), "DBATools_A", &a, true);
+    seed(&srv, dir.path(), "DBATools_B", &b, true);
+    seed_children(&srv, "DBATools_A", &children_for(1..=5, 1));
+    // B's wait stats lack the NOT NULL WaitType column.
+    let mut cols = wait_columns();
+    cols.remove(2);
+    srv.create_table("DBATools_B", &format!("dbo.{WAITS}"), cols, &[]).unwrap();
+    srv.create_table("DBATools_B", &format!("dbo.{DBS}"), db_columns(), &[]).unwrap();
+    srv.create_monitoringdb("MonitoringDB");
+    target_children_tables(&srv, "MonitoringDB");
+    let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools_A"), "--from", &conn(&srv, "DBATools_B"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&label(&srv, "DBATools_B")) && err.contains(&format!("table dbo.{WAITS}: has no column WaitType")), "{err}");
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    // A column another source's table lacks would be lost: refused too (B first now).
+    let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools_B"), "--from", &conn(&srv, "DBATools_A"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("column WaitType is not in the first source's table of that name"), "{}", stderr(&o));
+    // Leaving the table out works.
+    copy_json(&["--from", &conn(&srv, "DBATools_A"), "--from", &conn(&srv, "DBATools_B"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers", "--tables", DBS]);
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 10);
+}

@@ -139,6 +139,14 @@ impl MssqlSource {
             });
             start = end + 1;
         }
+        // The outer parts are open-ended, so rows added meanwhile and child rows whose run ID
+        // lies below or above every run (orphans) belong to a part too.
+        if let Some(first) = out.first_mut() {
+            first.range = first.range.map(|(_, hi)| (i64::MIN + 1, hi));
+        }
+        if let Some(last) = out.last_mut() {
+            last.range = last.range.map(|(lo, _)| (lo, i64::MAX));
+        }
         Ok(out)
     }
 
