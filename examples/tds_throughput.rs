@@ -13,8 +13,14 @@
 //! source twice, with the test server's primary-key seek for keyset pages and without it
 //! (scan and sort of every row per page), and prints both times and their ratio.
 //!
+//! `-- ROWS children` measures child rows (issue 14): PerfSnapshotWaitStats-shaped rows (an
+//! NVARCHAR(120), four BIGINTs, a DECIMAL(18,4)) and, separately, rows with an NVARCHAR(MAX)
+//! StatementText of 2,000 characters, read through perfcopy's child reader by run ranges (100
+//! rows per run, 1,000 runs per range) and bulk-loaded the way a copy loads them.
+//!
 //! The test server runs in this process, on the same 2 cores: its own work (serving
-//! pre-encoded rows, counting bulk rows) is included in every figure.
+//! pre-encoded rows, counting bulk rows) is included in the wall figures; the "per client CPU
+//! second" figures count the client thread only.
 
 use std::time::Instant;
 
@@ -62,6 +68,11 @@ fn main() {
     let template: RecordBatch = SyntheticSource::all(spec.clone())[0].batches(4096).next().unwrap().unwrap();
     let rt = runtime().unwrap();
     println!("TDS throughput, one connection, {rows} rows, packet size 32767 (test server in process)");
+
+    if only == "children" {
+        children(&srv, rows, &conn_str("DBATools"), &conn_str("MonitoringDB"));
+        return;
+    }
 
     if only == "seek" {
         // The server's keyset pages on a table served the normal way (not pre-encoded): the
@@ -180,5 +191,113 @@ fn main() {
         }
         show("bulk load, tiberius TokenRow per row:", results[1]);
         println!("bulk ratio perfcopy / tiberius: {:.2}x wall, {:.2}x client CPU", results[0].0 / results[1].0, results[0].1 / results[1].1);
+    }
+}
+
+/// Child rows through perfcopy's child reader and bulk load, per client CPU second.
+fn children(srv: &TestServer, rows: usize, source: &str, target: &str) {
+    use std::sync::Arc;
+    use arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray};
+    use perfcopy::schema::ChildTable;
+    use perfcopy::source::BatchRuns;
+    use tds_test_server::{Column, SqlType};
+    let per_run = 100usize;
+    let runs = rows.div_ceil(per_run);
+    srv.create_dbatools("DBATools", true);
+    srv.create_monitoringdb("MonitoringDB");
+    let shapes: [(&str, Vec<Column>); 2] = [
+        (
+            "PerfSnapshotWaitStats",
+            vec![
+                Column::new("PerfSnapshotWaitStatsID", SqlType::BigInt, false).identity(),
+                Column::new("PerfSnapshotRunID", SqlType::BigInt, false),
+                Column::new("WaitType", SqlType::NVarChar(Some(120)), false),
+                Column::new("WaitingTasksCount", SqlType::BigInt, true),
+                Column::new("WaitTimeMs", SqlType::BigInt, true),
+                Column::new("SignalWaitTimeMs", SqlType::BigInt, true),
+                Column::new("MaxWaitTimeMs", SqlType::BigInt, true),
+                Column::new("AvgWaitTimeMs", SqlType::Decimal { precision: 18, scale: 4 }, true),
+            ],
+        ),
+        (
+            "PerfSnapshotWorkload",
+            vec![
+                Column::new("PerfSnapshotWorkloadID", SqlType::BigInt, false).identity(),
+                Column::new("PerfSnapshotRunID", SqlType::BigInt, false),
+                Column::new("WaitTimeMs", SqlType::BigInt, true),
+                Column::new("StatementText", SqlType::NVarChar(None), true),
+            ],
+        ),
+    ];
+    let rt = runtime().unwrap();
+    for (table, cols) in shapes {
+        srv.create_table("DBATools", &format!("dbo.{table}"), cols.clone(), &[]).unwrap();
+        srv.create_table("MonitoringDB", &format!("dbo.{table}"), cols, &[]).unwrap();
+        let run_ids: Vec<i64> = (0..rows).map(|i| (i / per_run) as i64 + 1).collect();
+        let n = |m: u64| -> ArrayRef { Arc::new(Int64Array::from((0..rows as u64).map(|i| (i * m % 7 != 0).then_some((i * m) as i64)).collect::<Vec<_>>())) };
+        let batch = if table == "PerfSnapshotWaitStats" {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("PerfSnapshotRunID", arrow::datatypes::DataType::Int64, false),
+                arrow::datatypes::Field::new("WaitType", arrow::datatypes::DataType::Utf8, false),
+                arrow::datatypes::Field::new("WaitingTasksCount", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("WaitTimeMs", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("SignalWaitTimeMs", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("MaxWaitTimeMs", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("AvgWaitTimeMs", arrow::datatypes::DataType::Decimal128(18, 4), true),
+            ]));
+            let waits = ["CXPACKET", "PAGEIOLATCH_SH", "LCK_M_X", "SOS_SCHEDULER_YIELD", "WRITELOG"];
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(run_ids)),
+                    Arc::new(StringArray::from((0..rows).map(|i| format!("{}_{}", waits[i % 5], i % per_run)).collect::<Vec<_>>())),
+                    n(3),
+                    n(5),
+                    n(11),
+                    n(13),
+                    Arc::new(Decimal128Array::from((0..rows as i128).map(|i| (i % 3 != 0).then_some(i * 7919)).collect::<Vec<_>>()).with_precision_and_scale(18, 4).unwrap()),
+                ],
+            )
+            .unwrap()
+        } else {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("PerfSnapshotRunID", arrow::datatypes::DataType::Int64, false),
+                arrow::datatypes::Field::new("WaitTimeMs", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("StatementText", arrow::datatypes::DataType::Utf8, true),
+            ]));
+            let text: String = "SELECT s.name, COUNT(*) FROM sys.objects AS s GROUP BY s.name; ".chars().cycle().take(2000).collect();
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(run_ids)), n(3), Arc::new(StringArray::from(vec![text.as_str(); rows]))]).unwrap()
+        };
+        srv.insert_batch("DBATools", &format!("dbo.{table}"), &batch).unwrap();
+        let src = perfcopy::source::mssql::MssqlSource::open(ConnSpec::source("--from", source).unwrap()).unwrap();
+        let t: Vec<ChildTable> = src.child_tables().iter().filter(|c| c.name == table).copied().collect();
+        let mut reader = src.child_reader(&t).unwrap().unwrap();
+        let mut read = Vec::new();
+        let r = measure(|| {
+            let mut got = 0;
+            for lo in (0..runs as i64).step_by(1000) {
+                let b = reader.read(0, lo, lo + 1000, &BatchRuns { ids: &[], snapshot_ms: &[] }).unwrap();
+                got += b.num_rows();
+                read.push(b);
+            }
+            got
+        });
+        show(&format!("{table}: read by run ranges"), r);
+        let bytes: usize = read.iter().map(|b| b.get_array_memory_size()).sum();
+        // Bulk load as a copy does: MonitoringDB's run IDs, then the values.
+        srv.set_bulk_count_only("MonitoringDB", &format!("dbo.{table}"), true).unwrap();
+        let conn = ConnSpec::target("--to", target).unwrap();
+        let cols = t[0].target_columns();
+        let w = measure(|| rt.block_on(async {
+            let mut c = conn.connect().await.unwrap();
+            let mut sent = 0;
+            for b in &read {
+                perfcopy::sink::mssql::bulk_insert_rows(&mut c, &t[0].sql_name(), b, &cols).await.unwrap();
+                sent += b.num_rows();
+            }
+            sent
+        }));
+        show(&format!("{table}: bulk load"), w);
+        println!("{table}: {:.0} MB of Arrow data; {:.1} MB/s read, {:.1} MB/s bulk per client CPU second", bytes as f64 / 1e6, bytes as f64 / 1e6 * r.1 / rows as f64, bytes as f64 / 1e6 * w.1 / rows as f64);
     }
 }

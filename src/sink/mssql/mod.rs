@@ -29,7 +29,7 @@ mod writer;
 use existing::PerServer;
 use ledger::Ledger;
 pub use ledger::{SYNCLOG_DDL, SYNCSOURCE_DDL};
-pub use writer::{bulk_insert, bulk_insert_token_rows};
+pub use writer::{bulk_insert, bulk_insert_rows, bulk_insert_token_rows};
 use writer::UnitWriter;
 
 /// Bulk-load settings.
