@@ -46,9 +46,10 @@ pub struct Table {
     pub key_order: KeyOrder,
 }
 
-/// Cached answer to "are the rows sorted by this key column" ([`Table::key_order`]).
+/// Cached answers to "are the rows sorted by this column" ([`Table::key_order`]): per (column,
+/// strictly), for the row count they were found for.
 #[derive(Debug, Default)]
-pub struct KeyOrder(Mutex<Option<(usize, usize, bool)>>);
+pub struct KeyOrder(Mutex<Vec<(usize, bool, usize, bool)>>);
 
 impl Clone for KeyOrder {
     /// A copied table finds out again.
@@ -60,18 +61,23 @@ impl Clone for KeyOrder {
 impl KeyOrder {
     /// True when `rows` strictly increase in integer column `col` (no NULLs).
     fn sorted(&self, rows: &[Row], col: usize) -> bool {
+        self.ordered(rows, col, true)
+    }
+
+    /// True when `rows` increase (`strict`) or never decrease in integer column `col` (no
+    /// NULLs).
+    fn ordered(&self, rows: &[Row], col: usize, strict: bool) -> bool {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, n, sorted)) = *g {
-            if c == col && n == rows.len() {
-                return sorted;
-            }
+        if let Some(&(_, _, _, sorted)) = g.iter().find(|e| e.0 == col && e.1 == strict && e.2 == rows.len()) {
+            return sorted;
         }
         let key = |r: &Row| match r.get(col) {
             Some(Value::Int(v)) => Some(*v),
             _ => None,
         };
-        let sorted = rows.iter().all(|r| key(r).is_some()) && rows.windows(2).all(|w| key(&w[0]) < key(&w[1]));
-        *g = Some((col, rows.len(), sorted));
+        let sorted = rows.iter().all(|r| key(r).is_some()) && rows.windows(2).all(|w| if strict { key(&w[0]) < key(&w[1]) } else { key(&w[0]) <= key(&w[1]) });
+        g.retain(|e| !(e.0 == col && e.1 == strict));
+        g.push((col, strict, rows.len(), sorted));
         sorted
     }
 }
@@ -1509,11 +1515,16 @@ fn keyset_seek<'t>(ctx: &Ctx, s: &Select, t: &'t Table, pending: &[Row]) -> Opti
     if ctx.cat.no_index_seek || !pending.is_empty() || s.items.iter().any(|i| matches!(i, SelItem::Expr(e, _) if has_agg(e))) {
         return None;
     }
-    let key = t.uniques.iter().find(|u| u.len() == 1).map(|u| u[0])?;
+    let int_col = |c: usize| matches!(t.columns[c].ty, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt);
+    let key = match t.uniques.iter().find(|u| u.len() == 1).map(|u| u[0]).filter(|&k| int_col(k)) {
+        Some(k) => k,
+        // No integer primary key: a range on an integer column the rows are stored in order of
+        // (a child table's PerfSnapshotRunID, filled run by run) is served as a nonclustered
+        // index on it would serve it (DBATools has one on every child table's
+        // PerfSnapshotRunID).
+        None => return ordered_range(ctx, s, t),
+    };
     let kc = &t.columns[key];
-    if !matches!(kc.ty, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt) {
-        return None;
-    }
     let is_key = |n: &str| kc.name.eq_ignore_ascii_case(n);
     match s.order.as_slice() {
         [] => {}
@@ -1541,6 +1552,33 @@ fn keyset_seek<'t>(ctx: &Ctx, s: &Select, t: &'t Table, pending: &[Row]) -> Opti
     ctx.cat.index_seeks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = t.rows.partition_point(|r| k(r) < lo);
     Some(t.rows[start..].iter().take_while(|r| k(r) <= hi).take(top).collect())
+}
+
+/// `SELECT ... FROM t WHERE <bounds on column c>` without ORDER BY or TOP, where the stored
+/// rows never decrease in integer column `c`: the rows in range by binary search.
+fn ordered_range<'t>(ctx: &Ctx, s: &Select, t: &'t Table) -> Option<Vec<&'t Row>> {
+    if !s.order.is_empty() || s.top.is_some() {
+        return None;
+    }
+    let filter = s.filter.as_ref()?;
+    for (c, col) in t.columns.iter().enumerate() {
+        if !matches!(col.ty, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt) {
+            continue;
+        }
+        let is_col = |n: &str| col.name.eq_ignore_ascii_case(n);
+        let (mut lo, mut hi) = (i64::MIN as i128, i64::MAX as i128);
+        if id_bounds(ctx, filter, &is_col, &t.columns, &mut lo, &mut hi).is_none() || !t.key_order.ordered(&t.rows, c, false) {
+            continue;
+        }
+        let k = |r: &Row| match r[c] {
+            Value::Int(v) => v as i128,
+            _ => i128::MIN,
+        };
+        ctx.cat.index_seeks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = t.rows.partition_point(|r| k(r) < lo);
+        return Some(t.rows[start..].iter().take_while(|r| k(r) <= hi).collect());
+    }
+    None
 }
 
 fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError> {
@@ -1591,6 +1629,12 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
             v => return Err(SqlError::new(1060, format!("The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer (got {v})."))),
         },
     };
+    let coerce_row = |vals: Vec<Value>| -> Result<Row, SqlError> { vals.into_iter().zip(&meta).map(|(v, m)| v.coerce(&m.ty, &m.name)).collect() };
+    // An index's order answers a keyset page or an ID range without a scan (and without the sort).
+    if let Some(rows) = table.and_then(|t| keyset_seek(ctx, s, t, pending)) {
+        let rows = rows.into_iter().map(|r| coerce_row(items.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<_, _>>()?)).collect::<Result<_, _>>()?;
+        return Ok((meta, rows));
+    }
     let mut matching: Vec<&Row> = Vec::new();
     for r in committed.iter().chain(pending) {
         let hit = match &s.filter {
@@ -1600,12 +1644,6 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
         if hit {
             matching.push(r);
         }
-    }
-    let coerce_row = |vals: Vec<Value>| -> Result<Row, SqlError> { vals.into_iter().zip(&meta).map(|(v, m)| v.coerce(&m.ty, &m.name)).collect() };
-    // The primary key's order answers a keyset page without a scan (and without the sort).
-    if let Some(rows) = table.and_then(|t| keyset_seek(ctx, s, t, pending)) {
-        let rows = rows.into_iter().map(|r| coerce_row(items.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<_, _>>()?)).collect::<Result<_, _>>()?;
-        return Ok((meta, rows));
     }
     if items.iter().any(|(e, _)| has_agg(e)) {
         let vals: Vec<Value> = items.iter().map(|(e, _)| eval_agg(ctx, e, &matching, cols)).collect::<Result<_, _>>()?;
