@@ -5,6 +5,7 @@
 //! does everything else (login, TLS, packets, RPC requests, bulk-load metadata).
 
 mod ascii;
+pub mod variant;
 pub mod arrow;
 pub mod decode;
 pub mod encode;
