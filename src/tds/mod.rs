@@ -78,3 +78,6 @@ mod tests {
         assert_eq!(datetime_ms(25_567, 1), 3);
     }
 }
+
+#[cfg(test)]
+mod child_types_tests;
