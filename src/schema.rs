@@ -39,8 +39,12 @@ pub enum SqlType {
     Binary(u16),
     /// VARBINARY(n).
     VarBinary(u16),
+    /// VARBINARY(MAX).
+    VarBinaryMax,
     Xml,
-    /// SQL_VARIANT, carried losslessly as its base type's name and the value's canonical text.
+    /// SQL_VARIANT, carried losslessly as its base type with its properties (`int`,
+    /// `decimal(18,4)`, `varchar(20) collate 0x0904D00034`) and the value's canonical text
+    /// (`crate::tds::variant` documents both); a NULL variant is a null struct.
     SqlVariant,
 }
 
@@ -63,7 +67,7 @@ impl SqlType {
             SqlType::DateTime => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => DataType::Utf8,
             SqlType::Binary(n) => DataType::FixedSizeBinary(i32::from(n)),
-            SqlType::VarBinary(_) => DataType::Binary,
+            SqlType::VarBinary(_) | SqlType::VarBinaryMax => DataType::Binary,
             SqlType::SqlVariant => DataType::Struct(
                 vec![Field::new("base_type", DataType::Utf8, false), Field::new("value", DataType::Utf8, false)].into(),
             ),
@@ -87,6 +91,7 @@ impl SqlType {
             SqlType::VarCharMax => "VARCHAR(MAX)".into(),
             SqlType::Binary(n) => format!("BINARY({n})"),
             SqlType::VarBinary(n) => format!("VARBINARY({n})"),
+            SqlType::VarBinaryMax => "VARBINARY(MAX)".into(),
             SqlType::Xml => "XML".into(),
             SqlType::SqlVariant => "SQL_VARIANT".into(),
         }
@@ -132,9 +137,8 @@ impl SqlType {
             // Character lengths only bound values; a source column without one still reads.
             "nvarchar" | "nchar" | "sysname" => len(SqlType::NVarCharMax, SqlType::NVarChar).unwrap_or(SqlType::NVarCharMax),
             "varchar" | "char" => len(SqlType::VarCharMax, SqlType::VarChar).unwrap_or(SqlType::VarCharMax),
-            // VARBINARY(MAX) is not in the family (its -1 length is no u16).
             "binary" => SqlType::Binary(u16::try_from(d.max_chars?).ok()?),
-            "varbinary" => SqlType::VarBinary(u16::try_from(d.max_chars?).ok()?),
+            "varbinary" => len(SqlType::VarBinaryMax, SqlType::VarBinary)?,
             "xml" => SqlType::Xml,
             "sql_variant" => SqlType::SqlVariant,
             _ => return None,
@@ -213,8 +217,60 @@ impl SqlType {
                 "bit" => Ok(()),
                 _ => other(),
             },
-            // Written only once the child tables are (the bulk encoder does not send them yet).
-            _ => other(),
+            SqlType::NVarCharMax => match t {
+                "nvarchar" if d.max_chars == Some(-1) => Ok(()),
+                "nvarchar" => narrower(),
+                _ => other(),
+            },
+            // VARCHAR text moves in the target column's code page, checked per value by the
+            // bulk encoder (a character it lacks is an error naming column and row).
+            SqlType::VarChar(n) => match t {
+                "varchar" if d.max_chars.is_none_or(|l| l == -1 || l >= n as i32) => Ok(()),
+                "varchar" => narrower(),
+                _ => other(),
+            },
+            SqlType::VarCharMax => match t {
+                "varchar" if d.max_chars == Some(-1) => Ok(()),
+                "varchar" => narrower(),
+                _ => other(),
+            },
+            // BINARY pads shorter values, so only its own length is exact.
+            SqlType::Binary(n) => match t {
+                "binary" if d.max_chars == Some(n as i32) => Ok(()),
+                "binary" => Err(format!("of another length than the {} perfcopy writes (values would be padded or cut)", self.sql_name())),
+                "varbinary" if d.max_chars.is_some_and(|l| l == -1 || l >= n as i32) => Ok(()),
+                "varbinary" => narrower(),
+                _ => other(),
+            },
+            SqlType::VarBinary(n) => match t {
+                "varbinary" if d.max_chars.is_some_and(|l| l == -1 || l >= n as i32) => Ok(()),
+                "varbinary" => narrower(),
+                _ => other(),
+            },
+            SqlType::VarBinaryMax => match t {
+                "varbinary" if d.max_chars == Some(-1) => Ok(()),
+                "varbinary" => narrower(),
+                _ => other(),
+            },
+            SqlType::Xml => match t {
+                "xml" => Ok(()),
+                _ => other(),
+            },
+            SqlType::SqlVariant => match t {
+                "sql_variant" => Ok(()),
+                _ => other(),
+            },
+            SqlType::SmallInt => match t {
+                "smallint" | "int" | "bigint" => Ok(()),
+                "tinyint" => narrower(),
+                _ => other(),
+            },
+            SqlType::TinyInt => match t {
+                "tinyint" | "smallint" | "int" | "bigint" => Ok(()),
+                _ => other(),
+            },
+            // DATETIME is read from older sources, never written.
+            SqlType::DateTime => other(),
         }
     }
 }
@@ -598,7 +654,7 @@ mod tests {
         assert_eq!(d("varchar", None, None, Some(20), None), Some(SqlType::VarChar(20)));
         assert_eq!(d("binary", None, None, Some(8), None).map(SqlType::arrow_type), Some(DataType::FixedSizeBinary(8)));
         assert_eq!(d("varbinary", None, None, Some(64), None).map(SqlType::arrow_type), Some(DataType::Binary));
-        assert_eq!(d("varbinary", None, None, Some(-1), None), None);
+        assert_eq!(d("varbinary", None, None, Some(-1), None), Some(SqlType::VarBinaryMax));
         assert_eq!(d("xml", None, None, Some(-1), None).map(SqlType::arrow_type), Some(DataType::Utf8));
         assert!(matches!(d("sql_variant", None, None, None, None).map(SqlType::arrow_type), Some(DataType::Struct(_))));
         assert_eq!(d("geography", None, None, None, None), None);
@@ -621,6 +677,7 @@ mod tests {
             SqlType::VarCharMax,
             SqlType::Binary(8),
             SqlType::VarBinary(64),
+            SqlType::VarBinaryMax,
             SqlType::Xml,
             SqlType::SqlVariant,
         ] {
@@ -628,6 +685,27 @@ mod tests {
         }
         assert_eq!(SqlType::from_sql_name("GEOGRAPHY"), None);
         assert_eq!(SqlType::from_sql_name("DECIMAL(18"), None);
+    }
+
+    #[test]
+    fn child_table_types_fit_exactly_or_wider() {
+        let d = |t: &str, l: Option<i32>| DeclaredColumn { data_type: t.into(), max_chars: l, ..Default::default() };
+        assert_eq!(SqlType::VarBinary(64).fits_in(&d("varbinary", Some(128))), Ok(()));
+        assert_eq!(SqlType::VarBinary(64).fits_in(&d("varbinary", Some(-1))), Ok(()));
+        assert!(SqlType::VarBinary(64).fits_in(&d("varbinary", Some(32))).unwrap_err().contains("narrower"));
+        assert_eq!(SqlType::Binary(8).fits_in(&d("binary", Some(8))), Ok(()));
+        assert_eq!(SqlType::Binary(8).fits_in(&d("varbinary", Some(8))), Ok(()));
+        assert!(SqlType::Binary(8).fits_in(&d("binary", Some(16))).unwrap_err().contains("padded"));
+        assert!(SqlType::VarBinaryMax.fits_in(&d("varbinary", Some(8000))).is_err());
+        assert_eq!(SqlType::VarChar(20).fits_in(&d("varchar", Some(50))), Ok(()));
+        assert!(SqlType::VarChar(50).fits_in(&d("varchar", Some(20))).is_err());
+        assert!(SqlType::VarChar(20).fits_in(&d("nvarchar", Some(50))).is_err());
+        assert_eq!(SqlType::VarCharMax.fits_in(&d("varchar", Some(-1))), Ok(()));
+        assert_eq!(SqlType::NVarCharMax.fits_in(&d("nvarchar", Some(-1))), Ok(()));
+        assert!(SqlType::NVarCharMax.fits_in(&d("nvarchar", Some(4000))).is_err());
+        assert_eq!(SqlType::Xml.fits_in(&d("xml", Some(-1))), Ok(()));
+        assert_eq!(SqlType::SqlVariant.fits_in(&d("sql_variant", None)), Ok(()));
+        assert!(SqlType::SqlVariant.fits_in(&d("nvarchar", Some(-1))).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 use tiberius::ColumnData;
 
 use crate::error::{Error, Result};
-use crate::tds::decode::{utf16le_append, RowSink, Value, Wire, WireColumn};
+use crate::tds::decode::{utf16le_append, CodePage, RowSink, Value, Wire, WireColumn};
 use crate::tds::{datetime2_units, datetime_ms};
 
 /// Validity of a column's values, one `bool` per value (appending is a store, not a bit
@@ -100,6 +100,20 @@ enum Col {
     TsMs(Prim<TimestampMillisecondType>),
     TsUs(Prim<TimestampMicrosecondType>),
     Str(TextCol),
+    /// VARBINARY(n|MAX): offsets and bytes, as text is.
+    Bin(TextCol),
+    /// BINARY(n): exactly n bytes a value.
+    FixedBin(Vec<u8>, Validity, i32),
+    /// SQL_VARIANT: base type and value text (`crate::tds::variant`).
+    Variant(TextCol, TextCol, Validity),
+}
+
+/// The fields of the SQL_VARIANT struct, from the one type table.
+fn variant_fields() -> arrow::datatypes::Fields {
+    match crate::schema::SqlType::SqlVariant.arrow_type() {
+        DataType::Struct(f) => f,
+        _ => arrow::datatypes::Fields::empty(),
+    }
 }
 
 impl Col {
@@ -115,6 +129,11 @@ impl Col {
             DataType::Timestamp(TimeUnit::Millisecond, None) => Col::TsMs(Prim::with_capacity(cap)),
             DataType::Timestamp(TimeUnit::Microsecond, None) => Col::TsUs(Prim::with_capacity(cap)),
             DataType::Utf8 => Col::Str(TextCol::with_capacity(cap, text_bytes)),
+            DataType::Binary => Col::Bin(TextCol::with_capacity(cap, text_bytes)),
+            DataType::FixedSizeBinary(n) => Col::FixedBin(Vec::with_capacity(cap * *n as usize), Validity::with_capacity(cap), *n),
+            DataType::Struct(f) if *f == variant_fields() => {
+                Col::Variant(TextCol::with_capacity(cap, cap * 8), TextCol::with_capacity(cap, text_bytes), Validity::with_capacity(cap))
+            }
             _ => return None,
         })
     }
@@ -126,6 +145,8 @@ impl Col {
         let int = |x: Option<i64>| x.map_or(Value::Null, Value::Int);
         let wire = match (&mut *self, v) {
             (Col::Str(b), ColumnData::String(x)) => return b.push_str(x.as_deref()),
+            (Col::Str(b), ColumnData::Xml(x)) => return b.push_str(x.as_ref().map(|x| AsRef::<str>::as_ref(&**x))),
+            (Col::Bin(_) | Col::FixedBin(..), ColumnData::Binary(x)) => x.as_deref().map_or(Value::Null, Value::Bytes),
             (Col::I64(_), ColumnData::I64(x)) => int(*x),
             (Col::I64(_), ColumnData::I32(x)) => int(x.map(i64::from)),
             (Col::I32(_), ColumnData::I32(x)) => int(x.map(i64::from)),
@@ -157,6 +178,9 @@ impl Col {
             Value::DateTime2 { days, increments, scale } => self.datetime2(days, increments, scale),
             Value::UnixMs(ms) => self.unix_ms(ms),
             Value::Utf16(raw) => self.utf16(raw),
+            Value::Bytes(raw) => self.bytes(raw),
+            Value::CodePage(raw, cp) => self.code_page_text(raw, cp),
+            Value::Variant(raw) => self.variant(raw),
         }
     }
 
@@ -174,7 +198,10 @@ impl Col {
             Col::Dec(..) => matches!(wire, Wire::Decimal { .. }),
             Col::TsMs(_) => matches!(wire, Wire::DateTime2 { .. } | Wire::DateTime | Wire::SmallDateTime | Wire::DateTimeN),
             Col::TsUs(_) => matches!(wire, Wire::DateTime2 { .. }),
-            Col::Str(_) => matches!(wire, Wire::NVarChar { .. } | Wire::NVarCharMax),
+            Col::Str(_) => matches!(wire, Wire::NVarChar { .. } | Wire::NVarCharMax | Wire::VarChar { .. } | Wire::VarCharMax { .. } | Wire::Xml),
+            Col::Bin(_) => matches!(wire, Wire::VarBinary { .. } | Wire::VarBinaryMax | Wire::Binary { .. }),
+            Col::FixedBin(.., n) => matches!(wire, Wire::Binary { len } if i32::from(len) == *n),
+            Col::Variant(..) => matches!(wire, Wire::Variant),
         }
     }
 
@@ -192,8 +219,55 @@ impl Col {
             Col::Dec(b, ..) => b.append_null(),
             Col::TsMs(b) => b.append_null(),
             Col::TsUs(b) => b.append_null(),
-            Col::Str(b) => b.push_str(None)?,
+            Col::Str(b) | Col::Bin(b) => b.push_str(None)?,
+            Col::FixedBin(v, valid, n) => {
+                v.resize(v.len() + *n as usize, 0);
+                valid.push(false);
+            }
+            Col::Variant(base, value, valid) => {
+                // A NULL variant is a null struct; its children hold empty values.
+                base.end_value(true)?;
+                value.end_value(true)?;
+                valid.push(false);
+            }
         }
+        Ok(())
+    }
+
+    fn bytes(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
+        match self {
+            Col::Bin(b) => {
+                b.values.extend_from_slice(raw);
+                b.end_value(true)
+            }
+            Col::FixedBin(v, valid, n) if raw.len() == *n as usize => {
+                v.extend_from_slice(raw);
+                valid.push(true);
+                Ok(())
+            }
+            Col::FixedBin(.., n) => Err(format!("{} bytes for a BINARY({n})", raw.len())),
+            _ => Err(unexpected(Value::Bytes(raw))),
+        }
+    }
+
+    fn code_page_text(&mut self, raw: &[u8], cp: CodePage) -> std::result::Result<(), String> {
+        let Col::Str(b) = self else { return Err(unexpected(Value::CodePage(raw, cp))) };
+        if raw.is_ascii() {
+            // Every code page SQL Server has agrees with ASCII (and UTF-8 is ASCII's superset).
+            b.values.extend_from_slice(raw);
+        } else {
+            let text = cp.decode_without_bom_handling_and_without_replacement(raw).ok_or_else(|| format!("text not valid in code page {}", cp.name()))?;
+            b.values.extend_from_slice(text.as_bytes());
+        }
+        b.end_value(true)
+    }
+
+    fn variant(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
+        let Col::Variant(base, value, valid) = self else { return Err(unexpected(Value::Variant(raw))) };
+        let (b, v) = crate::tds::variant::to_text(raw)?;
+        base.push_str(Some(&b))?;
+        value.push_str(Some(&v))?;
+        valid.push(true);
         Ok(())
     }
 
@@ -268,6 +342,17 @@ impl Col {
             Col::TsMs(b) => Arc::new(b.finish()),
             Col::TsUs(b) => Arc::new(b.finish()),
             Col::Str(b) => Arc::new(b.finish()?),
+            Col::Bin(b) => {
+                let (offsets, values, nulls) = b.take();
+                Arc::new(arrow::array::BinaryArray::try_new(offsets, values, nulls).map_err(Error::arrow("binary column"))?)
+            }
+            Col::FixedBin(v, valid, n) => Arc::new(
+                arrow::array::FixedSizeBinaryArray::try_new(*n, std::mem::take(v).into(), valid.finish()).map_err(Error::arrow("binary column"))?,
+            ),
+            Col::Variant(base, value, valid) => {
+                let children: Vec<ArrayRef> = vec![Arc::new(base.finish()?), Arc::new(value.finish()?)];
+                Arc::new(arrow::array::StructArray::try_new(variant_fields(), children, valid.finish()).map_err(Error::arrow("SQL_VARIANT column"))?)
+            }
         })
     }
 
@@ -281,7 +366,8 @@ impl Col {
             Col::Dec(b, ..) => b.len(),
             Col::TsMs(b) => b.len(),
             Col::TsUs(b) => b.len(),
-            Col::Str(b) => b.len(),
+            Col::Str(b) | Col::Bin(b) => b.len(),
+            Col::FixedBin(_, valid, _) | Col::Variant(.., valid) => valid.valid.len(),
         }
     }
 }
@@ -329,6 +415,13 @@ impl TextCol {
     /// UTF-8 bytes held.
     fn bytes(&self) -> usize {
         self.values.len()
+    }
+
+    /// The offsets, values and nulls, the column starting over.
+    fn take(&mut self) -> (arrow::buffer::OffsetBuffer<i32>, arrow::buffer::Buffer, Option<NullBuffer>) {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let values = std::mem::take(&mut self.values);
+        (arrow::buffer::OffsetBuffer::new(offsets.into()), arrow::buffer::Buffer::from_vec(values), self.valid.finish())
     }
 
     fn finish(&mut self) -> Result<arrow::array::StringArray> {
@@ -404,7 +497,7 @@ impl Builders {
         for (c, f) in self.cols.iter_mut().zip(schema.fields()) {
             let t = f.data_type();
             let text = match c {
-                Col::Str(b) => (b.bytes() / b.len().max(1)) * rows + rows,
+                Col::Str(b) | Col::Bin(b) | Col::Variant(_, b, _) => (b.bytes() / b.len().max(1)) * rows + rows,
                 _ => 0,
             };
             let fresh = Col::new(t, rows, text).ok_or_else(|| Error::Internal(format!("no TDS reader for type {t}")))?;
@@ -452,6 +545,15 @@ impl RowSink for Builders {
     #[inline(always)]
     fn utf16(&mut self, col: usize, raw: &[u8]) -> std::result::Result<(), String> {
         self.col(col)?.utf16(raw)
+    }
+    fn bytes(&mut self, col: usize, raw: &[u8]) -> std::result::Result<(), String> {
+        self.col(col)?.bytes(raw)
+    }
+    fn code_page_text(&mut self, col: usize, raw: &[u8], code_page: CodePage) -> std::result::Result<(), String> {
+        self.col(col)?.code_page_text(raw, code_page)
+    }
+    fn variant(&mut self, col: usize, raw: &[u8]) -> std::result::Result<(), String> {
+        self.col(col)?.variant(raw)
     }
 }
 

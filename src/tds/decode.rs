@@ -3,8 +3,11 @@
 //! every value through an async read and allocates every string; this decoder is the reason
 //! perfcopy's SQL Server source reads several times faster per connection (see the README).
 //!
-//! Scope: one result set of the column types PerfSnapshotRun tables have (integers, BIT,
-//! DECIMAL/NUMERIC, DATETIME2, DATETIME, SMALLDATETIME, NVARCHAR/NCHAR including MAX), plus
+//! Scope: one result set of the column types DBATools tables have (integers, BIT,
+//! DECIMAL/NUMERIC, DATETIME2, DATETIME, SMALLDATETIME, NVARCHAR/NCHAR including MAX,
+//! BINARY/VARBINARY including MAX, VARCHAR/CHAR including MAX in their collation's code page
+//! (any code page `encoding_rs` has, UTF-8 collations included; another collation is
+//! [`DecodeError::Unsupported`] naming its LCID and sort ID), XML and SQL_VARIANT), plus
 //! every other token SQL Server sends in the reply to an RPC at TDS 7.4 with the features
 //! tiberius negotiates (DONE*, RETURNSTATUS, RETURNVALUE, ERROR, INFO, ENVCHANGE, ORDER,
 //! TABNAME, COLINFO, SESSIONSTATE). A column of another type is [`DecodeError::Unsupported`], so
@@ -44,6 +47,42 @@ pub enum Wire {
     NVarChar { max_bytes: u16 },
     /// NVARCHAR(MAX): partially length-prefixed chunks (PLP).
     NVarCharMax,
+    /// BIGBINARY(n) (0xAD): 2-byte length, 0xFFFF for NULL.
+    Binary { len: u16 },
+    /// BIGVARBINARY(n) (0xA5), n < MAX: 2-byte length, 0xFFFF for NULL.
+    VarBinary { max: u16 },
+    /// VARBINARY(MAX): PLP.
+    VarBinaryMax,
+    /// BIGVARCHAR/BIGCHAR(n) (0xA7/0xAF): 2-byte length, 0xFFFF for NULL, bytes in the code page
+    /// of the column's collation.
+    VarChar { max_bytes: u16, code_page: CodePage },
+    /// VARCHAR(MAX): PLP in the column's code page.
+    VarCharMax { code_page: CodePage },
+    /// XML (0xF1): PLP UTF-16LE (a leading byte-order mark is dropped).
+    Xml,
+    /// SQL_VARIANT (0x62): 4-byte length (0 = NULL), then base type, property count, properties
+    /// and value (MS-TDS 2.2.5.5.4).
+    Variant,
+}
+
+/// The code page of a VARCHAR column, from its collation.
+pub type CodePage = &'static encoding_rs::Encoding;
+
+/// The collation flag of UTF-8 collations (`fUTF8`, bit 6 of ColFlags: bit 26 of the 4-byte
+/// LCID/flags/version word, MS-TDS 2.2.5.1.2).
+const COLLATION_UTF8: u32 = 1 << 26;
+
+/// The code page of a 5-byte TDS collation (LCID/flags/version, sort ID): UTF-8 for a `_UTF8`
+/// collation, else the sort ID's (SQL collations) or the LCID's (Windows collations). `Err`
+/// names the collation when `encoding_rs` has no such code page.
+pub fn collation_code_page(collation: [u8; 5]) -> Result<CodePage, String> {
+    let info = u32::from_le_bytes([collation[0], collation[1], collation[2], collation[3]]);
+    if info & COLLATION_UTF8 != 0 {
+        return Ok(encoding_rs::UTF_8);
+    }
+    tiberius::Collation::new(info, collation[4])
+        .encoding()
+        .map_err(|_| format!("a collation of LCID 0x{:05X} and sort ID {} whose code page perfcopy cannot convert", info & 0xF_FFFF, collation[4]))
 }
 
 /// One result column.
@@ -68,6 +107,12 @@ pub enum Value<'a> {
     UnixMs(i64),
     /// UTF-16LE bytes.
     Utf16(&'a [u8]),
+    /// BINARY/VARBINARY bytes.
+    Bytes(&'a [u8]),
+    /// VARCHAR bytes in a code page.
+    CodePage(&'a [u8], CodePage),
+    /// A SQL_VARIANT's bytes: base type, property count, properties, value.
+    Variant(&'a [u8]),
 }
 
 /// Where decoded rows go: one call per value, typed by how the value came on the wire (so a
@@ -87,8 +132,23 @@ pub trait RowSink {
     fn datetime2(&mut self, col: usize, days: i64, increments: i64, scale: u8) -> Result<(), String>;
     /// A DATETIME or SMALLDATETIME as Unix milliseconds.
     fn unix_ms(&mut self, col: usize, ms: i64) -> Result<(), String>;
-    /// NVARCHAR/NCHAR text as UTF-16LE bytes.
+    /// NVARCHAR/NCHAR (and XML) text as UTF-16LE bytes.
     fn utf16(&mut self, col: usize, raw: &[u8]) -> Result<(), String>;
+    /// BINARY/VARBINARY bytes.
+    fn bytes(&mut self, col: usize, raw: &[u8]) -> Result<(), String> {
+        let _ = raw;
+        Err(format!("column {}: binary values are not taken here", col + 1))
+    }
+    /// VARCHAR/CHAR text as bytes in the column's code page.
+    fn code_page_text(&mut self, col: usize, raw: &[u8], code_page: CodePage) -> Result<(), String> {
+        let _ = (raw, code_page);
+        Err(format!("column {}: code-page text is not taken here", col + 1))
+    }
+    /// A SQL_VARIANT: base type, property count, properties, value (see [`crate::tds::variant`]).
+    fn variant(&mut self, col: usize, raw: &[u8]) -> Result<(), String> {
+        let _ = raw;
+        Err(format!("column {}: SQL_VARIANT values are not taken here", col + 1))
+    }
 }
 
 /// Why a reply could not be decoded.
@@ -471,14 +531,45 @@ impl ReplyDecoder {
                         Wire::NVarChar { max_bytes: max }
                     }
                 }
-                // VARCHAR/CHAR: code-page text, which this decoder leaves to tiberius (named
-                // in the message, so its type info is read past).
                 0xA7 | 0xAF => {
-                    if c.take(7).is_none() {
+                    let Some(max) = c.u16() else { return Ok(false) };
+                    let Some(collation) = c.take(5) else { return Ok(false) };
+                    let collation: [u8; 5] = [collation[0], collation[1], collation[2], collation[3], collation[4]];
+                    let code_page = match collation_code_page(collation) {
+                        Ok(cp) => cp,
+                        Err(why) => {
+                            let Some(name) = c.text(false) else { return Ok(false) };
+                            return Err(DecodeError::Unsupported(format!("column '{name}' is VARCHAR/CHAR in {why}")));
+                        }
+                    };
+                    if max == 0xFFFF {
+                        Wire::VarCharMax { code_page }
+                    } else {
+                        Wire::VarChar { max_bytes: max, code_page }
+                    }
+                }
+                0xAD | 0xA5 => {
+                    let Some(max) = c.u16() else { return Ok(false) };
+                    match (ty, max) {
+                        (0xA5, 0xFFFF) => Wire::VarBinaryMax,
+                        (0xA5, max) => Wire::VarBinary { max },
+                        (_, 0xFFFF) => return Err(DecodeError::Protocol(format!("column {} is BINARY of length 0xFFFF", i + 1))),
+                        (_, len) => Wire::Binary { len },
+                    }
+                }
+                // XML: schema-present byte, then (if 1) database, owner, collection names.
+                0xF1 => {
+                    let Some(schema) = c.u8() else { return Ok(false) };
+                    if schema != 0 && (c.skip_text(false).is_none() || c.skip_text(false).is_none() || c.skip_text(true).is_none()) {
                         return Ok(false);
                     }
-                    let Some(name) = c.text(false) else { return Ok(false) };
-                    return Err(DecodeError::Unsupported(format!("column '{name}' is VARCHAR/CHAR (code-page text)")));
+                    Wire::Xml
+                }
+                0x62 => {
+                    if c.take(4).is_none() {
+                        return Ok(false);
+                    }
+                    Wire::Variant
                 }
                 t => return Err(DecodeError::Unsupported(format!("column {} has TDS type 0x{t:02X}", i + 1))),
             };
@@ -496,8 +587,10 @@ impl ReplyDecoder {
                 Wire::Decimal { .. } => Some(18),
                 Wire::DateTime2 { .. } => Some(9),
                 Wire::DateTime | Wire::SmallDateTime | Wire::DateTimeN => Some(9),
-                Wire::NVarChar { max_bytes } => Some(2 + max_bytes as usize),
-                Wire::NVarCharMax => None,
+                Wire::NVarChar { max_bytes } | Wire::VarChar { max_bytes, .. } => Some(2 + max_bytes as usize),
+                Wire::Binary { len: max } | Wire::VarBinary { max } => Some(2 + max as usize),
+                Wire::Variant => Some(4 + 8016),
+                Wire::NVarCharMax | Wire::VarBinaryMax | Wire::VarCharMax { .. } | Wire::Xml => None,
             })
             .sum::<Option<usize>>()
             .map(|n| n + cols.len().div_ceil(8));
@@ -583,22 +676,53 @@ fn put<S: RowSink>(wire: Wire, c: &mut Cur<'_>, scratch: &mut Vec<u8>, sink: &mu
             0xFFFF => sink.null(i),
             n => sink.utf16(i, c.take(n as usize)?),
         },
-        Wire::NVarCharMax => {
-            if c.u64()? == PLP_NULL {
-                sink.null(i)
-            } else {
-                scratch.clear();
-                loop {
-                    let n = c.u32()?;
-                    if n == 0 {
-                        break;
-                    }
-                    scratch.extend_from_slice(c.take(n as usize)?);
-                }
-                sink.utf16(i, scratch)
-            }
-        }
+        Wire::NVarCharMax => match plp(c, scratch)? {
+            None => sink.null(i),
+            Some(v) => sink.utf16(i, v),
+        },
+        Wire::Binary { .. } | Wire::VarBinary { .. } => match c.u16()? {
+            0xFFFF => sink.null(i),
+            n => sink.bytes(i, c.take(n as usize)?),
+        },
+        Wire::VarBinaryMax => match plp(c, scratch)? {
+            None => sink.null(i),
+            Some(v) => sink.bytes(i, v),
+        },
+        Wire::VarChar { code_page, .. } => match c.u16()? {
+            0xFFFF => sink.null(i),
+            n => sink.code_page_text(i, c.take(n as usize)?, code_page),
+        },
+        Wire::VarCharMax { code_page } => match plp(c, scratch)? {
+            None => sink.null(i),
+            Some(v) => sink.code_page_text(i, v, code_page),
+        },
+        Wire::Xml => match plp(c, scratch)? {
+            None => sink.null(i),
+            Some(v) => sink.utf16(i, v.strip_prefix(&[0xFF, 0xFE][..]).unwrap_or(v)),
+        },
+        Wire::Variant => match c.u32()? {
+            0 => sink.null(i),
+            n => sink.variant(i, c.take(n as usize)?),
+        },
     })
+}
+
+/// A PLP value at the cursor: `Some(None)` for NULL, else its chunks gathered in `scratch`;
+/// `None` when the bytes end first.
+#[inline]
+fn plp<'s>(c: &mut Cur<'_>, scratch: &'s mut Vec<u8>) -> Option<Option<&'s [u8]>> {
+    if c.u64()? == PLP_NULL {
+        return Some(None);
+    }
+    scratch.clear();
+    loop {
+        let n = c.u32()?;
+        if n == 0 {
+            break;
+        }
+        scratch.extend_from_slice(c.take(n as usize)?);
+    }
+    Some(Some(scratch))
 }
 
 /// How a value of some TYPE_INFO is laid out on the wire, enough to step over it.
@@ -784,13 +908,17 @@ fn skip_row(cols: &[WireColumn], c: &mut Cur<'_>, nbc: bool) -> Option<()> {
                 let n = c.u8()?;
                 c.take(n as usize)?;
             }
-            Wire::NVarChar { .. } => {
+            Wire::NVarChar { .. } | Wire::VarChar { .. } | Wire::Binary { .. } | Wire::VarBinary { .. } => {
                 let n = c.u16()?;
                 if n != 0xFFFF {
                     c.take(n as usize)?;
                 }
             }
-            Wire::NVarCharMax => skip_plp(c)?,
+            Wire::Variant => {
+                let n = c.u32()?;
+                c.take(n as usize)?;
+            }
+            Wire::NVarCharMax | Wire::VarBinaryMax | Wire::VarCharMax { .. } | Wire::Xml => skip_plp(c)?,
         }
     }
     Some(())

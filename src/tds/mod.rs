@@ -5,6 +5,7 @@
 //! does everything else (login, TLS, packets, RPC requests, bulk-load metadata).
 
 mod ascii;
+pub mod variant;
 pub mod arrow;
 pub mod decode;
 pub mod encode;
@@ -77,3 +78,6 @@ mod tests {
         assert_eq!(datetime_ms(25_567, 1), 3);
     }
 }
+
+#[cfg(test)]
+mod child_types_tests;

@@ -282,17 +282,7 @@ async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, opti
         }
     };
     match layout {
-        Some(layout) => {
-            // Encode everything before the first packet goes out: a value that does not fit
-            // fails the batch while nothing of the load is on the wire.
-            let mut buf = Vec::new();
-            layout
-                .encode(rows, 0..rows.num_rows(), &mut buf)
-                .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
-            for chunk in buf.chunks(SEND_CHUNK_BYTES) {
-                req.send_encoded_rows(chunk).await?;
-            }
-        }
+        Some(layout) => send_encoded(&mut req, &layout, table, rows).await?,
         None => {
             // INT values go to a BIGINT target column (a wider one is allowed) as BIGINT.
             let bigint: Vec<bool> = names
@@ -314,6 +304,24 @@ async fn bulk_load(client: &mut SqlClient, table: &str, rows: &RecordBatch, opti
         }
     }
     req.finalize().await?;
+    Ok(())
+}
+
+/// Encodes all of `rows` with perfcopy's encoder before the first packet goes out (a value
+/// that does not fit fails the batch while nothing of the load is on the wire), then sends them.
+async fn send_encoded(
+    req: &mut tiberius::BulkLoadRequest<'_, tokio_util::compat::Compat<crate::mssql::SqlStream>>,
+    layout: &crate::tds::encode::BulkLayout,
+    table: &str,
+    rows: &RecordBatch,
+) -> std::result::Result<(), tiberius::error::Error> {
+    let mut buf = Vec::new();
+    layout
+        .encode(rows, 0..rows.num_rows(), &mut buf)
+        .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
+    for chunk in buf.chunks(SEND_CHUNK_BYTES) {
+        req.send_encoded_rows(chunk).await?;
+    }
     Ok(())
 }
 
@@ -415,12 +423,21 @@ async fn without_present(client: &mut SqlClient, table: &ChildTable, rows: &Reco
     arrow::compute::filter_record_batch(rows, &keep).map_err(|e| tiberius::error::Error::Conversion(e.to_string().into()))
 }
 
-/// Sends `rows` (columns `columns`, by name) with TDS bulk load, one tiberius `TokenRow` per
-/// row; integer values go to a wider integer column as its type.
+/// Sends `rows` (columns `columns`, by name) with TDS bulk load: encoded by perfcopy's own
+/// encoder ([`crate::tds::encode::BulkLayout::for_batch`]) when it covers the target's columns,
+/// else one tiberius `TokenRow` per row; integer values go to a wider integer column as its type.
 pub async fn bulk_insert_rows(client: &mut SqlClient, table: &str, rows: &RecordBatch, columns: &[Column]) -> std::result::Result<(), tiberius::error::Error> {
     let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
     let flags = tiberius::SqlBulkCopyOptions::empty() | SqlBulkCopyOption::KeepNulls;
     let mut req = client.bulk_insert_with_options(table, &names, flags, &[]).await?;
+    match crate::tds::encode::BulkLayout::for_batch(columns, req.columns()) {
+        Ok(layout) => {
+            send_encoded(&mut req, &layout, table, rows).await?;
+            req.finalize().await?;
+            return Ok(());
+        }
+        Err(why) => tracing::debug!("bulk load of {table} uses tiberius' row encoding: {why}"),
+    }
     let widths: Vec<Option<u8>> = names
         .iter()
         .map(|n| {
