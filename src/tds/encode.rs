@@ -293,8 +293,7 @@ impl BulkLayout {
                         if a.is_null(r) {
                             buf.extend_from_slice(&u64::MAX.to_le_bytes());
                         } else {
-                            let utf16: Vec<u8> = a.value(r).encode_utf16().flat_map(u16::to_le_bytes).collect();
-                            put_plp(buf, &utf16);
+                            put_utf16_plp(buf, a.value(r));
                         }
                         true
                     }
@@ -395,6 +394,28 @@ fn put_plp(buf: &mut Vec<u8>, v: &[u8]) {
         buf.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
         buf.extend_from_slice(chunk);
     }
+    buf.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// A UTF-16LE PLP value written straight from UTF-8 (ASCII widened in bulk): one chunk of the
+/// whole value, as tiberius writes PLP values too.
+fn put_utf16_plp(buf: &mut Vec<u8>, s: &str) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; 12]);
+    if !super::ascii::widen(s.as_bytes(), buf) {
+        buf.truncate(at + 12);
+        for u in s.encode_utf16() {
+            buf.extend_from_slice(&u.to_le_bytes());
+        }
+    }
+    let n = buf.len() - at - 12;
+    if n == 0 {
+        buf.truncate(at);
+        put_plp(buf, &[]);
+        return;
+    }
+    buf[at..at + 8].copy_from_slice(&(n as u64).to_le_bytes());
+    buf[at + 8..at + 12].copy_from_slice(&(n as u32).to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
 }
 

@@ -143,7 +143,12 @@ impl UnitWriter {
                 Ok(Attempt::Transient(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e)))
             }
             Err(e) => {
-                if let Some(c) = self.client.as_mut() {
+                // A failed bulk load may have left its rows half sent: the connection is
+                // dropped, and the server rolls the unit back with it.
+                let mid_load = matches!(e, tiberius::error::Error::Conversion(_));
+                if mid_load {
+                    self.client = None;
+                } else if let Some(c) = self.client.as_mut() {
                     let _ = c.simple_query("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION").await;
                 }
                 Err(conn.sql_error(&format!("loading a batch of '{}'", meta.identity), e))
@@ -239,6 +244,12 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
 /// an encoded batch is buffered twice.
 const SEND_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Batches of up to this many bytes (Arrow size) are encoded whole before sending.
+const ENCODE_WHOLE_BYTES: usize = 64 << 20;
+
+/// Larger ones are encoded in slices of rows of about this many bytes.
+const ENCODE_SLICE_BYTES: usize = 8 << 20;
+
 /// Sends one batch with TDS bulk load. Rows are encoded by perfcopy's own encoder
 /// ([`crate::tds::encode`]) when the target's columns are the documented types, else by
 /// tiberius row by row (as [`bulk_insert_token_rows`] always does).
@@ -315,12 +326,23 @@ async fn send_encoded(
     table: &str,
     rows: &RecordBatch,
 ) -> std::result::Result<(), tiberius::error::Error> {
+    // A batch of ordinary size is encoded whole before the first packet goes out, so a value
+    // that does not fit fails it while nothing of the load is on the wire. A large one (long
+    // text) is encoded a slice of rows at a time, so memory stays near ENCODE_SLICE_BYTES; a
+    // value failing then ends the load with part of it sent, and the writer drops the
+    // connection (the server rolls the unit back).
+    let n = rows.num_rows();
+    let per_row = rows.get_array_memory_size() / n.max(1) + 1;
+    let slice = if per_row * n <= ENCODE_WHOLE_BYTES { n.max(1) } else { (ENCODE_SLICE_BYTES / per_row).max(1) };
     let mut buf = Vec::new();
-    layout
-        .encode(rows, 0..rows.num_rows(), &mut buf)
-        .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
-    for chunk in buf.chunks(SEND_CHUNK_BYTES) {
-        req.send_encoded_rows(chunk).await?;
+    for start in (0..n).step_by(slice) {
+        buf.clear();
+        layout
+            .encode(rows, start..(start + slice).min(n), &mut buf)
+            .map_err(|m| tiberius::error::Error::Conversion(format!("bulk load into {table}: {m}").into()))?;
+        for chunk in buf.chunks(SEND_CHUNK_BYTES) {
+            req.send_encoded_rows(chunk).await?;
+        }
     }
     Ok(())
 }
