@@ -37,6 +37,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
 use crate::schema::{ChildTable, SqlType, PARENT_KEY, SQL_TYPE_KEY};
+use crate::source::stage_children::Group;
 use crate::source::{BatchRuns, ChildReader};
 
 /// Decoded child rows kept across ranges, in all tables of one reader.
@@ -161,15 +162,6 @@ pub fn describe(name: &str, schema: &Schema) -> std::result::Result<ChildTable, 
     Ok(ChildTable::discovered(name, cols, has_identity.then_some(identity.as_str())))
 }
 
-/// One row group of an exported child file.
-struct Group {
-    file: PathBuf,
-    index: usize,
-    /// PerfSnapshotRunID range (all IDs when the group has no statistics).
-    lo: i64,
-    hi: i64,
-    rows: Option<RecordBatch>,
-}
 
 struct Part {
     /// The copy's description of the table (the output's columns).
