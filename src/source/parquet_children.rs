@@ -315,3 +315,82 @@ pub fn export_of_child_path(p: &Path) -> Option<PathBuf> {
 
 /// A shared handle, so each part of a source reads the same list.
 pub type Shared = Arc<ExportChildren>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::Field;
+
+    fn write(path: &Path, batch: &RecordBatch, row_group_rows: usize) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(row_group_rows)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// Unsorted rows in small row groups, split over two files of `NAME/<Table>/`, text without
+    /// metadata, an identity column: every range returns exactly its rows, each once.
+    #[test]
+    fn unsorted_files_without_metadata_read_by_ranges_return_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_file = dir.path().join("SQL01.parquet");
+        std::fs::write(&run_file, b"runs").unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("T1ID", DataType::Int64, false),
+            Field::new("PerfSnapshotRunID", DataType::Int64, false),
+            Field::new("N", DataType::Int32, true),
+            Field::new("Text", DataType::Utf8, true),
+        ]));
+        // Run IDs 1..=40, three rows each, in a scrambled order.
+        let mut rows: Vec<(i64, i32)> = (1..=40).flat_map(|r| (0..3).map(move |k| (r, k))).collect();
+        rows.sort_by_key(|&(r, k)| (r * 7_919 + k as i64 * 31) % 97);
+        let batch = |part: &[(i64, i32)], first_id: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values((0..part.len() as i64).map(|i| first_id + i))),
+                    Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.0))),
+                    Arc::new(Int32Array::from_iter(part.iter().map(|r| (r.1 != 1).then_some(r.1)))),
+                    Arc::new(StringArray::from_iter_values(part.iter().map(|r| format!("run {} row {}", r.0, r.1)))),
+                ],
+            )
+            .unwrap()
+        };
+        let (a, b) = rows.split_at(70);
+        write(&dir.path().join("SQL01/T1/part-0.parquet"), &batch(a, 1), 8);
+        write(&dir.path().join("SQL01/T1/part-1.parquet"), &batch(b, 71), 8);
+        // A table without PerfSnapshotRunID is unreadable, with the reason.
+        let bad = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("X", DataType::Int32, false)])), vec![Arc::new(Int32Array::from(vec![1]))]).unwrap();
+        write(&dir.path().join("SQL01/T2.parquet"), &bad, 8);
+
+        let export = of_export(&run_file).unwrap().unwrap();
+        assert_eq!(export.tables.len(), 1);
+        let t = export.tables[0];
+        assert_eq!((t.name, t.identity), ("T1", Some("T1ID")));
+        assert_eq!(t.values.iter().map(|c| (c.name, c.sql)).collect::<Vec<_>>(), [("N", SqlType::Int), ("Text", SqlType::NVarCharMax)]);
+        assert_eq!(export.unreadable.len(), 1);
+        assert!(export.unreadable[0].1.contains("PerfSnapshotRunID"), "{:?}", export.unreadable);
+
+        let mut reader = ExportChildReader::new(&export, &[t]).unwrap();
+        let runs = BatchRuns { ids: &[], snapshot_ms: &[] };
+        let mut seen = Vec::new();
+        let mut below = i64::MIN;
+        for upto in [5, 6, 17, 39, i64::MAX] {
+            let got = reader.read(0, below, upto, &runs).unwrap();
+            let ids = got.column(0).as_primitive::<Int64Type>();
+            let text = got.column(2).as_string::<i32>();
+            for r in 0..got.num_rows() {
+                assert!(ids.value(r) > below && ids.value(r) <= upto);
+                seen.push(text.value(r).to_string());
+            }
+            below = upto;
+        }
+        let mut want: Vec<String> = rows.iter().map(|r| format!("run {} row {}", r.0, r.1)).collect();
+        want.sort();
+        seen.sort();
+        assert_eq!(seen, want);
+        assert!(reader.cached <= CACHE_ROWS);
+    }
+}
