@@ -12,7 +12,7 @@ python3 -c "import duckdb" 2>/dev/null || python3 -m pip install --quiet duckdb 
 mkdir -p "$work"
 src="$work/src-$rows"
 if [ ! -d "$src" ]; then
-  "$bin" generate --out "$src" --rows "$rows" --servers 8 --overlap 0.05 --seed 42
+  "$bin" generate --out "$src" --rows "$rows" --servers 8 --overlap 0.05 --seed 42 --child-tables none
 fi
 # The server map: every ServerName in the sources, IDs in name order (not timed).
 python3 - "$src" "$work/map.csv" <<'PY'

@@ -22,7 +22,7 @@ export RUSTC_BOOTSTRAP=1
 mkdir -p corpus/parquet_source
 # Seed the Parquet corpus with real sources, so mutations start from valid files.
 if [ -z "$(ls -A corpus/parquet_source)" ]; then
-    (cd .. && cargo run -q --bin perfcopy -- generate --out fuzz/corpus/parquet_source --servers 2 --rows 300 --seed 1)
+    (cd .. && cargo run -q --bin perfcopy -- generate --out fuzz/corpus/parquet_source --servers 2 --rows 300 --seed 1 --child-tables none)
 fi
 status=0
 for t in "${TARGETS[@]}"; do

@@ -112,6 +112,18 @@ pub struct GenerateArgs {
     /// Seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Child tables written beside each file, in `<ServerName>/<Table>.parquet` (the export
+    /// layout `copy` reads): a comma-separated list of PerfSnapshotDB, PerfSnapshotWaitStats,
+    /// PerfSnapshotWorkload, PerfSnapshotErrorLog, PerfSnapshotMemory, or `none` (only the run
+    /// files, exactly as before child tables existed). Default: all five. A restored copy
+    /// (`--overlap`) has the same children as its original runs.
+    #[arg(long, value_name = "LIST|none")]
+    pub child_tables: Option<String>,
+    /// Child rows per run relative to a real collector's (1.0: ~20 databases, ~100 wait types,
+    /// 10–50 sessions, a few error log lines and one memory row per run). Smaller values make
+    /// small test data; the mean count scales exactly. 0..=10.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub children_scale: f64,
 }
 
 /// Flags shared by commands that read sources.

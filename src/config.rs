@@ -443,7 +443,7 @@ impl BenchPlan {
 
 /// Validates `bench` flags.
 pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
-    let spec = generate_spec(&GenerateArgs { out: PathBuf::new(), servers: a.servers, rows: a.rows, overlap: a.overlap, seed: a.seed })?;
+    let spec = generate_spec(&GenerateArgs { out: PathBuf::new(), servers: a.servers, rows: a.rows, overlap: a.overlap, seed: a.seed, child_tables: Some("none".into()), children_scale: 1.0 })?;
     let target = if a.to.eq_ignore_ascii_case("null") {
         BenchTarget::Null
     } else {
@@ -512,6 +512,34 @@ pub fn generate_spec(a: &GenerateArgs) -> Result<SyntheticSpec> {
         return Err(usage("--overlap", format!("{} is not a fraction between 0 and 1", a.overlap)));
     }
     Ok(SyntheticSpec { servers: a.servers, rows: a.rows, overlap: a.overlap, seed: a.seed })
+}
+
+/// The child tables `perfcopy generate` writes (`--child-tables`, `--children-scale`).
+pub fn generate_children(a: &GenerateArgs) -> Result<crate::source::synthetic_children::ChildrenSpec> {
+    use crate::source::synthetic_children::{by_name, ChildrenSpec, ALL};
+    if !(0.0..=10.0).contains(&a.children_scale) {
+        return Err(usage("--children-scale", format!("{} is not between 0 and 10", a.children_scale)));
+    }
+    let tables = match a.child_tables.as_deref().map(str::trim) {
+        None => ALL.to_vec(),
+        Some(l) if l.eq_ignore_ascii_case("none") => Vec::new(),
+        Some(list) => {
+            let mut tables = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let t = by_name(name).ok_or_else(|| {
+                    usage("--child-tables", format!("'{name}' is not a table generate writes (one of {}, or none)", ALL.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")))
+                })?;
+                if !tables.iter().any(|x: &crate::schema::ChildTable| x.name == t.name) {
+                    tables.push(t);
+                }
+            }
+            if tables.is_empty() {
+                return Err(usage("--child-tables", "the list is empty; write none for no child tables"));
+            }
+            tables
+        }
+    };
+    Ok(ChildrenSpec { tables, scale: a.children_scale })
 }
 
 #[cfg(test)]

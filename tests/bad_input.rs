@@ -332,7 +332,7 @@ fn disk_full(tab: &mut Table, d: &Path) {
     write_source(&small, &series("SQL01", T0, 20, 1, 5), &SourceOpts::default());
     copy_json(&["--from", s(&small), "--stage", s(&stage), "--register-servers"]);
     let big = d.join("big");
-    let g = perfcopy(&["generate", "--out", s(&big), "--servers", "2", "--rows", "200000", "--seed", "3"]);
+    let g = perfcopy(&["generate", "--out", s(&big), "--servers", "2", "--rows", "200000", "--seed", "3", "--child-tables", "none"]);
     assert!(g.status.success());
     let before = snapshot_dir(&stage);
     let o = perfcopy(&["copy", "--from", s(&big), "--stage", s(&stage), "--register-servers", "--zstd-level", "1"]);

@@ -15,7 +15,7 @@ fn tmp() -> TempDir {
 }
 
 fn generate(out: &Path, servers: u32, rows: u32, overlap: &str, seed: u32) -> Vec<PathBuf> {
-    let o = perfcopy(&["generate", "--out", s(out), "--servers", &servers.to_string(), "--rows", &rows.to_string(), "--overlap", overlap, "--seed", &seed.to_string()]);
+    let o = perfcopy(&["generate", "--out", s(out), "--servers", &servers.to_string(), "--rows", &rows.to_string(), "--overlap", overlap, "--seed", &seed.to_string(), "--child-tables", "none"]);
     assert!(o.status.success(), "generate failed: {}", stderr(&o));
     let files = parquet_files(out);
     assert_eq!(files.len(), servers as usize, "one file per server");

@@ -3,6 +3,11 @@
 //! nothing lost), on both targets. And Ctrl-C on the MonitoringDB target stops within a couple
 //! of seconds with exit 130, keeping only whole committed batches.
 //!
+//! The SIGKILL trials run with child tables (generated at a small `--children-scale`,
+//! `CRASH_CHILDREN_SCALE`, default 0.01): after a kill no child row is held twice or without
+//! its run, and after the re-run every child table equals the uninterrupted run's, which
+//! itself equals an independent model built from the generated files (tests/common/kids.rs).
+//!
 //! CI runs a few trials on tens of thousands of rows; `scripts/crash-trials.sh` runs these same
 //! tests in a release build with `CRASH_TRIALS` (default here 3), `CRASH_ROWS` and `CRASH_SEED`
 //! (default: from the clock; always printed, so a failing trial can be replayed).
@@ -16,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mssql::max_run;
+use common::kids;
 use common::tds_bin::ServerProc;
 use common::*;
 
@@ -101,8 +107,28 @@ fn diff(got: &BTreeMap<(i32, i64), Row>, want: &BTreeMap<(i32, i64), Row>) -> Re
     Err(format!("{} rows vs {} in the uninterrupted run: {missing} missing, {extra} unexpected, {differ} differing", got.len(), want.len()))
 }
 
-fn generate(out: &Path, servers: u32, rows: u64, seed: u32) -> Vec<std::path::PathBuf> {
-    let o = perfcopy(&["generate", "--out", s(out), "--servers", &servers.to_string(), "--rows", &rows.to_string(), "--overlap", "0.05", "--seed", &seed.to_string()]);
+/// The child tables the trials generate and check.
+const KID_TABLES: [&str; 5] = ["PerfSnapshotDB", "PerfSnapshotWaitStats", "PerfSnapshotWorkload", "PerfSnapshotErrorLog", "PerfSnapshotMemory"];
+
+fn children_scale() -> String {
+    std::env::var("CRASH_CHILDREN_SCALE").unwrap_or_else(|_| "0.01".into())
+}
+
+/// The MonitoringDB trial's: the long NVARCHAR(MAX) values and the most rows per run. Each
+/// table costs every unit a bulk load, so fewer tables keep the trial near its old time.
+const KID_TABLES_MSSQL: [&str; 2] = ["PerfSnapshotWaitStats", "PerfSnapshotWorkload"];
+
+/// Generated sources, each with the child tables `children` (none when empty) at
+/// [`children_scale`].
+fn generate(out: &Path, servers: u32, rows: u64, seed: u32, children: &[&str]) -> Vec<std::path::PathBuf> {
+    let scale = children_scale();
+    let list = children.join(",");
+    let kids: Vec<&str> = if children.is_empty() { vec!["--child-tables", "none"] } else { vec!["--child-tables", &list, "--children-scale", &scale] };
+    let mut args = vec!["generate", "--out", s(out)];
+    let (servers, rows, seed) = (servers.to_string(), rows.to_string(), seed.to_string());
+    args.extend(["--servers", &servers, "--rows", &rows, "--overlap", "0.05", "--seed", &seed]);
+    args.extend(kids);
+    let o = perfcopy(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     parquet_files(out)
 }
@@ -112,7 +138,7 @@ fn stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
     let (trials, rows, seed) = (env_num("CRASH_TRIALS", 3), env_num("CRASH_ROWS", 40_000), seed());
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    let files = generate(&src, 4, rows, 7);
+    let files = generate(&src, 4, rows, 7, &KID_TABLES);
     let batch = env_num("CRASH_BATCH_ROWS", (rows / 40).clamp(500, 32_768)).to_string();
     let args = |stage: &Path| -> Vec<String> {
         ["--from", s(&src), "--stage", s(stage), "--register-servers", "--batch-rows", &batch, "--row-group-rows", "8192"].iter().map(|a| a.to_string()).collect()
@@ -125,7 +151,14 @@ fn stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
     let reg: NameMap = read_registry(&reference.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect();
     let model = expected(&files.iter().map(|f| read_source(f)).collect::<Vec<_>>(), &reg, Win::default(), &BTreeMap::new());
     assert_rows_eq("uninterrupted stage", &want, &model.stage);
-    println!("stage: {} source rows, {} stage rows, uninterrupted copy {:.2} s", rows, want.len(), took.as_secs_f64());
+    let sources: Vec<(Vec<SrcRow>, std::path::PathBuf)> = files.iter().map(|f| (read_source(f), f.clone())).collect();
+    let want_kids: Vec<kids::ChildSet> = KID_TABLES.iter().map(|t| kids::stage_rows(&reference, t)).collect();
+    for (t, got) in KID_TABLES.iter().zip(&want_kids) {
+        kids::diff(&format!("uninterrupted stage, {t}"), got, &kids::model(&sources, &reg, want.keys().copied(), t)).unwrap();
+    }
+    let n_kids: usize = want_kids.iter().flat_map(|k| k.values()).map(Vec::len).sum();
+    assert!(n_kids > 0, "the trials need child rows");
+    println!("stage: {} source rows, {} stage rows, {n_kids} child rows, uninterrupted copy {:.2} s", rows, want.len(), took.as_secs_f64());
 
     let mismatches = run_trials("stage", trials, |i| {
         let stage = t.path().join(format!("trial-{i}"));
@@ -134,9 +167,16 @@ fn stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
         let at = Duration::from_micros(mix(seed, i) % (took.as_micros() as u64 * 4 / 5).max(1));
         let killed = kill_after(&a, at);
         let files_after_kill = walk_files(&stage).len();
+        // What the kill left: no child row the uninterrupted run lacks, none twice.
+        for (t, w) in KID_TABLES.iter().zip(&want_kids) {
+            kids::within(&format!("stage after the kill, {t}"), &kids::stage_rows(&stage, t), w)?;
+        }
         run_copy_ok(&a);
         let got = by_key(&read_stage(&stage)); // panics on leftovers or a key held twice
         diff(&got, &want)?;
+        for (t, w) in KID_TABLES.iter().zip(&want_kids) {
+            kids::diff(&format!("stage after the re-run, {t}"), &kids::stage_rows(&stage, t), w)?;
+        }
         let v = perfcopy(&["verify", "--from", s(&src), "--stage", s(&stage)]);
         if !v.status.success() {
             return Err(format!("verify failed: {}", stderr(&v)));
@@ -156,19 +196,25 @@ struct MssqlSetup {
     parquet: std::path::PathBuf,
     sql_rows: Vec<SrcRow>,
     parquet_rows: Vec<SrcRow>,
+    /// The file DBATools was seeded from (with its child tables).
+    sql_file: std::path::PathBuf,
 }
 
-fn mssql_setup(rows: u64, servers: u32) -> MssqlSetup {
+fn mssql_setup(rows: u64, servers: u32, children: &[&str]) -> MssqlSetup {
     let t = tempfile::tempdir().unwrap();
-    let files = generate(&t.path().join("src"), servers, rows, 11);
+    let files = generate(&t.path().join("src"), servers, rows, 11, children);
+    // Seeds the first file's child tables too (its `NAME/` folder).
     let src = ServerProc::start(Some(&files[0]));
-    MssqlSetup { sql_rows: read_source(&files[0]), parquet_rows: read_source(&files[1]), parquet: files[1].clone(), src, _t: t }
+    MssqlSetup { sql_rows: read_source(&files[0]), parquet_rows: read_source(&files[1]), parquet: files[1].clone(), sql_file: files[0].clone(), src, _t: t }
 }
 
 #[test]
 fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
-    let (trials, rows, seed) = (env_num("CRASH_TRIALS", 3), env_num("CRASH_ROWS", 30_000), seed());
-    let m = mssql_setup(rows, 3);
+    // 10,000 rows (30,000 before child tables): with children a copy into the test server costs
+    // about the square of its rows (each unit reads back its runs' MonitoringDB IDs, a scan of
+    // the test server's PerfSnapshotRun), so a third of the rows keep the trial near its old time.
+    let (trials, rows, seed) = (env_num("CRASH_TRIALS", 3), env_num("CRASH_ROWS", 10_000), seed());
+    let m = mssql_setup(rows, 3, &KID_TABLES_MSSQL);
     let batch = env_num("CRASH_BATCH_ROWS", (rows / 60).clamp(250, 32_768)).to_string();
     let from = m.src.conn("DBATools");
     let args = |tgt: &ServerProc| -> Vec<String> {
@@ -179,7 +225,9 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
     };
     let max_sql_run = max_run(&m.sql_rows);
 
-    let reference = ServerProc::start(None);
+    // MonitoringDB with the child tables (empty), shaped as DBATools has them.
+    let target = || ServerProc::start_with(None, &["--child-tables", s(&m.sql_file)]);
+    let reference = target();
     let a = args(&reference);
     let took = run_copy_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let (want, doubled) = reference.rows("MonitoringDB");
@@ -189,11 +237,23 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
     let model = expected(&[m.sql_rows.clone(), m.parquet_rows.clone()], &reg, Win::default(), &BTreeMap::new());
     assert_rows_eq("uninterrupted MonitoringDB", &want, &model.stage);
     assert_eq!(reference.last_success("MonitoringDB").get("DBATools"), Some(&Some(max_sql_run)), "uninterrupted ledger");
+    let sources = vec![(m.sql_rows.clone(), m.sql_file.clone()), (m.parquet_rows.clone(), m.parquet.clone())];
+    let want_kids: Vec<kids::ChildSet> = KID_TABLES_MSSQL
+        .iter()
+        .map(|t| {
+            let (got, orphans) = reference.child_rows("MonitoringDB", t);
+            assert_eq!(orphans, 0, "{t}: the uninterrupted run left child rows without their run");
+            kids::diff(&format!("uninterrupted MonitoringDB, {t}"), &got, &kids::model(&sources, &reg, want.keys().copied(), t)).unwrap();
+            got
+        })
+        .collect();
+    let n_kids: usize = want_kids.iter().flat_map(|k| k.values()).map(Vec::len).sum();
+    assert!(n_kids > 0, "the trials need child rows");
     drop(reference);
     println!("monitoringdb: {} source rows, {} target rows, uninterrupted copy {:.2} s", m.sql_rows.len() + m.parquet_rows.len(), want.len(), took.as_secs_f64());
 
     let mismatches = run_trials("monitoringdb", trials, |i| {
-        let tgt = ServerProc::start(None);
+        let tgt = target();
         let a = args(&tgt);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let at = Duration::from_micros(mix(seed, i) % (took.as_micros() as u64 * 4 / 5).max(1));
@@ -207,6 +267,13 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
         }
         if let Some((k, _)) = mid.iter().find(|(k, r)| want.get(k) != Some(r)) {
             return Err(format!("after the kill the target holds {k:?}, which the uninterrupted run does not have like this"));
+        }
+        for (t, w) in KID_TABLES_MSSQL.iter().zip(&want_kids) {
+            let (got, orphans) = tgt.child_rows("MonitoringDB", t);
+            if orphans > 0 {
+                return Err(format!("{t}: {orphans} child rows without their run after the kill"));
+            }
+            kids::within(&format!("MonitoringDB after the kill, {t}"), &got, w)?;
         }
         let last = tgt.last_success("MonitoringDB").get("DBATools").copied().flatten();
         if let Some(l) = last {
@@ -237,6 +304,13 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
             return Err(format!("{doubled} keys held twice after the re-run"));
         }
         diff(&got, &want)?;
+        for (t, w) in KID_TABLES_MSSQL.iter().zip(&want_kids) {
+            let (got, orphans) = tgt.child_rows("MonitoringDB", t);
+            if orphans > 0 {
+                return Err(format!("{t}: {orphans} child rows without their run after the re-run"));
+            }
+            kids::diff(&format!("MonitoringDB after the re-run, {t}"), &got, w)?;
+        }
         let ledger = tgt.last_success("MonitoringDB").get("DBATools").copied().flatten();
         if ledger != Some(max_sql_run) {
             return Err(format!("last Success LastRunID {ledger:?}, source max PerfSnapshotRunID {max_sql_run}"));
@@ -254,7 +328,7 @@ fn monitoringdb_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run
 #[test]
 fn monitoringdb_sigint_exits_130_quickly_keeping_whole_batches_and_a_rerun_completes() {
     let rows = env_num("CRASH_SIGINT_ROWS", 60_000);
-    let m = mssql_setup(rows, 2);
+    let m = mssql_setup(rows, 2, &[]);
     let tgt = ServerProc::start(None);
     let from = m.src.conn("DBATools");
     let to = tgt.conn("MonitoringDB");

@@ -18,7 +18,8 @@ pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
         }
     }
     eprintln!("== 1/4 generate: {} rows from {} simulated DBATools databases, 5% restored-copy overlap", a.rows, a.servers);
-    let gen = GenerateArgs { out: sources_dir.clone(), servers: a.servers, rows: a.rows, overlap: 0.05, seed: 42 };
+    // Runs only: child tables at the demo's 3 million runs would be half a billion rows.
+    let gen = GenerateArgs { out: sources_dir.clone(), servers: a.servers, rows: a.rows, overlap: 0.05, seed: 42, child_tables: Some("none".into()), children_scale: 1.0 };
     super::generate::run(&gen)?;
     let src_args = |json: bool| SourceArgs {
         from: vec![sources_dir.display().to_string()],

@@ -5,8 +5,10 @@
 pub mod mssql;
 pub mod normalize;
 pub mod parquet;
+pub mod parquet_children;
 pub mod stage_children;
 pub mod synthetic;
+pub mod synthetic_children;
 
 use std::path::{Path, PathBuf};
 
@@ -303,8 +305,17 @@ fn stage_files(p: &Path) -> Result<Option<Vec<PathBuf>>> {
     Ok(Some(files))
 }
 
+/// Files of a `--from` path: a file itself, a stage's data files, or a directory's `*.parquet`
+/// files (not its subfolders: an export's child tables, `NAME/` beside `NAME.parquet`, come
+/// with their export and are no run sources; naming such a folder or file is an error).
 fn expand_path(p: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(p).map_err(Error::io(p))?;
+    if let Some(export) = parquet_children::export_of_child_path(p) {
+        return Err(Error::Source {
+            source_label: p.display().to_string(),
+            message: format!("holds child tables of the export '{}', not PerfSnapshotRun rows; give that file (its child tables come with it)", export.display()),
+        });
+    }
     if !meta.is_dir() {
         return Ok(vec![p.to_path_buf()]);
     }

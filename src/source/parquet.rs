@@ -1,4 +1,5 @@
-//! A Parquet export of one DBATools `PerfSnapshotRun` table.
+//! A Parquet export of one DBATools `PerfSnapshotRun` table (with its child tables, if
+//! exported: see [`crate::source::parquet_children`]), or one file of a perfcopy stage.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::source::normalize::{ColumnMatch, RunIds};
 use std::sync::Arc;
 
 use crate::schema::ChildTable;
+use crate::source::parquet_children::{self, ExportChildReader, ExportChildren};
 use crate::source::stage_children::{StageChildReader, StageChildren};
 use crate::source::{BatchIter, ChildReader, ReadRequest, Source};
 
@@ -29,6 +31,9 @@ pub struct ParquetSource {
     /// For a file of a stage: the stage's folder, the file's ServerID partition and the
     /// stage's child tables.
     stage: Option<(PathBuf, i32, Arc<StageChildren>)>,
+    /// For an export: its child tables (`NAME/` beside `NAME.parquet`, see
+    /// [`crate::source::parquet_children`]).
+    export: Option<Arc<ExportChildren>>,
 }
 
 impl ParquetSource {
@@ -57,6 +62,7 @@ impl ParquetSource {
             _ => None,
         };
         let columns = ColumnMatch::with_run_ids(&label, &schema, run_ids)?;
+        let export = if in_stage { None } else { parquet_children::of_export(path)?.map(Arc::new) };
         let identity = std::fs::canonicalize(path)
             .map_err(Error::io(path))?
             .display()
@@ -68,6 +74,7 @@ impl ParquetSource {
             schema,
             columns,
             stage,
+            export,
         })
     }
 
@@ -133,9 +140,9 @@ pub fn decoder_panic_is_caught() -> bool {
 /// Turns a panic inside the Parquet reader (arrow-rs has panicked on some corrupt files; found
 /// by fuzzing, see tests/data/fuzz-parquet-panic-1.parquet) into an error for that file, so a
 /// corrupt source is a clear error and not a crash.
-struct PanicSafe<I> {
-    inner: I,
-    done: bool,
+pub(crate) struct PanicSafe<I> {
+    pub(crate) inner: I,
+    pub(crate) done: bool,
 }
 
 impl<I: Iterator<Item = std::result::Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> Iterator for PanicSafe<I> {
@@ -225,17 +232,26 @@ impl Source for ParquetSource {
     }
 
     fn child_tables(&self) -> &[ChildTable] {
-        self.stage.as_ref().map_or(&[], |(_, _, c)| &c.tables)
+        match (&self.stage, &self.export) {
+            (Some((_, _, c)), _) => &c.tables,
+            (None, Some(e)) => &e.tables,
+            (None, None) => &[],
+        }
     }
 
     fn unreadable_child_tables(&self) -> &[(String, String)] {
-        self.stage.as_ref().map_or(&[], |(_, _, c)| &c.unreadable)
+        match (&self.stage, &self.export) {
+            (Some((_, _, c)), _) => &c.unreadable,
+            (None, Some(e)) => &e.unreadable,
+            (None, None) => &[],
+        }
     }
 
     fn child_reader(&self, tables: &[ChildTable]) -> Result<Option<Box<dyn ChildReader>>> {
-        match &self.stage {
-            Some((root, server, _)) => Ok(Some(Box::new(StageChildReader::new(root, *server, tables)?))),
-            None => Ok(None),
+        match (&self.stage, &self.export) {
+            (Some((root, server, _)), _) => Ok(Some(Box::new(StageChildReader::new(root, *server, tables)?))),
+            (None, Some(e)) if tables.iter().any(|t| e.tables.iter().any(|x| x.name.eq_ignore_ascii_case(t.name))) => Ok(Some(Box::new(ExportChildReader::new(e, tables)?))),
+            _ => Ok(None),
         }
     }
 

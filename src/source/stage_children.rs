@@ -88,13 +88,15 @@ fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// One row group of a child partition: its SnapshotUTC range and, once decoded, its rows.
-struct Group {
-    file: PathBuf,
-    index: usize,
-    lo: i64,
-    hi: i64,
-    rows: Option<RecordBatch>,
+/// One row group of a child file: the range of the column it is pruned by (SnapshotUTC here,
+/// PerfSnapshotRunID in an export; all values when it has no statistics) and, once decoded,
+/// its rows.
+pub(crate) struct Group {
+    pub(crate) file: PathBuf,
+    pub(crate) index: usize,
+    pub(crate) lo: i64,
+    pub(crate) hi: i64,
+    pub(crate) rows: Option<RecordBatch>,
 }
 
 /// One child table's partition of one server, as the reader sees it.

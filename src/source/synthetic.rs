@@ -15,6 +15,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::schema::source_schema;
+use crate::source::synthetic_children::{self, ChildrenSpec};
 use crate::source::{BatchIter, Projection, ReadRequest, Source};
 
 /// What to generate.
@@ -104,6 +105,11 @@ impl SyntheticSpec {
                 SyntheticSourcePlan { server: s, name: server_name(s), segments }
             })
             .collect()
+    }
+
+    /// SnapshotUTC (ms) of row `i` of server `server`'s history.
+    pub fn snapshot_ms_of(&self, server: usize, i: u64) -> i64 {
+        snapshot_ms(server as u64, i, self.seed)
     }
 
     /// Rows of `segment` from `offset`, `len` of them, as a canonical source batch.
@@ -201,7 +207,7 @@ fn snapshot_ms(s: u64, i: u64, seed: u64) -> i64 {
 }
 
 /// splitmix64 over (seed, column, server, row): each column has its own stream.
-fn mix(seed: u64, col: u64, s: u64, i: u64) -> u64 {
+pub(crate) fn mix(seed: u64, col: u64, s: u64, i: u64) -> u64 {
     let mut z = seed
         .wrapping_add(col.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(s.wrapping_mul(0xBF58_476D_1CE4_E5B9))
@@ -270,20 +276,55 @@ impl Source for SyntheticSource {
 
 /// Writes one Parquet file per source into `dir` (`<ServerName>.parquet`, with `\` in names
 /// written as `_`), each written under a temporary name and renamed when complete.
-pub fn write_parquet_sources(spec: &SyntheticSpec, dir: &std::path::Path, mut on_batch: impl FnMut(usize)) -> Result<Vec<std::path::PathBuf>> {
+pub fn write_parquet_sources(spec: &SyntheticSpec, dir: &std::path::Path, on_batch: impl FnMut(usize)) -> Result<Vec<std::path::PathBuf>> {
+    write_parquet_sources_with_children(spec, &ChildrenSpec::none(), dir, on_batch)
+}
+
+/// Runs per child batch: bounds the memory of a table with long values.
+const CHILD_RUNS_PER_BATCH: usize = 1_024;
+
+fn writer_props(tmp: &std::path::Path, row_group_rows: usize) -> Result<parquet::file::properties::WriterProperties> {
+    Ok(parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1).map_err(Error::parquet(tmp))?))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_created_by("perfcopy generate".into())
+        .build())
+}
+
+/// [`write_parquet_sources`], and each source's child tables of `children` in the export
+/// layout of [`crate::source::parquet_children`]: `<name>/<Table>.parquet` beside
+/// `<name>.parquet`, rows in PerfSnapshotRunID order. A source's child files are complete
+/// (renamed into place) before its run file is.
+pub fn write_parquet_sources_with_children(spec: &SyntheticSpec, children: &ChildrenSpec, dir: &std::path::Path, mut on_batch: impl FnMut(usize)) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
     let mut paths = Vec::new();
     for src in SyntheticSource::all(spec.clone()) {
-        let file_name = format!("{}.parquet", src.plan.name.replace(['\\', '/'], "_"));
-        let path = dir.join(file_name);
-        let tmp = dir.join(format!(".{}.tmp", src.plan.name.replace(['\\', '/'], "_")));
+        let stem = src.plan.name.replace(['\\', '/'], "_");
+        if !children.tables.is_empty() {
+            let kids = dir.join(&stem);
+            std::fs::create_dir_all(&kids).map_err(Error::write(&kids))?;
+            for t in &children.tables {
+                let path = kids.join(format!("{}.parquet", t.name));
+                let tmp = kids.join(format!(".{}.tmp", t.name));
+                let file = std::fs::File::create(&tmp).map_err(Error::write(&tmp))?;
+                let mut w = parquet::arrow::ArrowWriter::try_new(file, synthetic_children::file_schema(t), Some(writer_props(&tmp, 65_536)?)).map_err(Error::parquet(&tmp))?;
+                for seg in &src.plan.segments {
+                    let mut off = 0u64;
+                    while off < seg.rows {
+                        let len = (seg.rows - off).min(CHILD_RUNS_PER_BATCH as u64) as usize;
+                        let b = synthetic_children::batch(spec, children, t, seg, off, len)?;
+                        w.write(&b).map_err(Error::parquet(&tmp))?;
+                        off += len as u64;
+                    }
+                }
+                w.close().map_err(Error::parquet(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(Error::write(&path))?;
+            }
+        }
+        let path = dir.join(format!("{stem}.parquet"));
+        let tmp = dir.join(format!(".{stem}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(Error::write(&tmp))?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1).map_err(Error::parquet(&tmp))?))
-            .set_max_row_group_row_count(Some(65_536))
-            .set_created_by("perfcopy generate".into())
-            .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, source_schema(), Some(props)).map_err(Error::parquet(&tmp))?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, source_schema(), Some(writer_props(&tmp, 65_536)?)).map_err(Error::parquet(&tmp))?;
         for b in src.batches(65_536) {
             let b = b?;
             on_batch(b.num_rows());

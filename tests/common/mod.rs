@@ -3,6 +3,7 @@
 //! must produce (a plain BTreeMap implementation of the survivor rule, not perfcopy's code).
 #![allow(dead_code)]
 
+pub mod kids;
 pub mod mssql;
 pub mod tds_bin;
 

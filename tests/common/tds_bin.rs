@@ -49,8 +49,14 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts the binary on a free port with password [`PW`], seeding `DBATools` from `seed`.
     pub fn start(seed: Option<&Path>) -> ServerProc {
+        ServerProc::start_with(seed, &[])
+    }
+
+    /// [`ServerProc::start`] with more arguments (e.g. `--child-tables FILE`).
+    pub fn start_with(seed: Option<&Path>, extra: &[&str]) -> ServerProc {
         let mut cmd = Command::new(server_bin());
         cmd.args(["--port", "0", "--password", PW, "--packet-size", "4096", "--stop-on-stdin-eof"]);
+        cmd.args(extra);
         if let Some(p) = seed {
             cmd.args(["--seed-parquet", s(p)]);
         }
@@ -132,6 +138,50 @@ impl ServerProc {
                 }
             }
             (out, doubled)
+        })
+    }
+
+    /// Every row of `db.dbo.<table>` (a child table: `<Table>ID`, PerfSnapshotRunID, values)
+    /// by its run's key through `db`'s own PerfSnapshotRun, as canonical text
+    /// ([`super::kids::canon`]'s), and how many rows reference a run `db` lacks (orphans).
+    pub fn child_rows(&self, db: &str, table: &str) -> (super::kids::ChildSet, usize) {
+        use tiberius::{ColumnData, FromSql};
+        self.block_on(async {
+            let mut c = self.client(db).await;
+            let mut key_of = BTreeMap::new();
+            for r in c.simple_query("SELECT PerfSnapshotRunID, ServerID, SnapshotUTC FROM dbo.PerfSnapshotRun").await.unwrap().into_first_result().await.unwrap() {
+                let t: chrono::NaiveDateTime = r.get(2).unwrap();
+                key_of.insert(r.get::<i64, _>(0).unwrap(), (r.get::<i32, _>(1).unwrap(), t.and_utc().timestamp_millis()));
+            }
+            let canon = |d: &ColumnData<'static>| -> String {
+                match d {
+                    ColumnData::I64(Some(v)) => v.to_string(),
+                    ColumnData::I32(Some(v)) => v.to_string(),
+                    ColumnData::I16(Some(v)) => v.to_string(),
+                    ColumnData::U8(Some(v)) => v.to_string(),
+                    ColumnData::Bit(Some(v)) => v.to_string(),
+                    ColumnData::Numeric(Some(n)) => format!("{}e-{}", n.value(), n.scale()),
+                    ColumnData::String(Some(s)) => format!("{:?}", s.as_ref()),
+                    ColumnData::DateTime2(Some(_)) => chrono::NaiveDateTime::from_sql(d).unwrap().unwrap().and_utc().timestamp_millis().to_string(),
+                    ColumnData::I64(None) | ColumnData::I32(None) | ColumnData::I16(None) | ColumnData::U8(None) | ColumnData::Bit(None) | ColumnData::Numeric(None) | ColumnData::String(None) | ColumnData::DateTime2(None) => "NULL".into(),
+                    other => panic!("{table}: unexpected value {other:?}"),
+                }
+            };
+            let (mut out, mut orphans) = (super::kids::ChildSet::new(), 0);
+            for r in c.simple_query(format!("SELECT * FROM dbo.{table}")).await.unwrap().into_first_result().await.unwrap() {
+                let cells: Vec<ColumnData<'static>> = r.into_iter().collect();
+                let run = match &cells[1] {
+                    ColumnData::I64(Some(v)) => *v,
+                    other => panic!("{table}: PerfSnapshotRunID is {other:?}"),
+                };
+                let text = cells[2..].iter().map(canon).collect::<Vec<_>>().join("|");
+                match key_of.get(&run) {
+                    Some(k) => out.entry(*k).or_default().push(text),
+                    None => orphans += 1,
+                }
+            }
+            out.values_mut().for_each(|v| v.sort());
+            (out, orphans)
         })
     }
 

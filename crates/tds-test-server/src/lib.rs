@@ -169,6 +169,7 @@
 //! server sends frames correctly and describes the right types.
 
 pub mod arrow_io;
+pub mod children;
 pub mod engine;
 pub mod error;
 pub mod prepared;

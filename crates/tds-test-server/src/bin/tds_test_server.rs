@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p tds-test-server --bin tds_test_server -- --port 14330 --seed-parquet FILE
-//!   [--database DBATools] [--no-server-id] [--monitoringdb MonitoringDB] [--synclog]
+//!   [--database DBATools] [--no-server-id] [--monitoringdb MonitoringDB] [--child-tables FILE] [--synclog]
 //!   [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only]
 //!   [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME]
 //!   [--require-encryption | --no-tls] [--ca-cert-out FILE] [--trace]
@@ -20,7 +20,13 @@
 //! - `--port 0` picks a free port. The last line printed at startup is `READY 127.0.0.1:PORT`
 //!   with the port actually bound; then it serves until killed.
 //! - `--seed-parquet FILE` appends the file's rows to `<database>.dbo.PerfSnapshotRun` (source
-//!   shape; columns matched by name, PerfSnapshotRunID assigned unless present).
+//!   shape; columns matched by name, PerfSnapshotRunID assigned unless present), and its child
+//!   tables (`FILE`'s stem folder: `NAME/<Table>.parquet` beside `NAME.parquet`) to
+//!   `<database>.dbo.<Table>`, each created with a BIGINT IDENTITY `<Table>ID` primary key,
+//!   PerfSnapshotRunID BIGINT NOT NULL and the columns with the SQL types of their metadata
+//!   (see `tds_test_server::children`).
+//! - `--child-tables FILE` creates the child tables of the export FILE, empty, in
+//!   `<monitoringdb>` (their shape as for `--seed-parquet`), so a MonitoringDB can take children.
 //! - `--synthetic-rows N` (needs `--seed-parquet`): throughput mode; the table holds N rows cycling
 //!   the seed's rows, served from pre-encoded ROW tokens (see `TestServer::fill_synthetic`).
 //! - `--bulk-count-only`: bulk loads into `<monitoringdb>.dbo.PerfSnapshotRun` are only counted.
@@ -34,7 +40,7 @@ use std::path::PathBuf;
 
 use tds_test_server::{ServerConfig, TestServer, TlsMode};
 
-const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME] [--require-encryption | --no-tls] [--ca-cert-out FILE] [--trace]";
+const USAGE: &str = "usage: tds_test_server [--port N] [--seed-parquet FILE] [--database NAME] [--no-server-id] [--monitoringdb NAME] [--child-tables FILE] [--synclog] [--password PW] [--packet-size N] [--synthetic-rows N] [--bulk-count-only] [--stop-on-stdin-eof] [--server-name NAME] [--machine-name NAME] [--require-encryption | --no-tls] [--ca-cert-out FILE] [--trace]";
 
 fn main() {
     if let Err(e) = run() {
@@ -54,6 +60,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut count_only = false;
     let mut stop_on_eof = false;
     let mut ca_out: Option<PathBuf> = None;
+    let mut target_children: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -68,6 +75,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--no-server-id" => with_server_id = false,
             "--monitoringdb" => monitoring = val()?,
             "--synclog" => synclog = true,
+            "--child-tables" => target_children = Some(PathBuf::from(val()?)),
             "--synthetic-rows" => synthetic = Some(val()?.parse()?),
             "--bulk-count-only" => count_only = true,
             "--stop-on-stdin-eof" => stop_on_eof = true,
@@ -91,6 +99,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if synclog {
         srv.create_synclog(&monitoring);
     }
+    if let Some(p) = &target_children {
+        let names = tds_test_server::children::create_child_tables(&srv, &monitoring, p)?;
+        println!("created {} child tables in {monitoring} from {}: {}", names.len(), p.display(), names.join(", "));
+    }
     if count_only {
         srv.set_bulk_count_only(&monitoring, "dbo.PerfSnapshotRun", true)?;
     }
@@ -98,6 +110,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (Some(p), None) => {
             let n = srv.seed_parquet(&db, "dbo.PerfSnapshotRun", &p)?;
             println!("seeded {n} rows into {db}.dbo.PerfSnapshotRun from {}", p.display());
+            for (table, n) in tds_test_server::children::seed_export_children(&srv, &db, &p)? {
+                println!("seeded {n} rows into {db}.dbo.{table}");
+            }
         }
         (Some(p), Some(n)) => {
             let file = std::fs::File::open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
