@@ -213,13 +213,6 @@ impl SqlType {
                 "nvarchar" | "sysname" => narrower(),
                 _ => other(),
             },
-            // Child tables' long text (PerfSnapshotWorkload.StatementText): only a MAX column
-            // holds every value.
-            SqlType::NVarCharMax => match t {
-                "nvarchar" if d.max_chars == Some(-1) => Ok(()),
-                "nvarchar" | "sysname" => narrower(),
-                _ => other(),
-            },
             SqlType::Bit => match t {
                 "bit" => Ok(()),
                 _ => other(),
