@@ -188,6 +188,22 @@ async fn read_facts(conn: &ConnSpec, client: &mut SqlClient) -> Result<(SourceFa
     Ok((facts, server_name))
 }
 
+/// A column of an INFORMATION_SCHEMA.COLUMNS row whose columns from `at` are COLUMN_NAME,
+/// DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE,
+/// CHARACTER_MAXIMUM_LENGTH: its name, declared type and nullability.
+fn declared_at(r: &tiberius::Row, at: usize) -> (String, DeclaredColumn, bool) {
+    let name = r.try_get::<&str, _>(at).ok().flatten().unwrap_or("").to_string();
+    let declared = DeclaredColumn {
+        data_type: r.try_get::<&str, _>(at + 1).ok().flatten().unwrap_or("").to_ascii_lowercase(),
+        precision: r.try_get(at + 2).ok().flatten(),
+        scale: r.try_get(at + 3).ok().flatten(),
+        datetime_precision: r.try_get(at + 4).ok().flatten(),
+        max_chars: r.try_get(at + 6).ok().flatten(),
+    };
+    let nullable = r.try_get::<&str, _>(at + 5).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
+    (name, declared, nullable)
+}
+
 async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> {
     let doing = format!("discovering the columns of {}", TABLE.sql_name());
     let rows = client
@@ -209,19 +225,11 @@ async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> 
     }
     let mut fields = Vec::new();
     for r in &rows {
-        let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
-        let declared = DeclaredColumn {
-            data_type: r.try_get::<&str, _>(1).ok().flatten().unwrap_or("").to_ascii_lowercase(),
-            precision: r.try_get(2).ok().flatten(),
-            scale: r.try_get(3).ok().flatten(),
-            datetime_precision: r.try_get(4).ok().flatten(),
-            max_chars: r.try_get(6).ok().flatten(),
-        };
-        let nullable = r.try_get::<&str, _>(5).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
+        let (name, declared, nullable) = declared_at(r, 0);
         // A column of a type outside the type table is kept as Null so that, if it is one of
         // ours, the type check names it; extra columns are ignored anyway.
         let t = SqlType::from_declared(&declared).map(SqlType::arrow_type).unwrap_or(DataType::Null);
-        fields.push(Field::new(name, t, nullable));
+        fields.push(Field::new(name.as_str(), t, nullable));
     }
     Ok(Arc::new(Schema::new(fields)))
 }
@@ -246,17 +254,9 @@ async fn discover_children(conn: &ConnSpec, client: &mut SqlClient) -> Result<Ch
     let mut tables: std::collections::BTreeMap<String, Vec<(i32, String, DeclaredColumn, bool)>> = std::collections::BTreeMap::new();
     for r in &rows {
         let table: &str = r.try_get(0).ok().flatten().unwrap_or("");
-        let name: &str = r.try_get(1).ok().flatten().unwrap_or("");
-        let declared = DeclaredColumn {
-            data_type: r.try_get::<&str, _>(2).ok().flatten().unwrap_or("").to_ascii_lowercase(),
-            precision: r.try_get(3).ok().flatten(),
-            scale: r.try_get(4).ok().flatten(),
-            datetime_precision: r.try_get(5).ok().flatten(),
-            max_chars: r.try_get(7).ok().flatten(),
-        };
-        let nullable = r.try_get::<&str, _>(6).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
+        let (name, declared, nullable) = declared_at(r, 1);
         let ordinal = r.try_get::<i32, _>(8).ok().flatten().unwrap_or(0);
-        tables.entry(table.to_string()).or_default().push((ordinal, name.to_string(), declared, nullable));
+        tables.entry(table.to_string()).or_default().push((ordinal, name, declared, nullable));
     }
     let mut out = Children::default();
     for (table, mut cols) in tables {
