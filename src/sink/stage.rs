@@ -473,6 +473,9 @@ impl Load for StageLoad {
     }
 }
 
+/// Bytes a stage file's unfinished row group may buffer before it is written out.
+const ROW_GROUP_BUFFER_BYTES: usize = 16 << 20;
+
 struct StageWriter {
     tables: Arc<Vec<(PathBuf, SchemaRef)>>,
     name: String,
@@ -568,6 +571,11 @@ impl StageWriter {
             .get_mut(&(slot, server_id))
             .ok_or_else(|| Error::Internal("stage writer vanished".into()))?;
         w.write(batch).map_err(Error::parquet(tmp.as_path()))?;
+        // A row group is buffered until it is complete: wide child rows (long text) close one
+        // early, so each open file holds at most this much.
+        if w.in_progress_size() > ROW_GROUP_BUFFER_BYTES {
+            w.flush().map_err(Error::parquet(tmp.as_path()))?;
+        }
         Ok(())
     }
 }
