@@ -29,6 +29,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::schema::{target_schema, tgt, ChildTable, RUN, TABLE_DIR};
 use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
+use crate::source::stage_children::data_files;
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
 
@@ -85,20 +86,7 @@ impl Stage {
 
     /// The committed data files of a server partition.
     pub fn partition_files(&self, server: i32) -> Result<Vec<PathBuf>> {
-        let dir = self.table_dir().join(RUN.partition_dir(server));
-        if !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut files = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let p = e.map_err(Error::io(&dir))?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_') {
-                files.push(p);
-            }
-        }
-        files.sort();
-        Ok(files)
+        data_files(&self.table_dir().join(RUN.partition_dir(server)))
     }
 
     /// Removes temporary files left by a run that was killed before it could clean up. Only
@@ -322,16 +310,7 @@ impl Target for Stage {
             if !part.is_dir() || !part.file_name().and_then(|n| n.to_str()).is_some_and(|n| RUN.is_partition_dir(n)) {
                 continue;
             }
-            let mut files: Vec<PathBuf> = Vec::new();
-            for e in std::fs::read_dir(&part).map_err(Error::io(&part))? {
-                let p = e.map_err(Error::io(&part))?.path();
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_') {
-                    files.push(p);
-                }
-            }
-            files.sort();
-            for p in files {
+            for p in data_files(&part)? {
                 let file = File::open(&p).map_err(Error::io(&p))?;
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                     .map_err(Error::parquet(&p))?
@@ -527,20 +506,13 @@ impl StageWriter {
             let (table, _) = self.tables.get(slot).cloned().ok_or_else(|| Error::Internal(format!("stage table {slot} unknown")))?;
             let dir = table.join(RUN.partition_dir(server_id));
             let mut runs = HashSet::new();
-            if dir.exists() {
-                for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
-                    let p = e.map_err(Error::io(&dir))?.path();
-                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if !name.ends_with(".parquet") || name.starts_with('.') {
-                        continue;
-                    }
-                    let file = File::open(&p).map_err(Error::io(&p))?;
-                    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(&p))?;
-                    let mask = ProjectionMask::roots(b.parquet_schema(), [crate::schema::child::SNAPSHOT_UTC]);
-                    for batch in b.with_projection(mask).build().map_err(Error::parquet(&p))? {
-                        let batch = batch.map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
-                        runs.extend(crate::source::normalize::snapshot_ms(&batch, 0).values().iter().copied());
-                    }
+            for p in data_files(&dir)? {
+                let file = File::open(&p).map_err(Error::io(&p))?;
+                let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(&p))?;
+                let mask = ProjectionMask::roots(b.parquet_schema(), [crate::schema::child::SNAPSHOT_UTC]);
+                for batch in b.with_projection(mask).build().map_err(Error::parquet(&p))? {
+                    let batch = batch.map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
+                    runs.extend(crate::source::normalize::snapshot_ms(&batch, 0).values().iter().copied());
                 }
             }
             self.present.insert((slot, server_id), runs);

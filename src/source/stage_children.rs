@@ -71,8 +71,9 @@ fn partition_dirs(table: &Path) -> Result<Vec<(i32, PathBuf)>> {
     Ok(out)
 }
 
-/// Committed data files of a partition folder, in name order.
-fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Committed data files of a partition folder, in name order (hidden and temporary files
+/// excluded); none when the folder does not exist.
+pub fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if !dir.exists() {
         return Ok(files);
