@@ -37,6 +37,10 @@ pub struct Watermark {
     /// What the source's server reported about it when the watermark was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<SourceFacts>,
+    /// The child tables copied with the runs up to `last_run_id` (none: runs only, or a
+    /// perfcopy before child tables). A copy of another table does not use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_tables: Vec<String>,
 }
 
 /// What a target has recorded for a source.
@@ -82,6 +86,8 @@ pub struct SourceMeta {
     /// Whether this is one of several ID ranges of a source read in parallel: its batches do
     /// not commit in source order, so only the final watermark (at commit) may be recorded.
     pub split: bool,
+    /// The child tables the load copies with the runs (recorded with its watermarks).
+    pub child_tables: Vec<String>,
 }
 
 /// One batch of a source, deduplicated, for the target.

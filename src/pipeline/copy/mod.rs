@@ -66,7 +66,8 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
     report.child_tables_not_in_target = skipped;
 
     // A watermark is used only when it is shown to belong to the source as it is now.
-    let checks = check_watermarks(sources, target, &map, opts, progress, cancel)?;
+    let names_of_children: Vec<&str> = child_tables.iter().map(|t| t.name).collect();
+    let checks = check_watermarks(sources, target, &map, &names_of_children, opts, progress, cancel)?;
 
     // Pass 1: the keys of every row to copy; every server name gets its target ServerID.
     let (mut scans, names) = keys::scan(sources, &checks, opts, progress, cancel)?;
@@ -89,8 +90,8 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
 
 /// Checks every source's recorded watermark (see [`watermark::check`]); says why one was set
 /// aside.
-fn check_watermarks(sources: &[Box<dyn Source>], target: &dyn Target, map: &ServerIdMap, opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<Vec<WatermarkReport>> {
-    let checks = for_each_source(sources, opts.readers, cancel, |_, source| watermark::check(source, target, map, opts.rescan))?;
+fn check_watermarks(sources: &[Box<dyn Source>], target: &dyn Target, map: &ServerIdMap, child_tables: &[&str], opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<Vec<WatermarkReport>> {
+    let checks = for_each_source(sources, opts.readers, cancel, |_, source| watermark::check(source, target, map, child_tables, opts.rescan))?;
     for (s, c) in sources.iter().zip(&checks) {
         if c.status == WatermarkStatus::SetAside {
             progress.message(&format!("{}: {}", s.label(), c.describe()));

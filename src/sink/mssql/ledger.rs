@@ -49,6 +49,13 @@ pub const SYNCSOURCE_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') 
     LastSnapshotUTC DATETIME2(3) NOT NULL); \
     CREATE INDEX IX_PerfcopySyncSource_SourceKey ON dbo.PerfcopySyncSource (SourceKey, SyncLogID) END";
 
+/// `CREATE TABLE` of the child tables copied with the runs up to a companion row's LastRunID
+/// (none: runs only). A watermark is used only by a copy of those tables or fewer.
+pub const SYNCTABLES_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopySyncTables', N'U') IS NULL CREATE TABLE dbo.PerfcopySyncTables (\
+    SyncLogID INT NOT NULL, \
+    TableName NVARCHAR(128) NOT NULL, \
+    PRIMARY KEY (SyncLogID, TableName))";
+
 /// Inserts a ledger row (P1..P7, status 'Success') and its companion (P8..P15) in one
 /// statement batch; the result is the new SyncLogID.
 const INSERT_SYNC_ROWS: &str = "INSERT INTO dbo.DBAToolsSyncLog (ServerID, ServerName, DBAToolsDatabase, LastSyncUTC, LastRunID, LastSyncDuration, RowsCopied, SyncStatus) \
@@ -126,6 +133,7 @@ pub(super) async fn create_tables(conn: &ConnSpec) -> Result<()> {
     let mut client = conn.connect().await?;
     client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
     client.execute(SYNCSOURCE_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.PerfcopySyncSource", e))?;
+    client.execute(SYNCTABLES_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.PerfcopySyncTables", e))?;
     Ok(())
 }
 
@@ -145,7 +153,7 @@ pub(super) async fn record_failure(conn: &ConnSpec, sources: &[SourceMeta], reas
 pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Recorded> {
     let mut client = conn.connect().await?;
     let client = &mut client;
-    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
+    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b, OBJECT_ID(N'dbo.PerfcopySyncTables', N'U') AS c", &[]).await?;
     let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
     if !has(0) || !has(1) {
         return Ok(Recorded::Nothing);
@@ -197,7 +205,12 @@ pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Rec
     };
     Ok(match reason {
         Some(reason) => Recorded::Unusable { last_run_id: Some(last), reason },
-        None => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts) }),
+        None if !has(2) => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts), child_tables: Vec::new() }),
+        None => {
+            let tables = query_rows(conn, client, "SELECT TableName FROM dbo.PerfcopySyncTables WHERE SyncLogID = @P1", &[&sync_id]).await?;
+            let child_tables = tables.iter().filter_map(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string)).collect();
+            Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts), child_tables })
+        }
     })
 }
 
@@ -290,6 +303,9 @@ async fn record_mark(
                 .into_first_result()
                 .await?;
             let id: i32 = found.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(0);
+            for t in &meta.child_tables {
+                client.execute("INSERT INTO dbo.PerfcopySyncTables (SyncLogID, TableName) VALUES (@P1, @P2)", &[&id, &t.as_str()]).await?;
+            }
             Ok(SyncRow { id, rows, last_run_id: last })
         }
         Some(r) => {
