@@ -214,6 +214,12 @@ fn check_stage_schema(path: &Path, schema: &arrow::datatypes::SchemaRef) -> Resu
     Ok(())
 }
 
+/// `PERFCOPY_TEST_ABORT_AFTER_RENAMES=N`: the crash trials' hook into the one moment a random
+/// SIGKILL rarely hits, the commit's renames: the process aborts right after the N-th.
+fn crash_hook() -> Option<usize> {
+    std::env::var("PERFCOPY_TEST_ABORT_AFTER_RENAMES").ok().and_then(|v| v.parse().ok())
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct WatermarkFile {
     sources: Vec<Watermark>,
@@ -407,10 +413,15 @@ impl Load for StageLoad {
         let run_dir = self.table.clone();
         let mut pending = pending;
         pending.sort_by_key(|(_, fin)| !fin.starts_with(&run_dir));
-        for (tmp, fin) in &pending {
+        let abort_after = crash_hook();
+        for (i, (tmp, fin)) in pending.iter().enumerate() {
             std::fs::rename(tmp, fin).map_err(Error::write(fin))?;
             if let Some(d) = fin.parent() {
                 dirs.insert(d.to_path_buf());
+            }
+            if abort_after == Some(i + 1) {
+                eprintln!("perfcopy: test hook: aborting after rename {} of {}", i + 1, pending.len());
+                std::process::abort();
             }
         }
         for d in dirs {
