@@ -33,6 +33,10 @@ pub enum Command {
     Copy(CopyArgs),
     /// Check that every source row is in the stage; exit 3 and name what is missing if not.
     Verify(VerifyArgs),
+    /// Where each source stands in the target: last sync, watermark, the source's newest row,
+    /// lag in rows and time, last failure. Exit 5 when a source passes --max-lag or
+    /// --max-lag-rows (or was never synced), so monitoring can alert on it.
+    Status(StatusArgs),
     /// Generate sources, consolidate them into a stage, verify it, and show how to look at it.
     Demo(DemoArgs),
     /// Measure a move: generate rows in process (no disk input), run the real pipeline into
@@ -249,6 +253,23 @@ pub struct VerifyArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tables: TableArgs,
+}
+
+/// `perfcopy status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Most a source's newest snapshot may be ahead of what the target holds, e.g. 15m, 2h,
+    /// 1d. A source further behind, never synced, or whose watermark the next copy would set
+    /// aside makes the exit code 5. Default: no time limit.
+    #[arg(long, value_name = "DURATION")]
+    pub max_lag: Option<String>,
+    /// Most rows a source may hold that the next copy would read. Default: no row limit.
+    #[arg(long, value_name = "ROWS")]
+    pub max_lag_rows: Option<u64>,
 }
 
 /// Which child tables `copy` moves and `verify` compares.

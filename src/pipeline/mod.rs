@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod copy;
 pub mod progress;
+pub mod status;
 pub mod verify;
 pub mod watermark;
 

@@ -25,7 +25,7 @@ use crate::transform::remap::ServerIdMap;
 /// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it). A
 /// watermark is only a claim: [`crate::pipeline::watermark`] checks it against the source and
 /// the target before it is used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
     /// [`crate::source::Source::identity`].
     pub source: String,
@@ -41,6 +41,24 @@ pub struct Watermark {
     /// perfcopy before child tables). A copy of another table does not use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub child_tables: Vec<String>,
+    /// When it was recorded (ISO 8601 UTC; stage only, MonitoringDB's ledger has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_utc: Option<String>,
+    /// Rows the sync that recorded it wrote (stage only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_copied: Option<u64>,
+}
+
+/// What a target's records say of a source's syncs, for `perfcopy status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncHistory {
+    /// The last successful sync (ISO 8601 UTC).
+    pub last_success_utc: Option<String>,
+    /// Rows the last successful sync wrote.
+    pub rows_copied: Option<u64>,
+    /// The last failed sync: when, and its message.
+    pub last_failure_utc: Option<String>,
+    pub last_failure: Option<String>,
 }
 
 /// What a target has recorded for a source.
@@ -159,6 +177,10 @@ pub trait Target: Send + Sync {
     }
     /// What the target recorded for a source (looked up by its identity only).
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded>;
+    /// What the target recorded of `source`'s syncs (successes and failures).
+    fn sync_history(&self, _source: &dyn crate::source::Source) -> Result<SyncHistory> {
+        Ok(SyncHistory::default())
+    }
     /// Whether the target has each of these child tables. A table whose columns cannot take
     /// the values (a missing column, a narrower type) is an error naming the table and column.
     fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {

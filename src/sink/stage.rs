@@ -80,6 +80,10 @@ impl Stage {
         self.dir.join("_perfcopy").join("watermarks.json")
     }
 
+    fn failures_path(&self) -> PathBuf {
+        self.dir.join("_perfcopy").join("failures.json")
+    }
+
     fn err(&self, message: impl Into<String>) -> Error {
         Error::Stage { path: self.dir.clone(), message: message.into() }
     }
@@ -225,6 +229,48 @@ struct WatermarkFile {
     sources: Vec<Watermark>,
 }
 
+/// `_perfcopy/failures.json`: each source's last failed copy.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FailureFile {
+    sources: Vec<Failure>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Failure {
+    source: String,
+    utc: String,
+    message: String,
+}
+
+fn read_failures(path: &Path) -> FailureFile {
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Records `reason` as the last failure of each of `sources` (written whole, then renamed).
+fn record_failure(path: &Path, sources: &[String], reason: &str) -> Result<()> {
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let mut file = read_failures(path);
+    let utc = crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis());
+    for s in sources {
+        file.sources.retain(|f| &f.source != s);
+        file.sources.push(Failure { source: s.clone(), utc: utc.clone(), message: reason.chars().take(4000).collect() });
+    }
+    file.sources.sort_by(|a, b| a.source.cmp(&b.source));
+    write_json(path, &file)
+}
+
+/// Writes `value` as JSON to `path` whole or not at all (a temporary file, then a rename).
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(Error::write(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::write(path))
+}
+
 /// Exclusive lock on the stage, released when dropped (also when the process dies).
 struct StageLock {
     _file: File,
@@ -305,6 +351,19 @@ impl Target for Stage {
         Ok(file.sources.into_iter().find(|w| w.source == source_identity).map_or(Recorded::Nothing, Recorded::Mark))
     }
 
+    fn sync_history(&self, source: &dyn crate::source::Source) -> Result<crate::sink::SyncHistory> {
+        let mut h = crate::sink::SyncHistory::default();
+        if let Recorded::Mark(w) = self.watermark(source)? {
+            h.last_success_utc = w.synced_utc;
+            h.rows_copied = w.rows_copied;
+        }
+        if let Some(f) = read_failures(&self.failures_path()).sources.into_iter().find(|f| f.source == source.identity()) {
+            h.last_failure_utc = Some(f.utc);
+            h.last_failure = Some(f.message);
+        }
+        Ok(h)
+    }
+
     fn for_each_child_batch(&self, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
         let dir = self.dir.join(table.name);
         if !dir.is_dir() {
@@ -333,7 +392,7 @@ impl Target for Stage {
         Ok(0)
     }
 
-    fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
         self.remove_stale_temporaries()?;
@@ -354,6 +413,8 @@ impl Target for Stage {
             tables: Arc::new(tables),
             registry: self.registry_update.lock().map_err(lock_err)?.take().map(|m| (self.registry_path(), m)),
             watermarks_path: self.watermarks_path(),
+            sources: sources.iter().map(|m| m.identity.clone()).collect(),
+            failures_path: self.failures_path(),
             run,
             options: self.options.clone(),
             pending: Arc::new(Mutex::new(Vec::new())),
@@ -364,6 +425,9 @@ impl Target for Stage {
 
 struct StageLoad {
     table: PathBuf,
+    /// The identities of the load's sources, and where a failure is recorded for them.
+    sources: Vec<String>,
+    failures_path: PathBuf,
     /// Folder and file schema of each table the load writes: PerfSnapshotRun, then its child tables.
     tables: Arc<Vec<(PathBuf, SchemaRef)>>,
     /// servers.csv and its new content, when this run registered servers.
@@ -401,7 +465,11 @@ impl Load for StageLoad {
     }
 
     fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
-        let watermarks: Vec<Watermark> = marks.into_iter().map(|m| m.watermark).collect();
+        let now = crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis());
+        let watermarks: Vec<Watermark> = marks
+            .into_iter()
+            .map(|m| Watermark { synced_utc: Some(now.clone()), rows_copied: Some(m.rows_written), ..m.watermark })
+            .collect();
         // The registry first: data files must never carry an ID servers.csv does not have.
         if let Some((path, registry)) = &self.registry {
             registry.write_csv(path)?;
@@ -440,17 +508,15 @@ impl Load for StageLoad {
                 file.sources.push(w);
             }
             file.sources.sort_by(|a, b| a.source.cmp(&b.source));
-            let dir = self.watermarks_path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
-            let tmp = self.watermarks_path.with_extension("json.tmp");
-            let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
-            std::fs::write(&tmp, text).map_err(Error::write(&tmp))?;
-            std::fs::rename(&tmp, &self.watermarks_path).map_err(Error::write(&self.watermarks_path))?;
+            write_json(&self.watermarks_path, &file)?;
         }
         Ok(())
     }
 
-    fn abort(self: Box<Self>, _reason: &str) {
+    fn abort(self: Box<Self>, reason: &str) {
+        if let Err(e) = record_failure(&self.failures_path, &self.sources, reason) {
+            tracing::warn!("could not record the failure in {}: {e}", self.failures_path.display());
+        }
         if let Ok(created) = self.created.lock() {
             for p in created.iter() {
                 let _ = std::fs::remove_file(p);

@@ -332,7 +332,7 @@ fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports
     for (rank, s) in sources.iter().enumerate() {
         let m = by_group.entry(s.group()).or_insert_with(|| FinalMark {
             sources: Vec::new(),
-            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned(), child_tables: children.iter().map(|t| t.name.to_string()).collect() },
+            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned(), child_tables: children.iter().map(|t| t.name.to_string()).collect(), ..Default::default() },
             rows_written: 0,
         });
         m.sources.push(rank);

@@ -261,6 +261,10 @@ impl Target for MonitoringDb {
         self.block_on(ledger::recorded(&self.conn, source))
     }
 
+    fn sync_history(&self, source: &dyn Source) -> Result<crate::sink::SyncHistory> {
+        self.block_on(ledger::history(&self.conn, source))
+    }
+
     fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
         self.block_on(async {
             let mut client = self.conn.connect().await?;
