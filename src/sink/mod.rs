@@ -49,6 +49,29 @@ pub struct Watermark {
     pub rows_copied: Option<u64>,
 }
 
+/// Locks held until dropped.
+pub type LockGuard = Box<dyn std::any::Any + Send>;
+
+/// A source a run locks in its target.
+#[derive(Debug, Clone)]
+pub struct LockedSource {
+    /// [`crate::source::Source::identity`].
+    pub identity: String,
+    /// How the user knows it.
+    pub label: String,
+}
+
+/// Who a lock's holder is, for the message of the run it stops: host, process and start.
+pub fn lock_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("COMPUTERNAME").ok()).unwrap_or_else(|| "?".into());
+    format!("perfcopy pid {} on {}, started {}", std::process::id(), host.trim(), crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis()))
+}
+
+/// A hash of `s` that is the same in every perfcopy build (FNV-1a, 64 bits), for lock names.
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// What a target's records say of a source's syncs, for `perfcopy status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncHistory {
@@ -143,10 +166,16 @@ pub enum ChildTableState {
 pub trait Target: Send + Sync {
     /// How the user knows this target; never contains a secret.
     fn label(&self) -> &str;
-    /// Takes the target's writer lock for this run (held until the guard is dropped), so two
-    /// perfcopy runs never write the same target at once. Fails with a clear message when
-    /// another run holds it.
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>>;
+    /// Takes the target's lock on each of these sources for this run (held until the guard is
+    /// dropped), so two perfcopy runs never copy one source into the target at once; runs
+    /// with other sources go on. Fails naming the source and the run that holds it.
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard>;
+    /// Exclusive use of these ServerIDs' rows until the guard is dropped, taken after the key
+    /// pass and before the target's keys are read: two runs that copy rows of one server (from
+    /// other sources: a restored copy) take turns, so neither misses the other's keys. Waits
+    /// for a run that holds one (after telling `waiting` who), in ascending ID order, so two
+    /// runs never wait on each other.
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard>;
     /// Servers the target already knows (its registry).
     fn known_servers(&self) -> Result<ServerIdMap>;
     /// Adds `names` to the registry with IDs after the highest known in `known` (map and
@@ -236,7 +265,10 @@ impl<T: ThrowawayTarget> Target for T {
     fn label(&self) -> &str {
         ThrowawayTarget::label(self)
     }
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+    fn lock_sources(&self, _sources: &[LockedSource]) -> Result<LockGuard> {
+        Ok(Box::new(()))
+    }
+    fn lock_servers(&self, _ids: &[i32], _waiting: &dyn Fn(&str)) -> Result<LockGuard> {
         Ok(Box::new(()))
     }
     fn known_servers(&self) -> Result<ServerIdMap> {
@@ -264,8 +296,14 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     fn label(&self) -> &str {
         (**self).label()
     }
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
-        (**self).lock()
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard> {
+        (**self).lock_sources(sources)
+    }
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard> {
+        (**self).lock_servers(ids, waiting)
+    }
+    fn sync_history(&self, source: &dyn crate::source::Source) -> Result<SyncHistory> {
+        (**self).sync_history(source)
     }
     fn known_servers(&self) -> Result<ServerIdMap> {
         (**self).known_servers()

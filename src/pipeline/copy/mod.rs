@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::watermark::{self, WatermarkReport, WatermarkStatus};
 use crate::pipeline::{for_each_source, Cancel};
-use crate::sink::Target;
+use crate::sink::{LockedSource, Target};
 use crate::source::Source;
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
@@ -51,7 +51,9 @@ pub struct CopyOptions {
 /// Runs a copy. Sources' order is their rank for the survivor rule.
 pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<CopyReport> {
     let started = Instant::now();
-    let _lock = if opts.dry_run { None } else { Some(target.lock()?) };
+    // Each source is copied by one run at a time; other runs with other sources go on.
+    let locked: Vec<LockedSource> = sources.iter().map(|s| LockedSource { identity: s.identity().to_string(), label: s.label().to_string() }).collect();
+    let _sources_lock = if opts.dry_run { None } else { Some(target.lock_sources(&locked)?) };
     let registry = target.known_servers()?;
     let mut map = match &opts.server_map {
         Some(m) => ServerIdMap::layered(m, &registry),
@@ -72,6 +74,9 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
     // Pass 1: the keys of every row to copy; every server name gets its target ServerID.
     let (mut scans, names) = keys::scan(sources, &checks, opts, progress, cancel)?;
     let group_ids = keys::resolve_names(&names, &mut map, target, opts, progress, &mut report)?;
+    // The servers' rows are this run's until it ends: a run copying other sources of them
+    // waits here, before either reads the target's keys.
+    let _servers_lock = if opts.dry_run { None } else { Some(target.lock_servers(&group_ids, &|m: &str| progress.message(m))?) };
 
     // Where sources and the target overlap, rows can collide: pass 2 picks the survivor of
     // every key there.
