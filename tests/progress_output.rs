@@ -81,7 +81,7 @@ impl Tmux {
         let mut cmd = Command::new("tmux");
         cmd.args(["-L", &t.socket, "-f", "/dev/null", "new-session", "-d", "-x", "80", "-y", "45", "-s", "t"]);
         cmd.arg(format!("{script}; echo PERFCOPY-DONE-$?; sleep 600"));
-        cmd.env_remove("RUST_LOG").env_remove("NO_COLOR").env("TERM", "xterm-256color");
+        cmd.env_remove("RUST_LOG").env_remove("NO_COLOR").env_remove("TMUX").env("TERM", "xterm-256color");
         for (k, v) in env {
             cmd.env(k, v);
         }
