@@ -247,7 +247,9 @@ impl Bar {
             Show::Bar { pb, multi, summary: phase } => {
                 pb.finish_and_clear();
                 if summary && *phase && n > 0 {
-                    let _ = multi.println(line());
+                    // Printed, not drawn: a line indicatif draws is padded to the terminal's
+                    // width and ends at its edge, where the report's next blank line vanished.
+                    multi.suspend(|| eprintln!("{}", line()));
                 }
             }
             Show::Plain(ticker) => {
