@@ -13,7 +13,7 @@ use crate::pipeline::progress::ProgressMode;
 /// store: a MonitoringDB, or a Parquet staging dataset. Nothing lost, nothing doubled; re-runs
 /// are safe and cheap.
 #[derive(Debug, Parser)]
-#[command(name = "perfcopy", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "perfcopy", version, about, long_about = None, max_term_width = 80)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -90,7 +90,7 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout too.
     #[arg(long)]
     pub json: bool,
-    /// Progress display on stderr.
+    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }
@@ -173,7 +173,9 @@ pub struct SourceArgs {
     /// Print one JSON summary on stdout (human messages stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise.
+    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise
+    /// (`PERFCOPY_PROGRESS_SECONDS` sets another interval); each finished phase leaves one
+    /// summary line. `off` prints no progress, only messages and the summary.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }

@@ -41,13 +41,4 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// `s` cut to `n` characters from the left (`…` and the tail), for table columns.
-pub(crate) fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let tail: Vec<char> = s.chars().rev().take(n - 1).collect();
-        format!("…{}", tail.into_iter().rev().collect::<String>())
-    }
-}
-
+pub(crate) use crate::pipeline::human::short;

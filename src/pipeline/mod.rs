@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod copy;
+pub mod human;
 pub mod progress;
 pub mod status;
 pub mod verify;
