@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Decimal128Array, Decimal128Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, LargeStringArray, StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float64Array, Float64Builder, LargeBinaryArray, BooleanBuilder, Decimal128Array, Decimal128Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, LargeStringArray, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, TimestampNanosecondArray, TimestampSecondArray, UInt8Array, UInt8Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -91,7 +91,46 @@ pub fn rows_to_batch(cols: &[Column], rows: &[Row]) -> Result<RecordBatch> {
                 }
                 Arc::new(b.finish())
             }
-            SqlType::NVarChar(_) | SqlType::VarChar(_) => {
+            SqlType::Binary(n) => {
+                let mut b = FixedSizeBinaryBuilder::new(n as i32);
+                for v in vals {
+                    match v {
+                        Value::Bytes(x) => b.append_value(x)?,
+                        Value::Null => b.append_null(),
+                        v => return Err(bad(v)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            SqlType::VarBinary(_) | SqlType::SqlVariant => {
+                let mut b = BinaryBuilder::new();
+                for v in vals {
+                    match v {
+                        Value::Bytes(x) => b.append_value(x),
+                        Value::Variant(var) => {
+                            let mut raw = Vec::new();
+                            crate::wire::encode_variant(&mut raw, var).map_err(|e| ServerError::Api(format!("column '{}': {e}", c.name)))?;
+                            // Without the 4-byte length: base type, properties, data.
+                            b.append_value(&raw[4..]);
+                        }
+                        Value::Null => b.append_null(),
+                        v => return Err(bad(v)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            SqlType::Float => {
+                let mut b = Float64Builder::new();
+                for v in vals {
+                    match v {
+                        Value::Float(x) => b.append_value(*x),
+                        Value::Null => b.append_null(),
+                        v => return Err(bad(v)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            SqlType::NVarChar(_) | SqlType::VarChar(..) | SqlType::Xml => {
                 let mut b = StringBuilder::new();
                 for v in vals {
                     match v {
@@ -152,6 +191,10 @@ pub fn arrow_value(a: &dyn Array, i: usize) -> Result<Value> {
         DataType::Decimal128(_, s) => Value::Decimal { mantissa: get!(Decimal128Array).value(i), scale: *s as u8 },
         DataType::Utf8 => Value::Str(get!(StringArray).value(i).to_string()),
         DataType::LargeUtf8 => Value::Str(get!(LargeStringArray).value(i).to_string()),
+        DataType::Binary => Value::Bytes(get!(BinaryArray).value(i).to_vec()),
+        DataType::LargeBinary => Value::Bytes(get!(LargeBinaryArray).value(i).to_vec()),
+        DataType::FixedSizeBinary(_) => Value::Bytes(get!(FixedSizeBinaryArray).value(i).to_vec()),
+        DataType::Float64 => Value::Float(get!(Float64Array).value(i)),
         DataType::Timestamp(TimeUnit::Second, None) => Value::DateTime2(EPOCH_TICKS + get!(TimestampSecondArray).value(i) * 10_000_000),
         DataType::Timestamp(TimeUnit::Millisecond, None) => Value::DateTime2(EPOCH_TICKS + get!(TimestampMillisecondArray).value(i) * 10_000),
         DataType::Timestamp(TimeUnit::Microsecond, None) => Value::DateTime2(EPOCH_TICKS + get!(TimestampMicrosecondArray).value(i) * 10),

@@ -170,6 +170,7 @@
 
 pub mod arrow_io;
 pub mod children;
+pub mod collation;
 pub mod engine;
 pub mod error;
 pub mod prepared;
@@ -183,4 +184,5 @@ pub mod wire;
 pub use error::{ServerError, SqlError};
 pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME_PREFIX};
 pub use tls::{ca_certificate_pem, TlsMode};
-pub use types::{Column, ColumnDefault, SqlType, Value};
+pub use collation::Collation;
+pub use types::{Column, ColumnDefault, SqlType, Value, Variant};

@@ -91,7 +91,7 @@ async fn nvarchar_max_and_rows_wider_than_a_packet_round_trip() {
             Column::new("Id", SqlType::Int, false).identity(),
             Column::new("Big", SqlType::NVarChar(None), true),
             Column::new("Mid", SqlType::NVarChar(Some(4000)), true),
-            Column::new("Narrow", SqlType::VarChar(Some(50)), true),
+            Column::new("Narrow", SqlType::varchar(Some(50)), true),
             Column::new("Flag", SqlType::Bit, true),
         ],
         &[],
