@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use common::mssql::*;
 use common::*;
 use tds_test_server::types::{datetime_ticks, parse_datetime, EPOCH_TICKS};
+use serde_json::{json, Value as Json};
 use tds_test_server::{Collation, SqlType, TestServer, Value, Variant};
 
 /// SCHEMA.md's child tables with these types, and a site's own table (VARCHAR(MAX) in Greek,
@@ -170,20 +171,35 @@ fn assert_target_holds(srv: &TestServer, db: &str, want: &BTreeMap<&'static str,
     let snapshots = run_snapshots(srv, db);
     for (table, want) in want {
         let got = by_run(&stored(srv, db, table), &snapshots);
-        assert_eq!(got.len(), want.len(), "{db}.{table}: runs with rows");
-        for (snap, rows) in want {
-            let g = got.get(snap).unwrap_or_else(|| panic!("{db}.{table}: no rows for the run at {snap}"));
-            for (a, b) in g.iter().zip(rows) {
-                assert!(a == b, "{db}.{table} run at {snap}:\n got  {}\n want {}", &a[..a.len().min(600)], &b[..b.len().min(600)]);
-            }
-            assert_eq!(g.len(), rows.len(), "{db}.{table}: rows of the run at {snap}");
-        }
+        assert_same(&format!("{db}.{table}"), &got, want);
     }
 }
 
-/// Creates DBATools (PerfSnapshotRun and the child tables, filled) and the MonitoringDBs;
-/// returns the expected rows by run.
-fn setup(srv: &TestServer, dir: &std::path::Path, targets: &[&str]) -> BTreeMap<&'static str, ByRun> {
+fn assert_same<K: Ord + std::fmt::Debug>(what: &str, got: &BTreeMap<K, Vec<String>>, want: &BTreeMap<K, Vec<String>>) {
+    assert_eq!(got.len(), want.len(), "{what}: runs with rows");
+    for (run, rows) in want {
+        let g = got.get(run).unwrap_or_else(|| panic!("{what}: no rows for the run at {run:?}"));
+        for (a, b) in g.iter().zip(rows) {
+            assert!(a == b, "{what} run at {run:?}:\n got  {}\n want {}", &a[..a.len().min(600)], &b[..b.len().min(600)]);
+        }
+        assert_eq!(g.len(), rows.len(), "{what}: rows of the run at {run:?}");
+    }
+}
+
+/// The child rows by table, built by the test, and each run's SnapshotUTC ticks.
+struct Seeded {
+    rows: BTreeMap<&'static str, Rows>,
+    snapshot_of: BTreeMap<i64, i64>,
+}
+
+impl Seeded {
+    fn by_run(&self) -> BTreeMap<&'static str, ByRun> {
+        self.rows.iter().map(|(t, r)| (*t, by_run(r, &self.snapshot_of))).collect()
+    }
+}
+
+/// Creates DBATools (PerfSnapshotRun and the child tables, filled) and the MonitoringDBs.
+fn setup(srv: &TestServer, dir: &std::path::Path, targets: &[&str]) -> Seeded {
     let runs = series("SQL-Ωμέγα\\INST", T0, 4, 500, 11);
     seed(srv, dir, "DBATools", &runs, true);
     srv.execute("DBATools", DDL).unwrap();
@@ -201,15 +217,82 @@ fn setup(srv: &TestServer, dir: &std::path::Path, targets: &[&str]) -> BTreeMap<
         srv.create_monitoringdb(db);
         srv.execute(db, DDL).unwrap();
     }
-    let snapshot_of: BTreeMap<i64, i64> = runs.iter().map(|r| (r.run_id, EPOCH_TICKS + r.snapshot_ms * 10_000)).collect();
-    rows.iter().map(|(t, r)| (*t, by_run(r, &snapshot_of))).collect()
+    Seeded { rows, snapshot_of: runs.iter().map(|r| (r.run_id, EPOCH_TICKS + r.snapshot_ms * 10_000)).collect() }
+}
+
+/// 100 ns ticks as pytds shows a DATETIME2: microseconds (the 7th digit cut).
+fn iso_micros(t: i64) -> String {
+    Value::ticks_to_naive(t).unwrap().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// A value as tests/python/child_types_pytds.py writes what pytds returned for it.
+fn pytds_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Str(s) => json!(s),
+        Value::Decimal { mantissa, scale } => {
+            let (mut n, mut d) = (*mantissa, 10i128.pow(u32::from(*scale)));
+            let g = gcd(n.unsigned_abs(), d.unsigned_abs()) as i128;
+            (n, d) = (n / g, d / g);
+            json!(format!("{n}/{d}"))
+        }
+        // "0x" and uppercase hex.
+        Value::Bytes(_) => json!(v.to_string()),
+        Value::DateTime2(t) => json!(iso_micros(*t)),
+        Value::Variant(var) => match (var.base, &var.value) {
+            // pytds rounds DATETIME's 1/300 s to milliseconds.
+            (SqlType::DateTime, Value::DateTime2(t)) => json!(iso_micros((t + 5_000).div_euclid(10_000) * 10_000)),
+            (_, v) => pytds_json(v),
+        },
+    }
+}
+
+fn gcd(a: u128, b: u128) -> u128 {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
+/// python-tds reads `db`'s child tables; every value must be the test's.
+fn assert_pytds_reads(srv: &TestServer, db: &str, seeded: &Seeded) {
+    let port = srv.addr().port().to_string();
+    let mut args = vec![format!("{}/tests/python/child_types_pytds.py", env!("CARGO_MANIFEST_DIR")), port, db.to_string()];
+    args.extend(TABLES.iter().map(|t| t.to_string()));
+    let out = std::process::Command::new("python3").args(&args).env("PERFCOPY_CLIENT_PW", PW).output().unwrap();
+    assert!(out.status.success(), "pytds on {db}: {}", String::from_utf8_lossy(&out.stderr));
+    let got: BTreeMap<String, Vec<Vec<Json>>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (table, rows) in &seeded.rows {
+        let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (run, values) in rows {
+            want.entry(iso_micros(seeded.snapshot_of[run])).or_default().push(serde_json::to_string(&values.iter().map(pytds_json).collect::<Vec<_>>()).unwrap());
+        }
+        let mut have: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in &got[*table] {
+            let run = row[0].as_str().unwrap_or_else(|| panic!("{db}.{table}: run {:?}", row[0])).to_string();
+            have.entry(run).or_default().push(serde_json::to_string(&row[1..]).unwrap());
+        }
+        want.values_mut().chain(have.values_mut()).for_each(|v| v.sort());
+        assert_same(&format!("pytds {db}.{table}"), &have, &want);
+    }
+}
+
+/// False (after saying why) when python-tds is missing; under CI it must be there.
+fn pytds_available() -> bool {
+    let ok = std::process::Command::new("python3").args(["-c", "import pytds"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "python-tds is missing and CI is set (pip install -r scripts/requirements-test.txt)");
+        eprintln!("SKIPPED the python-tds reads: `import pytds` fails (pip install python-tds)");
+    }
+    ok
 }
 
 #[test]
 fn every_child_type_moves_into_monitoringdb_and_through_a_stage_exactly() {
     let srv = server();
     let dir = tempfile::tempdir().unwrap();
-    let want = setup(&srv, dir.path(), &["MonitoringDB", "MonitoringDB2"]);
+    let seeded = setup(&srv, dir.path(), &["MonitoringDB", "MonitoringDB2"]);
+    let want = seeded.by_run();
     let from = conn(&srv, "DBATools");
 
     // DBATools -> MonitoringDB over TDS: perfcopy's SELECT decoder and its bulk encoder.
@@ -222,4 +305,12 @@ fn every_child_type_moves_into_monitoringdb_and_through_a_stage_exactly() {
     copy_json(&["--from", &from, "--stage", s(&stage), "--register-servers"]);
     copy_json(&["--from", s(&stage), "--to", &conn(&srv, "MonitoringDB2"), "--register-servers"]);
     assert_target_holds(&srv, "MonitoringDB2", &want);
+
+    // A client we did not write reads the source (the server's own encoding of each type) and
+    // both targets.
+    if pytds_available() {
+        for db in ["DBATools", "MonitoringDB", "MonitoringDB2"] {
+            assert_pytds_reads(&srv, db, &seeded);
+        }
+    }
 }
