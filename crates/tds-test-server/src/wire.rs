@@ -1402,4 +1402,18 @@ mod tests {
         assert!(matches!(decode_variant(&[ty::INT4, 0, 5, 0, 0]), Err(WireError::Malformed(_))));
         assert!(matches!(decode_variant(&[0x99, 0]), Err(WireError::Malformed(_))));
     }
+
+    #[test]
+    fn xml_type_info_with_and_without_a_schema_collection() {
+        assert_eq!(WireType::decode(&mut Rd::new(&[ty::XML, 0])), Ok(WireType::Xml));
+        // SCHEMA_PRESENT 1: database "db" and owner "o" (B_VARCHAR), collection "c" (US_VARCHAR).
+        let ti = [ty::XML, 1, 2, b'd', 0, b'b', 0, 1, b'o', 0, 1, 0, b'c', 0];
+        let mut r = Rd::new(&ti);
+        assert_eq!(WireType::decode(&mut r), Ok(WireType::Xml));
+        assert_eq!(r.remaining(), 0);
+        for cut in 0..ti.len() {
+            assert_eq!(WireType::decode(&mut Rd::new(&ti[..cut])), Err(WireError::Incomplete), "cut {cut}");
+        }
+        assert!(matches!(WireType::decode(&mut Rd::new(&[ty::XML, 2])), Err(WireError::Malformed(_))));
+    }
 }
