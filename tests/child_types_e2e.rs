@@ -334,3 +334,25 @@ fn every_child_type_moves_into_monitoringdb_and_through_a_stage_exactly() {
         }
     }
 }
+
+/// `--create-missing-tables` declares VARCHAR columns without a collation, so they take the
+/// target database's default (code page 1252 here): Cyrillic text from a Cyrillic_General_CI_AS
+/// column then has no bytes there. The copy must stop naming the column and the character,
+/// and leave the target without a run or child row (never a `?` in place of a letter).
+#[test]
+fn created_tables_take_the_targets_collation_and_text_it_lacks_stops_the_copy() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    setup(&srv, dir.path(), &[]);
+    srv.create_monitoringdb("MonitoringDB");
+    let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers", "--create-missing-tables"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("CaptureReason") && err.contains("U+0412") && err.contains("windows-1252"), "{err}");
+    let cols = srv.table_columns("MonitoringDB", "dbo.PerfSnapshotQueryPlans").unwrap();
+    assert!(cols.iter().any(|c| c.name == "CaptureReason" && c.ty == SqlType::VarChar(Some(50), Collation::DEFAULT)), "{cols:?}");
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    for t in TABLES {
+        assert_eq!(srv.row_count("MonitoringDB", &format!("dbo.{t}")).unwrap(), 0, "{t}");
+    }
+}
