@@ -546,7 +546,7 @@ fn skip_var_bytes(r: &mut Rd, max: u16) -> WResult<()> {
 
 /// A SQL_VARIANT's bytes after its 4-byte length (MS-TDS 2.2.5.5.4: base type byte, property
 /// byte count, properties, data) as a value. Base types as SQL Server stores them: the fixed
-/// INT1/2/4/8, BIT, FLT4/FLT8, DATETIME; DECIMALN/NUMERICN (precision, scale), DATETIME2N
+/// INT1/2/4/8, BIT, FLT8, DATETIME; DECIMALN/NUMERICN (precision, scale), DATETIME2N
 /// (scale), BIGVARCHAR/BIGCHAR/NVARCHAR/NCHAR (collation, max length in bytes),
 /// BIGVARBINARY/BIGBINARY (max length); the data carries no length of its own.
 pub fn decode_variant(raw: &[u8]) -> WResult<Value> {
@@ -573,10 +573,10 @@ pub fn decode_variant(raw: &[u8]) -> WResult<Value> {
             fixed(1)?;
             (SqlType::Bit, Value::Bool(data[0] != 0))
         }
-        ty::FLT4 | ty::FLT8 => {
-            let w = if base_ty == ty::FLT4 { 4 } else { 8 };
-            fixed(w as usize)?;
-            (SqlType::Float, read_float(&mut d, w)?)
+        // REAL (FLT4) is not stored: as a FLOAT it would come back as another base type.
+        ty::FLT8 => {
+            fixed(8)?;
+            (SqlType::Float, read_float(&mut d, 8)?)
         }
         ty::DATETIME => {
             fixed(8)?;
@@ -1401,6 +1401,8 @@ mod tests {
         assert!(matches!(decode_variant(&[ty::INT4, 1, 0, 5, 0, 0, 0]), Err(WireError::Malformed(_))));
         assert!(matches!(decode_variant(&[ty::INT4, 0, 5, 0, 0]), Err(WireError::Malformed(_))));
         assert!(matches!(decode_variant(&[0x99, 0]), Err(WireError::Malformed(_))));
+        // REAL would be stored as FLOAT, another base type: refused rather than changed.
+        assert!(matches!(decode_variant(&[ty::FLT4, 0, 0, 0, 0xC0, 0x3F]), Err(WireError::Malformed(_))));
     }
 
     #[test]
