@@ -1,7 +1,8 @@
 //! Every type the DBATools child tables use, end to end over TDS (issue 14): BINARY(8),
 //! VARBINARY(64) and VARBINARY(MAX), NVARCHAR(MAX), VARCHAR(n)/(MAX) in collations whose code
 //! pages are not 1252 (Cyrillic cp1251, Greek cp1253), XML, DECIMAL(18,2)/(18,4), BIT NOT NULL,
-//! DATETIME2(3) NULL and SQL_VARIANT of every base type the test server stores. A DBATools
+//! DATETIME2(3) NULL and SQL_VARIANT of every base type the test server stores (uniqueidentifier
+//! included). A DBATools
 //! database on the TDS test server holds PerfSnapshotRun with PerfSnapshotQueryPlans, …Config,
 //! …Deadlocks (SCHEMA.md) and a site's own table; `perfcopy copy` moves them into a
 //! MonitoringDB, and into a stage and from there into another MonitoringDB. Each target's rows
@@ -56,7 +57,7 @@ fn ticks(text: &str) -> i64 {
 /// A SQL_VARIANT of case `k`: every base type the test server stores in turn, with values at
 /// their edges (and NULL now and then).
 fn variant(k: u64) -> Value {
-    let (base, value) = match k % 16 {
+    let (base, value) = match k % 17 {
         0 => (SqlType::Int, Value::Int(2_147_483_647)),
         1 => (SqlType::BigInt, Value::Int(-9_000_000_000_123)),
         2 => (SqlType::SmallInt, Value::Int(-32_768)),
@@ -73,6 +74,7 @@ fn variant(k: u64) -> Value {
         12 => (SqlType::VarChar(Some(60), cyrillic()), Value::Str(format!("Память сервера {k}"))),
         13 => (SqlType::VarBinary(Some(16)), Value::Bytes(vec![0, 0xFF, k as u8, 0x80])),
         14 => (SqlType::Binary(4), Value::Bytes(vec![k as u8, 0, 0, 1])),
+        15 => (SqlType::UniqueIdentifier, Value::Bytes(hash(k, 16))),
         _ => return Value::Null,
     };
     Value::Variant(Box::new(Variant { base, value }))
@@ -243,6 +245,12 @@ fn pytds_json(v: &Value) -> Json {
         Value::Bytes(_) => json!(v.to_string()),
         Value::DateTime2(t) => json!(iso_micros(*t)),
         Value::Variant(var) => match (var.base, &var.value) {
+            // As SQL Server shows a GUID: the first three groups' bytes reversed.
+            (SqlType::UniqueIdentifier, Value::Bytes(d)) => {
+                let h = |r: &[u8]| r.iter().map(|b| format!("{b:02X}")).collect::<String>();
+                let rev = |r: &[u8]| h(&r.iter().rev().copied().collect::<Vec<u8>>());
+                json!(format!("{}-{}-{}-{}-{}", rev(&d[0..4]), rev(&d[4..6]), rev(&d[6..8]), h(&d[8..10]), h(&d[10..16])))
+            }
             // pytds rounds DATETIME's 1/300 s to milliseconds.
             (SqlType::DateTime, Value::DateTime2(t)) => json!(iso_micros((t + 5_000).div_euclid(10_000) * 10_000)),
             (_, v) => pytds_json(v),

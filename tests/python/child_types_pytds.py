@@ -7,7 +7,7 @@ PerfSnapshotRunID...] in canonical form, for the Rust test to compare with the r
 NULL null, BIT true/false, integers and floats as JSON numbers, DECIMAL as the reduced fraction
 "numerator/denominator" (pytds divides, so 4.9380 comes back as Decimal('4.938'): the value, not
 its scale, is what it keeps), BINARY/VARBINARY "0x" + uppercase hex, DATETIME/DATETIME2 "YYYY-MM-DDTHH:MM:SS.ffffff"
-(as pytds returns them: microseconds), text (NVARCHAR, VARCHAR in its collation's code page,
+(as pytds returns them: microseconds), UNIQUEIDENTIFIER as SQL Server shows it (uppercase), text (NVARCHAR, VARCHAR in its collation's code page,
 XML) as it is. A SQL_VARIANT comes back as pytds decodes its base type.
 """
 import datetime
@@ -15,6 +15,7 @@ import decimal
 import json
 import os
 import sys
+import uuid
 
 import pytds
 
@@ -31,6 +32,8 @@ def canon(v):
         return "0x" + bytes(v).hex().upper()
     if isinstance(v, datetime.datetime):
         return v.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if isinstance(v, uuid.UUID):
+        return str(v).upper()
     raise TypeError(f"{type(v).__name__} value {v!r}")
 
 

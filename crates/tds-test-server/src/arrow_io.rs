@@ -91,8 +91,12 @@ pub fn rows_to_batch(cols: &[Column], rows: &[Row]) -> Result<RecordBatch> {
                 }
                 Arc::new(b.finish())
             }
-            SqlType::Binary(n) => {
-                let mut b = FixedSizeBinaryBuilder::new(n as i32);
+            SqlType::Binary(_) | SqlType::UniqueIdentifier => {
+                let width = match c.ty {
+                    SqlType::Binary(n) => n as i32,
+                    _ => 16,
+                };
+                let mut b = FixedSizeBinaryBuilder::new(width);
                 for v in vals {
                     match v {
                         Value::Bytes(x) => b.append_value(x)?,

@@ -53,6 +53,7 @@ pub fn sql_type_from_name(name: &str) -> Option<SqlType> {
         "xml" => SqlType::Xml,
         "float" => SqlType::Float,
         "sql_variant" => SqlType::SqlVariant,
+        "uniqueidentifier" => SqlType::UniqueIdentifier,
         _ => return None,
     })
 }

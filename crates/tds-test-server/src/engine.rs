@@ -1190,7 +1190,7 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
                     SqlType::NVarChar(n) | SqlType::VarChar(n, _) | SqlType::VarBinary(n) => (Value::Int(n.map(|n| n as i64).unwrap_or(-1)), Value::Null, Value::Null, Value::Null),
                     SqlType::Binary(n) => (Value::Int(n as i64), Value::Null, Value::Null, Value::Null),
                     SqlType::Xml => (Value::Int(-1), Value::Null, Value::Null, Value::Null),
-                    SqlType::SqlVariant => (Value::Null, Value::Null, Value::Null, Value::Null),
+                    SqlType::SqlVariant | SqlType::UniqueIdentifier => (Value::Null, Value::Null, Value::Null, Value::Null),
                     SqlType::Float => (Value::Null, Value::Int(53), Value::Null, Value::Null),
                     SqlType::TinyInt => (Value::Null, Value::Int(3), Value::Int(0), Value::Null),
                     SqlType::SmallInt => (Value::Null, Value::Int(5), Value::Int(0), Value::Null),

@@ -53,7 +53,7 @@
 //!   DATETIMN, DATEN, DECIMALN/NUMERICN, DATETIME2N, NVARCHAR/NCHAR (incl. PLP max),
 //!   BIGVARCHAR/BIGCHAR (bytes in the code page of the TYPE_INFO's collation), BIGVARBINARY
 //!   (incl. PLP max), BIGBINARY, XML (XML_INFO with or without a schema; PLP UTF-16LE, a
-//!   byte-order mark dropped), SSVARIANT (MS-TDS 2.2.5.5.4; the base types of [`Variant`]). (tiberius 0.13 sends i32/i64 as INTN, bool as BITN, String as
+//!   byte-order mark dropped), GUID, SSVARIANT (MS-TDS 2.2.5.5.4; the base types of [`Variant`]). (tiberius 0.13 sends i32/i64 as INTN, bool as BITN, String as
 //!   NVARCHAR(4000) or NVARCHAR(MAX) PLP, NaiveDateTime as DATETIME2N(7), Decimal as NUMERICN,
 //!   and `None` of String/DateTime/Decimal as NULLTYPE.)
 //! - Results: COLMETADATA (NOT NULL integers/bit as fixed INT1/2/4/8/BIT, nullable ones as
@@ -111,7 +111,7 @@
 //!   created again is a new object (new OBJECT_ID and create_date).
 //!   Types: TINYINT, SMALLINT, INT, BIGINT, BIT, DECIMAL/NUMERIC(p,s), NVARCHAR(n|MAX), NCHAR,
 //!   VARCHAR(n|MAX) [COLLATE name], CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (1/300 s,
-//!   1753..9999), BINARY(n), VARBINARY(n|MAX), XML, FLOAT, SQL_VARIANT. VARCHAR's collation
+//!   1753..9999), BINARY(n), VARBINARY(n|MAX), XML, FLOAT, UNIQUEIDENTIFIER, SQL_VARIANT. VARCHAR's collation
 //!   ([`Collation`]: SQL_Latin1_General_CP1_CI_AS by default, Latin1_General_CI_AS,
 //!   Cyrillic_General_CI_AS (cp1251), Greek_CI_AS (cp1253); another name is error 448) sets its
 //!   code page: text stored in it is converted as SQL Server converts (`?` for a character the
@@ -149,7 +149,7 @@
 //! BIGINT→Int64, INT→Int32, SMALLINT→Int16, TINYINT→UInt8, BIT→Boolean, DECIMAL(p,s)→Decimal128(p,s),
 //! NVARCHAR/VARCHAR/SYSNAME→Utf8, DATETIME2(0..=3)→Timestamp(Millisecond, None),
 //! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back),
-//! BINARY(n)→FixedSizeBinary(n), VARBINARY→Binary, XML→Utf8, FLOAT→Float64, SQL_VARIANT→Binary
+//! BINARY(n)→FixedSizeBinary(n), UNIQUEIDENTIFIER→FixedSizeBinary(16) (SQL Server's byte order), VARBINARY→Binary, XML→Utf8, FLOAT→Float64, SQL_VARIANT→Binary
 //! holding the value's TDS bytes (base type, property count, properties, data). Values Arrow
 //! cannot say (a variant's base type) go in with [`TestServer::insert_rows`] and come back with
 //! [`TestServer::table_rows`].

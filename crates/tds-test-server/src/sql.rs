@@ -865,6 +865,7 @@ impl<'a> P<'a> {
             "xml" => SqlType::Xml,
             "float" => SqlType::Float,
             "sql_variant" => SqlType::SqlVariant,
+            "uniqueidentifier" => SqlType::UniqueIdentifier,
             other => return Err(self.err(&format!("unsupported type {other}"))),
         };
         // COLLATE sets a VARCHAR's collation (its code page); NVARCHAR keeps UTF-16 whatever

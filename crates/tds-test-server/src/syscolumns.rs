@@ -36,6 +36,7 @@ pub fn system_type_id(t: &SqlType) -> i64 {
         SqlType::Xml => 241,
         SqlType::Float => 62,
         SqlType::SqlVariant => 98,
+        SqlType::UniqueIdentifier => 36,
     }
 }
 
@@ -100,6 +101,7 @@ fn length_precision_scale(t: &SqlType) -> (i64, i64, i64) {
         SqlType::Xml => (-1, 0, 0),
         SqlType::Float => (8, 53, 0),
         SqlType::SqlVariant => (crate::wire::VARIANT_MAX as i64, 0, 0),
+        SqlType::UniqueIdentifier => (16, 0, 0),
         SqlType::DateTime => (8, 23, 3),
         SqlType::DateTime2(s) => (if s <= 2 { 6 } else if s <= 4 { 7 } else { 8 }, if s == 0 { 19 } else { 20 + s as i64 }, s as i64),
     }
@@ -200,7 +202,7 @@ mod tests {
         assert_eq!(length_precision_scale(&SqlType::Float), (8, 53, 0));
         let cyrillic = Collation::from_name("Cyrillic_General_CI_AS").unwrap();
         assert_eq!(view_rows(1, &[Column::new("v", SqlType::VarChar(Some(20), cyrillic), true)])[0][8], Value::Str("Cyrillic_General_CI_AS".into()));
-        for t in [SqlType::Int, SqlType::BigInt, SqlType::NVarChar(None), SqlType::DateTime2(3), SqlType::Decimal { precision: 9, scale: 4 }, SqlType::Binary(8), SqlType::VarBinary(Some(64)), SqlType::Xml, SqlType::SqlVariant, SqlType::Float, SqlType::varchar(None)] {
+        for t in [SqlType::Int, SqlType::BigInt, SqlType::NVarChar(None), SqlType::DateTime2(3), SqlType::Decimal { precision: 9, scale: 4 }, SqlType::Binary(8), SqlType::VarBinary(Some(64)), SqlType::Xml, SqlType::SqlVariant, SqlType::Float, SqlType::varchar(None), SqlType::UniqueIdentifier] {
             assert_eq!(type_name(system_type_id(&t)), Some(t.data_type_name()));
         }
     }

@@ -58,6 +58,9 @@ pub enum SqlType {
     Float,
     /// SQL_VARIANT: a value with its base type ([`Variant`]), at most 8016 bytes.
     SqlVariant,
+    /// UNIQUEIDENTIFIER: 16 bytes as SQL Server stores and sends them (the first three groups
+    /// little endian, MS-TDS 2.2.5.5.1.6).
+    UniqueIdentifier,
     /// DATETIME2(scale), scale 0..=7.
     DateTime2(u8),
     /// DATETIME: 1753-01-01..9999-12-31, time in 1/300 s (values rounded to .000/.003/.007 s);
@@ -80,6 +83,7 @@ impl SqlType {
             SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale as i8),
             SqlType::NVarChar(_) | SqlType::VarChar(..) | SqlType::Xml => DataType::Utf8,
             SqlType::Binary(n) => DataType::FixedSizeBinary(n as i32),
+            SqlType::UniqueIdentifier => DataType::FixedSizeBinary(16),
             SqlType::VarBinary(_) => DataType::Binary,
             SqlType::Float => DataType::Float64,
             // The value's TDS bytes (base type, property count, properties, data; MS-TDS
@@ -110,6 +114,7 @@ impl SqlType {
             SqlType::Xml => "xml",
             SqlType::Float => "float",
             SqlType::SqlVariant => "sql_variant",
+            SqlType::UniqueIdentifier => "uniqueidentifier",
         }
     }
 
@@ -207,7 +212,7 @@ pub enum Value {
 pub struct Variant {
     /// One of the base types SQL Server stores in a variant: the integers, BIT, FLOAT,
     /// DECIMAL/NUMERIC, DATETIME, DATETIME2, VARCHAR(n) with its collation, NVARCHAR(n),
-    /// BINARY(n), VARBINARY(n) (no MAX types, no XML, no variant).
+    /// BINARY(n), VARBINARY(n), UNIQUEIDENTIFIER (no MAX types, no XML, no variant).
     pub base: SqlType,
     /// The value (not NULL).
     pub value: Value,
@@ -404,6 +409,7 @@ impl Value {
                 }
                 Ok(Value::Bytes(b))
             }
+            (Value::Bytes(b), SqlType::UniqueIdentifier) if b.len() == 16 => Ok(Value::Bytes(b)),
             (v @ (Value::Int(_) | Value::Decimal { .. } | Value::Bool(_)), SqlType::Float) => v.as_f64().map(Value::Float).ok_or_else(|| conv_fail(&v)),
             (Value::Float(f), SqlType::Float) => Ok(Value::Float(f)),
             (Value::Variant(v), SqlType::SqlVariant) => {

@@ -107,6 +107,7 @@ pub mod ty {
     pub const BIGBINARY: u8 = 0xAD;
     pub const XML: u8 = 0xF1;
     pub const SSVARIANT: u8 = 0x62;
+    pub const GUID: u8 = 0x24;
 }
 
 /// The collation the server reports (its default): SQL_Latin1_General_CP1_CI_AS.
@@ -265,6 +266,8 @@ pub enum WireType {
     Xml,
     /// SSVARIANT with its max length (4 bytes in TYPE_INFO).
     Variant(u32),
+    /// GUID (UNIQUEIDENTIFIER): length byte 16.
+    Guid,
 }
 
 impl WireType {
@@ -344,6 +347,10 @@ impl WireType {
                 WireType::Xml
             }
             ty::SSVARIANT => WireType::Variant(r.u32()?),
+            ty::GUID => match r.u8()? {
+                16 => WireType::Guid,
+                n => return bad(format!("GUID length {n}")),
+            },
             other => return bad(format!("unsupported data type 0x{other:02X}")),
         })
     }
@@ -370,6 +377,7 @@ impl WireType {
             WireType::Binary(n) => SqlType::Binary(n),
             WireType::Xml => SqlType::Xml,
             WireType::Variant(_) => SqlType::SqlVariant,
+            WireType::Guid => SqlType::UniqueIdentifier,
             _ => return None,
         })
     }
@@ -459,6 +467,11 @@ impl WireType {
                 // A byte-order mark may lead the UTF-16 text; it is not part of the value.
                 Some(b) => Ok(Value::Str(utf16_to_string(b.strip_prefix(&[0xFF, 0xFE]).unwrap_or(&b))?)),
             },
+            WireType::Guid => match r.u8()? {
+                0 => Ok(Value::Null),
+                16 => Ok(Value::Bytes(r.bytes(16)?.to_vec())),
+                n => bad(format!("GUID value length {n}")),
+            },
             WireType::Variant(max) => {
                 let n = r.u32()?;
                 if n == 0 {
@@ -484,7 +497,7 @@ impl WireType {
             WireType::FixedInt(n) | WireType::FixedFloat(n) => fixed(r, n as usize),
             WireType::FixedBit => fixed(r, 1),
             WireType::FixedDateTime => fixed(r, 8),
-            WireType::IntN(_) | WireType::BitN | WireType::FloatN(_) | WireType::DateTimeN(_) | WireType::DateN | WireType::DecimalN { .. } | WireType::DateTime2N(_) => {
+            WireType::IntN(_) | WireType::BitN | WireType::FloatN(_) | WireType::DateTimeN(_) | WireType::DateN | WireType::DecimalN { .. } | WireType::DateTime2N(_) | WireType::Guid => {
                 let n = r.u8()?;
                 let ok = match *self {
                     WireType::IntN(_) => matches!(n, 0 | 1 | 2 | 4 | 8),
@@ -493,6 +506,7 @@ impl WireType {
                     WireType::DateN => matches!(n, 0 | 3),
                     WireType::DecimalN { .. } => matches!(n, 0 | 5 | 9 | 13 | 17),
                     WireType::DateTime2N(scale) => n == 0 || n == time_len(scale) + 3,
+                    WireType::Guid => matches!(n, 0 | 16),
                     _ => false,
                 };
                 if !ok {
@@ -618,6 +632,10 @@ pub fn decode_variant(raw: &[u8]) -> WResult<Value> {
                 (SqlType::VarChar(Some(max), coll), Value::Str(coll.decode(data).map_err(WireError::Malformed)?))
             }
         }
+        ty::GUID => {
+            fixed(16)?;
+            (SqlType::UniqueIdentifier, Value::Bytes(data.to_vec()))
+        }
         ty::BIGVARBINARY | ty::BIGBINARY => {
             want(2)?;
             let max = u16::from_le_bytes([props[0], props[1]]);
@@ -681,6 +699,10 @@ pub fn encode_variant(b: &mut Vec<u8>, v: &Variant) -> Result<(), String> {
             b.extend_from_slice(&COLLATION);
             b.extend_from_slice(&n.saturating_mul(2).to_le_bytes());
             b.extend(s.encode_utf16().flat_map(u16::to_le_bytes));
+        }
+        (SqlType::UniqueIdentifier, Value::Bytes(x)) if x.len() == 16 => {
+            b.extend_from_slice(&[ty::GUID, 0]);
+            b.extend_from_slice(x);
         }
         (SqlType::Binary(n) | SqlType::VarBinary(Some(n)), Value::Bytes(x)) => {
             b.extend_from_slice(&[if matches!(base, SqlType::Binary(_)) { ty::BIGBINARY } else { ty::BIGVARBINARY }, 2]);
@@ -1044,6 +1066,7 @@ pub fn encode_type_info(b: &mut Vec<u8>, t: &SqlType, nullable: bool) {
         SqlType::Xml => b.extend_from_slice(&[ty::XML, 0]),
         SqlType::Float if nullable => b.extend_from_slice(&[ty::FLTN, 8]),
         SqlType::Float => b.push(ty::FLT8),
+        SqlType::UniqueIdentifier => b.extend_from_slice(&[ty::GUID, 16]),
         SqlType::SqlVariant => {
             b.push(ty::SSVARIANT);
             b.extend_from_slice(&VARIANT_MAX.to_le_bytes());
@@ -1140,6 +1163,11 @@ pub fn encode_value(b: &mut Vec<u8>, t: &SqlType, nullable: bool, v: &Value) -> 
                 b.push(8);
             }
             b.extend_from_slice(&f.to_le_bytes());
+        }
+        (SqlType::UniqueIdentifier, Value::Null) => b.push(0),
+        (SqlType::UniqueIdentifier, Value::Bytes(x)) if x.len() == 16 => {
+            b.push(16);
+            b.extend_from_slice(x);
         }
         (SqlType::SqlVariant, Value::Null) => b.extend_from_slice(&0u32.to_le_bytes()),
         (SqlType::SqlVariant, Value::Variant(var)) => encode_variant(b, var)?,
@@ -1313,6 +1341,10 @@ mod tests {
             (SqlType::SqlVariant, true, variant(SqlType::VarBinary(Some(16)), Value::Bytes(vec![1, 2, 3]))),
             (SqlType::SqlVariant, true, variant(SqlType::Binary(4), Value::Bytes(vec![9, 8, 7, 6]))),
             (SqlType::SqlVariant, true, variant(SqlType::NVarChar(Some(10)), Value::Str(String::new()))),
+            (SqlType::SqlVariant, true, variant(SqlType::UniqueIdentifier, Value::Bytes((0..16).collect()))),
+            (SqlType::UniqueIdentifier, true, Value::Bytes((100..116).collect())),
+            (SqlType::UniqueIdentifier, false, Value::Bytes(vec![0xFF; 16])),
+            (SqlType::UniqueIdentifier, true, Value::Null),
         ];
         for (t, nullable, v) in cases {
             round_trip(t, nullable, v);
