@@ -4,7 +4,8 @@
 use crate::cli::StatusArgs;
 use crate::config;
 use crate::error::Result;
-use crate::pipeline::status::{human_duration, run_status, StatusReport};
+use crate::pipeline::human;
+use crate::pipeline::status::{run_status, StatusReport};
 use crate::pipeline::Cancel;
 
 use super::{print_json, short, EXIT_LAGGING};
@@ -37,18 +38,18 @@ fn when(iso: Option<&str>, now: &str) -> String {
 
 fn print_status(r: &StatusReport) {
     eprintln!("{} (now {} UTC)", short(&r.target, 50), minute(Some(&r.now_utc)));
-    eprintln!("{:<18} {:<11} {:>9} {:>9} {:>8} {:>6} {:>8} {}", "source", "last sync", "LastRunID", "source ID", "lag rows", "lag", "copied", "ok");
+    eprintln!("{:<17} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}", "source", "last sync", "LastRunID", "source ID", "lag rows", "lag", "copied", "ok");
     for s in &r.sources {
-        let id = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let id = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| human::grouped_within(v.max(0) as u64, 9));
         eprintln!(
-            "{:<18} {:<11} {:>9} {:>9} {:>8} {:>6} {:>8} {}",
-            short(&s.source, 18),
+            "{:<17} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}",
+            short(&s.source, 17),
             when(s.last_success_utc.as_deref(), &r.now_utc),
             id(s.last_run_id),
             id(s.source_max_run_id),
-            s.lag_rows,
-            s.lag_seconds.map_or_else(|| "-".to_string(), human_duration),
-            s.rows_copied.map_or_else(|| "-".to_string(), |n| n.to_string()),
+            human::grouped_within(s.lag_rows, 8),
+            s.lag_seconds.map_or_else(|| "-".to_string(), |l| if l == 0 { "0 s".into() } else { human::duration(std::time::Duration::from_secs(l)) }),
+            s.rows_copied.map_or_else(|| "-".to_string(), |n| human::grouped_within(n, 8)),
             if s.within_limits { "yes" } else { "NO" }
         );
         if let Some(p) = &s.problem {
@@ -69,7 +70,8 @@ fn print_status(r: &StatusReport) {
 
 /// `text` in lines of at most 79 columns, indented, at most `max` of them (`…` ends a cut).
 fn print_wrapped(text: &str, max: usize) {
-    let lines = textwrap::wrap(text, textwrap::Options::new(79).initial_indent("    ").subsequent_indent("    "));
+    let text = human::wrap_within(&format!("    {}", text.replace('\n', " ")), 79, 4);
+    let lines: Vec<&str> = text.lines().collect();
     for (i, l) in lines.iter().enumerate().take(max) {
         eprintln!("{}", if i + 1 == max && lines.len() > max { format!("{} …", short_end(l, 76)) } else { l.to_string() });
     }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::pipeline::copy::iso;
+use crate::pipeline::human;
 use crate::pipeline::watermark::{self, WatermarkReport, WatermarkStatus};
 use crate::pipeline::{for_each_source, Cancel};
 use crate::sink::{Recorded, Target};
@@ -120,7 +121,7 @@ fn one(source: &dyn Source, target: &dyn Target, map: &ServerIdMap, opts: &Statu
             _ => format!("watermark set aside: {}", check.reason.as_deref().unwrap_or("unverified")),
         })
     } else if let (Some(max), Some(lag)) = (opts.max_lag, lag_seconds) {
-        (lag > max.as_secs()).then(|| format!("{} behind (limit {})", human_duration(lag), human_duration(max.as_secs())))
+        (lag > max.as_secs()).then(|| format!("{} behind (limit {})", human::duration(Duration::from_secs(lag)), human::duration(max)))
     } else {
         None
     };
@@ -144,16 +145,6 @@ fn one(source: &dyn Source, target: &dyn Target, map: &ServerIdMap, opts: &Statu
     })
 }
 
-/// A duration in seconds as people write it: `45s`, `12m`, `3h05m`, `2d04h`.
-pub fn human_duration(s: u64) -> String {
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 /// Reports every source's status in `target`.
 pub fn run_status(sources: &[Box<dyn Source>], target: &dyn Target, opts: &StatusOptions, cancel: &Cancel) -> Result<StatusReport> {
     let registry = target.known_servers()?;
@@ -170,19 +161,4 @@ pub fn run_status(sources: &[Box<dyn Source>], target: &dyn Target, opts: &Statu
         ok: lines.iter().all(|l| l.within_limits),
         sources: lines,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(59), "59s");
-        assert_eq!(human_duration(60), "1m00s");
-        assert_eq!(human_duration(3599), "59m59s");
-        assert_eq!(human_duration(3600 * 3 + 300), "3h05m");
-        assert_eq!(human_duration(86400 * 2 + 3600 * 4 + 59), "2d04h");
-    }
 }
