@@ -395,6 +395,7 @@ pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
             readers: sources.readers,
             batch_rows: sources.batch_rows,
             children: child_options(&a.tables),
+            values: a.values,
         },
         sources,
     })

@@ -57,7 +57,7 @@ pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
     eprintln!("\n== 3/4 copy again: a re-run adds nothing");
     let again = super::copy::run(&copy_args, cancel)?;
     eprintln!("\n== 4/4 verify: every source row is in the stage");
-    let code = super::verify::run(&VerifyArgs { src: src_args(false), target, tables: Default::default() }, cancel)?;
+    let code = super::verify::run(&VerifyArgs { src: src_args(false), target, tables: Default::default(), values: false }, cancel)?;
     let (t, g) = (&first.totals, grouped);
     say(&format!(
         "\nDone: {} rows read, {} duplicates removed ({} with conflicting values), {} rows staged; the re-run wrote {}.",

@@ -5,6 +5,7 @@ use crate::config;
 use crate::error::Result;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::verify::{run_verify, VerifyReport};
+use crate::pipeline::verify_values::ValuesReport;
 use crate::pipeline::Cancel;
 
 use crate::pipeline::human::{grouped, grouped_within, wrap};
@@ -80,6 +81,9 @@ fn verify_report_lines(r: &VerifyReport) -> Vec<String> {
     for t in &r.child_tables_not_in_target {
         out.push(wrap(&format!("dbo.{t}: not in {} (not compared)", r.target), 4));
     }
+    if let Some(v) = &r.values {
+        out.extend(values_lines(v));
+    }
     if !r.unknown_servers.is_empty() {
         out.push(wrap(&format!("server names the stage does not know (all their rows are missing): {}", r.unknown_servers.join(", ")), 4));
     }
@@ -92,11 +96,27 @@ fn verify_report_lines(r: &VerifyReport) -> Vec<String> {
     out
 }
 
+/// `--values`: what was compared, then each differing (server, day), the first 20 of them.
+fn values_lines(v: &ValuesReport) -> Vec<String> {
+    const SHOWN: usize = 20;
+    let mut out = vec![String::new()];
+    out.push(wrap(&format!("values: {} server days of {} columns compared, {} differ", grouped(v.days_compared), v.columns.len(), grouped(v.differing.len() as u64)), 4));
+    for d in v.differing.iter().take(SHOWN) {
+        let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
+        out.push(wrap(&format!("    ServerID {} ({}), {}: {rows}; differs in {}", d.server_id, short(&d.server_name, 30), d.day, d.columns.join(", ")), 6));
+    }
+    if v.differing.len() > SHOWN {
+        out.push(format!("    ... and {} more server days (--json lists them all)", grouped((v.differing.len() - SHOWN) as u64)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::human::COLUMNS;
     use crate::pipeline::verify::{ChildCheck, ServerCheck};
+    use crate::pipeline::verify_values::DayDiff;
 
     #[test]
     fn every_line_of_the_verify_report_fits_80_columns() {
@@ -124,6 +144,20 @@ mod tests {
             children: vec![ChildCheck { table: "PerfSnapshotWaitStats".into(), server_id: i32::MIN, source_rows: 99_999_999_999, target_rows: 1, missing: 9_999_999, duplicates: 99_999, differing_runs: 999_999_999, ok: false }],
             child_tables_not_in_target: vec!["PerfSnapshotWorkload".into()],
             target_child_orphans: [("PerfSnapshotDB".to_string(), u64::MAX)].into(),
+            values: Some(ValuesReport {
+                days_compared: u64::MAX,
+                columns: crate::schema::target_columns().iter().map(|c| c.name.to_string()).collect(),
+                differing: (0..25)
+                    .map(|i| DayDiff {
+                        server_id: i32::MIN + i,
+                        server_name: "SQL-PRODUCTION-EAST-01\\INSTANCE-WITH-A-LONG-NAME".into(),
+                        day: "2026-01-31".into(),
+                        source_rows: 99_999_999,
+                        target_rows: 1,
+                        columns: crate::schema::target_columns().iter().map(|c| c.name.to_string()).collect(),
+                    })
+                    .collect(),
+            }),
             elapsed_seconds: 1.0,
         };
         let lines = verify_report_lines(&report);
@@ -134,5 +168,7 @@ mod tests {
         assert!(text.contains("source and target: 2026-01-01T00:00:00.000Z .. 2026-01-31T00:00:00.000Z"), "{text}");
         assert!(text.contains("target: 2026-01-01T00:00:00.000Z .. 2026-01-30T00:00:00.000Z"), "{text}");
         assert!(text.contains("2026-01-10T00:00:00.000Z") && text.contains("verify: FAILED"), "{text}");
+        assert!(text.contains("ServerID -2147483648 (") && text.contains("2026-01-31:") && text.contains("99,999,999 rows in the sources, 1 in the target") && text.contains("MemoryGrantWarningCount"), "{text}");
+        assert!(text.contains("and 5 more server days"), "{text}");
     }
 }

@@ -6,6 +6,7 @@ pub mod human;
 pub mod progress;
 pub mod status;
 pub mod verify;
+pub mod verify_values;
 pub mod watermark;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

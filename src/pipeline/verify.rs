@@ -32,6 +32,7 @@ use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
+use super::verify_values::{check_values, ValuesReport, ValuesScope};
 
 /// What `verify` needs besides sources and target.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct VerifyOptions {
     pub batch_rows: usize,
     /// Which child tables are compared (as `copy` chooses them).
     pub children: ChildOptions,
+    /// `--values`: also compare per (server, day) and column checksums.
+    pub values: bool,
 }
 
 /// The comparison for one target server.
@@ -101,6 +104,9 @@ pub struct VerifyReport {
     /// Per child table: target rows whose run the target lacks.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub target_child_orphans: BTreeMap<String, u64>,
+    /// `--values`: the per (server, day) and column comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValuesReport>,
     pub elapsed_seconds: f64,
 }
 
@@ -206,7 +212,20 @@ pub fn run_verify(
     // Child tables: never created by verify (a dry run of the plan).
     let (tables, not_in_target) = crate::pipeline::copy::plan_child_tables(sources, target, &opts.children, true, progress)?;
     let (children, target_child_orphans) = check_children(sources, target, &tables, &map, opts, cancel)?;
-    let ok = unknown.is_empty() && servers.iter().all(|s| s.ok) && children.iter().all(|c| c.ok) && target_child_orphans.values().all(|&n| n == 0);
+    let values = if opts.values {
+        let bar = progress.phase("compare values", None);
+        let scope = ValuesScope { map: &map, window: opts.window, readers: opts.readers, batch_rows: opts.batch_rows };
+        let v = check_values(sources, target, &scope, cancel)?;
+        bar.finish();
+        Some(v)
+    } else {
+        None
+    };
+    let ok = unknown.is_empty()
+        && servers.iter().all(|s| s.ok)
+        && children.iter().all(|c| c.ok)
+        && target_child_orphans.values().all(|&n| n == 0)
+        && values.as_ref().is_none_or(|v| v.differing.is_empty());
     Ok(VerifyReport {
         target: target.label().to_string(),
         ok,
@@ -216,6 +235,7 @@ pub fn run_verify(
         children,
         child_tables_not_in_target: not_in_target,
         target_child_orphans,
+        values,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
 }
