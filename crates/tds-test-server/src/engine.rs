@@ -1638,7 +1638,7 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
     };
     let coerce_row = |vals: Vec<Value>| -> Result<Row, SqlError> { vals.into_iter().zip(&meta).map(|(v, m)| v.coerce(&m.ty, &m.name)).collect() };
     // An index's order answers a keyset page or an ID range without a scan (and without the sort).
-    if let Some(rows) = table.and_then(|t| keyset_seek(ctx, s, t, pending)) {
+    if let Some(rows) = table.filter(|_| s.group.is_empty()).and_then(|t| keyset_seek(ctx, s, t, pending)) {
         let rows = rows.into_iter().map(|r| coerce_row(items.iter().map(|(e, _)| eval(ctx, e, Some(r), cols)).collect::<Result<_, _>>()?)).collect::<Result<_, _>>()?;
         return Ok((meta, rows));
     }
@@ -1652,8 +1652,26 @@ fn run_select(ctx: &Ctx, s: &Select) -> Result<(Vec<OutCol>, Vec<Row>), SqlError
             matching.push(r);
         }
     }
+    if !s.group.is_empty() {
+        // One row per distinct GROUP BY value list, in that order (SQL Server promises no
+        // order without ORDER BY; sorted keeps the output deterministic).
+        let mut keyed: Vec<(Vec<Value>, &Row)> = matching.into_iter().map(|r| Ok((s.group.iter().map(|e| eval(ctx, e, Some(r), cols)).collect::<Result<Vec<_>, SqlError>>()?, r))).collect::<Result<_, SqlError>>()?;
+        keyed.sort_by(|a, b| a.0.iter().zip(&b.0).map(|(x, y)| x.order_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+        let mut rows = Vec::new();
+        let mut i = 0;
+        while i < keyed.len() {
+            let j = i + keyed[i..].iter().take_while(|(k, _)| k.iter().zip(&keyed[i].0).all(|(x, y)| x.order_cmp(y).is_eq())).count();
+            let group: Vec<&Row> = keyed[i..j].iter().map(|(_, r)| *r).collect();
+            rows.push(coerce_row(items.iter().map(|(e, _)| eval_agg(ctx, e, &group, &s.group, cols)).collect::<Result<_, _>>()?)?);
+            i = j;
+        }
+        if let Some(n) = top {
+            rows.truncate(n);
+        }
+        return Ok((meta, rows));
+    }
     if items.iter().any(|(e, _)| has_agg(e)) {
-        let vals: Vec<Value> = items.iter().map(|(e, _)| eval_agg(ctx, e, &matching, cols)).collect::<Result<_, _>>()?;
+        let vals: Vec<Value> = items.iter().map(|(e, _)| eval_agg(ctx, e, &matching, &[], cols)).collect::<Result<_, _>>()?;
         let rows = if top == Some(0) { Vec::new() } else { vec![coerce_row(vals)?] };
         return Ok((meta, rows));
     }
@@ -1742,6 +1760,13 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             // sql_variant in SQL Server; every property this server knows is text.
             "SERVERPROPERTY" => (SqlType::NVarChar(Some(128)), true, false),
             "SCOPE_IDENTITY" => (SqlType::Decimal { precision: 38, scale: 0 }, true, false),
+            "HASHBYTES" => (SqlType::VarBinary(Some(8000)), true, false),
+            "SUBSTRING" => match args.first() {
+                Some(a) => (infer(ctx, a, cols)?.0, true, false),
+                None => return Err(SqlError::new(174, "The substring function requires 3 argument(s).")),
+            },
+            "DATEDIFF" => (SqlType::Int, true, false),
+            "DATEDIFF_BIG" => (SqlType::BigInt, true, false),
             other => return Err(SqlError::new(195, format!("'{other}' is not a recognized built-in function name (tds-test-server subset)."))),
         },
         Expr::Bin(a, _, b) => {
@@ -1811,7 +1836,15 @@ fn eval(ctx: &Ctx, e: &Expr, row: Option<&Row>, cols: &[Column]) -> Result<Value
     })
 }
 
-fn eval_agg(ctx: &Ctx, e: &Expr, rows: &[&Row], cols: &[Column]) -> Result<Value, SqlError> {
+/// An expression over a group of rows: aggregates over them, a GROUP BY expression (`group`)
+/// from the group's first row.
+fn eval_agg(ctx: &Ctx, e: &Expr, rows: &[&Row], group: &[Expr], cols: &[Column]) -> Result<Value, SqlError> {
+    if group.contains(e) {
+        return match rows.first() {
+            Some(r) => eval(ctx, e, Some(r), cols),
+            None => Ok(Value::Null),
+        };
+    }
     Ok(match e {
         Expr::Agg(kind, arg) => {
             let vals: Vec<Value> = match arg {
@@ -1835,12 +1868,12 @@ fn eval_agg(ctx: &Ctx, e: &Expr, rows: &[&Row], cols: &[Column]) -> Result<Value
             }
         }
         Expr::Func(f, args) => {
-            let vals: Vec<Value> = args.iter().map(|a| eval_agg(ctx, a, rows, cols)).collect::<Result<_, _>>()?;
+            let vals: Vec<Value> = args.iter().map(|a| eval_agg(ctx, a, rows, group, cols)).collect::<Result<_, _>>()?;
             apply_func(ctx, f, vals)?
         }
-        Expr::Bin(a, op, b) => arith(eval_agg(ctx, a, rows, cols)?, op, eval_agg(ctx, b, rows, cols)?)?,
-        Expr::Neg(a) => arith(Value::Int(0), "-", eval_agg(ctx, a, rows, cols)?)?,
-        Expr::Cast(a, t) => eval_agg(ctx, a, rows, cols)?.coerce(t, "CAST")?,
+        Expr::Bin(a, op, b) => arith(eval_agg(ctx, a, rows, group, cols)?, op, eval_agg(ctx, b, rows, group, cols)?)?,
+        Expr::Neg(a) => arith(Value::Int(0), "-", eval_agg(ctx, a, rows, group, cols)?)?,
+        Expr::Cast(a, t) => eval_agg(ctx, a, rows, group, cols)?.coerce(t, "CAST")?,
         Expr::Col(n) => return Err(SqlError::new(8120, format!("Column '{n}' is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause."))),
         other => eval(ctx, other, None, cols)?,
     })
@@ -1880,6 +1913,9 @@ fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
             _ => Value::Null,
         },
         "SCOPE_IDENTITY" => ctx.session.last_identity.map(|i| Value::Decimal { mantissa: i as i128, scale: 0 }).unwrap_or(Value::Null),
+        "HASHBYTES" => hashbytes(vals)?,
+        "SUBSTRING" => substring(vals)?,
+        "DATEDIFF" | "DATEDIFF_BIG" => datediff(f, vals)?,
         "OBJECT_ID" => {
             let Some(Value::Str(name)) = vals.first() else { return Ok(Value::Null) };
             let parsed = crate::sql::parse_batch(&format!("DELETE {name}"));
@@ -1890,6 +1926,88 @@ fn apply_func(ctx: &Ctx, f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
         }
         other => return Err(SqlError::new(195, format!("'{other}' is not a recognized built-in function name (tds-test-server subset)."))),
     })
+}
+
+/// `HASHBYTES(algorithm, input)`: the digest of VARBINARY bytes as they are, of text as
+/// NVARCHAR (UTF-16LE; this server keeps no VARCHAR/NVARCHAR distinction in values, so text
+/// always hashes as NVARCHAR, which is what `CONVERT(NVARCHAR(...), x)` gives SQL Server).
+/// NULL input gives NULL. SHA1, SHA2_256 and SHA2_512 (MD2/MD4/MD5 are deprecated and not in
+/// this server).
+fn hashbytes(vals: Vec<Value>) -> Result<Value, SqlError> {
+    use aws_lc_rs::digest;
+    let [alg, input] = <[Value; 2]>::try_from(vals).map_err(|_| SqlError::new(174, "The hashbytes function requires 2 argument(s)."))?;
+    let alg = match &alg {
+        Value::Str(a) => match a.to_ascii_uppercase().as_str() {
+            "SHA" | "SHA1" => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+            "SHA2_256" => &digest::SHA256,
+            "SHA2_512" => &digest::SHA512,
+            other => return Err(SqlError::new(8116, format!("HASHBYTES algorithm '{other}' is outside the tds-test-server subset (SHA1, SHA2_256, SHA2_512)."))),
+        },
+        Value::Null => return Ok(Value::Null),
+        other => return Err(SqlError::new(8116, format!("Argument data type {other} is invalid for argument 1 of hashbytes function."))),
+    };
+    let bytes: Vec<u8> = match input {
+        Value::Null => return Ok(Value::Null),
+        Value::Str(s) => s.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        Value::Bytes(b) => b,
+        other => return Err(SqlError::new(8116, format!("Argument data type {other} is invalid for argument 2 of hashbytes function."))),
+    };
+    Ok(Value::Bytes(digest::digest(alg, &bytes).as_ref().to_vec()))
+}
+
+/// `SUBSTRING(expression, start, length)`: 1-based, of characters (text) or bytes (binary);
+/// the part of [start, start + length) inside the value, as SQL Server clips it.
+fn substring(vals: Vec<Value>) -> Result<Value, SqlError> {
+    let [v, start, len] = <[Value; 3]>::try_from(vals).map_err(|_| SqlError::new(174, "The substring function requires 3 argument(s)."))?;
+    let (Value::Int(start), Value::Int(len)) = (&start, &len) else {
+        if start.is_null() || len.is_null() || v.is_null() {
+            return Ok(Value::Null);
+        }
+        return Err(SqlError::new(8116, "Argument data type is invalid for argument 2 or 3 of substring function."));
+    };
+    if *len < 0 {
+        return Err(SqlError::new(537, "Invalid length parameter passed to the LEFT or SUBSTRING function."));
+    }
+    let from = (*start).max(1);
+    let to = start.saturating_add(*len).max(from);
+    let range = |n: usize| ((from - 1) as usize).min(n)..((to - 1) as usize).min(n);
+    Ok(match v {
+        Value::Null => Value::Null,
+        Value::Bytes(b) => Value::Bytes(b[range(b.len())].to_vec()),
+        Value::Str(s) => {
+            let chars: Vec<char> = s.chars().collect();
+            Value::Str(chars[range(chars.len())].iter().collect())
+        }
+        other => return Err(SqlError::new(8116, format!("Argument data type {other} is invalid for argument 1 of substring function."))),
+    })
+}
+
+/// `DATEDIFF(part, start, end)` / `DATEDIFF_BIG`: the number of `part` boundaries crossed
+/// from start to end (not elapsed whole units: 23:59 to 00:00 is one day).
+fn datediff(f: &str, vals: Vec<Value>) -> Result<Value, SqlError> {
+    let [part, a, b] = <[Value; 3]>::try_from(vals).map_err(|_| SqlError::new(174, format!("The {f} function requires 3 argument(s).")))?;
+    let ticks = |v: Value| -> Result<Option<i64>, SqlError> {
+        match v.coerce(&SqlType::DateTime2(7), f)? {
+            Value::DateTime2(t) => Ok(Some(t)),
+            _ => Ok(None),
+        }
+    };
+    let (Some(a), Some(b)) = (ticks(a)?, ticks(b)?) else { return Ok(Value::Null) };
+    let Value::Str(part) = part else { return Err(SqlError::new(155, format!("'{part}' is not a recognized datediff option."))) };
+    let unit: i64 = match part.as_str() {
+        "DAY" | "DD" | "D" => 864_000_000_000,
+        "HOUR" | "HH" => 36_000_000_000,
+        "MINUTE" | "MI" | "N" => 600_000_000,
+        "SECOND" | "SS" | "S" => 10_000_000,
+        "MILLISECOND" | "MS" => 10_000,
+        "MICROSECOND" | "MCS" => 10,
+        other => return Err(SqlError::new(155, format!("'{other}' is not a recognized datediff option (tds-test-server subset)."))),
+    };
+    let n = b.div_euclid(unit) - a.div_euclid(unit);
+    if f == "DATEDIFF" && i32::try_from(n).is_err() {
+        return Err(SqlError::new(535, "The datediff function resulted in an overflow. The number of dateparts separating two date/time instances is too large. Try to use datediff with a less precise datepart."));
+    }
+    Ok(Value::Int(n))
 }
 
 fn arith(a: Value, op: &str, b: Value) -> Result<Value, SqlError> {

@@ -247,6 +247,8 @@ pub struct Select {
     pub from: Option<ObjName>,
     /// WHERE.
     pub filter: Option<Cond>,
+    /// GROUP BY expressions (each select item must be one of them or an aggregate).
+    pub group: Vec<Expr>,
     /// ORDER BY (expr, descending).
     pub order: Vec<(Expr, bool)>,
 }
@@ -982,7 +984,7 @@ impl<'a> P<'a> {
                 let e = self.expr()?;
                 let alias = if self.eat_kw("AS") {
                     Some(self.ident_or_str()?)
-                } else if matches!(self.peek(), Some(Tok::Quoted(_))) || matches!(self.peek(), Some(Tok::Word(w)) if !["FROM", "WHERE", "ORDER"].iter().any(|k| w.eq_ignore_ascii_case(k)) && !STMT_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k))) {
+                } else if matches!(self.peek(), Some(Tok::Quoted(_))) || matches!(self.peek(), Some(Tok::Word(w)) if !["FROM", "WHERE", "GROUP", "ORDER"].iter().any(|k| w.eq_ignore_ascii_case(k)) && !STMT_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k))) {
                     Some(self.ident()?)
                 } else {
                     None
@@ -1003,6 +1005,16 @@ impl<'a> P<'a> {
             None
         };
         let filter = if self.eat_kw("WHERE") { Some(self.cond()?) } else { None };
+        let mut group = Vec::new();
+        if self.eat_kw("GROUP") {
+            self.kw("BY")?;
+            loop {
+                group.push(self.expr()?);
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
         let mut order = Vec::new();
         if self.eat_kw("ORDER") {
             self.kw("BY")?;
@@ -1023,7 +1035,7 @@ impl<'a> P<'a> {
         if self.eat_kw("OPTION") {
             self.skip_parens()?;
         }
-        Ok(Select { top, items, from, filter, order })
+        Ok(Select { top, items, from, filter, group, order })
     }
 
     fn ident_or_str(&mut self) -> Result<String, SqlError> {
@@ -1211,6 +1223,11 @@ impl<'a> P<'a> {
                         return Ok(Expr::Cast(Box::new(e), t));
                     }
                     let mut args = Vec::new();
+                    // DATEDIFF's first argument is a datepart keyword, not a column.
+                    if up == "DATEDIFF" || up == "DATEDIFF_BIG" {
+                        args.push(Expr::Lit(Value::Str(self.ident()?.to_ascii_uppercase())));
+                        self.sym(",")?;
+                    }
                     if !self.eat_sym(")") {
                         loop {
                             args.push(self.expr()?);

@@ -345,6 +345,26 @@ impl Value {
                 }
                 Ok(Value::Int(i))
             }
+            // Binary to an integer: big-endian, the rightmost bytes when longer, zero-padded
+            // on the left when shorter (CAST(0x0102030405 AS INT) is 0x02030405).
+            (Value::Bytes(b), SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt) => {
+                let n = match ty {
+                    SqlType::TinyInt => 1,
+                    SqlType::SmallInt => 2,
+                    SqlType::Int => 4,
+                    _ => 8,
+                };
+                let mut be = [0u8; 8];
+                let tail = &b[b.len().saturating_sub(n)..];
+                be[8 - tail.len()..].copy_from_slice(tail);
+                let u = u64::from_be_bytes(be);
+                Ok(Value::Int(match n {
+                    1 => u as u8 as i64,
+                    2 => u as u16 as i16 as i64,
+                    4 => u as u32 as i32 as i64,
+                    _ => u as i64,
+                }))
+            }
             (Value::Bool(b), SqlType::Bit) => Ok(Value::Bool(b)),
             (Value::Int(i), SqlType::Bit) => Ok(Value::Bool(i != 0)),
             (Value::Str(s), SqlType::Bit) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Value::Bool(true)),

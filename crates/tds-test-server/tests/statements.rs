@@ -327,3 +327,45 @@ async fn keyset_pages_seek_on_the_primary_key_and_match_the_scan() {
         assert_eq!(srv.stats().index_seeks - before, if seek { 6 } else { 0 });
     }
 }
+
+/// `verify --values` runs one GROUP BY per table with HASHBYTES-derived sums (what SQL Server
+/// computes, checked here against known digests and a plain model of the groups).
+#[tokio::test]
+async fn group_by_hashbytes_substring_and_datediff_as_sql_server_computes_them() {
+    let srv = server();
+    srv.execute("MonitoringDB", "CREATE TABLE dbo.G (id BIGINT NOT NULL PRIMARY KEY, s INT NULL, t DATETIME2(3) NOT NULL, w NVARCHAR(20) NULL); INSERT INTO dbo.G (id, s, t, w) VALUES (1, 1, '2024-03-01 23:59:59.999', N'abc'), (2, 1, '2024-03-02 00:00:00.000', NULL), (3, 2, '2024-03-01 10:00:00.000', N'é'), (4, 1, '2024-03-01 00:00:00.000', N'abc')").unwrap();
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    // SHA-256("abc") = ba7816bf…: its first 4 bytes as a big-endian INT.
+    let r = c.query("SELECT CAST(SUBSTRING(HASHBYTES('SHA2_256', @P1), 1, 4) AS INT) AS h, DATEDIFF(DAY, '2024-03-01 23:59:59', '2024-03-02 00:00:00') AS d, DATEDIFF_BIG(MILLISECOND, '1970-01-01', '1970-01-01 00:00:01.5') AS ms", &[&b"abc".as_slice()]).await.unwrap().into_row().await.unwrap().unwrap();
+    assert_eq!(r.get::<i32, _>("h"), Some(0xba78_16bf_u32 as i32));
+    assert_eq!(r.get::<i32, _>("d"), Some(1), "DATEDIFF counts boundaries crossed");
+    assert_eq!(r.get::<i64, _>("ms"), Some(1_500));
+    let r = c.query("SELECT HASHBYTES('SHA2_256', N'abc') AS n, HASHBYTES('SHA2_256', CAST(NULL AS NVARCHAR(10))) AS z, SUBSTRING(N'héllo', 2, 3) AS sub, SUBSTRING(N'ab', 0, 2) AS edge", &[]).await.unwrap().into_row().await.unwrap().unwrap();
+    // NVARCHAR hashes its UTF-16LE bytes.
+    let utf16: Vec<u8> = "abc".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    assert_eq!(r.get::<&[u8], _>("n"), Some(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &utf16).as_ref()));
+    assert_eq!(r.get::<&[u8], _>("z"), None);
+    assert_eq!((r.get::<&str, _>("sub"), r.get::<&str, _>("edge")), (Some("éll"), Some("a")), "SUBSTRING clips [start, start+len) to the value");
+
+    let rows = c
+        .query("SELECT s, DATEDIFF(DAY, '1970-01-01', t) AS d, COUNT_BIG(*) AS n, COUNT_BIG(w) AS nw, ISNULL(SUM(CAST(CAST(SUBSTRING(HASHBYTES('SHA2_256', w), 1, 4) AS INT) AS BIGINT)), 0) AS hw FROM dbo.G GROUP BY s, DATEDIFF(DAY, '1970-01-01', t)", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let h = |s: &str| {
+        let b: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b);
+        i32::from_be_bytes([d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]) as i64
+    };
+    let day = 19_783; // 2024-03-01
+    let got: Vec<(i32, i32, i64, i64, i64)> = rows.iter().map(|r| (r.get("s").unwrap(), r.get("d").unwrap(), r.get("n").unwrap(), r.get("nw").unwrap(), r.get("hw").unwrap())).collect();
+    assert_eq!(got, vec![(1, day, 2, 2, 2 * h("abc")), (1, day + 1, 1, 0, 0), (2, day, 1, 1, h("é"))]);
+    // A column neither grouped nor aggregated is SQL Server's error 8120.
+    let e = match c.query("SELECT s, w FROM dbo.G GROUP BY s", &[]).await {
+        Err(e) => e,
+        Ok(s) => s.into_first_result().await.unwrap_err(),
+    };
+    assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 8120), "{e:?}");
+}
