@@ -33,6 +33,7 @@
 //! [`schema::Table`]; its columns, types, key and stage folder come from the description.
 
 pub mod app;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod defaults;

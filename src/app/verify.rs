@@ -146,6 +146,7 @@ mod tests {
             target_child_orphans: [("PerfSnapshotDB".to_string(), u64::MAX)].into(),
             values: Some(ValuesReport {
                 days_compared: u64::MAX,
+                target_side: "server",
                 columns: crate::schema::target_columns().iter().map(|c| c.name.to_string()).collect(),
                 differing: (0..25)
                     .map(|i| DayDiff {

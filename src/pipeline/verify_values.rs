@@ -11,14 +11,15 @@
 //! key's survivor left out. Memory: one entry per (server, day) and column, plus the keys of
 //! the days that can hold duplicates.
 //!
-//! **Checksum** of a column over a (server, day): the wrapping sum of a 64-bit hash of each
-//! row's value (its canonical Arrow encoding, NULL hashed apart from every value; the hash of
-//! [`row_hashes`]), so row order, batch boundaries and file layout do not matter, while a
-//! changed value, a NULL set or cleared, or a row moved to another day changes it. The
-//! target's side is computed the same way on the Arrow rows the target returns (the stage's
-//! Parquet files; for MonitoringDB its rows as read by the client), so both sides compare
-//! exactly. A target row the target holds from a copy before (a key it held already, which
-//! `copy` never rewrites) counts like any other.
+//! **Checksum** of a column over a (server, day) ([`crate::checksum`]): its non-NULL count and
+//! the BIGINT sum of a 32-bit SHA-256-derived hash of each value's canonical form, so row
+//! order, batches and file layout do not matter, while a changed value, a NULL set or cleared,
+//! or a row moved to another day changes it. Sources are always computed here, on Arrow: only
+//! the rows read can have the survivor rule applied (a DBATools server cannot know what the
+//! other sources hold). The target's side is computed where it lives: MonitoringDB runs one
+//! GROUP BY over dbo.PerfSnapshotRun (`HASHBYTES`, `DATEDIFF_BIG`; only the aggregates cross
+//! the wire), a stage on the Arrow rows of its Parquet files. A target row the target held
+//! before a copy (a key `copy` never rewrites) counts like any other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -29,11 +30,12 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::pipeline::Cancel;
-use crate::schema::{src, target_columns, tgt};
+use crate::schema::{src, target_columns, tgt, Column};
 use crate::sink::Target;
 use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
-use crate::transform::dedupe::{day_of, row_hashes, OverlapPlanner, Verdict, Winners};
+use crate::checksum::{self, ColumnSum};
+use crate::transform::dedupe::{day_of, OverlapPlanner, Verdict, Winners};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
 
@@ -41,7 +43,13 @@ use crate::transform::Window;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct DayValues {
     rows: u64,
-    sums: Vec<u64>,
+    sums: Vec<ColumnSum>,
+}
+
+impl DayValues {
+    fn empty(columns: usize) -> DayValues {
+        DayValues { rows: 0, sums: vec![ColumnSum::default(); columns] }
+    }
 }
 
 /// Per (ServerID, UTC day number).
@@ -62,12 +70,15 @@ pub struct DayDiff {
 }
 
 /// The outcome of `verify --values`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ValuesReport {
     /// (server, day) buckets the sources hold, each compared.
     pub days_compared: u64,
     /// Columns compared per row.
     pub columns: Vec<String>,
+    /// Where the target's side was computed: `server` (a GROUP BY SQL Server ran) or `arrow`
+    /// (here, on the rows the target returned).
+    pub target_side: &'static str,
     pub differing: Vec<DayDiff>,
 }
 
@@ -104,15 +115,20 @@ fn indices(batch: &RecordBatch, names: &[&str], what: &str) -> Result<Vec<usize>
 }
 
 /// Adds the rows `rows` of `batch` (columns `cols`) to the buckets `days[i]`.
-fn add_rows(agg: &mut Aggregates, batch: &RecordBatch, cols: &[usize], rows: &[usize], days: &[(i32, i64)]) {
-    let hashes: Vec<Vec<u64>> = cols.iter().map(|&c| row_hashes(batch, &[c], rows)).collect();
+fn add_rows(agg: &mut Aggregates, batch: &RecordBatch, cols: &[usize], rows: &[usize], days: &[(i32, i64)], what: &str) -> Result<()> {
+    let mut hashes = Vec::with_capacity(cols.len());
+    for &c in cols {
+        let h = checksum::hashes(batch.column(c).as_ref(), rows).map_err(|m| Error::Source { source_label: what.to_string(), message: format!("column '{}': {m}", batch.schema().field(c).name()) })?;
+        hashes.push(h);
+    }
     for (k, day) in days.iter().enumerate() {
-        let d = agg.entry(*day).or_insert_with(|| DayValues { rows: 0, sums: vec![0; cols.len()] });
+        let d = agg.entry(*day).or_insert_with(|| DayValues::empty(cols.len()));
         d.rows += 1;
         for (s, h) in d.sums.iter_mut().zip(&hashes) {
-            *s = s.wrapping_add(h[k]);
+            s.add(h[k]);
         }
     }
+    Ok(())
 }
 
 /// Source rows of a batch that count: a known server, inside the window. (row, ServerID, ms)
@@ -200,46 +216,60 @@ pub fn check_values(sources: &[Box<dyn Source>], target: &dyn Target, scope: &Va
                     nm.entry(id).or_insert_with(|| name.value(r).to_string());
                 }
             }
-            add_rows(&mut agg, &batch, &cols, &kept, &days);
+            add_rows(&mut agg, &batch, &cols, &kept, &days, source.label())?;
         }
         Ok(agg)
     })?;
     let mut want = Aggregates::new();
     for part in parts {
         for (day, d) in part {
-            let into = want.entry(day).or_insert_with(|| DayValues { rows: 0, sums: vec![0; columns.len()] });
+            let into = want.entry(day).or_insert_with(|| DayValues::empty(columns.len()));
             into.rows += d.rows;
             for (s, x) in into.sums.iter_mut().zip(d.sums) {
-                *s = s.wrapping_add(x);
+                s.merge(x);
             }
         }
     }
     let names = names.into_inner().map_err(poisoned)?;
 
-    // The target's side, for the servers the sources have.
+    // The target's side, for the servers the sources have: by the target server when it can.
+    let servers: Vec<i32> = want.keys().map(|(s, _)| *s).collect::<BTreeSet<i32>>().into_iter().collect();
+    let specs: Vec<Column> = columns.iter().filter_map(|n| target_columns().iter().find(|c| c.name == *n).copied()).collect();
+    cancel.check()?;
+    let (got, on_server) = match target.value_checksums(&servers, &specs)? {
+        Some(days) => (days.into_iter().map(|d| ((d.server_id, d.day), DayValues { rows: d.rows, sums: d.columns })).collect(), true),
+        None => (target_aggregates(target, &servers, &columns, cancel)?, false),
+    };
+    let mut report = compare(&want, &got, &columns, &names);
+    report.target_side = if on_server { "server" } else { "arrow" };
+    Ok(report)
+}
+
+/// The target's aggregates computed here, on the rows it returns.
+fn target_aggregates(target: &dyn Target, servers: &[i32], columns: &[&str], cancel: &Cancel) -> Result<Aggregates> {
     let mut got = Aggregates::new();
-    let servers: BTreeSet<i32> = want.keys().map(|(s, _)| *s).collect();
-    for &server in &servers {
+    for &server in servers {
         cancel.check()?;
         for batch in target.existing_rows(&BTreeMap::from([(server, vec![(i64::MIN, i64::MAX)])]))? {
             let batch = batch?;
-            let cols = indices(&batch, &columns, target.label())?;
+            let cols = indices(&batch, columns, target.label())?;
             let ts = snapshot_ms(&batch, tgt::SNAPSHOT_UTC);
             let ids = batch.column(tgt::SERVER_ID).as_primitive::<Int32Type>();
             // A target may return more than asked: keep this server's rows.
             let rows: Vec<usize> = (0..batch.num_rows()).filter(|&r| ids.value(r) == server).collect();
             let days: Vec<(i32, i64)> = rows.iter().map(|&r| (server, day_of(ts.value(r)))).collect();
-            add_rows(&mut got, &batch, &cols, &rows, &days);
+            add_rows(&mut got, &batch, &cols, &rows, &days, target.label())?;
         }
     }
-    Ok(compare(&want, &got, &columns, &names))
+    Ok(got)
 }
+
 
 /// The differing (server, day) buckets: every day the sources hold, against the target's.
 fn compare(want: &Aggregates, got: &Aggregates, columns: &[&str], names: &BTreeMap<i32, String>) -> ValuesReport {
     let mut differing = Vec::new();
     for (&(server, day), w) in want {
-        let empty = DayValues { rows: 0, sums: vec![0; columns.len()] };
+        let empty = DayValues::empty(columns.len());
         let g = got.get(&(server, day)).unwrap_or(&empty);
         if g == w {
             continue;
@@ -253,7 +283,7 @@ fn compare(want: &Aggregates, got: &Aggregates, columns: &[&str], names: &BTreeM
             columns: columns.iter().zip(w.sums.iter().zip(&g.sums)).filter(|(_, (a, b))| a != b).map(|(c, _)| c.to_string()).collect(),
         });
     }
-    ValuesReport { days_compared: want.len() as u64, columns: columns.iter().map(|c| c.to_string()).collect(), differing }
+    ValuesReport { days_compared: want.len() as u64, columns: columns.iter().map(|c| c.to_string()).collect(), differing, target_side: "arrow" }
 }
 
 /// `YYYY-MM-DD` of a UTC day number.
@@ -268,7 +298,7 @@ mod tests {
     #[test]
     fn compare_names_the_day_and_only_the_columns_that_differ() {
         let cols = ["SnapshotUTC", "ServerName", "SessionsCount"];
-        let day = |rows, sums: [u64; 3]| DayValues { rows, sums: sums.to_vec() };
+        let day = |rows, sums: [i64; 3]| DayValues { rows, sums: sums.iter().map(|&sum| ColumnSum { non_null: rows, sum }).collect() };
         let want = Aggregates::from([((7, 20_000), day(2, [1, 2, 3])), ((7, 20_001), day(1, [4, 5, 6])), ((8, 20_000), day(1, [1, 1, 1]))]);
         let got = Aggregates::from([((7, 20_000), day(2, [1, 2, 9])), ((7, 20_001), day(1, [4, 5, 6]))]);
         let names = BTreeMap::from([(7, "SQL07".to_string())]);

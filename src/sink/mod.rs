@@ -17,9 +17,19 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::schema::ChildTable;
+use crate::checksum::ColumnSum;
+use crate::schema::{ChildTable, Column};
 use crate::source::{BatchIter, SourceFacts};
 use crate::transform::remap::ServerIdMap;
+
+/// One (ServerID, UTC day number)'s rows and per-column checksums, for `verify --values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayChecksums {
+    pub server_id: i32,
+    pub day: i64,
+    pub rows: u64,
+    pub columns: Vec<ColumnSum>,
+}
 
 /// How far a source has been copied into a target: every row of the source with
 /// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it). A
@@ -191,6 +201,12 @@ pub trait Target: Send + Sync {
     /// [`Target::existing_keys`]; target schema), for conflict detection in hot days. A target
     /// may return more (the caller filters).
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
+    /// `verify --values` computed by the target itself: per (ServerID, UTC day number) of
+    /// `servers`, the rows and each of `columns`' checksums ([`crate::checksum`]). None: the
+    /// target has no server side; the caller computes them on [`Target::existing_rows`].
+    fn value_checksums(&self, _servers: &[i32], _columns: &[Column]) -> Result<Option<Vec<DayChecksums>>> {
+        Ok(None)
+    }
     /// Whether the target holds the key (ServerID, SnapshotUTC ms).
     fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
         let ranges = BTreeMap::from([(server_id, (snapshot_ms, snapshot_ms))]);
@@ -319,6 +335,9 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     }
     fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
         (**self).holds_key(server_id, snapshot_ms)
+    }
+    fn value_checksums(&self, servers: &[i32], columns: &[Column]) -> Result<Option<Vec<DayChecksums>>> {
+        (**self).value_checksums(servers, columns)
     }
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded> {
         (**self).watermark(source)

@@ -313,6 +313,48 @@ impl Target for MonitoringDb {
         Ok(Box::new(PerServer::new(self.conn.clone(), ranges, false)))
     }
 
+    /// One GROUP BY over dbo.PerfSnapshotRun, evaluated by SQL Server (2016 or later:
+    /// DATEDIFF_BIG); see [`crate::checksum`] for what each column's items compute.
+    fn value_checksums(&self, servers: &[i32], columns: &[crate::schema::Column]) -> Result<Option<Vec<crate::sink::DayChecksums>>> {
+        if servers.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut items = Vec::with_capacity(columns.len());
+        for c in columns {
+            items.push(crate::checksum::tsql(c.name, c.sql).ok_or_else(|| self.conn.error(format!("verify --values: no server-side checksum for column '{}' ({})", c.name, c.sql.sql_name())))?);
+        }
+        let day = format!("DATEDIFF(DAY, '1970-01-01', [{}])", crate::schema::RUN.snapshot_time);
+        let ids: Vec<String> = servers.iter().map(|i| i.to_string()).collect();
+        let sql = format!(
+            "SELECT [{sid}], {day}, COUNT_BIG(*), {items} FROM {table} WHERE [{sid}] IN ({ids}) GROUP BY [{sid}], {day}",
+            sid = crate::schema::RUN.server_id,
+            items = items.join(", "),
+            table = crate::schema::RUN.sql_name(),
+            ids = ids.join(", ")
+        );
+        self.block_on(async {
+            let mut client = self.conn.connect().await?;
+            let rows = query_rows(&self.conn, &mut client, &sql, &[]).await?;
+            let bad = |what: &str| self.conn.error(format!("verify --values: the checksum query returned no {what}"));
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let mut sums = Vec::with_capacity(columns.len());
+                for i in 0..columns.len() {
+                    let non_null: i64 = r.try_get(3 + 2 * i).ok().flatten().ok_or_else(|| bad("count"))?;
+                    let sum: i64 = r.try_get(4 + 2 * i).ok().flatten().ok_or_else(|| bad("sum"))?;
+                    sums.push(crate::checksum::ColumnSum { non_null: non_null as u64, sum });
+                }
+                out.push(crate::sink::DayChecksums {
+                    server_id: r.try_get(0).ok().flatten().ok_or_else(|| bad("ServerID"))?,
+                    day: r.try_get::<i32, _>(1).ok().flatten().ok_or_else(|| bad("day"))? as i64,
+                    rows: r.try_get::<i64, _>(2).ok().flatten().ok_or_else(|| bad("row count"))? as u64,
+                    columns: sums,
+                });
+            }
+            Ok(Some(out))
+        })
+    }
+
     fn watermark(&self, source: &dyn Source) -> Result<Recorded> {
         if source.facts().is_none() {
             return Ok(Recorded::Nothing);
