@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{Int32Type, TimestampMillisecondType};
+use common::mssql::{conn, exec_sql, seed, server, servers_table};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -211,4 +212,78 @@ fn a_duplicate_kept_against_the_survivor_rule_is_named() {
     let (code, _, err) = verify_values(&["--from", s(&rev), "--from", s(&pc), "--stage", s(&stage)]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(again.run_id, 0);
+}
+
+/// `UPDATE dbo.PerfSnapshotRun SET {set}` of the row (server, SnapshotUTC ms), as a DBA would.
+fn update_run(srv: &tds_test_server::TestServer, server: i32, ms: i64, set: &str) {
+    exec_sql(srv, "MonitoringDB", &format!("UPDATE dbo.PerfSnapshotRun SET {set} WHERE ServerID = {server} AND DATEDIFF_BIG(MILLISECOND, '1970-01-01', SnapshotUTC) = {ms}"));
+}
+
+fn sql_ts(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().format("'%Y-%m-%d %H:%M:%S%.3f'").to_string()
+}
+
+#[test]
+fn monitoringdb_is_checked_by_its_own_group_by_and_names_what_a_dba_changed() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, tgt) = (server(), server());
+    let a = series("SQL01", T0, 700, 1, 4);
+    // DBATools_B: SQL02, and a restored copy of SQL01 rows with other SessionsCount every 30th.
+    let mut b = series("SQL02", T0 + DAY / 3, 400, 1, 5);
+    b.extend(copy_rows(&a[200..300], 401, 30, None));
+    seed(&src, t.path(), "DBATools_A", &a, true);
+    seed(&src, t.path(), "DBATools_B", &b, false);
+    tgt.create_monitoringdb("MonitoringDB");
+    let (fa, fb, to) = (conn(&src, "DBATools_A"), conn(&src, "DBATools_B"), conn(&tgt, "MonitoringDB"));
+    copy_json(&["--from", &fa, "--from", &fb, "--to", &to, "--register-servers"]);
+    let map = servers_table(&tgt, "MonitoringDB");
+    let (id_a, id_b) = (map[&fold("SQL01")], map[&fold("SQL02")]);
+    let args = ["--from", fa.as_str(), "--from", fb.as_str(), "--to", to.as_str()];
+
+    let (code, report, err) = verify_values(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(report["values"]["target_side"], "server", "MonitoringDB computes its side: {report}");
+    let days: BTreeSet<(i32, String)> = a.iter().map(|r| (id_a, day(r.snapshot_ms))).chain(b[..400].iter().map(|r| (id_b, day(r.snapshot_ms)))).collect();
+    assert_eq!(report["values"]["days_compared"].as_u64(), Some(days.len() as u64), "{report}");
+    assert!(!err.contains("Pa55"), "no password in the report: {err}");
+
+    // One value changed: that server, day and column; then restored.
+    let r = &a[333];
+    update_run(&tgt, id_a, r.snapshot_ms, "SessionsCount = 999");
+    let (code, report, err) = verify_values(&args);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(differing(&report), BTreeMap::from([((id_a, day(r.snapshot_ms)), vec!["SessionsCount".to_string()])]), "{report}");
+    assert!(err.contains(&format!("ServerID {id_a} (SQL01), {}", day(r.snapshot_ms))) && err.contains("differs in SessionsCount"), "{err}");
+    update_run(&tgt, id_a, r.snapshot_ms, &format!("SessionsCount = {}", r.v.sessions.map_or("NULL".to_string(), |v| v.to_string())));
+    assert_eq!(verify_values(&args).0, Some(0), "restored");
+
+    // A value set to NULL, then back.
+    let r = b[..400].iter().find(|r| r.v.top_wait_type.is_some()).unwrap();
+    update_run(&tgt, id_b, r.snapshot_ms, "TopWaitType = NULL");
+    let (code, report, err) = verify_values(&args);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(differing(&report), BTreeMap::from([((id_b, day(r.snapshot_ms)), vec!["TopWaitType".to_string()])]), "{report}");
+    update_run(&tgt, id_b, r.snapshot_ms, &format!("TopWaitType = N'{}'", r.v.top_wait_type.as_deref().unwrap()));
+    assert_eq!(verify_values(&args).0, Some(0), "NULL restored");
+
+    // The other source order makes B's conflicting copies the survivors: exactly their days
+    // differ, in SessionsCount.
+    let (code, report, err) = verify_values(&["--from", &fb, "--from", &fa, "--to", &to]);
+    assert_eq!(code, Some(3), "{err}");
+    let want: BTreeMap<(i32, String), Vec<String>> = (0..100).step_by(30).map(|i| ((id_a, day(a[200 + i].snapshot_ms)), vec!["SessionsCount".to_string()])).collect();
+    assert_eq!(differing(&report), want, "{report}");
+
+    // Two SQL02 rows of different days swapped: every key still there, both days differ.
+    let (x, y) = (&b[5], &b[390]);
+    assert_ne!(day(x.snapshot_ms), day(y.snapshot_ms));
+    let parked = x.snapshot_ms - 1;
+    update_run(&tgt, id_b, x.snapshot_ms, &format!("SnapshotUTC = {}", sql_ts(parked)));
+    update_run(&tgt, id_b, y.snapshot_ms, &format!("SnapshotUTC = {}", sql_ts(x.snapshot_ms)));
+    update_run(&tgt, id_b, parked, &format!("SnapshotUTC = {}", sql_ts(y.snapshot_ms)));
+    let (code, report, err) = verify_values(&args);
+    assert_eq!(code, Some(3), "{err}");
+    let cols: Vec<String> = value_diff(&x.v, &y.v).into_iter().map(String::from).collect();
+    assert!(!cols.is_empty());
+    assert_eq!(differing(&report), BTreeMap::from([((id_b, day(x.snapshot_ms)), cols.clone()), ((id_b, day(y.snapshot_ms)), cols)]), "{report}");
+    assert!(report["servers"].as_array().unwrap().iter().all(|s| s["missing"] == 0), "{report}");
 }
