@@ -258,8 +258,9 @@ pub struct VerifyArgs {
     /// Also compare values: per target server and UTC day, the row count and a checksum of
     /// every PerfSnapshotRun column, the sources' surviving rows against the target's, naming
     /// the server, day and column that differ. Costs a full read of the sources (three passes:
-    /// keys twice, then rows) and of the target's rows of the sources' servers. Default: off
-    /// (keys and child digests only).
+    /// keys twice, then rows), and of the stage's rows of the sources' servers; MonitoringDB
+    /// computes its side itself (one GROUP BY, SQL Server 2016 or later). Default: off (keys
+    /// and child digests only).
     #[arg(long)]
     pub values: bool,
 }

@@ -103,7 +103,8 @@ fn values_lines(v: &ValuesReport) -> Vec<String> {
     out.push(wrap(&format!("values: {} server days of {} columns compared, {} differ", grouped(v.days_compared), v.columns.len(), grouped(v.differing.len() as u64)), 4));
     for d in v.differing.iter().take(SHOWN) {
         let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
-        out.push(wrap(&format!("    ServerID {} ({}), {}: {rows}; differs in {}", d.server_id, short(&d.server_name, 30), d.day, d.columns.join(", ")), 6));
+        let cols = if d.columns.len() == v.columns.len() { "every column".to_string() } else { d.columns.join(", ") };
+        out.push(wrap(&format!("    ServerID {} ({}), {}: {rows}; differs in {cols}", d.server_id, short(&d.server_name, 30), d.day), 6));
     }
     if v.differing.len() > SHOWN {
         out.push(format!("    ... and {} more server days (--json lists them all)", grouped((v.differing.len() - SHOWN) as u64)));
@@ -169,7 +170,7 @@ mod tests {
         assert!(text.contains("source and target: 2026-01-01T00:00:00.000Z .. 2026-01-31T00:00:00.000Z"), "{text}");
         assert!(text.contains("target: 2026-01-01T00:00:00.000Z .. 2026-01-30T00:00:00.000Z"), "{text}");
         assert!(text.contains("2026-01-10T00:00:00.000Z") && text.contains("verify: FAILED"), "{text}");
-        assert!(text.contains("ServerID -2147483648 (") && text.contains("2026-01-31:") && text.contains("99,999,999 rows in the sources, 1 in the target") && text.contains("MemoryGrantWarningCount"), "{text}");
+        assert!(text.contains("ServerID -2147483648 (") && text.contains("2026-01-31:") && text.contains("99,999,999 rows in the sources, 1 in the target") && text.contains("differs in every column"), "{text}");
         assert!(text.contains("and 5 more server days"), "{text}");
     }
 }
