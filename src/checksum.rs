@@ -71,6 +71,23 @@ pub fn hashes(array: &dyn Array, rows: &[usize]) -> Result<Vec<Option<i32>>, Str
     })
 }
 
+/// [`hashes`], and for a type without a canonical form (a SQL_VARIANT's struct, …) the hash of
+/// its Arrow display text: for comparing Arrow with Arrow only ([`tsql`] has no such form).
+pub fn hashes_any(array: &dyn Array, rows: &[usize]) -> Vec<Option<i32>> {
+    if let Ok(h) = hashes(array, rows) {
+        return h;
+    }
+    let f = arrow::util::display::ArrayFormatter::try_new(array, &Default::default()).ok();
+    rows.iter()
+        .map(|&r| {
+            (!array.is_null(r)).then(|| match &f {
+                Some(f) => text_hash(&f.value(r).to_string()),
+                None => text_hash(&format!("{:?}", array.slice(r, 1))),
+            })
+        })
+        .collect()
+}
+
 /// The T-SQL select items computing `column`'s checksum over a GROUP BY group: its non-NULL
 /// count, then the sum of its hashes; None for a type without a canonical form here.
 pub fn tsql(column: &str, sql: SqlType) -> Option<String> {

@@ -287,3 +287,41 @@ fn monitoringdb_is_checked_by_its_own_group_by_and_names_what_a_dba_changed() {
     assert_eq!(differing(&report), BTreeMap::from([((id_b, day(x.snapshot_ms)), cols.clone()), ((id_b, day(y.snapshot_ms)), cols)]), "{report}");
     assert!(report["servers"].as_array().unwrap().iter().all(|s| s["missing"] == 0), "{report}");
 }
+
+#[test]
+fn a_child_value_changed_in_the_stage_is_named_with_its_table_server_and_day() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, stage) = (t.path().join("src"), t.path().join("stage"));
+    let o = perfcopy(&["generate", "--out", s(&src), "--servers", "2", "--rows", "400", "--seed", "9", "--child-tables", "PerfSnapshotDB,PerfSnapshotMemory", "--children-scale", "0.2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    copy_json(&["--from", s(&src), "--stage", s(&stage), "--register-servers"]);
+    let (code, report, err) = verify_values(&["--from", s(&src), "--stage", s(&stage)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(report["values"]["child_days_compared"].as_u64().unwrap() >= 4, "two tables, two servers: {report}");
+
+    // One DatabaseName of one PerfSnapshotDB row in the stage changed.
+    let id = read_registry(&stage.join("servers.csv")).into_values().min().unwrap();
+    let dir = stage.join("PerfSnapshotDB").join(format!("ServerID={id}"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    files.sort();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap()).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let ts = batch.column_by_name("SnapshotUTC").unwrap().as_primitive::<TimestampMillisecondType>().value(0);
+    rewrite(&files[0], &batch, "DatabaseName", |c| {
+        let mut v: Vec<Option<String>> = c.as_string::<i32>().iter().map(|x| x.map(str::to_string)).collect();
+        v[0] = Some(format!("{}_renamed", v[0].clone().unwrap_or_default()));
+        Arc::new(StringArray::from(v))
+    });
+    let (code, report, err) = verify_values(&["--from", s(&src), "--stage", s(&stage)]);
+    assert_eq!(code, Some(3), "{err}");
+    let got: Vec<(String, i64, String, Vec<Value>)> = report["values"]["children_differing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["table"].as_str().unwrap().to_string(), d["server_id"].as_i64().unwrap(), d["day"].as_str().unwrap().to_string(), d["columns"].as_array().unwrap().clone()))
+        .collect();
+    assert_eq!(got, vec![("PerfSnapshotDB".to_string(), id as i64, day(ts), vec![Value::from("DatabaseName")])], "{report}");
+    assert!(differing(&report).is_empty(), "the runs themselves are intact: {report}");
+    assert!(err.contains(&format!("PerfSnapshotDB, ServerID {id} (")) && err.contains("child values: ") && err.split("child values: ").nth(1).is_some_and(|t| t.contains("DatabaseName")), "{err}");
+}

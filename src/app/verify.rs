@@ -109,6 +109,17 @@ fn values_lines(v: &ValuesReport) -> Vec<String> {
     if v.differing.len() > SHOWN {
         out.push(format!("    ... and {} more server days (--json lists them all)", grouped((v.differing.len() - SHOWN) as u64)));
     }
+    if v.child_days_compared > 0 {
+        out.push(wrap(&format!("child values: {} table server days compared, {} differ", grouped(v.child_days_compared), grouped(v.children_differing.len() as u64)), 4));
+    }
+    for c in v.children_differing.iter().take(SHOWN) {
+        let d = &c.day;
+        let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
+        out.push(wrap(&format!("    {}, ServerID {} ({}), {}: {rows}; differs in {}", c.table, d.server_id, short(&d.server_name, 30), d.day, d.columns.join(", ")), 6));
+    }
+    if v.children_differing.len() > SHOWN {
+        out.push(format!("    ... and {} more table server days (--json lists them all)", grouped((v.children_differing.len() - SHOWN) as u64)));
+    }
     out
 }
 
@@ -117,7 +128,7 @@ mod tests {
     use super::*;
     use crate::pipeline::human::COLUMNS;
     use crate::pipeline::verify::{ChildCheck, ServerCheck};
-    use crate::pipeline::verify_values::DayDiff;
+    use crate::pipeline::verify_values::{ChildDayDiff, DayDiff};
 
     #[test]
     fn every_line_of_the_verify_report_fits_80_columns() {
@@ -148,6 +159,11 @@ mod tests {
             values: Some(ValuesReport {
                 days_compared: u64::MAX,
                 target_side: "server",
+                child_days_compared: 3,
+                children_differing: vec![ChildDayDiff {
+                    table: "PerfSnapshotQueryStats".into(),
+                    day: DayDiff { server_id: i32::MAX, server_name: "SQL-PRODUCTION-EAST-01".into(), day: "2026-01-30".into(), source_rows: 1, target_rows: 1, columns: vec!["QueryPlanHash".into(); 9] },
+                }],
                 columns: crate::schema::target_columns().iter().map(|c| c.name.to_string()).collect(),
                 differing: (0..25)
                     .map(|i| DayDiff {
@@ -172,5 +188,6 @@ mod tests {
         assert!(text.contains("2026-01-10T00:00:00.000Z") && text.contains("verify: FAILED"), "{text}");
         assert!(text.contains("ServerID -2147483648 (") && text.contains("2026-01-31:") && text.contains("99,999,999 rows in the sources, 1 in the target") && text.contains("differs in every column"), "{text}");
         assert!(text.contains("and 5 more server days"), "{text}");
+        assert!(text.contains("PerfSnapshotQueryStats, ServerID 2147483647 (SQL-PRODUCTION-EAST-01),") && text.contains("2026-01-30: 1 rows; differs in QueryPlanHash"), "{text}");
     }
 }

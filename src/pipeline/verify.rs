@@ -32,7 +32,9 @@ use crate::source::normalize::snapshot_ms;
 use crate::source::{Projection, ReadRequest, Source};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
-use super::verify_values::{check_values, ValuesReport, ValuesScope};
+use super::verify_values::{check_values, ChildDays, ValuesReport, ValuesScope};
+use crate::checksum::{self, ColumnSum};
+use crate::transform::dedupe::day_of;
 
 /// What `verify` needs besides sources and target.
 #[derive(Debug, Clone)]
@@ -211,11 +213,15 @@ pub fn run_verify(
     }
     // Child tables: never created by verify (a dry run of the plan).
     let (tables, not_in_target) = crate::pipeline::copy::plan_child_tables(sources, target, &opts.children, true, progress)?;
-    let (children, target_child_orphans) = check_children(sources, target, &tables, &map, opts, cancel)?;
+    let (children, target_child_orphans, child_days) = check_children(sources, target, &tables, &map, opts, cancel)?;
     let values = if opts.values {
         let bar = progress.phase("compare values", None);
         let scope = ValuesScope { map: &map, window: opts.window, readers: opts.readers, batch_rows: opts.batch_rows };
-        let v = check_values(sources, target, &scope, cancel)?;
+        let mut v = check_values(sources, target, &scope, cancel)?;
+        let first_names: BTreeMap<i32, String> = names.iter().filter_map(|(id, n)| n.iter().next().map(|n| (*id, n.clone()))).collect();
+        for d in &child_days {
+            v.add_child_table(d.table, &d.names, &d.want, &d.got, &first_names);
+        }
         bar.finish();
         Some(v)
     } else {
@@ -225,7 +231,7 @@ pub fn run_verify(
         && servers.iter().all(|s| s.ok)
         && children.iter().all(|c| c.ok)
         && target_child_orphans.values().all(|&n| n == 0)
-        && values.as_ref().is_none_or(|v| v.differing.is_empty());
+        && values.as_ref().is_none_or(|v| v.differing.is_empty() && v.children_differing.is_empty());
     Ok(VerifyReport {
         target: target.label().to_string(),
         ok,
@@ -258,17 +264,30 @@ impl RunDigest {
 /// Per (ServerID, SnapshotUTC): a digest, and the rank of the source it came from.
 type Digests = HashMap<(i32, i64), (usize, RunDigest)>;
 
+/// `--values`: per (ServerID, SnapshotUTC) the source rank, the rows and each column's checksum.
+type RunColumns = HashMap<(i32, i64), (usize, u64, Vec<ColumnSum>)>;
+
+/// Adds the value hashes of `rows`' rows `at` (one list per column) to a run's checksums.
+fn add_columns(into: &mut (usize, u64, Vec<ColumnSum>), hashes: &[Vec<Option<i32>>], at: usize) {
+    into.1 += 1;
+    for (c, h) in into.2.iter_mut().zip(hashes) {
+        c.add(h[at]);
+    }
+}
+
 /// Compares every child table's rows, source runs against target runs (see the module docs).
-fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[ChildTable], map: &ServerIdMap, opts: &VerifyOptions, cancel: &Cancel) -> Result<(Vec<ChildCheck>, BTreeMap<String, u64>)> {
+fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[ChildTable], map: &ServerIdMap, opts: &VerifyOptions, cancel: &Cancel) -> Result<(Vec<ChildCheck>, BTreeMap<String, u64>, Vec<ChildDays>)> {
     if tables.is_empty() {
-        return Ok((Vec::new(), BTreeMap::new()));
+        return Ok((Vec::new(), BTreeMap::new(), Vec::new()));
     }
     // The sources' digests, per table; for a run several sources have, the first source's.
     let merged: Mutex<Vec<Digests>> = Mutex::new(vec![Digests::new(); tables.len()]);
+    let merged_cols: Mutex<Vec<RunColumns>> = Mutex::new(vec![RunColumns::new(); tables.len()]);
     super::for_each_source(sources, opts.readers, cancel, |rank, source| {
         // A source without child tables still says which runs it keeps (with none).
         let mut kids = source.child_reader(tables)?;
         let mut local: Vec<Digests> = vec![Digests::new(); tables.len()];
+        let mut local_cols: Vec<RunColumns> = vec![RunColumns::new(); tables.len()];
         let req = ReadRequest { projection: Projection::Keys, batch_rows: opts.batch_rows.min(crate::defaults::RUNS_PER_UNIT_WITH_CHILDREN * 4), after_run_id: None, time_ranges: None };
         let mut below = source.id_range().map_or(i64::MIN, |(lo, _)| lo - 1);
         let mut unknown = BTreeSet::new();
@@ -281,12 +300,15 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
             let at: HashMap<i64, usize> = run.values().iter().enumerate().map(|(i, &id)| (id, i)).collect();
             let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
             let runs = BatchRuns { ids: run.values(), snapshot_ms: ts.values() };
-            for (i, _) in tables.iter().enumerate() {
+            for (i, table) in tables.iter().enumerate() {
                 // Every run counts, with or without children: a run of the first source that
                 // has none is compared as having none.
                 for p in 0..batch.num_rows() {
                     if ids.value(p) != 0 && opts.window.contains(ts.value(p)) {
                         local[i].entry((ids.value(p), ts.value(p))).or_insert((rank, RunDigest::default()));
+                        if opts.values {
+                            local_cols[i].entry((ids.value(p), ts.value(p))).or_insert_with(|| (rank, 0, vec![ColumnSum::default(); table.values.len()]));
+                        }
                     }
                 }
                 let Some(kids) = kids.as_mut() else { continue };
@@ -294,6 +316,7 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
                 let parent = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
                 let all: Vec<usize> = (0..rows.num_rows()).collect();
                 let value_cols: Vec<usize> = (1..rows.num_columns()).collect();
+                let col_hashes: Vec<Vec<Option<i32>>> = if opts.values { value_cols.iter().map(|&c| checksum::hashes_any(rows.column(c).as_ref(), &all)).collect() } else { Vec::new() };
                 for (r, h) in all.iter().zip(row_hashes(&rows, &value_cols, &all)) {
                     // Orphans and rows of runs outside the window or of unknown servers are
                     // not the target's to hold.
@@ -302,6 +325,10 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
                         continue;
                     }
                     local[i].entry((ids.value(p), ts.value(p))).or_insert((rank, RunDigest::default())).1.add(h);
+                    if opts.values {
+                        let e = local_cols[i].entry((ids.value(p), ts.value(p))).or_insert_with(|| (rank, 0, vec![ColumnSum::default(); col_hashes.len()]));
+                        add_columns(e, &col_hashes, *r);
+                    }
                 }
             }
             below = upto;
@@ -317,24 +344,57 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
                 }
             }
         }
+        drop(m);
+        let mut m = merged_cols.lock().map_err(|_| Error::Internal("verify state poisoned".into()))?;
+        for (into, from) in m.iter_mut().zip(local_cols) {
+            for (k, v) in from {
+                match into.get(&k) {
+                    Some((r, ..)) if *r < v.0 => {}
+                    _ => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
         Ok(())
     })?;
     let merged = merged.into_inner().map_err(|_| Error::Internal("verify state poisoned".into()))?;
+    let merged_cols = merged_cols.into_inner().map_err(|_| Error::Internal("verify state poisoned".into()))?;
     let mut checks = Vec::new();
     let mut orphans = BTreeMap::new();
-    for (table, source) in tables.iter().zip(merged) {
+    let mut days = Vec::new();
+    for ((table, source), source_cols) in tables.iter().zip(merged).zip(merged_cols) {
         cancel.check()?;
         let mut held: HashMap<(i32, i64), RunDigest> = HashMap::new();
+        // `--values`: the target's checksums per (server, day of the run).
+        let mut held_days: BTreeMap<(i32, i64), (usize, u64, Vec<ColumnSum>)> = BTreeMap::new();
         let lost = target.for_each_child_batch(table, &mut |b| {
             let ts = snapshot_ms(&b, crate::schema::child::SNAPSHOT_UTC);
             let servers = b.column(crate::schema::child::SERVER_ID).as_primitive::<arrow::datatypes::Int32Type>();
             let all: Vec<usize> = (0..b.num_rows()).collect();
             let value_cols: Vec<usize> = (crate::schema::child::FIRST_VALUE..b.num_columns()).collect();
+            let col_hashes: Vec<Vec<Option<i32>>> = if opts.values { value_cols.iter().map(|&c| checksum::hashes_any(b.column(c).as_ref(), &all)).collect() } else { Vec::new() };
             for (r, h) in all.iter().zip(row_hashes(&b, &value_cols, &all)) {
                 held.entry((servers.value(*r), ts.value(*r))).or_default().add(h);
+                if opts.values {
+                    let e = held_days.entry((servers.value(*r), day_of(ts.value(*r)))).or_insert_with(|| (0, 0, vec![ColumnSum::default(); col_hashes.len()]));
+                    add_columns(e, &col_hashes, *r);
+                }
             }
             Ok(())
         })?;
+        if opts.values {
+            let mut want: BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)> = BTreeMap::new();
+            for (&(s, t), (_, rows, cols)) in &source_cols {
+                let e = want.entry((s, day_of(t))).or_insert_with(|| (0, vec![ColumnSum::default(); cols.len()]));
+                e.0 += rows;
+                for (a, b) in e.1.iter_mut().zip(cols) {
+                    a.merge(*b);
+                }
+            }
+            let names: Vec<&str> = table.values.iter().map(|c| c.name).collect();
+            days.push(ChildDays { table: table.name, names, want, got: held_days.into_iter().map(|(k, (_, n, c))| (k, (n, c))).collect() });
+        }
         orphans.insert(table.name.to_string(), lost);
         let mut per_server: BTreeMap<i32, ChildCheck> = BTreeMap::new();
         for (&(s, t), (_, want)) in &source {
@@ -360,5 +420,5 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
         }
     }
     orphans.retain(|_, n| *n > 0);
-    Ok((checks, orphans))
+    Ok((checks, orphans, days))
 }

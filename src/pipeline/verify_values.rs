@@ -76,10 +76,42 @@ pub struct ValuesReport {
     pub days_compared: u64,
     /// Columns compared per row.
     pub columns: Vec<String>,
+    /// Child tables: (table, server, day of the run) buckets compared.
+    pub child_days_compared: u64,
+    /// Child tables: each (table, server, day of the run) whose rows or values differ.
+    pub children_differing: Vec<ChildDayDiff>,
     /// Where the target's side was computed: `server` (a GROUP BY SQL Server ran) or `arrow`
     /// (here, on the rows the target returned).
     pub target_side: &'static str,
     pub differing: Vec<DayDiff>,
+}
+
+/// One child table's (server, day of the run) whose rows or values differ.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildDayDiff {
+    pub table: String,
+    #[serde(flatten)]
+    pub day: DayDiff,
+}
+
+/// One child table's per (ServerID, day of the run) rows and column checksums, both sides
+/// (computed on Arrow by `verify`'s run-by-run child comparison: a run's children come from the
+/// source `copy` keeps the run from).
+pub struct ChildDays {
+    pub table: &'static str,
+    pub names: Vec<&'static str>,
+    pub want: BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)>,
+    pub got: BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)>,
+}
+
+impl ValuesReport {
+    /// Adds a child table's comparison: every day the sources' runs fall on.
+    pub fn add_child_table(&mut self, table: &str, columns: &[&str], want: &BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)>, got: &BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)>, names: &BTreeMap<i32, String>) {
+        let agg = |m: &BTreeMap<(i32, i64), (u64, Vec<ColumnSum>)>| -> Aggregates { m.iter().map(|(k, (rows, sums))| (*k, DayValues { rows: *rows, sums: sums.clone() })).collect() };
+        let r = compare(&agg(want), &agg(got), columns, names);
+        self.child_days_compared += r.days_compared;
+        self.children_differing.extend(r.differing.into_iter().map(|day| ChildDayDiff { table: table.to_string(), day }));
+    }
 }
 
 /// What `check_values` needs of `verify`'s options.
@@ -283,7 +315,7 @@ fn compare(want: &Aggregates, got: &Aggregates, columns: &[&str], names: &BTreeM
             columns: columns.iter().zip(w.sums.iter().zip(&g.sums)).filter(|(_, (a, b))| a != b).map(|(c, _)| c.to_string()).collect(),
         });
     }
-    ValuesReport { days_compared: want.len() as u64, columns: columns.iter().map(|c| c.to_string()).collect(), differing, target_side: "arrow" }
+    ValuesReport { days_compared: want.len() as u64, columns: columns.iter().map(|c| c.to_string()).collect(), differing, target_side: "arrow", child_days_compared: 0, children_differing: Vec::new() }
 }
 
 /// `YYYY-MM-DD` of a UTC day number.
