@@ -216,7 +216,7 @@ fn a_duplicate_kept_against_the_survivor_rule_is_named() {
 
 /// `UPDATE dbo.PerfSnapshotRun SET {set}` of the row (server, SnapshotUTC ms), as a DBA would.
 fn update_run(srv: &tds_test_server::TestServer, server: i32, ms: i64, set: &str) {
-    exec_sql(srv, "MonitoringDB", &format!("UPDATE dbo.PerfSnapshotRun SET {set} WHERE ServerID = {server} AND DATEDIFF_BIG(MILLISECOND, '1970-01-01', SnapshotUTC) = {ms}"));
+    exec_sql(srv, "MonitoringDB", &format!("UPDATE dbo.PerfSnapshotRun SET {set} WHERE ServerID = {server} AND DATEDIFF_BIG(MILLISECOND, '19700101', SnapshotUTC) = {ms}"));
 }
 
 fn sql_ts(ms: i64) -> String {

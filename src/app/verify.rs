@@ -5,7 +5,7 @@ use crate::config;
 use crate::error::Result;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::verify::{run_verify, VerifyReport};
-use crate::pipeline::verify_values::ValuesReport;
+use crate::pipeline::verify_values::{DayDiff, ValuesReport};
 use crate::pipeline::Cancel;
 
 use crate::pipeline::human::{grouped, grouped_within, wrap};
@@ -102,9 +102,7 @@ fn values_lines(v: &ValuesReport) -> Vec<String> {
     let mut out = vec![String::new()];
     out.push(wrap(&format!("values: {} server days of {} columns compared, {} differ", grouped(v.days_compared), v.columns.len(), grouped(v.differing.len() as u64)), 4));
     for d in v.differing.iter().take(SHOWN) {
-        let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
-        let cols = if d.columns.len() == v.columns.len() { "every column".to_string() } else { d.columns.join(", ") };
-        out.push(wrap(&format!("    ServerID {} ({}), {}: {rows}; differs in {cols}", d.server_id, short(&d.server_name, 30), d.day), 6));
+        out.push(day_line("", d, v.columns.len()));
     }
     if v.differing.len() > SHOWN {
         out.push(format!("    ... and {} more server days (--json lists them all)", grouped((v.differing.len() - SHOWN) as u64)));
@@ -113,9 +111,7 @@ fn values_lines(v: &ValuesReport) -> Vec<String> {
         out.push(wrap(&format!("child values: {} table server days compared, {} differ", grouped(v.child_days_compared), grouped(v.children_differing.len() as u64)), 4));
     }
     for c in v.children_differing.iter().take(SHOWN) {
-        let d = &c.day;
-        let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
-        out.push(wrap(&format!("    {}, ServerID {} ({}), {}: {rows}; differs in {}", c.table, d.server_id, short(&d.server_name, 30), d.day, d.columns.join(", ")), 6));
+        out.push(day_line(&format!("{}, ", c.table), &c.day, usize::MAX));
     }
     if v.children_differing.len() > SHOWN {
         out.push(format!("    ... and {} more table server days (--json lists them all)", grouped((v.children_differing.len() - SHOWN) as u64)));
@@ -123,12 +119,20 @@ fn values_lines(v: &ValuesReport) -> Vec<String> {
     out
 }
 
+/// One differing (server, day): counts, then its columns (`every column` when all of the
+/// `all` compared differ).
+fn day_line(prefix: &str, d: &DayDiff, all: usize) -> String {
+    let rows = if d.source_rows == d.target_rows { format!("{} rows", grouped(d.source_rows)) } else { format!("{} rows in the sources, {} in the target", grouped(d.source_rows), grouped(d.target_rows)) };
+    let cols = if d.columns.len() == all { "every column".to_string() } else { d.columns.join(", ") };
+    wrap(&format!("    {prefix}ServerID {} ({}), {}: {rows}; differs in {cols}", d.server_id, short(&d.server_name, 30), d.day), 6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::human::COLUMNS;
     use crate::pipeline::verify::{ChildCheck, ServerCheck};
-    use crate::pipeline::verify_values::{ChildDayDiff, DayDiff};
+    use crate::pipeline::verify_values::ChildDayDiff;
 
     #[test]
     fn every_line_of_the_verify_report_fits_80_columns() {

@@ -558,7 +558,9 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         Some(i) => (&s[..i], s[i + 1..].trim()),
         None => (s, ""),
     };
-    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    // 'YYYYMMDD' too: SQL Server's unseparated form, read the same under every DATEFORMAT.
+    let format = if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) { "%Y%m%d" } else { "%Y-%m-%d" };
+    let d = NaiveDate::parse_from_str(date, format).ok()?;
     let mut ticks = (d.num_days_from_ce() as i64 - 1) * TICKS_PER_DAY;
     if !time.is_empty() {
         let (hms, frac) = time.split_once('.').unwrap_or((time, ""));

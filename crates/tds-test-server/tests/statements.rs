@@ -336,7 +336,7 @@ async fn group_by_hashbytes_substring_and_datediff_as_sql_server_computes_them()
     srv.execute("MonitoringDB", "CREATE TABLE dbo.G (id BIGINT NOT NULL PRIMARY KEY, s INT NULL, t DATETIME2(3) NOT NULL, w NVARCHAR(20) NULL); INSERT INTO dbo.G (id, s, t, w) VALUES (1, 1, '2024-03-01 23:59:59.999', N'abc'), (2, 1, '2024-03-02 00:00:00.000', NULL), (3, 2, '2024-03-01 10:00:00.000', N'é'), (4, 1, '2024-03-01 00:00:00.000', N'abc')").unwrap();
     let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
     // SHA-256("abc") = ba7816bf…: its first 4 bytes as a big-endian INT.
-    let r = c.query("SELECT CAST(SUBSTRING(HASHBYTES('SHA2_256', @P1), 1, 4) AS INT) AS h, DATEDIFF(DAY, '2024-03-01 23:59:59', '2024-03-02 00:00:00') AS d, DATEDIFF_BIG(MILLISECOND, '1970-01-01', '1970-01-01 00:00:01.5') AS ms", &[&b"abc".as_slice()]).await.unwrap().into_row().await.unwrap().unwrap();
+    let r = c.query("SELECT CAST(SUBSTRING(HASHBYTES('SHA2_256', @P1), 1, 4) AS INT) AS h, DATEDIFF(DAY, '2024-03-01 23:59:59', '2024-03-02 00:00:00') AS d, DATEDIFF_BIG(MILLISECOND, '19700101', '1970-01-01 00:00:01.5') AS ms", &[&b"abc".as_slice()]).await.unwrap().into_row().await.unwrap().unwrap();
     assert_eq!(r.get::<i32, _>("h"), Some(0xba78_16bf_u32 as i32));
     assert_eq!(r.get::<i32, _>("d"), Some(1), "DATEDIFF counts boundaries crossed");
     assert_eq!(r.get::<i64, _>("ms"), Some(1_500));

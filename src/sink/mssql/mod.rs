@@ -323,7 +323,7 @@ impl Target for MonitoringDb {
         for c in columns {
             items.push(crate::checksum::tsql(c.name, c.sql).ok_or_else(|| self.conn.error(format!("verify --values: no server-side checksum for column '{}' ({})", c.name, c.sql.sql_name())))?);
         }
-        let day = format!("DATEDIFF(DAY, '1970-01-01', [{}])", crate::schema::RUN.snapshot_time);
+        let day = format!("DATEDIFF(DAY, '19700101', [{}])", crate::schema::RUN.snapshot_time);
         let ids: Vec<String> = servers.iter().map(|i| i.to_string()).collect();
         let sql = format!(
             "SELECT [{sid}], {day}, COUNT_BIG(*), {items} FROM {table} WHERE [{sid}] IN ({ids}) GROUP BY [{sid}], {day}",
