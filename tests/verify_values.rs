@@ -52,10 +52,21 @@ fn stage_file(stage: &Path, server: i32) -> (std::path::PathBuf, RecordBatch) {
     let files: Vec<_> = stage_files(stage).into_iter().filter(|(id, _)| *id == server).collect();
     assert_eq!(files.len(), 1, "one file for server {server}: {files:?}");
     let path = files[0].1.clone();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().build().unwrap();
-    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let batch = read_whole(&path);
     (path, batch)
+}
+
+/// A Parquet file as one batch, its schema (and field metadata) as written.
+fn read_whole(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+fn set_str(a: &ArrayRef, row: usize, v: Option<String>) -> ArrayRef {
+    let mut vals: Vec<Option<String>> = a.as_string::<i32>().iter().map(|x| x.map(str::to_string)).collect();
+    vals[row] = v;
+    Arc::new(StringArray::from(vals))
 }
 
 /// Rewrites `path` with column `name` replaced by `edit` of it.
@@ -139,20 +150,12 @@ fn stage_passes_then_names_a_changed_value_a_null_and_rows_swapped_between_days(
     std::fs::write(&path, &original).unwrap();
     let wait = batch.column_by_name("TopWaitType").unwrap().as_string::<i32>().clone();
     let null_row = (0..batch.num_rows()).find(|&r| wait.is_null(r)).expect("the series has NULL TopWaitType");
-    rewrite(&path, &batch, "TopWaitType", |c| {
-        let mut v: Vec<Option<String>> = c.as_string::<i32>().iter().map(|x| x.map(str::to_string)).collect();
-        v[null_row] = Some("CXPACKET".into());
-        Arc::new(StringArray::from(v))
-    });
+    rewrite(&path, &batch, "TopWaitType", |c| set_str(c, null_row, Some("CXPACKET".into())));
     let (code, report, err) = verify_values(&args);
     assert_eq!(code, Some(3), "{err}");
     assert_eq!(differing(&report), BTreeMap::from([((id_a, day(ts.value(null_row))), vec!["TopWaitType".to_string()])]), "{report}");
     let (_, changed) = stage_file(&stage, id_a);
-    rewrite(&path, &changed, "TopWaitType", |c| {
-        let mut v: Vec<Option<String>> = c.as_string::<i32>().iter().map(|x| x.map(str::to_string)).collect();
-        v[null_row] = None;
-        Arc::new(StringArray::from(v))
-    });
+    rewrite(&path, &changed, "TopWaitType", |c| set_str(c, null_row, None));
     let (code, _, err) = verify_values(&args);
     assert_eq!(code, Some(0), "NULL restored: {err}");
 
@@ -304,15 +307,10 @@ fn a_child_value_changed_in_the_stage_is_named_with_its_table_server_and_day() {
     let dir = stage.join("PerfSnapshotDB").join(format!("ServerID={id}"));
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
     files.sort();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap()).unwrap().build().unwrap();
-    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let batch = read_whole(&files[0]);
     let ts = batch.column_by_name("SnapshotUTC").unwrap().as_primitive::<TimestampMillisecondType>().value(0);
-    rewrite(&files[0], &batch, "DatabaseName", |c| {
-        let mut v: Vec<Option<String>> = c.as_string::<i32>().iter().map(|x| x.map(str::to_string)).collect();
-        v[0] = Some(format!("{}_renamed", v[0].clone().unwrap_or_default()));
-        Arc::new(StringArray::from(v))
-    });
+    let name = batch.column_by_name("DatabaseName").unwrap().as_string::<i32>().value(0).to_string();
+    rewrite(&files[0], &batch, "DatabaseName", |c| set_str(c, 0, Some(format!("{name}_renamed"))));
     let (code, report, err) = verify_values(&["--from", s(&src), "--stage", s(&stage)]);
     assert_eq!(code, Some(3), "{err}");
     let got: Vec<(String, i64, String, Vec<Value>)> = report["values"]["children_differing"]
