@@ -46,27 +46,53 @@ fn sha_int(bytes: &[u8]) -> i32 {
 }
 
 fn text_hash(s: &str) -> i32 {
-    let utf16: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    sha_int(&utf16)
+    Scratch::default().text(s)
+}
+
+/// Buffers reused across values (a hash per value must not cost two allocations).
+#[derive(Default)]
+struct Scratch {
+    utf16: Vec<u8>,
+    text: String,
+}
+
+impl Scratch {
+    fn text(&mut self, s: &str) -> i32 {
+        self.utf16.clear();
+        self.utf16.extend(s.encode_utf16().flat_map(u16::to_le_bytes));
+        sha_int(&self.utf16)
+    }
+
+    fn display(&mut self, v: impl std::fmt::Display) -> i32 {
+        use std::fmt::Write;
+        let mut t = std::mem::take(&mut self.text);
+        t.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(t, "{v}");
+        let h = self.text(&t);
+        self.text = t;
+        h
+    }
 }
 
 /// The hashes of `array`'s values at `rows` (None for NULL), or Err naming the Arrow type
 /// this checksum has no canonical form for.
 pub fn hashes(array: &dyn Array, rows: &[usize]) -> Result<Vec<Option<i32>>, String> {
-    let each = |f: &dyn Fn(usize) -> i32| rows.iter().map(|&r| (!array.is_null(r)).then(|| f(r))).collect();
+    let mut sc = Scratch::default();
+    let mut each = |f: &mut dyn FnMut(&mut Scratch, usize) -> i32| rows.iter().map(|&r| (!array.is_null(r)).then(|| f(&mut sc, r))).collect();
     Ok(match array.data_type() {
-        DataType::Utf8 => each(&|r| text_hash(array.as_string::<i32>().value(r))),
-        DataType::LargeUtf8 => each(&|r| text_hash(array.as_string::<i64>().value(r))),
-        DataType::Int64 => each(&|r| text_hash(&array.as_primitive::<Int64Type>().value(r).to_string())),
-        DataType::Int32 => each(&|r| text_hash(&array.as_primitive::<Int32Type>().value(r).to_string())),
-        DataType::Int16 => each(&|r| text_hash(&array.as_primitive::<Int16Type>().value(r).to_string())),
-        DataType::UInt8 => each(&|r| text_hash(&array.as_primitive::<UInt8Type>().value(r).to_string())),
-        DataType::Boolean => each(&|r| text_hash(if array.as_boolean().value(r) { "1" } else { "0" })),
-        DataType::Decimal128(_, _) => each(&|r| text_hash(&array.as_primitive::<Decimal128Type>().value_as_string(r))),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => each(&|r| text_hash(&array.as_primitive::<TimestampMillisecondType>().value(r).to_string())),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => each(&|r| text_hash(&array.as_primitive::<TimestampMicrosecondType>().value(r).to_string())),
-        DataType::Binary => each(&|r| sha_int(array.as_binary::<i32>().value(r))),
-        DataType::FixedSizeBinary(_) => each(&|r| sha_int(array.as_fixed_size_binary().value(r))),
+        DataType::Utf8 => each(&mut |sc, r| sc.text(array.as_string::<i32>().value(r))),
+        DataType::LargeUtf8 => each(&mut |sc, r| sc.text(array.as_string::<i64>().value(r))),
+        DataType::Int64 => each(&mut |sc, r| sc.display(array.as_primitive::<Int64Type>().value(r))),
+        DataType::Int32 => each(&mut |sc, r| sc.display(array.as_primitive::<Int32Type>().value(r))),
+        DataType::Int16 => each(&mut |sc, r| sc.display(array.as_primitive::<Int16Type>().value(r))),
+        DataType::UInt8 => each(&mut |sc, r| sc.display(array.as_primitive::<UInt8Type>().value(r))),
+        DataType::Boolean => each(&mut |sc, r| sc.text(if array.as_boolean().value(r) { "1" } else { "0" })),
+        DataType::Decimal128(_, _) => each(&mut |sc, r| sc.text(&array.as_primitive::<Decimal128Type>().value_as_string(r))),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => each(&mut |sc, r| sc.display(array.as_primitive::<TimestampMillisecondType>().value(r))),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => each(&mut |sc, r| sc.display(array.as_primitive::<TimestampMicrosecondType>().value(r))),
+        DataType::Binary => each(&mut |_, r| sha_int(array.as_binary::<i32>().value(r))),
+        DataType::FixedSizeBinary(_) => each(&mut |_, r| sha_int(array.as_fixed_size_binary().value(r))),
         other => return Err(format!("no value checksum for Arrow type {other}")),
     })
 }
