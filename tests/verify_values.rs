@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{Int32Type, TimestampMillisecondType};
-use common::mssql::{conn, exec_sql, seed, server, servers_table};
+use common::mssql::{conn, exec_sql, iso_ms, seed, server, servers_table};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -128,6 +128,14 @@ fn stage_passes_then_names_a_changed_value_a_null_and_rows_swapped_between_days(
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(report["values"]["days_compared"].as_u64(), Some(days.len() as u64), "{report}");
     assert!(err.contains("values:") && err.contains("0 differ"), "{err}");
+    // A window cutting days in half compares the same halves on both sides.
+    let (since, until) = (T0 + DAY / 2 + 7, T0 + 2 * DAY + DAY / 3);
+    let (since_arg, until_arg) = (iso_ms(since), iso_ms(until));
+    let cut = [args.as_slice(), &["--since", &since_arg, "--until", &until_arg]].concat();
+    let (code, report, err) = verify_values(&cut);
+    assert_eq!(code, Some(0), "{err}");
+    let cut_days = a.iter().map(|r| (id_a, r.snapshot_ms)).chain(b.iter().map(|r| (id_b, r.snapshot_ms))).filter(|&(_, t)| t >= since && t < until).map(|(id, t)| (id, day(t))).collect::<BTreeSet<_>>();
+    assert_eq!(report["values"]["days_compared"].as_u64(), Some(cut_days.len() as u64), "{report}");
 
     // One value changed: that server, that day, that column, and nothing else.
     let (path, batch) = stage_file(&stage, id_a);
@@ -249,6 +257,10 @@ fn monitoringdb_is_checked_by_its_own_group_by_and_names_what_a_dba_changed() {
     let days: BTreeSet<(i32, String)> = a.iter().map(|r| (id_a, day(r.snapshot_ms))).chain(b[..400].iter().map(|r| (id_b, day(r.snapshot_ms)))).collect();
     assert_eq!(report["values"]["days_compared"].as_u64(), Some(days.len() as u64), "{report}");
     assert!(!err.contains("Pa55"), "no password in the report: {err}");
+    // The window goes into the server's query: half days compare their halves.
+    let (since_arg, until_arg) = (iso_ms(T0 + DAY / 2 + 7), iso_ms(T0 + DAY + DAY / 3));
+    let cut = [args.as_slice(), &["--since", &since_arg, "--until", &until_arg]].concat();
+    assert_eq!(verify_values(&cut).0, Some(0), "a window cutting days");
 
     // One value changed: that server, day and column; then restored.
     let r = &a[333];
@@ -301,6 +313,9 @@ fn a_child_value_changed_in_the_stage_is_named_with_its_table_server_and_day() {
     let (code, report, err) = verify_values(&["--from", s(&src), "--stage", s(&stage)]);
     assert_eq!(code, Some(0), "{err}");
     assert!(report["values"]["child_days_compared"].as_u64().unwrap() >= 4, "two tables, two servers: {report}");
+    // A window cutting the day: the target's children of runs outside it are not compared.
+    let o = perfcopy(&["verify", "--values", "--from", s(&src), "--stage", s(&stage), "--since", "2020-01-01T06:00:00Z"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // One DatabaseName of one PerfSnapshotDB row in the stage changed.
     let id = read_registry(&stage.join("servers.csv")).into_values().min().unwrap();

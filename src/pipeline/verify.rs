@@ -376,7 +376,7 @@ fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[Ch
             let col_hashes: Vec<Vec<Option<i32>>> = if opts.values { value_cols.iter().map(|&c| checksum::hashes_any(b.column(c).as_ref(), &all)).collect() } else { Vec::new() };
             for (r, h) in all.iter().zip(row_hashes(&b, &value_cols, &all)) {
                 held.entry((servers.value(*r), ts.value(*r))).or_default().add(h);
-                if opts.values {
+                if opts.values && opts.window.contains(ts.value(*r)) {
                     let e = held_days.entry((servers.value(*r), day_of(ts.value(*r)))).or_insert_with(|| (0, 0, vec![ColumnSum::default(); col_hashes.len()]));
                     add_columns(e, &col_hashes, *r);
                 }

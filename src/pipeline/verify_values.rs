@@ -268,9 +268,10 @@ pub fn check_values(sources: &[Box<dyn Source>], target: &dyn Target, scope: &Va
     let servers: Vec<i32> = want.keys().map(|(s, _)| *s).collect::<BTreeSet<i32>>().into_iter().collect();
     let specs: Vec<Column> = columns.iter().filter_map(|n| target_columns().iter().find(|c| c.name == *n).copied()).collect();
     cancel.check()?;
-    let (got, on_server) = match target.value_checksums(&servers, &specs)? {
+    // The window applies to the target too: a day cut by --since/--until compares its part.
+    let (got, on_server) = match target.value_checksums(&servers, &specs, &scope.window)? {
         Some(days) => (days.into_iter().map(|d| ((d.server_id, d.day), DayValues { rows: d.rows, sums: d.columns })).collect(), true),
-        None => (target_aggregates(target, &servers, &columns, cancel)?, false),
+        None => (target_aggregates(target, &servers, &columns, &scope.window, cancel)?, false),
     };
     let mut report = compare(&want, &got, &columns, &names);
     report.target_side = if on_server { "server" } else { "arrow" };
@@ -278,7 +279,7 @@ pub fn check_values(sources: &[Box<dyn Source>], target: &dyn Target, scope: &Va
 }
 
 /// The target's aggregates computed here, on the rows it returns.
-fn target_aggregates(target: &dyn Target, servers: &[i32], columns: &[&str], cancel: &Cancel) -> Result<Aggregates> {
+fn target_aggregates(target: &dyn Target, servers: &[i32], columns: &[&str], window: &Window, cancel: &Cancel) -> Result<Aggregates> {
     let mut got = Aggregates::new();
     for &server in servers {
         cancel.check()?;
@@ -288,7 +289,7 @@ fn target_aggregates(target: &dyn Target, servers: &[i32], columns: &[&str], can
             let ts = snapshot_ms(&batch, tgt::SNAPSHOT_UTC);
             let ids = batch.column(tgt::SERVER_ID).as_primitive::<Int32Type>();
             // A target may return more than asked: keep this server's rows.
-            let rows: Vec<usize> = (0..batch.num_rows()).filter(|&r| ids.value(r) == server).collect();
+            let rows: Vec<usize> = (0..batch.num_rows()).filter(|&r| ids.value(r) == server && window.contains(ts.value(r))).collect();
             let days: Vec<(i32, i64)> = rows.iter().map(|&r| (server, day_of(ts.value(r)))).collect();
             add_rows(&mut got, &batch, &cols, &rows, &days, target.label())?;
         }

@@ -202,9 +202,10 @@ pub trait Target: Send + Sync {
     /// may return more (the caller filters).
     fn existing_rows(&self, ranges: &BTreeMap<i32, Vec<(i64, i64)>>) -> Result<BatchIter>;
     /// `verify --values` computed by the target itself: per (ServerID, UTC day number) of
-    /// `servers`, the rows and each of `columns`' checksums ([`crate::checksum`]). None: the
-    /// target has no server side; the caller computes them on [`Target::existing_rows`].
-    fn value_checksums(&self, _servers: &[i32], _columns: &[Column]) -> Result<Option<Vec<DayChecksums>>> {
+    /// `servers`, the rows within `window` and each of `columns`' checksums
+    /// ([`crate::checksum`]). None: the target has no server side; the caller computes them on
+    /// [`Target::existing_rows`].
+    fn value_checksums(&self, _servers: &[i32], _columns: &[Column], _window: &crate::transform::Window) -> Result<Option<Vec<DayChecksums>>> {
         Ok(None)
     }
     /// Whether the target holds the key (ServerID, SnapshotUTC ms).
@@ -336,8 +337,8 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     fn holds_key(&self, server_id: i32, snapshot_ms: i64) -> Result<bool> {
         (**self).holds_key(server_id, snapshot_ms)
     }
-    fn value_checksums(&self, servers: &[i32], columns: &[Column]) -> Result<Option<Vec<DayChecksums>>> {
-        (**self).value_checksums(servers, columns)
+    fn value_checksums(&self, servers: &[i32], columns: &[Column], window: &crate::transform::Window) -> Result<Option<Vec<DayChecksums>>> {
+        (**self).value_checksums(servers, columns, window)
     }
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded> {
         (**self).watermark(source)

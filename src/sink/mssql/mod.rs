@@ -315,7 +315,7 @@ impl Target for MonitoringDb {
 
     /// One GROUP BY over dbo.PerfSnapshotRun, evaluated by SQL Server (2016 or later:
     /// DATEDIFF_BIG); see [`crate::checksum`] for what each column's items compute.
-    fn value_checksums(&self, servers: &[i32], columns: &[crate::schema::Column]) -> Result<Option<Vec<crate::sink::DayChecksums>>> {
+    fn value_checksums(&self, servers: &[i32], columns: &[crate::schema::Column], window: &crate::transform::Window) -> Result<Option<Vec<crate::sink::DayChecksums>>> {
         if servers.is_empty() {
             return Ok(Some(Vec::new()));
         }
@@ -325,8 +325,17 @@ impl Target for MonitoringDb {
         }
         let day = format!("DATEDIFF(DAY, '19700101', [{}])", crate::schema::RUN.snapshot_time);
         let ids: Vec<String> = servers.iter().map(|i| i.to_string()).collect();
+        // The window as `copy` applies it: since inclusive, until exclusive, in ms.
+        let ms = format!("DATEDIFF_BIG(MILLISECOND, '19700101', [{}])", crate::schema::RUN.snapshot_time);
+        let mut within = String::new();
+        if let Some(s) = window.since {
+            within.push_str(&format!(" AND {ms} >= {s}"));
+        }
+        if let Some(u) = window.until {
+            within.push_str(&format!(" AND {ms} < {u}"));
+        }
         let sql = format!(
-            "SELECT [{sid}], {day}, COUNT_BIG(*), {items} FROM {table} WHERE [{sid}] IN ({ids}) GROUP BY [{sid}], {day}",
+            "SELECT [{sid}], {day}, COUNT_BIG(*), {items} FROM {table} WHERE [{sid}] IN ({ids}){within} GROUP BY [{sid}], {day}",
             sid = crate::schema::RUN.server_id,
             items = items.join(", "),
             table = crate::schema::RUN.sql_name(),
