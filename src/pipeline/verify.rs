@@ -10,6 +10,9 @@
 //! `--from` that has the run) against the target's, by count and an order-independent digest
 //! of their values. A run short of rows counts them as missing, one with more as duplicates,
 //! one with as many but other values as differing. Memory: one entry per run and table.
+//!
+//! `--values` adds per (server, UTC day) and column checksums of the runs
+//! ([`super::verify_values`]) and of the child rows (gathered in the same pass as the digests).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
