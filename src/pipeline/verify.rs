@@ -278,8 +278,12 @@ fn add_columns(into: &mut (usize, u64, Vec<ColumnSum>), hashes: &[Vec<Option<i32
     }
 }
 
+/// Per table and server the checks, per table the target's orphan rows, and (`--values`) the
+/// per day checksums.
+type ChildResults = (Vec<ChildCheck>, BTreeMap<String, u64>, Vec<ChildDays>);
+
 /// Compares every child table's rows, source runs against target runs (see the module docs).
-fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[ChildTable], map: &ServerIdMap, opts: &VerifyOptions, cancel: &Cancel) -> Result<(Vec<ChildCheck>, BTreeMap<String, u64>, Vec<ChildDays>)> {
+fn check_children(sources: &[Box<dyn Source>], target: &dyn Target, tables: &[ChildTable], map: &ServerIdMap, opts: &VerifyOptions, cancel: &Cancel) -> Result<ChildResults> {
     if tables.is_empty() {
         return Ok((Vec::new(), BTreeMap::new(), Vec::new()));
     }
