@@ -187,6 +187,12 @@ pub struct CopyArgs {
     pub src: SourceArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Serve the copy's metrics (rows and bytes per source, child rows per table, duplicates,
+    /// conflicts, units committed, retries, queue waits, last commit) for Prometheus at
+    /// http://ADDR/metrics while it runs, e.g. 127.0.0.1:9464 (port 0: any free port; the
+    /// address is printed). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Give server names that neither --server-map nor the stage knows the next IDs after the
     /// highest known (in name order), and record them in DIR/servers.csv. Without it, unknown
     /// names are an error and nothing is written.

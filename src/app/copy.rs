@@ -14,6 +14,11 @@ use super::{print_json, short};
 
 pub(super) fn run(a: &CopyArgs, cancel: &Cancel) -> Result<CopyReport> {
     let plan = config::copy_plan(a)?;
+    if let Some(addr) = &a.metrics_addr {
+        let at = crate::pipeline::metrics::serve(addr)?;
+        // Always said (also with --progress off): monitoring needs the port.
+        eprintln!("metrics: http://{at}/metrics");
+    }
     let sources = plan.sources.open_sources()?;
     let target = plan.open_target();
     let progress = Progress::new(a.src.progress);

@@ -38,6 +38,7 @@ pub(super) fn run(a: &DemoArgs, cancel: &Cancel) -> Result<i32> {
     let copy_args = CopyArgs {
         src: src_args(false),
         target: target.clone(),
+        metrics_addr: None,
         register_servers: true,
         dry_run: false,
         rescan: false,
