@@ -42,8 +42,8 @@ fn print_status(r: &StatusReport) {
     for s in &r.sources {
         let id = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| human::grouped_within(v.max(0) as u64, 9));
         eprintln!(
-            "{:<17} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}",
-            short(&s.source, 17),
+            "{} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}",
+            human::fit(&s.source, 17),
             when(s.last_success_utc.as_deref(), &r.now_utc),
             id(s.last_run_id),
             id(s.source_max_run_id),
