@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use crate::pipeline::copy::CopyReport;
-use crate::source::synthetic::SyntheticSpec;
+use crate::source::synthetic::{SyntheticSpec, TableMeter};
 
 /// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
 /// throughput of one thread of that stage.
@@ -58,6 +60,36 @@ pub struct BenchReport {
     pub end_to_end_mb_per_second: f64,
     /// Peak resident memory, where the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// Per child table moved with the runs (`--child-tables`); empty for the run-table bench.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_tables: Vec<ChildFigure>,
+}
+
+/// One child table's figures. Generation and encoding are measured in thread CPU seconds
+/// (summed over threads), so their rates are per second of one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildFigure {
+    pub table: String,
+    /// Child rows generated (read) and written with their runs.
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Arrow MB of the rows generated.
+    pub mb: f64,
+    /// Generating the rows (the copy pass's readers do it while they transform).
+    pub generate_cpu_seconds: f64,
+    pub generate_rows_per_cpu_second: f64,
+    pub generate_mb_per_cpu_second: f64,
+    /// Encoding them as TDS bulk-load rows (the `null` target only), and the TDS MB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_rows_per_cpu_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_arrow_mb_per_cpu_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tds_mb: Option<f64>,
+    /// Rows written per wall-clock second of the whole copy (every table shares that time).
+    pub rows_per_wall_second: f64,
 }
 
 fn machine() -> String {
@@ -107,7 +139,36 @@ impl BenchReport {
             end_to_end_rows_per_second: rows as f64 / r.elapsed_seconds.max(1e-9),
             end_to_end_mb_per_second: mb / r.elapsed_seconds.max(1e-9),
             peak_rss_bytes: st.peak_rss_bytes,
+            child_tables: Vec::new(),
         }
+    }
+
+    /// Adds the per-table figures of the child tables the copy moved: `generated` by the
+    /// synthetic sources, `encoded` by the null target (empty for other targets).
+    pub fn with_children(mut self, r: &CopyReport, generated: &BTreeMap<String, TableMeter>, encoded: &BTreeMap<String, TableMeter>) -> BenchReport {
+        let rate = |n: f64, secs: f64| if secs > 0.0 { n / secs } else { 0.0 };
+        for table in &r.child_tables {
+            let (read, written) = r.sources.iter().flat_map(|s| s.children.iter()).filter(|c| &c.table == table).fold((0, 0), |(a, b), c| (a + c.rows_read, b + c.rows_written));
+            let g = generated.get(table).copied().unwrap_or_default();
+            let e = encoded.get(table);
+            let mb = g.bytes as f64 / 1e6;
+            self.child_tables.push(ChildFigure {
+                table: table.clone(),
+                rows_read: read,
+                rows_written: written,
+                mb,
+                generate_cpu_seconds: g.cpu_seconds,
+                generate_rows_per_cpu_second: rate(g.rows as f64, g.cpu_seconds),
+                generate_mb_per_cpu_second: rate(mb, g.cpu_seconds),
+                encode_cpu_seconds: e.map(|e| e.cpu_seconds),
+                encode_rows_per_cpu_second: e.map(|e| rate(e.rows as f64, e.cpu_seconds)),
+                // The Arrow MB of the rows encoded (written rows: duplicates' children are dropped).
+                encode_arrow_mb_per_cpu_second: e.map(|e| rate(mb * e.rows as f64 / (g.rows.max(1)) as f64, e.cpu_seconds)),
+                tds_mb: e.map(|e| e.bytes as f64 / 1e6),
+                rows_per_wall_second: rate(written as f64, self.end_to_end_seconds),
+            });
+        }
+        self
     }
 
     /// The human table, on stderr.
@@ -141,5 +202,32 @@ impl BenchReport {
             if self.encoded_bytes > 0 { format!(", TDS bytes encoded: {:.0} MB", self.encoded_bytes as f64 / 1e6) } else { String::new() },
             self.peak_rss_bytes.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "?".into())
         );
+        if !self.child_tables.is_empty() {
+            self.print_children();
+        }
+    }
+
+    /// The child tables' table, on stderr (rates per CPU second of one thread).
+    fn print_children(&self) {
+        eprintln!("\nchild tables (MB: Arrow MB; gen: generating, enc: TDS bulk encoding into null, per CPU second of one thread; generating is part of the readers' remap + dedupe time)");
+        eprintln!(
+            "{:<26} {:>11} {:>11} {:>9} {:>12} {:>9} {:>12} {:>9} {:>10}",
+            "table", "rows read", "written", "MB", "gen rows/s", "gen MB/s", "enc rows/s", "enc MB/s", "wall rows/s"
+        );
+        let opt = |v: Option<f64>, p: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.p$}"));
+        for c in &self.child_tables {
+            eprintln!(
+                "{:<26} {:>11} {:>11} {:>9.1} {:>12.0} {:>9.1} {:>12} {:>9} {:>10.0}",
+                c.table,
+                c.rows_read,
+                c.rows_written,
+                c.mb,
+                c.generate_rows_per_cpu_second,
+                c.generate_mb_per_cpu_second,
+                opt(c.encode_rows_per_cpu_second, 0),
+                opt(c.encode_arrow_mb_per_cpu_second, 1),
+                c.rows_per_wall_second
+            );
+        }
     }
 }

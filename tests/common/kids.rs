@@ -17,7 +17,8 @@ use super::{fold, ms, NameMap, SrcRow};
 pub type ChildSet = BTreeMap<(i32, i64), Vec<String>>;
 
 /// One value as canonical text: integers and booleans as written, decimals as
-/// `mantissa e-scale`, times as epoch ms, text quoted, NULL as `NULL`.
+/// `mantissa e-scale`, times as epoch ms, text quoted, binary as `0x` hex, a variant as its
+/// quoted base type and value, NULL as `NULL`.
 pub fn canon(a: &ArrayRef, r: usize) -> String {
     if a.is_null(r) {
         return "NULL".into();
@@ -31,8 +32,19 @@ pub fn canon(a: &ArrayRef, r: usize) -> String {
         DataType::Decimal128(_, s) => format!("{}e-{s}", a.as_primitive::<Decimal128Type>().value(r)),
         DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<TimestampMillisecondType>().value(r).to_string(),
         DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(r)),
+        DataType::Binary => format!("0x{}", hex(a.as_binary::<i32>().value(r))),
+        DataType::FixedSizeBinary(_) => format!("0x{}", hex(a.as_fixed_size_binary().value(r))),
+        // SQL_VARIANT: base type and value text.
+        DataType::Struct(_) => {
+            let v = a.as_struct();
+            format!("{:?}:{:?}", v.column(0).as_string::<i32>().value(r), v.column(1).as_string::<i32>().value(r))
+        }
         t => panic!("type {t} in a child table"),
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// Row `r`'s columns `cols` as one canonical string.
