@@ -90,7 +90,7 @@ pub struct BenchArgs {
     /// scratch table holds runs only).
     #[arg(long, value_name = "all|none|LIST", default_value = "none")]
     pub child_tables: String,
-    /// Child rows per run relative to a real collector's (1.0: about 550 per run over the
+    /// Child rows per run relative to a real collector's (1.0: about 400 per run over the
     /// eleven tables, long text included); as for `generate`. 0..=10.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub children_scale: f64,
@@ -136,7 +136,8 @@ pub struct GenerateArgs {
     /// Child rows per run relative to a real collector's (1.0: ~20 databases and their
     /// backups, ~50 database files, ~100 wait types, ~100 cached queries with their text
     /// (some over 8,000 bytes), ~80 configuration options, 10–50 sessions, a few error log
-    /// lines, query plans and deadlocks, one memory row: about 550 rows and 400 KB per run).
+    /// lines, query plans and deadlocks, one memory row: about 400 rows and 600 KB of Arrow
+    /// data per run).
     /// Smaller values make small test data; the mean count scales exactly. 0..=10.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub children_scale: f64,
@@ -293,6 +294,11 @@ pub struct DemoArgs {
     /// Simulated servers.
     #[arg(long, default_value_t = 6)]
     pub servers: usize,
+    /// Child rows per run relative to a real collector's, for all eleven child tables (see
+    /// `generate --children-scale`). The default keeps the demo near a minute; 0 moves
+    /// PerfSnapshotRun alone.
+    #[arg(long, value_name = "F", default_value_t = defaults::DEMO_CHILDREN_SCALE)]
+    pub children_scale: f64,
 }
 
 #[cfg(test)]

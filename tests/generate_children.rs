@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
-use common::kids;
+use common::kids::{self, ALL_TABLES};
 use common::mssql::*;
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -26,20 +26,6 @@ const TABLES: [&str; 7] = [
     "PerfSnapshotMemory",
     "PerfSnapshotIOStats",
     "PerfSnapshotBackupHistory",
-];
-/// Every table generate writes by default: the eleven of SCHEMA.md.
-const ALL_TABLES: [&str; 11] = [
-    "PerfSnapshotDB",
-    "PerfSnapshotWaitStats",
-    "PerfSnapshotWorkload",
-    "PerfSnapshotErrorLog",
-    "PerfSnapshotMemory",
-    "PerfSnapshotQueryStats",
-    "PerfSnapshotIOStats",
-    "PerfSnapshotBackupHistory",
-    "PerfSnapshotQueryPlans",
-    "PerfSnapshotConfig",
-    "PerfSnapshotDeadlocks",
 ];
 /// `--child-tables` for the tests against the TDS test server: it does not store BINARY,
 /// VARBINARY, XML or SQL_VARIANT columns yet (being added to it), which QueryStats,

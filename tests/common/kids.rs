@@ -13,6 +13,21 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{fold, ms, NameMap, SrcRow};
 
+/// Every child table `perfcopy generate` writes by default: the eleven of SCHEMA.md.
+pub const ALL_TABLES: [&str; 11] = [
+    "PerfSnapshotDB",
+    "PerfSnapshotWaitStats",
+    "PerfSnapshotWorkload",
+    "PerfSnapshotErrorLog",
+    "PerfSnapshotMemory",
+    "PerfSnapshotQueryStats",
+    "PerfSnapshotIOStats",
+    "PerfSnapshotBackupHistory",
+    "PerfSnapshotQueryPlans",
+    "PerfSnapshotConfig",
+    "PerfSnapshotDeadlocks",
+];
+
 /// Child rows by their run's key; each key's rows sorted.
 pub type ChildSet = BTreeMap<(i32, i64), Vec<String>>;
 
