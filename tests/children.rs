@@ -441,6 +441,42 @@ fn a_target_child_table_that_cannot_take_the_values_is_refused_before_anything_i
     assert!(servers_table(&srv, "MonitoringDB").is_empty(), "no server registered");
 }
 
+/// A target child table with a column no source has: refused at plan time, naming the table
+/// and the column, when the column is NOT NULL without a default (no row could be loaded);
+/// loaded when it is nullable or has a default. The bug this guards: the copy got as far as
+/// the bulk load and failed there.
+#[test]
+fn a_target_child_column_the_sources_cannot_fill_is_refused_before_anything_is_written() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let a = series("SQL01", T0, 10, 1, 9);
+    seed(&srv, dir.path(), "DBATools", &a, true);
+    let kids = children_for(a.iter().map(|r| r.run_id), 89);
+    seed_children(&srv, "DBATools", &kids);
+    let with_extra = |db: &str, extra: Column| {
+        srv.create_monitoringdb(db);
+        target_children_tables(&srv, db);
+        let mut cols = wait_columns();
+        cols.push(extra);
+        srv.create_table(db, &format!("dbo.{WAITS}"), cols, &[]).unwrap();
+    };
+    with_extra("M1", Column::new("CollectorHost", SqlType::NVarChar(Some(60)), false));
+    let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools"), "--to", &conn(&srv, "M1"), "--register-servers"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("dbo.{WAITS}.CollectorHost is NOT NULL without a default")), "{}", stderr(&o));
+    assert_eq!(srv.row_count("M1", "dbo.PerfSnapshotRun").unwrap(), 0);
+    assert!(servers_table(&srv, "M1").is_empty(), "no server registered");
+
+    // Nullable, or NOT NULL with a default: loaded, the column left to the server.
+    with_extra("M2", Column::new("CollectorHost", SqlType::NVarChar(Some(60)), true));
+    with_extra("M3", Column::new("Imported", SqlType::Bit, false).default(tds_test_server::ColumnDefault::Value(tds_test_server::Value::Bool(true))));
+    for db in ["M2", "M3"] {
+        let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools"), "--to", &conn(&srv, db), "--register-servers"]);
+        assert!(o.status.success(), "{db}: {}", stderr(&o));
+        assert_eq!(srv.row_count(db, &format!("dbo.{WAITS}")).unwrap(), kids.waits.len(), "{db}");
+    }
+}
+
 /// The target's children of `table` before a copy, as model rows (for runs it held).
 fn held_runs(srv: &TestServer, db: &str) -> BTreeMap<(i32, i64), ()> {
     target_rows(srv, db).keys().map(|k| (*k, ())).collect()

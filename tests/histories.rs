@@ -5,28 +5,116 @@
 //! toolkit's own procedure (or a DBA) wrote to. Each copy goes through the binary into a Parquet
 //! stage and into a MonitoringDB on the TDS test server, and the target is compared with the
 //! model (tests/common's plain survivor rule over every row the sources hold now).
+//!
+//! Every source also holds a child table (PerfSnapshotWaitStats, 1..=3 rows per run) that its
+//! histories share: it is cloned, restored, truncated and created again with its runs. A run's
+//! children follow from the run's snapshot and values alone, so whichever source row of a key
+//! survives, the target must hold exactly that row's children, once.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 
 use common::mssql::*;
 use common::*;
 use proptest::prelude::*;
 use serde_json::Value;
-use tds_test_server::TestServer;
+use common::kids::{self, ChildSet};
+use tds_test_server::{Column, SqlType, TestServer};
 
 /// Names the sources' rows carry, and the ServerIDs the target gives them (SQL01N: SQL01
 /// after a rename, mapped to the same ID by --server-map).
 const SERVERS: &[(&str, i32)] = &[("SQL01", 1), ("SQL02", 2), ("SQLX", 3)];
 const ALIASES: &[(&str, i32)] = &[("SQL01", 1), ("SQL02", 2), ("SQLX", 3), ("SQL01N", 1)];
 
+/// The child table every source and target holds.
+const KIDS: &str = "PerfSnapshotWaitStats";
+
+fn kid_columns() -> Vec<Column> {
+    vec![
+        Column::new("PerfSnapshotWaitStatsID", SqlType::BigInt, false).identity(),
+        Column::new("PerfSnapshotRunID", SqlType::BigInt, false),
+        Column::new("WaitType", SqlType::NVarChar(Some(60)), false),
+        Column::new("WaitTimeMs", SqlType::BigInt, true),
+    ]
+}
+
+/// The children of a run with this snapshot and these values: 1..=3 rows, a NULL now and then.
+fn kids_of(snapshot_ms: i64, v: &Values) -> Vec<(String, Option<i64>)> {
+    let mut h = DefaultHasher::new();
+    (snapshot_ms, v).hash(&mut h);
+    let x = h.finish();
+    (0..1 + x % 3)
+        .map(|i| {
+            let y = x.rotate_left(17 * i as u32 + 5) ^ i;
+            (format!("WAIT_{}_{}", y % 50, i), (y % 4 != 0).then_some((y % 100_000) as i64))
+        })
+        .collect()
+}
+
+/// [`kids_of`] as tests/common/kids canonical text, sorted.
+fn kid_texts(snapshot_ms: i64, v: &Values) -> Vec<String> {
+    let mut t: Vec<String> = kids_of(snapshot_ms, v).into_iter().map(|(w, n)| format!("{w:?}|{}", n.map_or("NULL".to_string(), |n| n.to_string()))).collect();
+    t.sort();
+    t
+}
+
+/// Creates (or creates again, empty) the child table in `db`.
+fn create_kids(srv: &TestServer, db: &str) {
+    srv.create_table(db, &format!("dbo.{KIDS}"), kid_columns(), &[&["PerfSnapshotWaitStatsID"]]).unwrap();
+}
+
+/// Inserts the children of `rows` (under their source run IDs).
+fn add_kids(srv: &TestServer, db: &str, rows: &[SrcRow]) {
+    let k: Vec<(i64, String, Option<i64>)> = rows.iter().flat_map(|r| kids_of(r.snapshot_ms, &r.v).into_iter().map(move |(w, n)| (r.run_id, w, n))).collect();
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("PerfSnapshotRunID", DataType::Int64, false),
+            Field::new("WaitType", DataType::Utf8, false),
+            Field::new("WaitTimeMs", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(k.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(k.iter().map(|r| r.1.as_str()))),
+            Arc::new(Int64Array::from_iter(k.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap();
+    srv.insert_batch(db, &format!("dbo.{KIDS}"), &b).unwrap();
+}
+
+/// A DBATools database `db` (created again) holding `rows` and their children.
+fn seed(srv: &TestServer, dir: &Path, db: &str, rows: &[SrcRow], with_server_id: bool) {
+    common::mssql::seed(srv, dir, db, rows, with_server_id);
+    create_kids(srv, db);
+    add_kids(srv, db, rows);
+}
+
+/// Adds `rows` and their children to `db`.
+fn add_rows(srv: &TestServer, dir: &Path, db: &str, rows: &[SrcRow], with_server_id: bool) {
+    common::mssql::add_rows(srv, dir, db, rows, with_server_id);
+    add_kids(srv, db, rows);
+}
+
+/// TRUNCATE TABLE of the runs, their children first (as the collector's reinstall does).
+fn truncate(srv: &TestServer, db: &str) {
+    srv.truncate_table(db, &format!("dbo.{KIDS}")).unwrap();
+    srv.truncate_table(db, "dbo.PerfSnapshotRun").unwrap();
+}
+
 /// A target under test, with the model of what it must hold.
 struct Target {
     kind: Kind,
     map_file: PathBuf,
     model: BTreeMap<(i32, i64), Row>,
+    /// Child rows a MonitoringDB holds of runs deleted there by hand (not perfcopy's to fix).
+    stale_orphans: usize,
 }
 
 enum Kind {
@@ -48,9 +136,10 @@ impl Target {
         } else {
             let srv = server();
             seed_target(&srv, "MonitoringDB", SERVERS, &[]);
+            create_kids(&srv, "MonitoringDB");
             Kind::Monitoring(srv)
         };
-        Target { kind, map_file, model: BTreeMap::new() }
+        Target { kind, map_file, model: BTreeMap::new(), stale_orphans: 0 }
     }
 
     fn args(&self) -> Vec<String> {
@@ -66,6 +155,19 @@ impl Target {
         match &self.kind {
             Kind::Stage(p) => by_key(&read_stage(p)),
             Kind::Monitoring(srv) => target_rows(srv, "MonitoringDB"),
+        }
+    }
+
+    /// The target's children, by their run's key.
+    fn kids(&self) -> ChildSet {
+        match &self.kind {
+            Kind::Stage(p) => kids::stage_rows(p, KIDS),
+            Kind::Monitoring(srv) => {
+                let runs = srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap();
+                let (got, orphans) = kids::target_rows(&runs, &srv.table_batch("MonitoringDB", &format!("dbo.{KIDS}")).unwrap());
+                assert_eq!(orphans, self.stale_orphans, "MonitoringDB: child rows whose run is not in dbo.PerfSnapshotRun");
+                got
+            }
         }
     }
 
@@ -95,6 +197,10 @@ impl Target {
         let rows: Vec<Vec<SrcRow>> = sources.iter().map(|(_, r)| r.clone()).collect();
         self.model = expected(&rows, &name_map(ALIASES), Win::default(), &self.model).stage;
         assert_rows_eq(self.name(), &self.rows(), &self.model);
+        let want: ChildSet = self.model.iter().map(|(k, r)| (*k, kid_texts(r.snapshot_ms, &r.v))).collect();
+        if let Err(e) = kids::diff(&format!("{} {KIDS}", self.name()), &self.kids(), &want) {
+            panic!("{e}\nreport: {report}");
+        }
         report
     }
 }
@@ -200,7 +306,7 @@ fn a_table_created_again_or_truncated_is_read_whole() {
 
         // Truncated (same table object, IDENTITY back at 1) and grown past the old watermark
         // over other snapshots: row 100 exists, but is another snapshot.
-        a.truncate_table("DBATools", "dbo.PerfSnapshotRun").unwrap();
+        truncate(&a, "DBATools");
         let grown = series("SQL01", T0 + 400 * MIN5, 350, 1, 8);
         add_rows(&a, dir, "DBATools", &grown, true);
         let r = tgt.copy(&[(c.clone(), grown.clone())]);
@@ -310,12 +416,19 @@ fn a_watermark_whose_key_left_the_target_is_not_used() {
         match &tgt.kind {
             Kind::Monitoring(_) => tgt.sql(&format!("DELETE FROM dbo.PerfSnapshotRun WHERE SnapshotUTC >= CAST('{}' AS DATETIME2(3))", iso_ms(last - 50 * MIN5).trim_end_matches('Z'))),
             Kind::Stage(p) => {
+                // A purge of the stage takes the runs' children with them.
                 for (_, f) in stage_files(p) {
                     std::fs::remove_file(f).unwrap();
                 }
+                std::fs::remove_dir_all(p.join(KIDS)).unwrap();
             }
         }
         tgt.model = tgt.rows();
+        if let Kind::Monitoring(srv) = &tgt.kind {
+            let runs = srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap();
+            tgt.stale_orphans = kids::target_rows(&runs, &srv.table_batch("MonitoringDB", &format!("dbo.{KIDS}")).unwrap()).1;
+            assert!(tgt.stale_orphans > 0);
+        }
         let r = tgt.copy(&[(c, rows)]);
         let (status, reason) = wm(&r, 0);
         assert_eq!(status, "set_aside", "{r}");
@@ -430,6 +543,7 @@ fn run_history(steps: &[Step], seed: u64) {
         .map(|i| {
             let srv = server_named(names[i], names[i]);
             srv.create_dbatools("DBATools", true);
+            create_kids(&srv, "DBATools");
             Instance { srv, rows: Vec::new() }
         })
         .collect();
@@ -471,10 +585,11 @@ fn run_history(steps: &[Step], seed: u64) {
             }
             Step::Recreate { at } => {
                 inst[at].srv.create_dbatools("DBATools", true);
+                create_kids(&inst[at].srv, "DBATools");
                 inst[at].rows.clear();
             }
             Step::Truncate { at } => {
-                inst[at].srv.truncate_table("DBATools", "dbo.PerfSnapshotRun").unwrap();
+                truncate(&inst[at].srv, "DBATools");
                 inst[at].rows.clear();
             }
             Step::Backup { at } => backups.push((inst[at].srv.backup_database("DBATools").unwrap(), inst[at].rows.clone())),

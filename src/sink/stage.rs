@@ -454,6 +454,9 @@ impl Load for StageLoad {
 
 /// Bytes a stage file's unfinished row group may buffer before it is written out.
 const ROW_GROUP_BUFFER_BYTES: usize = 16 << 20;
+/// Bytes all of one writer's open files may buffer together: with many servers and child
+/// tables open at once, the largest unfinished row groups are written out early instead.
+const WRITER_BUFFER_BYTES: usize = 64 << 20;
 
 struct StageWriter {
     tables: Arc<Vec<(PathBuf, SchemaRef)>>,
@@ -547,6 +550,22 @@ impl StageWriter {
         // early, so each open file holds at most this much.
         if w.in_progress_size() > ROW_GROUP_BUFFER_BYTES {
             w.flush().map_err(Error::parquet(tmp.as_path()))?;
+        }
+        self.bound_buffers()
+    }
+
+    /// Writes out the largest unfinished row groups while all open files together buffer
+    /// more than [`WRITER_BUFFER_BYTES`] (encoders' memory bounded by the writer, not by servers × tables).
+    fn bound_buffers(&mut self) -> Result<()> {
+        let mut total: usize = self.files.values().map(|(_, _, w)| w.memory_size()).sum();
+        while total > WRITER_BUFFER_BYTES {
+            let Some((tmp, _, w)) = self.files.values_mut().max_by_key(|(_, _, w)| w.memory_size()) else { break };
+            let size = w.memory_size();
+            if size == 0 {
+                break;
+            }
+            w.flush().map_err(Error::parquet(tmp.as_path()))?;
+            total -= size;
         }
         Ok(())
     }

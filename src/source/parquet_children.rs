@@ -20,11 +20,15 @@
 //!
 //! ## Reads
 //! Runs come in PerfSnapshotRunID ranges that follow each other. Row groups are chosen by
-//! their PerfSnapshotRunID statistics; a decoded row group is kept while later ranges still
-//! need it (up to [`CACHE_ROWS`] rows in all) and dropped once a range has passed it. Child
-//! rows need not be sorted, but an unsorted file's row groups each span many runs: each is
-//! then needed by every range, the cache fills and the groups beyond it are decoded again
-//! for every batch of runs (CPU, not memory: memory stays bounded by the cache and one group).
+//! their PerfSnapshotRunID statistics. A row group is streamed in batches of
+//! [`STREAM_ROWS`] rows: while its PerfSnapshotRunIDs do not decrease (an export written in ID
+//! order, as `SELECT … ORDER BY` and `generate` write it), a range takes the rows up to its end
+//! and the rest of the last batch waits for the next range, so a table holds one batch per
+//! open row group, however large the groups are. A row group found out of order is decoded
+//! whole instead and kept while later ranges still need it (up to [`CACHE_ROWS`] rows and
+//! [`CACHE_BYTES`] in all), and dropped once a range has passed it; groups beyond the cache
+//! are decoded again for every batch of runs (CPU, not memory: memory stays bounded by the
+//! cache and one group).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,15 +37,20 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::error::{Error, Result};
 use crate::schema::{ChildTable, SqlType, PARENT_KEY, SQL_TYPE_KEY};
 use crate::source::stage_children::Group;
+use crate::source::parquet::PanicSafe;
 use crate::source::{BatchRuns, ChildReader};
 
-/// Decoded child rows kept across ranges, in all tables of one reader.
+/// Decoded out-of-order child rows kept across ranges, in all tables of one reader.
 pub const CACHE_ROWS: usize = 1 << 20;
+/// The same cache's bound in bytes (wide rows with long text reach it first).
+pub const CACHE_BYTES: usize = 128 << 20;
+/// Rows per batch when a row group is streamed in PerfSnapshotRunID order.
+pub const STREAM_ROWS: usize = 8_192;
 
 /// The child tables of one export.
 #[derive(Debug, Default)]
@@ -166,14 +175,47 @@ pub fn describe(name: &str, schema: &Schema) -> std::result::Result<ChildTable, 
 struct Part {
     /// The copy's description of the table (the output's columns).
     table: ChildTable,
-    groups: Vec<Group>,
+    groups: Vec<Slot>,
+}
+
+/// One row group and how it is being read.
+struct Slot {
+    g: Group,
+    /// The file's footer, parsed once for all its groups.
+    meta: ArrowReaderMetadata,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Not opened yet.
+    Fresh,
+    /// Streamed in PerfSnapshotRunID order so far.
+    Streaming(Cursor),
+    /// Out of order: decoded whole (and maybe cached in `Group::rows`).
+    Whole,
+    /// Streamed to its end.
+    Done,
+}
+
+struct Cursor {
+    reader: PanicSafe<ParquetRecordBatchReader>,
+    /// Rows already decoded that belong to later ranges (source form).
+    pending: Option<RecordBatch>,
+    /// The highest PerfSnapshotRunID streamed so far.
+    last: i64,
 }
 
 /// Child rows of an export, by PerfSnapshotRunID range.
 pub struct ExportChildReader {
     tables: Vec<Option<Part>>,
     empty: Vec<ChildTable>,
-    cached: usize,
+    cached_rows: usize,
+    cached_bytes: usize,
+}
+
+fn load_meta(path: &Path) -> Result<ArrowReaderMetadata> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::NotParquet { path: path.to_path_buf(), message: e.to_string() })
 }
 
 impl ExportChildReader {
@@ -187,8 +229,8 @@ impl ExportChildReader {
             };
             let mut groups = Vec::new();
             for f in &export.files[k] {
-                let b = open(f)?;
-                let here = describe(t.name, b.schema()).map_err(|m| Error::Source { source_label: f.display().to_string(), message: m })?;
+                let meta = load_meta(f)?;
+                let here = describe(t.name, meta.schema()).map_err(|m| Error::Source { source_label: f.display().to_string(), message: m })?;
                 for c in t.values {
                     match here.values.iter().find(|h| h.name.eq_ignore_ascii_case(c.name)) {
                         Some(h) if h.sql.arrow_type() != c.sql.arrow_type() => {
@@ -204,36 +246,60 @@ impl ExportChildReader {
                         _ => {}
                     }
                 }
-                let meta = b.metadata().clone();
-                let name = b.schema().fields().iter().find(|x| x.name().eq_ignore_ascii_case(PARENT_KEY)).map(|x| x.name().clone()).unwrap_or_default();
-                let conv = StatisticsConverter::try_new(&name, b.schema(), b.parquet_schema()).map_err(Error::parquet(f))?;
-                let mins = conv.row_group_mins(meta.row_groups().iter()).map_err(Error::parquet(f))?;
-                let maxes = conv.row_group_maxes(meta.row_groups().iter()).map_err(Error::parquet(f))?;
+                let pq = meta.metadata();
+                let name = meta.schema().fields().iter().find(|x| x.name().eq_ignore_ascii_case(PARENT_KEY)).map(|x| x.name().clone()).unwrap_or_default();
+                let conv = StatisticsConverter::try_new(&name, meta.schema(), meta.parquet_schema()).map_err(Error::parquet(f))?;
+                let mins = conv.row_group_mins(pq.row_groups().iter()).map_err(Error::parquet(f))?;
+                let maxes = conv.row_group_maxes(pq.row_groups().iter()).map_err(Error::parquet(f))?;
                 let (mins, maxes) = (mins.as_primitive::<Int64Type>(), maxes.as_primitive::<Int64Type>());
-                for i in 0..meta.num_row_groups() {
+                for i in 0..pq.num_row_groups() {
                     let (lo, hi) = if mins.is_null(i) || maxes.is_null(i) { (i64::MIN, i64::MAX) } else { (mins.value(i), maxes.value(i)) };
-                    groups.push(Group { file: f.clone(), index: i, lo, hi, rows: None });
+                    groups.push(Slot { g: Group { file: f.clone(), index: i, lo, hi, rows: None }, meta: meta.clone(), mode: Mode::Fresh });
                 }
             }
             parts.push(Some(Part { table: *t, groups }));
         }
-        Ok(ExportChildReader { tables: parts, empty: tables.to_vec(), cached: 0 })
+        Ok(ExportChildReader { tables: parts, empty: tables.to_vec(), cached_rows: 0, cached_bytes: 0 })
     }
 }
 
-/// Decodes one row group into the copy's source form of `t` (PerfSnapshotRunID, then `t`'s
-/// values by name; a nullable column the file lacks is NULL).
-fn decode(t: &ChildTable, g: &Group) -> Result<RecordBatch> {
-    let b = open(&g.file)?;
-    let group_rows = b.metadata().row_group(g.index).num_rows().max(1) as usize;
-    let file_schema = b.schema().clone();
-    let reader = b.with_row_groups(vec![g.index]).with_batch_size(group_rows.min(crate::defaults::INTERNAL_BATCH_ROWS)).build().map_err(Error::parquet(&g.file))?;
-    let label = || g.file.display().to_string();
-    let mut batches = Vec::new();
-    for b in (crate::source::parquet::PanicSafe { inner: reader, done: false }) {
-        batches.push(b.map_err(|e| Error::NotParquet { path: g.file.clone(), message: e.to_string() })?);
+/// A reader of one row group in batches of `batch_rows`.
+fn group_reader(s: &Slot, batch_rows: usize) -> Result<PanicSafe<ParquetRecordBatchReader>> {
+    let file = File::open(&s.g.file).map_err(Error::io(&s.g.file))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, s.meta.clone())
+        .with_row_groups(vec![s.g.index])
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(Error::parquet(&s.g.file))?;
+    Ok(PanicSafe { inner: reader, done: false })
+}
+
+fn next_batch(t: &ChildTable, g: &Group, reader: &mut PanicSafe<ParquetRecordBatchReader>) -> Result<Option<RecordBatch>> {
+    match reader.next() {
+        None => Ok(None),
+        Some(b) => {
+            let b = b.map_err(|e| Error::NotParquet { path: g.file.clone(), message: e.to_string() })?;
+            source_form(t, g, &b).map(Some)
+        }
     }
-    let all = arrow::compute::concat_batches(&file_schema, &batches).map_err(Error::arrow(format!("reading {}", label())))?;
+}
+
+/// Decodes one whole row group into the copy's source form of `t`.
+fn decode(t: &ChildTable, s: &Slot) -> Result<RecordBatch> {
+    let group_rows = s.meta.metadata().row_group(s.g.index).num_rows().max(1) as usize;
+    let mut reader = group_reader(s, group_rows.min(crate::defaults::INTERNAL_BATCH_ROWS))?;
+    let mut batches = Vec::new();
+    while let Some(b) = next_batch(t, &s.g, &mut reader)? {
+        batches.push(b);
+    }
+    arrow::compute::concat_batches(&t.source_schema(), &batches).map_err(Error::arrow(format!("reading {}", s.g.file.display())))
+}
+
+/// A file's batch in the copy's source form of `t` (PerfSnapshotRunID, then `t`'s values by
+/// name; a nullable column the file lacks is NULL).
+fn source_form(t: &ChildTable, g: &Group, all: &RecordBatch) -> Result<RecordBatch> {
+    let label = || g.file.display().to_string();
+    let file_schema = all.schema();
     let out_schema = t.source_schema();
     let find = |name: &str| file_schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name));
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(out_schema.fields().len());
@@ -243,7 +309,7 @@ fn decode(t: &ChildTable, g: &Group) -> Result<RecordBatch> {
                 let col = all.column(i).clone();
                 if !f.is_nullable() && col.null_count() > 0 {
                     let row = (0..col.len()).find(|&r| col.is_null(r)).unwrap_or(0);
-                    return Err(Error::BadValue { source_label: label(), column: f.name().clone(), message: format!("NULL in row {} of row group {}, but the column is NOT NULL", row + 1, g.index) });
+                    return Err(Error::BadValue { source_label: label(), column: f.name().clone(), message: format!("NULL in a row of row group {} (row {} of a batch), but the column is NOT NULL", g.index, row + 1) });
                 }
                 cols.push(col);
             }
@@ -253,32 +319,86 @@ fn decode(t: &ChildTable, g: &Group) -> Result<RecordBatch> {
     RecordBatch::try_new(out_schema, cols).map_err(|e| Error::Source { source_label: label(), message: e.to_string() })
 }
 
+/// Streams `s` for the range (after, upto]: `Some(rows)` while its IDs are in order, `None`
+/// once they are found out of order (the group is then read whole; rows of earlier ranges are
+/// all ≤ `after`, so nothing is returned twice).
+fn stream(t: &ChildTable, s: &mut Slot, after: i64, upto: i64) -> Result<Option<Vec<RecordBatch>>> {
+    if matches!(s.mode, Mode::Fresh) {
+        s.mode = Mode::Streaming(Cursor { reader: group_reader(s, STREAM_ROWS)?, pending: None, last: i64::MIN });
+    }
+    let mut mine = Vec::new();
+    let Slot { g, mode, .. } = s;
+    loop {
+        let Mode::Streaming(c) = mode else { return Ok(Some(mine)) };
+        let b = match c.pending.take() {
+            Some(b) => b,
+            None => match next_batch(t, g, &mut c.reader)? {
+                Some(b) => b,
+                None => {
+                    *mode = Mode::Done;
+                    return Ok(Some(mine));
+                }
+            },
+        };
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let v = ids.values();
+        let in_order = ids.null_count() == 0 && v.first().is_none_or(|&f| f >= c.last) && v.windows(2).all(|w| w[0] <= w[1]);
+        if !in_order {
+            *mode = Mode::Whole;
+            return Ok(None);
+        }
+        let start = v.partition_point(|&id| id <= after);
+        let end = v.partition_point(|&id| id <= upto);
+        // The highest ID taken; the rest of the batch (all ≥ it) waits in `pending`.
+        if end > 0 {
+            c.last = v[end - 1];
+        }
+        if end > start {
+            mine.push(b.slice(start, end - start));
+        }
+        if end < b.num_rows() {
+            c.pending = Some(b.slice(end, b.num_rows() - end));
+            return Ok(Some(mine));
+        }
+    }
+}
+
 impl ChildReader for ExportChildReader {
     fn read(&mut self, table: usize, after: i64, upto: i64, _runs: &BatchRuns<'_>) -> Result<RecordBatch> {
         let empty = self.empty.get(table).ok_or_else(|| Error::Internal(format!("child table {table} unknown to this reader")))?.source_schema();
         let Some(Some(part)) = self.tables.get_mut(table) else { return Ok(RecordBatch::new_empty(empty)) };
         let mut out = Vec::new();
-        for g in part.groups.iter_mut() {
-            if g.hi <= after {
+        for s in part.groups.iter_mut() {
+            if s.g.hi <= after {
                 // Ranges follow each other: this group is not needed again.
-                if let Some(r) = g.rows.take() {
-                    self.cached -= r.num_rows();
+                if let Some(r) = s.g.rows.take() {
+                    self.cached_rows -= r.num_rows();
+                    self.cached_bytes -= r.get_array_memory_size();
                 }
+                s.mode = Mode::Done;
                 continue;
             }
-            if g.lo > upto {
+            if s.g.lo > upto || matches!(s.mode, Mode::Done) {
                 continue;
+            }
+            if matches!(s.mode, Mode::Fresh | Mode::Streaming(_)) {
+                if let Some(rows) = stream(&part.table, s, after, upto)? {
+                    out.extend(rows);
+                    continue;
+                }
             }
             let decoded;
-            let rows = match &g.rows {
+            let rows = match &s.g.rows {
                 Some(r) => r,
                 None => {
-                    let r = decode(&part.table, g)?;
+                    let r = decode(&part.table, s)?;
+                    let bytes = r.get_array_memory_size();
                     // Kept when a later range needs it too, and the cache has room.
-                    if g.hi > upto && self.cached + r.num_rows() <= CACHE_ROWS {
-                        self.cached += r.num_rows();
-                        g.rows = Some(r);
-                        g.rows.as_ref().ok_or_else(|| Error::Internal("cached row group vanished".into()))?
+                    if s.g.hi > upto && self.cached_rows + r.num_rows() <= CACHE_ROWS && self.cached_bytes + bytes <= CACHE_BYTES {
+                        self.cached_rows += r.num_rows();
+                        self.cached_bytes += bytes;
+                        s.g.rows = Some(r);
+                        s.g.rows.as_ref().ok_or_else(|| Error::Internal("cached row group vanished".into()))?
                     } else {
                         decoded = r;
                         &decoded
@@ -391,6 +511,47 @@ mod tests {
         want.sort();
         seen.sort();
         assert_eq!(seen, want);
-        assert!(reader.cached <= CACHE_ROWS);
+        assert!(reader.cached_rows <= CACHE_ROWS);
+    }
+
+    /// A file sorted by PerfSnapshotRunID with row groups larger than a streamed batch: every
+    /// range is streamed (no row group is decoded whole or cached) and returns each row once.
+    #[test]
+    fn sorted_files_stream_every_range_without_caching() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_file = dir.path().join("SQL02.parquet");
+        std::fs::write(&run_file, b"runs").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("PerfSnapshotRunID", DataType::Int64, false), Field::new("N", DataType::Int64, true)]));
+        // 5,000 runs of 4 rows each: 20,000 rows in row groups of 12,000 (> STREAM_ROWS).
+        let n = 20_000i64;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values((0..n).map(|i| i / 4 + 1))), Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap();
+        assert!(12_000 > STREAM_ROWS);
+        write(&dir.path().join("SQL02/T1/part-0.parquet"), &batch, 12_000);
+        let export = of_export(&run_file).unwrap().unwrap();
+        let t = export.tables[0];
+        let mut reader = ExportChildReader::new(&export, &[t]).unwrap();
+        let runs = BatchRuns { ids: &[], snapshot_ms: &[] };
+        let mut seen = Vec::new();
+        let mut below = i64::MIN;
+        for upto in [1, 700, 2_999, 3_000, 3_001, 4_999, i64::MAX] {
+            let got = reader.read(0, below, upto, &runs).unwrap();
+            let ids = got.column(0).as_primitive::<Int64Type>();
+            let vals = got.column(1).as_primitive::<Int64Type>();
+            for r in 0..got.num_rows() {
+                assert!(ids.value(r) > below && ids.value(r) <= upto, "run {} outside ({below}, {upto}]", ids.value(r));
+                assert_eq!(ids.value(r), vals.value(r) / 4 + 1);
+                seen.push(vals.value(r));
+            }
+            let part = reader.tables[0].as_ref().unwrap();
+            assert!(part.groups.iter().all(|s| !matches!(s.mode, Mode::Whole) && s.g.rows.is_none()), "a sorted row group was decoded whole after range ..={upto}");
+            assert_eq!(reader.cached_rows, 0);
+            below = upto;
+        }
+        seen.sort();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
     }
 }

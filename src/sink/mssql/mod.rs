@@ -51,6 +51,15 @@ impl Default for BulkOptions {
     }
 }
 
+/// A target table's columns as declared.
+#[derive(Default)]
+struct Declared {
+    /// By lowercase name.
+    columns: BTreeMap<String, DeclaredColumn>,
+    /// Columns a bulk load must give a value (lowercase name -> name).
+    must_fill: BTreeMap<String, String>,
+}
+
 /// A MonitoringDB.
 pub struct MonitoringDb {
     conn: ConnSpec,
@@ -69,24 +78,31 @@ impl MonitoringDb {
     }
 
     /// The columns of `dbo.<table>` as INFORMATION_SCHEMA declares them, by lowercase name
-    /// (empty: no such table).
-    async fn declared_columns(&self, client: &mut SqlClient, table: &str) -> Result<BTreeMap<String, DeclaredColumn>> {
+    /// (empty: no such table), and those a bulk load must give a value: NOT NULL, without a
+    /// default, neither identity nor computed nor rowversion.
+    async fn declared_columns(&self, client: &mut SqlClient, table: &str) -> Result<Declared> {
         let rows = query_rows(
             &self.conn,
             client,
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION \
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION, IS_NULLABLE, COLUMN_DEFAULT \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
             &[&"dbo", &table],
         )
         .await?;
-        let mut found: BTreeMap<String, DeclaredColumn> = BTreeMap::new();
+        let mut found = Declared::default();
         for r in &rows {
             let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
             let t: &str = r.try_get(1).ok().flatten().unwrap_or("");
-            found.insert(
+            let nullable: &str = r.try_get(6).ok().flatten().unwrap_or("YES");
+            let default: Option<&str> = r.try_get(7).ok().flatten();
+            let t = t.to_ascii_lowercase();
+            if nullable.eq_ignore_ascii_case("NO") && default.is_none() && t != "timestamp" && t != "rowversion" {
+                found.must_fill.insert(name.to_ascii_lowercase(), name.to_string());
+            }
+            found.columns.insert(
                 name.to_ascii_lowercase(),
                 DeclaredColumn {
-                    data_type: t.to_ascii_lowercase(),
+                    data_type: t,
                     precision: r.try_get(2).ok().flatten(),
                     scale: r.try_get(3).ok().flatten(),
                     max_chars: r.try_get(4).ok().flatten(),
@@ -94,19 +110,39 @@ impl MonitoringDb {
                 },
             );
         }
+        if !found.must_fill.is_empty() {
+            // Identity and computed columns fill themselves (INFORMATION_SCHEMA does not say).
+            let rows = query_rows(
+                &self.conn,
+                client,
+                "SELECT name FROM sys.columns WHERE object_id = OBJECT_ID(@P1) AND (is_identity = 1 OR is_computed = 1)",
+                &[&format!("dbo.{table}").as_str()],
+            )
+            .await?;
+            for r in &rows {
+                let name: &str = r.try_get(0).ok().flatten().unwrap_or("");
+                found.must_fill.remove(&name.to_ascii_lowercase());
+            }
+        }
         Ok(found)
     }
 
     /// Checks that `dbo.<table>`, as `found` declares it, has every column of `columns` with
-    /// a type that holds its values.
-    fn check_columns(&self, table: &str, found: &BTreeMap<String, DeclaredColumn>, columns: &[Column]) -> Result<()> {
+    /// a type that holds its values, and no column a bulk load must fill that `columns` lacks.
+    fn check_columns(&self, table: &str, found: &Declared, columns: &[Column]) -> Result<()> {
         for c in columns {
-            let Some(d) = found.get(&c.name.to_ascii_lowercase()) else {
+            let Some(d) = found.columns.get(&c.name.to_ascii_lowercase()) else {
                 return Err(self.conn.error(format!("dbo.{table} has no column '{}'", c.name)));
             };
             if let Err(why) = c.sql.fits_in(d) {
                 return Err(self.conn.error(format!("dbo.{table}.{} is {}, {why}", c.name, d.sql_name())));
             }
+        }
+        let written: BTreeSet<String> = columns.iter().map(|c| c.name.to_ascii_lowercase()).collect();
+        if let Some((_, name)) = found.must_fill.iter().find(|(k, _)| !written.contains(*k)) {
+            return Err(self.conn.error(format!(
+                "dbo.{table}.{name} is NOT NULL without a default, and the sources have no such column, so no row could be loaded; give it a DEFAULT, allow NULL, or drop it"
+            )));
         }
         Ok(())
     }
@@ -114,7 +150,7 @@ impl MonitoringDb {
     /// Checks that the target table has the columns perfcopy writes, with their types.
     async fn check_table(&self, client: &mut SqlClient) -> Result<()> {
         let found = self.declared_columns(client, RUN.name).await?;
-        if found.is_empty() {
+        if found.columns.is_empty() {
             return Err(self.conn.error(format!("table {} does not exist in database '{}'", RUN.sql_name(), self.conn.database())));
         }
         self.check_columns(RUN.name, &found, target_columns())
@@ -231,7 +267,7 @@ impl Target for MonitoringDb {
             let mut out = Vec::with_capacity(tables.len());
             for t in tables {
                 let found = self.declared_columns(&mut client, t.name).await?;
-                if found.is_empty() {
+                if found.columns.is_empty() {
                     out.push(ChildTableState::Missing);
                     continue;
                 }
