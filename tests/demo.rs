@@ -4,40 +4,8 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-
-use arrow::array::AsArray;
-use arrow::datatypes::Int64Type;
 use assert_cmd::Command;
-use common::kids::ALL_TABLES;
-use common::{fold, parquet_files, read_source, walk_files};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::{FileReader, SerializedFileReader};
-
-
-/// Child rows per PerfSnapshotRunID of an export's `NAME/<table>.parquet`.
-fn children_per_run(run_file: &std::path::Path, table: &str) -> BTreeMap<i64, u64> {
-    let path = run_file.with_file_name(run_file.file_stem().unwrap()).join(format!("{table}.parquet"));
-    let mut out = BTreeMap::new();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
-    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["PerfSnapshotRunID"]);
-    for b in builder.with_projection(mask).build().unwrap() {
-        for id in b.unwrap().column(0).as_primitive::<Int64Type>().values() {
-            *out.entry(*id).or_insert(0) += 1;
-        }
-    }
-    out
-}
-
-/// Rows in the committed files of `STAGE/<table>/` (Parquet footers).
-fn staged_rows(stage: &std::path::Path, table: &str) -> u64 {
-    walk_files(&stage.join(table))
-        .iter()
-        .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('.')))
-        .map(|f| SerializedFileReader::new(File::open(f).unwrap()).unwrap().metadata().file_metadata().num_rows() as u64)
-        .sum()
-}
+use common::kids::{self, ALL_TABLES};
 
 #[test]
 fn demo_generates_copies_reruns_and_verifies() {
@@ -62,21 +30,9 @@ fn demo_generates_copies_reruns_and_verifies() {
     // Every child table staged, with the children of each distinct snapshot (ServerName,
     // SnapshotUTC) of the export once: a restored copy's runs have the same children as the
     // originals, so whichever survives brings as many.
-    let files = parquet_files(&dir.path().join("sources"));
-    assert_eq!(files.len(), 3);
-    let runs: Vec<_> = files.iter().map(|f| read_source(f)).collect();
     for table in ALL_TABLES {
-        let mut seen = HashSet::new();
-        let mut want = 0;
-        for (f, rows) in files.iter().zip(&runs) {
-            let kids = children_per_run(f, table);
-            for r in rows {
-                if seen.insert((fold(&r.server_name), r.snapshot_ms)) {
-                    want += kids.get(&r.run_id).copied().unwrap_or(0);
-                }
-            }
-        }
+        let want = kids::distinct_snapshot_children(&dir.path().join("sources"), table);
         assert!(want > 0, "{table}: the export has child rows");
-        assert_eq!(staged_rows(&dir.path().join("stage"), table), want, "{table}: staged rows");
+        assert_eq!(kids::staged_rows(&dir.path().join("stage"), table), want, "{table}: staged rows");
     }
 }

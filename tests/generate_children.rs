@@ -254,3 +254,40 @@ fn the_test_server_seeds_an_exports_child_tables_with_their_sql_types() {
         }
     }
 }
+
+#[test]
+fn bench_moves_the_generated_child_tables_and_reports_each() {
+    let t = tempfile::tempdir().unwrap();
+    // bench generates in process what generate writes for the same flags.
+    let args = ["--servers", "2", "--rows", "400", "--overlap", "0.1", "--seed", "8", "--children-scale", "0.1"];
+    let exports = t.path().join("src");
+    let g = perfcopy(&[&["generate", "--out", s(&exports)][..], &args].concat());
+    assert!(g.status.success(), "{}", stderr(&g));
+    let stage = t.path().join("stage");
+    let b = perfcopy(&[&["bench", "--to", s(&stage), "--child-tables", "all", "--progress", "off", "--json"][..], &args].concat());
+    assert!(b.status.success(), "{}", stderr(&b));
+    let report: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let figures = report["child_tables"].as_array().unwrap();
+    assert_eq!(figures.len(), ALL_TABLES.len());
+    for table in ALL_TABLES {
+        let f = figures.iter().find(|f| f["table"] == table).unwrap_or_else(|| panic!("{table} not in the report"));
+        let want = kids::distinct_snapshot_children(&exports, table);
+        assert_eq!(kids::staged_rows(&stage, table), want, "{table}: staged rows");
+        assert_eq!(f["rows_written"].as_u64(), Some(want), "{table}: reported rows");
+        assert!(f.get("encode_rows_per_cpu_second").is_none(), "{table}: a stage encodes no TDS");
+    }
+    // Into null: every table's rows TDS-encoded, with rates; without --child-tables none at all.
+    let b = perfcopy(&[&["bench", "--child-tables", "all", "--progress", "off", "--json"][..], &args].concat());
+    assert!(b.status.success(), "{}", stderr(&b));
+    let report: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    for f in report["child_tables"].as_array().unwrap() {
+        let want = kids::distinct_snapshot_children(&exports, f["table"].as_str().unwrap());
+        assert_eq!(f["rows_written"].as_u64(), Some(want), "{f}");
+        assert!(want == 0 || f["encode_rows_per_cpu_second"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(want == 0 || f["tds_mb"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    let b = perfcopy(&[&["bench", "--progress", "off", "--json"][..], &args[..8]].concat());
+    assert!(b.status.success(), "{}", stderr(&b));
+    let report: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert!(report.get("child_tables").is_none(), "the run-table bench moves no child table: {report}");
+}

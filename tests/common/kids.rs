@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType, UInt8Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use super::{fold, ms, NameMap, SrcRow};
 
@@ -69,6 +70,46 @@ pub fn canon_row(b: &RecordBatch, cols: &[usize], r: usize) -> String {
 
 fn batches(path: &Path) -> Vec<RecordBatch> {
     ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+}
+
+/// Child rows per PerfSnapshotRunID of an export's `NAME/<table>.parquet`.
+pub fn children_per_run(run_file: &Path, table: &str) -> BTreeMap<i64, u64> {
+    let path = child_file(run_file, table);
+    let mut out = BTreeMap::new();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["PerfSnapshotRunID"]);
+    for b in builder.with_projection(mask).build().unwrap() {
+        for id in b.unwrap().column(0).as_primitive::<Int64Type>().values() {
+            *out.entry(*id).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Rows in the committed files of `STAGE/<table>/` (Parquet footers).
+pub fn staged_rows(stage: &Path, table: &str) -> u64 {
+    super::walk_files(&stage.join(table))
+        .iter()
+        .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('.')))
+        .map(|f| SerializedFileReader::new(File::open(f).unwrap()).unwrap().metadata().file_metadata().num_rows() as u64)
+        .sum()
+}
+
+/// Child rows of `table` in the exports of `dir` (`*.parquet` in name order) counted once per
+/// distinct snapshot (ServerName, SnapshotUTC): a restored copy's runs have the same children
+/// as the originals, so a consolidated stage holds this many whichever run survives.
+pub fn distinct_snapshot_children(dir: &Path, table: &str) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut want = 0;
+    for f in super::parquet_files(dir) {
+        let kids = children_per_run(&f, table);
+        for r in super::read_source(&f) {
+            if seen.insert((fold(&r.server_name), r.snapshot_ms)) {
+                want += kids.get(&r.run_id).copied().unwrap_or(0);
+            }
+        }
+    }
+    want
 }
 
 /// An export's child file `NAME/<Table>.parquet`: rows by PerfSnapshotRunID, with the names of
