@@ -13,7 +13,7 @@ use crate::pipeline::progress::ProgressMode;
 /// store: a MonitoringDB, or a Parquet staging dataset. Nothing lost, nothing doubled; re-runs
 /// are safe and cheap.
 #[derive(Debug, Parser)]
-#[command(name = "perfcopy", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "perfcopy", version, about, long_about = None, max_term_width = 80)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,6 +33,10 @@ pub enum Command {
     Copy(CopyArgs),
     /// Check that every source row is in the stage; exit 3 and name what is missing if not.
     Verify(VerifyArgs),
+    /// Where each source stands in the target: last sync, watermark, the source's newest row,
+    /// lag in rows and time, last failure. Exit 5 when a source passes --max-lag or
+    /// --max-lag-rows (or was never synced), so monitoring can alert on it.
+    Status(StatusArgs),
     /// Generate sources, consolidate them into a stage, verify it, and show how to look at it.
     Demo(DemoArgs),
     /// Measure a move: generate rows in process (no disk input), run the real pipeline into
@@ -97,7 +101,7 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout too.
     #[arg(long)]
     pub json: bool,
-    /// Progress display on stderr.
+    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }
@@ -186,7 +190,9 @@ pub struct SourceArgs {
     /// Print one JSON summary on stdout (human messages stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise.
+    /// Progress display on stderr: bars on a terminal, plain lines every 5 s otherwise
+    /// (`PERFCOPY_PROGRESS_SECONDS` sets another interval); each finished phase leaves one
+    /// summary line. `off` prints no progress, only messages and the summary.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }
@@ -266,6 +272,23 @@ pub struct VerifyArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tables: TableArgs,
+}
+
+/// `perfcopy status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Most a source's newest snapshot may be ahead of what the target holds, e.g. 15m, 2h,
+    /// 1d. A source further behind, never synced, or whose watermark the next copy would set
+    /// aside makes the exit code 5. Default: no time limit.
+    #[arg(long, value_name = "DURATION")]
+    pub max_lag: Option<String>,
+    /// Most rows a source may hold that the next copy would read. Default: no row limit.
+    #[arg(long, value_name = "ROWS")]
+    pub max_lag_rows: Option<u64>,
 }
 
 /// Which child tables `copy` moves and `verify` compares.

@@ -6,13 +6,14 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, TableArgs, TargetArgs, VerifyArgs};
+use crate::cli::{CopyArgs, GenerateArgs, SourceArgs, StatusArgs, TableArgs, TargetArgs, VerifyArgs};
 use std::sync::Arc;
 
 use crate::defaults;
 use crate::error::{Error, Result};
 use crate::mssql::{ConnSpec, Role};
 use crate::pipeline::copy::{ChildOptions, CopyOptions};
+use crate::pipeline::status::StatusOptions;
 use crate::pipeline::verify::VerifyOptions;
 use crate::sink::mssql::scratch::ScratchTable;
 use crate::sink::mssql::{BulkOptions, MonitoringDb};
@@ -395,6 +396,40 @@ pub fn verify_plan(a: &VerifyArgs) -> Result<VerifyPlan> {
             batch_rows: sources.batch_rows,
             children: child_options(&a.tables),
         },
+        sources,
+    })
+}
+
+/// A validated `status`.
+pub struct StatusPlan {
+    pub sources: SourcePlan,
+    pub status: StatusOptions,
+}
+
+impl StatusPlan {
+    /// Opens the target status reads (a stage is only read, never created).
+    pub fn open_target(&self) -> Box<dyn Target> {
+        self.sources.target.open(StageOptions::default(), BulkOptions::default(), false)
+    }
+}
+
+/// Validates `status` flags (and the config file).
+pub fn status_plan(a: &StatusArgs) -> Result<StatusPlan> {
+    let sources = source_plan(&a.src, &a.target, None)?;
+    if let TargetSpec::Stage(dir) = &sources.target {
+        if !dir.is_dir() {
+            return Err(usage("--stage", format!("'{}' is not a stage directory", dir.display())));
+        }
+    }
+    if a.src.since.is_some() || a.src.until.is_some() {
+        return Err(usage(if a.src.since.is_some() { "--since" } else { "--until" }, "status looks at whole sources; it takes no time window"));
+    }
+    let max_lag = match &a.max_lag {
+        None => None,
+        Some(t) => Some(humantime::parse_duration(t.trim()).map_err(|e| usage("--max-lag", format!("'{t}' is not a duration such as 15m, 2h or 1d: {e}")))?),
+    };
+    Ok(StatusPlan {
+        status: StatusOptions { server_map: sources.server_map.clone(), readers: sources.readers, batch_rows: sources.batch_rows, max_lag, max_lag_rows: a.max_lag_rows },
         sources,
     })
 }

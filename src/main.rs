@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -28,10 +30,15 @@ fn main() {
     let code = match perfcopy::app::run(cli, &cancel) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("perfcopy: error: {e}");
+            // On a terminal an error wraps at 80 columns; in a log it stays one line to grep.
+            let say = |text: String| match std::io::stderr().is_terminal() {
+                true => eprintln!("{}", perfcopy::pipeline::human::wrap(&text, 4)),
+                false => eprintln!("{text}"),
+            };
+            say(format!("perfcopy: error: {e}"));
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                say(format!("  caused by: {s}"));
                 source = s.source();
             }
             e.exit_code()

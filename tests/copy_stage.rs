@@ -625,24 +625,7 @@ fn an_error_in_the_middle_of_a_copy_leaves_no_data_files() {
     assert!(stage_files(&stage).is_empty(), "no data file may be left: {:?}", snapshot_dir(&stage).keys().collect::<Vec<_>>());
 }
 
-#[test]
-fn a_second_writer_is_refused_while_the_stage_is_locked() {
-    let t = tmp();
-    let a = series("SQLA", T0, 50, 1, 1);
-    let (_, stage, _) = staged(&t, &a);
-    let pb = t.path().join("b.parquet");
-    write_source(&pb, &series("SQLA", T0 + DAY, 50, 1, 2), &SourceOpts::default());
-    let lock = std::fs::OpenOptions::new().write(true).open(stage.join(".perfcopy.lock")).unwrap();
-    lock.lock().unwrap();
-    let before = snapshot_dir(&stage);
-    let o = perfcopy(&["copy", "--from", s(&pb), "--stage", s(&stage)]);
-    let err = assert_failed(&o, None);
-    assert!(err.contains("lock"), "{err}");
-    assert_eq!(snapshot_dir(&stage), before);
-    lock.unlock().unwrap();
-    copy_json(&["--from", s(&pb), "--stage", s(&stage)]);
-    assert_eq!(read_stage(&stage).len(), 100);
-}
+// A second run of a source while one holds it: tests/concurrent.rs.
 
 #[test]
 fn verify_fails_on_a_stage_holding_a_key_twice() {

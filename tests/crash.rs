@@ -188,6 +188,50 @@ fn stage_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
 }
 
 
+/// The moment a random SIGKILL rarely hits: the stage commit's renames (run files first, then
+/// each child table's), and the gap between the last rename and the watermark file. The copy
+/// aborts right after rename N (perfcopy's test hook), for N from the first to the last; each
+/// time the stage holds no child row twice or without the uninterrupted run's, and a re-run
+/// leaves exactly the uninterrupted run's rows and children.
+#[test]
+fn stage_abort_between_the_commits_renames_then_rerun_equals_an_uninterrupted_run() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    generate(&src, 3, 3_000, 11, &KID_TABLES);
+    let args = |stage: &Path| -> Vec<String> { ["--from", s(&src), "--stage", s(stage), "--register-servers", "--batch-rows", "500"].iter().map(|a| a.to_string()).collect() };
+    let reference = t.path().join("reference");
+    run_copy_ok(&args(&reference).iter().map(String::as_str).collect::<Vec<_>>());
+    let want = by_key(&read_stage(&reference));
+    let want_kids: Vec<kids::ChildSet> = KID_TABLES.iter().map(|t| kids::stage_rows(&reference, t)).collect();
+    let abort_at = |stage: &Path, n: usize| -> (bool, String) {
+        let a = args(stage);
+        let o = Command::new(assert_cmd::cargo::cargo_bin("perfcopy")).arg("copy").args(&a).args(["--progress", "off"]).env("PERFCOPY_TEST_ABORT_AFTER_RENAMES", n.to_string()).output().unwrap();
+        (o.status.success(), stderr(&o))
+    };
+    // The first trial says how many renames a commit makes.
+    let (ok, err) = abort_at(&t.path().join("probe"), 1);
+    assert!(!ok, "the hook did not abort: {err}");
+    let total: usize = err.split(" of ").nth(1).and_then(|r| r.trim().parse().ok()).unwrap_or_else(|| panic!("no rename count in: {err}"));
+    assert!(total > KID_TABLES.len(), "{total} renames: expected files for runs and {} child tables", KID_TABLES.len());
+    let mut points: Vec<usize> = vec![1, 2, total / 4, total / 3, total / 2, 2 * total / 3, total - 1, total];
+    points.sort();
+    points.dedup();
+    for n in points.into_iter().filter(|&n| n >= 1) {
+        let stage = t.path().join(format!("abort-{n}"));
+        let (ok, err) = abort_at(&stage, n);
+        assert!(!ok && err.contains(&format!("aborting after rename {n} of {total}")), "rename {n}: {err}");
+        for (tb, w) in KID_TABLES.iter().zip(&want_kids) {
+            kids::within(&format!("stage after an abort at rename {n} of {total}, {tb}"), &kids::stage_rows(&stage, tb), w).unwrap();
+        }
+        run_copy_ok(&args(&stage).iter().map(String::as_str).collect::<Vec<_>>());
+        diff(&by_key(&read_stage(&stage)), &want).unwrap_or_else(|e| panic!("rename {n} of {total}: {e}"));
+        for (tb, w) in KID_TABLES.iter().zip(&want_kids) {
+            kids::diff(&format!("re-run after an abort at rename {n} of {total}, {tb}"), &kids::stage_rows(&stage, tb), w).unwrap();
+        }
+        println!("abort after rename {n} of {total}: re-run equals the uninterrupted run");
+    }
+}
+
 /// Sources for the MonitoringDB trials: DBATools on a `tds_test_server` process seeded with the
 /// first generated file, and the second file as a Parquet source that overlaps it.
 struct MssqlSetup {

@@ -16,23 +16,6 @@ use common::mssql::*;
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// The tables whose column types the TDS test server stores (INT, BIGINT, BIT, DECIMAL,
-/// DATETIME2, NVARCHAR, VARCHAR): the five generate wrote first, IOStats and BackupHistory.
-const TABLES: [&str; 7] = [
-    "PerfSnapshotDB",
-    "PerfSnapshotWaitStats",
-    "PerfSnapshotWorkload",
-    "PerfSnapshotErrorLog",
-    "PerfSnapshotMemory",
-    "PerfSnapshotIOStats",
-    "PerfSnapshotBackupHistory",
-];
-/// `--child-tables` for the tests against the TDS test server: it does not store BINARY,
-/// VARBINARY, XML or SQL_VARIANT columns yet (being added to it), which QueryStats,
-/// QueryPlans, Config and Deadlocks have ("SQL type BINARY(8) is not one the test server
-/// stores"). Widen to all eleven once it does.
-const TEST_SERVER_TABLES: &str = "PerfSnapshotDB,PerfSnapshotWaitStats,PerfSnapshotWorkload,PerfSnapshotErrorLog,PerfSnapshotMemory,PerfSnapshotIOStats,PerfSnapshotBackupHistory";
-
 fn generate(out: &Path, extra: &[&str]) -> Vec<PathBuf> {
     let mut args = vec!["generate", "--out", s(out), "--servers", "2", "--rows", "120", "--overlap", "0.25", "--seed", "5"];
     args.extend(extra);
@@ -182,10 +165,6 @@ fn an_export_with_children_copies_into_a_stage_and_monitoringdb_equal_to_the_mod
     let src = t.path().join("src");
     let files = generate(&src, &["--children-scale", "0.3"]);
     let sources: Vec<(Vec<SrcRow>, PathBuf)> = files.iter().map(|f| (read_source(f), f.clone())).collect();
-    // MonitoringDB on the TDS test server: the tables it stores, see TEST_SERVER_TABLES.
-    let src_tds = t.path().join("src_tds");
-    let files_tds = generate(&src_tds, &["--children-scale", "0.3", "--child-tables", TEST_SERVER_TABLES]);
-    let sources_tds: Vec<(Vec<SrcRow>, PathBuf)> = files_tds.iter().map(|f| (read_source(f), f.clone())).collect();
 
     // A child folder is no run source: naming it is an error that names the export.
     let folder = files[0].with_file_name(files[0].file_stem().unwrap());
@@ -206,18 +185,22 @@ fn an_export_with_children_copies_into_a_stage_and_monitoringdb_equal_to_the_mod
     // Into MonitoringDB, with child tables shaped from the export (the test server's seeding API).
     let srv = server();
     srv.create_monitoringdb("MonitoringDB");
-    let created = tds_test_server::children::create_child_tables(&srv, "MonitoringDB", &files_tds[0]).unwrap();
-    assert_eq!(created.len(), TABLES.len());
+    let created = tds_test_server::children::create_child_tables(&srv, "MonitoringDB", &files[0]).unwrap();
+    assert_eq!(created.len(), ALL_TABLES.len());
     let to = conn(&srv, "MonitoringDB");
-    let o = perfcopy(&["copy", "--from", s(&src_tds), "--to", &to, "--register-servers"]);
+    let o = perfcopy(&["copy", "--from", s(&src), "--to", &to, "--register-servers"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let reg = servers_table(&srv, "MonitoringDB");
     let held = target_rows(&srv, "MonitoringDB");
     let run_batch = srv.table_batch("MonitoringDB", "dbo.PerfSnapshotRun").unwrap();
-    for table in TABLES {
-        let (got, orphans) = kids::target_rows(&run_batch, &srv.table_batch("MonitoringDB", &format!("dbo.{table}")).unwrap());
+    for table in ALL_TABLES {
+        let mut rows = srv.table_batch("MonitoringDB", &format!("dbo.{table}")).unwrap();
+        if table == "PerfSnapshotConfig" {
+            rows = kids::variants_as_structs(&rows, &["ConfigValue", "ConfigValueInUse", "ConfigMinimum", "ConfigMaximum"]);
+        }
+        let (got, orphans) = kids::target_rows(&run_batch, &rows);
         assert_eq!(orphans, 0, "{table}");
-        kids::diff(&format!("MonitoringDB {table}"), &got, &kids::model(&sources_tds, &reg, held.keys().copied(), table)).unwrap();
+        kids::diff(&format!("MonitoringDB {table}"), &got, &kids::model(&sources, &reg, held.keys().copied(), table)).unwrap();
     }
     let long = srv.table_batch("MonitoringDB", "dbo.PerfSnapshotWorkload").unwrap();
     let text = long.column(long.schema().index_of("StatementText").unwrap()).as_string::<i32>();
@@ -227,14 +210,17 @@ fn an_export_with_children_copies_into_a_stage_and_monitoringdb_equal_to_the_mod
 #[test]
 fn the_test_server_seeds_an_exports_child_tables_with_their_sql_types() {
     let t = tempfile::tempdir().unwrap();
-    // The tables the test server stores: see TEST_SERVER_TABLES.
-    let files = generate(&t.path().join("src"), &["--children-scale", "0.2", "--child-tables", TEST_SERVER_TABLES]);
+    // PerfSnapshotConfig left out: the test server's seeding API (insert_batch) takes no
+    // SQL_VARIANT column yet ("Arrow type Struct(…) is not supported for seeding"); it stores
+    // the type and a copy loads it (test above).
+    let ten: Vec<&str> = ALL_TABLES.iter().copied().filter(|t| *t != "PerfSnapshotConfig").collect();
+    let files = generate(&t.path().join("src"), &["--children-scale", "0.2", "--child-tables", &ten.join(",")]);
     let srv = server();
     srv.create_dbatools("DBATools", true);
     srv.seed_parquet("DBATools", "dbo.PerfSnapshotRun", &files[0]).unwrap();
     let seeded = tds_test_server::children::seed_export_children(&srv, "DBATools", &files[0]).unwrap();
     assert_eq!(seeded.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), {
-        let mut v = TABLES.to_vec();
+        let mut v = ten.clone();
         v.sort();
         v
     });
@@ -251,6 +237,15 @@ fn the_test_server_seeds_an_exports_child_tables_with_their_sql_types() {
             assert_eq!(c.ty, tds_test_server::SqlType::NVarChar(None));
             let c = cols.iter().find(|c| c.name == "LoginName").unwrap();
             assert_eq!(c.ty, tds_test_server::SqlType::NVarChar(Some(256)));
+        }
+        let ty = |name: &str| cols.iter().find(|c| c.name == name).map(|c| c.ty.clone()).unwrap();
+        match table.as_str() {
+            "PerfSnapshotQueryStats" => {
+                assert_eq!(ty("QueryHash"), tds_test_server::SqlType::Binary(8));
+                assert_eq!(ty("PlanHandle"), tds_test_server::SqlType::VarBinary(Some(64)));
+            }
+            "PerfSnapshotQueryPlans" => assert_eq!(ty("QueryPlanXML"), tds_test_server::SqlType::Xml),
+            _ => {}
         }
     }
 }

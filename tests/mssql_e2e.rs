@@ -360,8 +360,10 @@ fn split_source_connections_give_the_same_rows() {
     assert_target_eq(&tgt, "MonitoringDB_Three", &want.stage);
 }
 
+/// A run holding a source's application lock (here: the test, as another perfcopy would) stops
+/// a second run of that source, before it writes anything.
 #[test]
-fn a_held_application_lock_stops_a_second_loader() {
+fn a_held_source_lock_stops_a_second_loader_of_that_source() {
     let t = tempfile::tempdir().unwrap();
     let (src, tgt) = (server(), server());
     let a = series("SQL01", T0, 100, 1, 15);
@@ -370,13 +372,17 @@ fn a_held_application_lock_stops_a_second_loader() {
     let before = target_snapshot(&tgt, "MonitoringDB");
     let args = ["copy", "--from", &conn(&src, "DBATools"), "--to", &conn(&tgt, "MonitoringDB")];
 
+    // The source's identity, as perfcopy names it (status reports it).
+    let st = perfcopy(&["status", "--json", "--from", &conn(&src, "DBATools"), "--to", &conn(&tgt, "MonitoringDB")]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let identity = st["sources"][0]["identity"].as_str().unwrap().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut holder = rt.block_on(connect(&conn(&tgt, "MonitoringDB")));
     let got: i32 = rt.block_on(async {
         let row = holder
             .query(
-                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = N'perfcopy: dbo.PerfSnapshotRun', @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; SELECT @r AS r;",
-                &[],
+                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; SELECT @r AS r;",
+                &[&format!("perfcopy source: {identity}")],
             )
             .await
             .unwrap()
@@ -389,7 +395,7 @@ fn a_held_application_lock_stops_a_second_loader() {
     assert!(got >= 0, "the test could not take the lock: {got}");
     let o = perfcopy(&args);
     let err = failed(&o);
-    assert!(err.contains("another perfcopy run") && err.contains("application lock"), "{err}");
+    assert!(err.contains("is being copied into this MonitoringDB by another perfcopy run") && err.contains("application lock"), "{err}");
     assert_no_secret(&o, PW);
     assert_eq!(target_snapshot(&tgt, "MonitoringDB")[..2], before[..2]);
 

@@ -147,7 +147,7 @@ fn a_page_reply_ended_early_fails_naming_the_source_and_page_and_a_rerun_complet
         if varchar {
             let cols = tds_test_server::perf_snapshot_run_columns(true, true)
                 .into_iter()
-                .map(|c| if c.name == "ServerName" { tds_test_server::Column::new("ServerName", tds_test_server::SqlType::VarChar(Some(128)), false) } else { c })
+                .map(|c| if c.name == "ServerName" { tds_test_server::Column::new("ServerName", tds_test_server::SqlType::varchar(Some(128)), false) } else { c })
                 .collect();
             src.create_table("DBATools_A", "dbo.PerfSnapshotRun", cols, &[]).unwrap();
             add_rows(&src, t.path(), "DBATools_A", &a, true);

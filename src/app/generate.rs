@@ -4,6 +4,7 @@
 use crate::cli::GenerateArgs;
 use crate::config;
 use crate::error::Result;
+use crate::pipeline::human::wrap;
 use crate::pipeline::progress::{Progress, ProgressMode};
 use crate::source::synthetic::write_parquet_sources_with_children;
 
@@ -15,9 +16,10 @@ pub(super) fn run(a: &GenerateArgs) -> Result<()> {
     let paths = write_parquet_sources_with_children(&spec, &children, &a.out, |n| bar.inc(n as u64))?;
     bar.finish();
     if children.tables.is_empty() {
-        eprintln!("wrote {} source files to {}", paths.len(), a.out.display());
+        eprintln!("{}", wrap(&format!("wrote {} source files to {}", paths.len(), a.out.display()), 4));
     } else {
-        eprintln!("wrote {} source files to {}, each with {} child tables in <name>/<Table>.parquet", paths.len(), a.out.display(), children.tables.len());
+        let text = format!("wrote {} source files to {}, each with {} child tables in <name>/<Table>.parquet", paths.len(), a.out.display(), children.tables.len());
+        eprintln!("{}", wrap(&text, 4));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bench;
 mod copy;
 mod demo;
 mod generate;
+mod status;
 mod verify;
 
 use std::io::Write;
@@ -16,12 +17,16 @@ use crate::pipeline::Cancel;
 /// Exit code of a `verify` that found missing or doubled rows.
 pub const EXIT_VERIFY_FAILED: i32 = 3;
 
+/// Exit code of a `status` that found a source behind its limits or never synced.
+pub const EXIT_LAGGING: i32 = 5;
+
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli, cancel: &Cancel) -> Result<i32> {
     match cli.command {
         Command::Generate(a) => generate::run(&a).map(|_| 0),
         Command::Copy(a) => copy::run(&a, cancel).map(|_| 0),
         Command::Verify(a) => verify::run(&a, cancel),
+        Command::Status(a) => status::run(&a, cancel),
         Command::Demo(a) => demo::run(&a, cancel),
         Command::Bench(a) => bench::run(&a, cancel).map(|_| 0),
     }
@@ -36,13 +41,4 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// `s` cut to `n` characters from the left (`…` and the tail), for table columns.
-pub(crate) fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let tail: Vec<char> = s.chars().rev().take(n - 1).collect();
-        format!("…{}", tail.into_iter().rev().collect::<String>())
-    }
-}
-
+pub(crate) use crate::pipeline::human::short;

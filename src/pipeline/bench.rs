@@ -1,8 +1,12 @@
 //! The report of `perfcopy bench`: per stage and end to end, with the machine it ran on.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use std::collections::BTreeMap;
+
+use crate::pipeline::human::{self, wrap};
 
 use crate::pipeline::copy::CopyReport;
 use crate::source::synthetic::{SyntheticSpec, TableMeter};
@@ -173,61 +177,130 @@ impl BenchReport {
 
     /// The human table, on stderr.
     pub fn print_human(&self) {
-        eprintln!(
-            "\nperfcopy bench: {} rows, {} servers, {:.0}% overlap -> {}   [{}]",
-            self.rows,
-            self.servers,
-            self.overlap * 100.0,
-            self.target,
-            self.machine
-        );
-        eprintln!("{:<22} {:>14} {:>14} {:>10}", "stage", "thread-seconds", "rows/s", "MB/s");
-        for s in &self.stages {
-            eprintln!("{:<22} {:>14.2} {:>14.0} {:>10.1}", s.stage, s.thread_seconds, s.rows_per_second, s.mb_per_second);
-        }
-        eprintln!(
-            "{:<22} {:>14.2} {:>14.0} {:>10.1}",
-            "end to end (wall)", self.end_to_end_seconds, self.end_to_end_rows_per_second, self.end_to_end_mb_per_second
-        );
-        eprintln!(
-            "queues: readers waited {:.2} s for writers, writers waited {:.2} s for readers -> bottleneck: {}",
-            self.readers_waiting_on_queue_seconds, self.writers_waiting_on_queue_seconds, self.bottleneck
-        );
-        eprintln!(
-            "batches: {}, Arrow bytes read: {:.0} MB, rows written: {}, duplicates dropped: {}{}, peak RSS: {}",
-            self.batches,
-            self.bytes as f64 / 1e6,
-            self.rows_written,
-            self.duplicates_dropped,
-            if self.encoded_bytes > 0 { format!(", TDS bytes encoded: {:.0} MB", self.encoded_bytes as f64 / 1e6) } else { String::new() },
-            self.peak_rss_bytes.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "?".into())
-        );
-        if !self.child_tables.is_empty() {
-            self.print_children();
+        for line in self.human_lines() {
+            eprintln!("{line}");
         }
     }
 
-    /// The child tables' table, on stderr (rates per CPU second of one thread).
-    fn print_children(&self) {
-        eprintln!("\nchild tables (MB: Arrow MB; gen: generating, enc: TDS bulk encoding into null, per CPU second of one thread; generating is part of the readers' remap + dedupe time)");
-        eprintln!(
-            "{:<26} {:>11} {:>11} {:>9} {:>12} {:>9} {:>12} {:>9} {:>10}",
-            "table", "rows read", "written", "MB", "gen rows/s", "gen MB/s", "enc rows/s", "enc MB/s", "wall rows/s"
-        );
-        let opt = |v: Option<f64>, p: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.p$}"));
-        for c in &self.child_tables {
-            eprintln!(
-                "{:<26} {:>11} {:>11} {:>9.1} {:>12.0} {:>9.1} {:>12} {:>9} {:>10.0}",
-                c.table,
-                c.rows_read,
-                c.rows_written,
-                c.mb,
-                c.generate_rows_per_cpu_second,
-                c.generate_mb_per_cpu_second,
-                opt(c.encode_rows_per_cpu_second, 0),
-                opt(c.encode_arrow_mb_per_cpu_second, 1),
-                c.rows_per_wall_second
-            );
+    /// The human table's lines, each within 80 columns.
+    fn human_lines(&self) -> Vec<String> {
+        let secs = |s: f64| human::duration(Duration::try_from_secs_f64(s).unwrap_or_default());
+        let row = |stage: &str, s: f64, rows: f64, mb: f64| format!("{:<22} {:>14} {:>16} {:>12}", stage, secs(s), human::rate(rows, "rows"), human::byte_rate(mb * 1e6));
+        let mut out = vec![
+            String::new(),
+            wrap(&format!("perfcopy bench: {} rows, {} servers, {:.0}% overlap -> {}", human::count(self.rows), self.servers, self.overlap * 100.0, self.target), 4),
+            format!("machine: {}", self.machine),
+            format!("{:<22} {:>14} {:>16} {:>12}", "stage", "thread time", "rows", "bytes (Arrow)"),
+        ];
+        for s in &self.stages {
+            out.push(row(s.stage, s.thread_seconds, s.rows_per_second, s.mb_per_second));
         }
+        out.push(row("end to end (wall)", self.end_to_end_seconds, self.end_to_end_rows_per_second, self.end_to_end_mb_per_second));
+        out.push(format!(
+            "queues: readers waited {} for writers, writers {} for readers",
+            secs(self.readers_waiting_on_queue_seconds),
+            secs(self.writers_waiting_on_queue_seconds)
+        ));
+        out.push(format!("bottleneck: {}", self.bottleneck));
+        out.push(format!(
+            "batches: {}, Arrow bytes read: {}{}",
+            human::grouped(self.batches),
+            human::bytes(self.bytes),
+            if self.encoded_bytes > 0 { format!(", TDS bytes encoded: {}", human::bytes(self.encoded_bytes)) } else { String::new() }
+        ));
+        out.push(format!(
+            "rows written: {}, duplicates dropped: {}, peak RSS: {}",
+            human::grouped(self.rows_written),
+            human::grouped(self.duplicates_dropped),
+            self.peak_rss_bytes.map(human::bytes).unwrap_or_else(|| "?".into())
+        ));
+        if !self.child_tables.is_empty() {
+            out.extend(self.child_lines());
+        }
+        out
+    }
+
+    /// The child tables' lines (rates per CPU second of one thread; `--json` has every figure).
+    fn child_lines(&self) -> Vec<String> {
+        let mut out = vec![
+            String::new(),
+            wrap("child tables, per second of one thread's CPU (generate: making the rows, part of the readers' remap + dedupe time; encode: TDS bulk rows into null):", 4),
+            format!("{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}", "table", "written", "Arrow", "generate", "encode", "encode"),
+        ];
+        for c in &self.child_tables {
+            out.push(format!(
+                "{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}",
+                human::short(c.table.strip_prefix("PerfSnapshot").unwrap_or(&c.table), 14),
+                human::count(c.rows_written),
+                human::bytes((c.mb * 1e6) as u64),
+                human::rate(c.generate_rows_per_cpu_second, "rows"),
+                c.encode_rows_per_cpu_second.map_or_else(|| "-".into(), |r| human::rate(r, "rows")),
+                c.encode_arrow_mb_per_cpu_second.map_or_else(|| "-".into(), |r| human::byte_rate(r * 1e6)),
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::copy::{CopyReport, StageTimes, Totals};
+
+    #[test]
+    fn the_bench_report_is_human_and_fits_80_columns() {
+        let report = CopyReport {
+            target: "null".into(),
+            totals: Totals { rows_read: 100_000_000, rows_written: 95_000_000, duplicates_dropped: 5_000_000, ..Default::default() },
+            stages: StageTimes {
+                batches: 1_234_567,
+                bytes_read: 12_345_678_901,
+                read_seconds: 12.5,
+                transform_seconds: 3.25,
+                readers_waiting_on_queue_seconds: 0.5,
+                write_seconds: 70.0,
+                writers_waiting_on_queue_seconds: 1.5,
+                peak_rss_bytes: Some(987_654_321),
+            },
+            elapsed_seconds: 70.0,
+            ..Default::default()
+        };
+        let spec = SyntheticSpec { servers: 999, rows: 100_000_000, overlap: 0.05, seed: 1 };
+        let b = BenchReport::new(&spec, format!("/data/{}/bench-stage", "scratch".repeat(8)), &report, 45_678_901_234);
+        let lines = b.human_lines();
+        for l in lines.iter().flat_map(|l| l.lines()) {
+            assert!(l.chars().count() <= human::COLUMNS, "{} columns: {l}", l.chars().count());
+        }
+        let text = lines.join("\n");
+        // 100M rows in 12.5 read-seconds, 12.3 GB in 70 s end to end.
+        assert!(text.contains("8.00M rows/s") && text.contains("176 MB/s") && text.contains("1.43M rows/s"), "{text}");
+        assert!(text.contains("Arrow bytes read: 12.3 GB, TDS bytes encoded: 45.7 GB") && text.contains("peak RSS: 988 MB"), "{text}");
+        assert!(text.contains("bottleneck: readers"), "{text}");
+        assert!(!text.contains("1428571.4"), "{text}");
+    }
+
+    #[test]
+    fn child_table_lines_fit_80_columns_too() {
+        use crate::pipeline::copy::{ChildReport, SourceReport};
+        let table = "PerfSnapshotBackupHistory".to_string();
+        let report = CopyReport {
+            child_tables: vec![table.clone()],
+            sources: vec![SourceReport { children: vec![ChildReport { table: table.clone(), rows_read: 123_456_789, rows_written: 120_000_000, ..Default::default() }], ..Default::default() }],
+            elapsed_seconds: 10.0,
+            ..Default::default()
+        };
+        let spec = SyntheticSpec { servers: 8, rows: 1_000, overlap: 0.05, seed: 1 };
+        let meter = |rows, bytes, cpu_seconds| BTreeMap::from([(table.clone(), TableMeter { rows, bytes, cpu_seconds })]);
+        let b = BenchReport::new(&spec, "null".into(), &report, 0).with_children(&report, &meter(123_456_789, 98_765_432_100, 2.0), &meter(120_000_000, 1, 4.0));
+        let lines = b.human_lines();
+        for l in lines.iter().flat_map(|l| l.lines()) {
+            assert!(l.chars().count() <= human::COLUMNS, "{} columns: {l}", l.chars().count());
+        }
+        let c = &b.child_tables[0];
+        assert_eq!((c.rows_read, c.rows_written), (123_456_789, 120_000_000));
+        // 123.5M rows generated in 2 CPU seconds, 120M encoded in 4.
+        assert!((c.generate_rows_per_cpu_second - 61_728_394.5).abs() < 1.0 && c.encode_rows_per_cpu_second == Some(30_000_000.0), "{c:?}");
+        let text = lines.join("\n");
+        assert!(text.contains("BackupHistory") && text.contains("30.0M rows/s"), "{text}");
     }
 }

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod copy;
+pub mod human;
 pub mod progress;
+pub mod status;
 pub mod verify;
 pub mod watermark;
 

@@ -14,7 +14,9 @@
 //! 4. the source still has row N, with the same SnapshotUTC (a table re-created, or restored
 //!    from an older backup and grown again, has another row there or none);
 //! 5. row N's key (its ServerName's target ServerID, SnapshotUTC) is in the target (a target
-//!    restored, purged or loaded elsewhere may not hold it).
+//!    restored, purged or loaded elsewhere may not hold it);
+//! 6. every child table of this copy was copied with the runs up to N (a `--runs-only` copy's
+//!    watermark does not skip the runs whose children a later copy must bring).
 
 use serde::Serialize;
 
@@ -72,7 +74,8 @@ impl WatermarkReport {
 
 /// Looks up and checks the watermark of `source` in `target` (see the module docs). `map` is
 /// the target's ServerName -> ServerID map as this run uses it.
-pub fn check(source: &dyn Source, target: &dyn Target, map: &ServerIdMap, rescan: bool) -> Result<WatermarkReport> {
+/// `child_tables`: the copy's.
+pub fn check(source: &dyn Source, target: &dyn Target, map: &ServerIdMap, child_tables: &[&str], rescan: bool) -> Result<WatermarkReport> {
     if rescan {
         return Ok(WatermarkReport { status: WatermarkStatus::Ignored, ..Default::default() });
     }
@@ -107,6 +110,10 @@ pub fn check(source: &dyn Source, target: &dyn Target, map: &ServerIdMap, rescan
     };
     if !target.holds_key(server_id, t)? {
         return aside(format!("row {n}'s key (ServerID {server_id}, {}) is not in the target", iso(t)));
+    }
+    let missing: Vec<&str> = child_tables.iter().copied().filter(|c| !w.child_tables.iter().any(|h| h.eq_ignore_ascii_case(c))).collect();
+    if !missing.is_empty() {
+        return aside(format!("{} {} not copied with the runs up to row {n}", missing.join(", "), if missing.len() == 1 { "was" } else { "were" }));
     }
     Ok(WatermarkReport { status: WatermarkStatus::Used, last_run_id: Some(n), reason: None })
 }

@@ -25,7 +25,7 @@ use crate::transform::remap::ServerIdMap;
 /// `PerfSnapshotRunID <= last_run_id` is in the target (itself, or a duplicate of it). A
 /// watermark is only a claim: [`crate::pipeline::watermark`] checks it against the source and
 /// the target before it is used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
     /// [`crate::source::Source::identity`].
     pub source: String,
@@ -37,6 +37,51 @@ pub struct Watermark {
     /// What the source's server reported about it when the watermark was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<SourceFacts>,
+    /// The child tables copied with the runs up to `last_run_id` (none: runs only, or a
+    /// perfcopy before child tables). A copy of another table does not use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_tables: Vec<String>,
+    /// When it was recorded (ISO 8601 UTC; stage only, MonitoringDB's ledger has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_utc: Option<String>,
+    /// Rows the sync that recorded it wrote (stage only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_copied: Option<u64>,
+}
+
+/// Locks held until dropped.
+pub type LockGuard = Box<dyn std::any::Any + Send>;
+
+/// A source a run locks in its target.
+#[derive(Debug, Clone)]
+pub struct LockedSource {
+    /// [`crate::source::Source::identity`].
+    pub identity: String,
+    /// How the user knows it.
+    pub label: String,
+}
+
+/// Who a lock's holder is, for the message of the run it stops: host, process and start.
+pub fn lock_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("COMPUTERNAME").ok()).unwrap_or_else(|| "?".into());
+    format!("perfcopy pid {} on {}, started {}", std::process::id(), host.trim(), crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis()))
+}
+
+/// A hash of `s` that is the same in every perfcopy build (FNV-1a, 64 bits), for lock names.
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What a target's records say of a source's syncs, for `perfcopy status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncHistory {
+    /// The last successful sync (ISO 8601 UTC).
+    pub last_success_utc: Option<String>,
+    /// Rows the last successful sync wrote.
+    pub rows_copied: Option<u64>,
+    /// The last failed sync: when, and its message.
+    pub last_failure_utc: Option<String>,
+    pub last_failure: Option<String>,
 }
 
 /// What a target has recorded for a source.
@@ -82,6 +127,8 @@ pub struct SourceMeta {
     /// Whether this is one of several ID ranges of a source read in parallel: its batches do
     /// not commit in source order, so only the final watermark (at commit) may be recorded.
     pub split: bool,
+    /// The child tables the load copies with the runs (recorded with its watermarks).
+    pub child_tables: Vec<String>,
 }
 
 /// One batch of a source, deduplicated, for the target.
@@ -119,10 +166,16 @@ pub enum ChildTableState {
 pub trait Target: Send + Sync {
     /// How the user knows this target; never contains a secret.
     fn label(&self) -> &str;
-    /// Takes the target's writer lock for this run (held until the guard is dropped), so two
-    /// perfcopy runs never write the same target at once. Fails with a clear message when
-    /// another run holds it.
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>>;
+    /// Takes the target's lock on each of these sources for this run (held until the guard is
+    /// dropped), so two perfcopy runs never copy one source into the target at once; runs
+    /// with other sources go on. Fails naming the source and the run that holds it.
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard>;
+    /// Exclusive use of these ServerIDs' rows until the guard is dropped, taken after the key
+    /// pass and before the target's keys are read: two runs that copy rows of one server (from
+    /// other sources: a restored copy) take turns, so neither misses the other's keys. Waits
+    /// for a run that holds one (after telling `waiting` who), in ascending ID order, so two
+    /// runs never wait on each other.
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard>;
     /// Servers the target already knows (its registry).
     fn known_servers(&self) -> Result<ServerIdMap>;
     /// Adds `names` to the registry with IDs after the highest known in `known` (map and
@@ -153,6 +206,10 @@ pub trait Target: Send + Sync {
     }
     /// What the target recorded for a source (looked up by its identity only).
     fn watermark(&self, source: &dyn crate::source::Source) -> Result<Recorded>;
+    /// What the target recorded of `source`'s syncs (successes and failures).
+    fn sync_history(&self, _source: &dyn crate::source::Source) -> Result<SyncHistory> {
+        Ok(SyncHistory::default())
+    }
     /// Whether the target has each of these child tables. A table whose columns cannot take
     /// the values (a missing column, a narrower type) is an error naming the table and column.
     fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
@@ -208,7 +265,10 @@ impl<T: ThrowawayTarget> Target for T {
     fn label(&self) -> &str {
         ThrowawayTarget::label(self)
     }
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+    fn lock_sources(&self, _sources: &[LockedSource]) -> Result<LockGuard> {
+        Ok(Box::new(()))
+    }
+    fn lock_servers(&self, _ids: &[i32], _waiting: &dyn Fn(&str)) -> Result<LockGuard> {
         Ok(Box::new(()))
     }
     fn known_servers(&self) -> Result<ServerIdMap> {
@@ -236,8 +296,14 @@ impl<T: Target + ?Sized> Target for std::sync::Arc<T> {
     fn label(&self) -> &str {
         (**self).label()
     }
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
-        (**self).lock()
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard> {
+        (**self).lock_sources(sources)
+    }
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard> {
+        (**self).lock_servers(ids, waiting)
+    }
+    fn sync_history(&self, source: &dyn crate::source::Source) -> Result<SyncHistory> {
+        (**self).sync_history(source)
     }
     fn known_servers(&self) -> Result<ServerIdMap> {
         (**self).known_servers()

@@ -5,8 +5,14 @@
 //!   servers.csv                               ServerName,ServerID registry
 //!   PerfSnapshotRun/ServerID=<id>/part-<run>-<worker>.parquet
 //!   _perfcopy/watermarks.json                 how far each source was copied
-//!   .perfcopy.lock                            held by the run writing the stage
+//!   _perfcopy/failures.json                   each source's last failed copy
+//!   _perfcopy/locks/                          file locks: per source, per ServerID, per run,
+//!                                             and short ones around servers.csv and the commit
 //! ```
+//! Several runs may write one stage at once: each locks its sources (a second run of one
+//! source is refused, naming the holder), then the ServerIDs whose rows it copies (a run that
+//! copies another source of the same server waits), so the key check against the stage always
+//! sees every committed row of its servers.
 //! Files are zstd-compressed Parquet with the target columns and exact types (ServerID is both
 //! in the path, for Hive partitioning, and in the file, so a file is complete on its own).
 //! Files are written as `.part-….parquet.tmp` (hidden from DuckDB, pyarrow and Spark) and
@@ -14,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +35,7 @@ use crate::error::{Error, Result};
 use arrow::datatypes::SchemaRef;
 
 use crate::schema::{target_schema, tgt, ChildTable, RUN, TABLE_DIR};
-use crate::sink::{FinalMark, Load, LoadWriter, Recorded, Target, Watermark, WriteUnit};
+use crate::sink::{lock_holder, FinalMark, Load, LoadWriter, LockGuard, LockedSource, Recorded, Target, Watermark, WriteUnit};
 use crate::source::stage_children::data_files;
 use crate::source::BatchIter;
 use crate::transform::remap::ServerIdMap;
@@ -58,8 +65,8 @@ pub struct Stage {
     /// Whether this run may create the directory (false for read-only uses like verify).
     create: bool,
     /// The registry with this run's new servers, written at commit (so a run that fails
-    /// leaves servers.csv as it was).
-    registry_update: Mutex<Option<ServerIdMap>>,
+    /// leaves servers.csv as it was), and the registry lock, held until then.
+    registry_update: Mutex<Option<(ServerIdMap, LockFile)>>,
 }
 
 impl Stage {
@@ -80,6 +87,14 @@ impl Stage {
         self.dir.join("_perfcopy").join("watermarks.json")
     }
 
+    fn failures_path(&self) -> PathBuf {
+        self.dir.join("_perfcopy").join("failures.json")
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.dir.join("_perfcopy").join("locks")
+    }
+
     fn err(&self, message: impl Into<String>) -> Error {
         Error::Stage { path: self.dir.clone(), message: message.into() }
     }
@@ -91,7 +106,27 @@ impl Stage {
 
     /// Removes temporary files left by a run that was killed before it could clean up. Only
     /// called with the stage lock held, so no live run owns them.
+    /// Runs that hold their run lock now (still writing); a dead run's lock file is removed.
+    fn live_runs(&self) -> Result<Vec<String>> {
+        let dir = self.locks_dir();
+        let mut live = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(live) };
+        for e in entries {
+            let p = e.map_err(Error::io(&dir))?.path();
+            let Some(run) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("run-")).and_then(|n| n.strip_suffix(".lock")).map(str::to_string) else { continue };
+            let Ok(f) = File::open(&p) else { continue };
+            match f.try_lock_shared() {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&p);
+                }
+                Err(_) => live.push(run),
+            }
+        }
+        Ok(live)
+    }
+
     fn remove_stale_temporaries(&self) -> Result<()> {
+        let live: Vec<String> = self.live_runs()?.into_iter().map(|r| format!(".part-{r}-")).collect();
         // Every table's partitions: PerfSnapshotRun's and the child tables'.
         let mut dirs = Vec::new();
         for t in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))? {
@@ -110,7 +145,7 @@ impl Stage {
             for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
                 let p = e.map_err(Error::io(&dir))?.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.starts_with(".part-") && name.ends_with(".tmp") {
+                if name.starts_with(".part-") && name.ends_with(".tmp") && !live.iter().any(|l| name.starts_with(l.as_str())) {
                     tracing::info!("removing {} left by an interrupted run", p.display());
                     std::fs::remove_file(&p).map_err(Error::write(&p))?;
                 }
@@ -214,39 +249,198 @@ fn check_stage_schema(path: &Path, schema: &arrow::datatypes::SchemaRef) -> Resu
     Ok(())
 }
 
+/// A held lock file (`flock`), removed when dropped, so a finished or refused run leaves
+/// nothing behind. It says who holds it (for the message of a run it stops).
+struct LockFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        // Removed while still held: a run waiting on this file finds it gone once it gets
+        // the lock, and takes the lock of the file that has the name now (see `acquire`).
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file.take());
+        if let Some(dir) = self.path.parent() {
+            if std::fs::remove_dir(dir).is_ok() {
+                let _ = dir.parent().map(std::fs::remove_dir);
+            }
+        }
+    }
+}
+
+/// Whether `file` is still the file at `path` (it was not removed and made again).
+fn is_at(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
+/// Takes lock file `name` in `dir`. When another run holds it: `Ok(Err(holder))` without
+/// `wait`; with `wait`, tells it who and waits.
+fn acquire(dir: &Path, name: &str, wait: Option<&dyn Fn(&str)>) -> Result<std::result::Result<LockFile, String>> {
+    let path = dir.join(name);
+    let mut told = false;
+    loop {
+        std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+        let file = match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path) {
+            Ok(f) => f,
+            // The folder was removed by a run that just dropped its last lock: again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Write { path, source: e }),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = holder_of(&path);
+                let Some(w) = wait else { return Ok(Err(holder)) };
+                if !told {
+                    w(&holder);
+                    told = true;
+                }
+                file.lock().map_err(|e| Error::Write { path: path.clone(), source: e })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::Write { path, source: e }),
+        }
+        if is_at(&file, &path) {
+            let mut lock = LockFile { path, file: Some(file) };
+            if let Some(f) = lock.file.as_mut() {
+                let _ = f.set_len(0);
+                let _ = f.write_all(lock_holder().as_bytes());
+            }
+            return Ok(Ok(lock));
+        }
+    }
+}
+
+/// Takes lock file `name` in `dir`, waiting for another run that holds it.
+fn short_lock(dir: &Path, name: &str) -> Result<LockFile> {
+    acquire(dir, name, Some(&|_: &str| {}))?.map_err(|h| Error::Internal(format!("lock {name} not taken ({h})")))
+}
+
+/// Who holds the lock file at `path`, as it says.
+fn holder_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        format!("it holds {}", path.display())
+    } else {
+        text.to_string()
+    }
+}
+
+/// A file name part for `identity`: its letters and digits (the last 60), and a hash of all
+/// of it (FNV-1a), so distinct identities never share a lock.
+fn file_key(identity: &str) -> String {
+    let clean: String = identity.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let tail: String = clean.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("{tail}-{:016x}", crate::sink::stable_hash(identity))
+}
+
+/// `PERFCOPY_TEST_ABORT_AFTER_RENAMES=N`: the crash trials' hook into the one moment a random
+/// SIGKILL rarely hits, the commit's renames: the process aborts right after the N-th.
+fn crash_hook() -> Option<usize> {
+    std::env::var("PERFCOPY_TEST_ABORT_AFTER_RENAMES").ok().and_then(|v| v.parse().ok())
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct WatermarkFile {
     sources: Vec<Watermark>,
 }
 
-/// Exclusive lock on the stage, released when dropped (also when the process dies).
-struct StageLock {
-    _file: File,
+/// `_perfcopy/failures.json`: each source's last failed copy.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FailureFile {
+    sources: Vec<Failure>,
 }
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Failure {
+    source: String,
+    utc: String,
+    message: String,
+}
+
+fn read_failures(path: &Path) -> FailureFile {
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Records `reason` as the last failure of each of `sources` (written whole, then renamed).
+fn record_failure(path: &Path, sources: &[String], reason: &str) -> Result<()> {
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let mut file = read_failures(path);
+    let utc = crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis());
+    for s in sources {
+        file.sources.retain(|f| &f.source != s);
+        file.sources.push(Failure { source: s.clone(), utc: utc.clone(), message: reason.chars().take(4000).collect() });
+    }
+    file.sources.sort_by(|a, b| a.source.cmp(&b.source));
+    write_json(path, &file)
+}
+
+/// Writes `value` as JSON to `path` whole or not at all (a temporary file, then a rename).
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    let written = std::fs::write(&tmp, text).map_err(Error::write(&tmp)).and_then(|()| std::fs::rename(&tmp, path).map_err(Error::write(path)));
+    if written.is_err() {
+        // A full disk: leave nothing half-written behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 
 impl Target for Stage {
     fn label(&self) -> &str {
         &self.label
     }
 
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard> {
         if self.create {
             std::fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
         }
-        let path = self.dir.join(".perfcopy.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::write(&path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(StageLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(self.err(
-                "another perfcopy run is writing this stage (it holds .perfcopy.lock); wait for it to finish",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::Write { path, source: e }),
+        let mut held = Vec::new();
+        let mut seen = BTreeSet::new();
+        for s in sources.iter().filter(|s| seen.insert(s.identity.clone())) {
+            match acquire(&self.locks_dir(), &format!("source-{}.lock", file_key(&s.identity)), None)? {
+                Ok(l) => held.push(l),
+                Err(holder) => {
+                    return Err(self.err(format!(
+                        "source '{}' is being copied into this stage by another run ({holder}); wait for it to finish, or leave the source out",
+                        s.label
+                    )))
+                }
+            }
         }
+        Ok(Box::new(held))
+    }
+
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard> {
+        let ids: BTreeSet<i32> = ids.iter().copied().collect();
+        let mut held = Vec::new();
+        for id in ids {
+            let say = |holder: &str| waiting(&format!("ServerID {id}: waiting for another run that copies rows of it ({holder})"));
+            if let Ok(l) = acquire(&self.locks_dir(), &format!("server-{id}.lock"), Some(&say))? {
+                held.push(l);
+            }
+        }
+        Ok(Box::new(held))
     }
 
     fn known_servers(&self) -> Result<ServerIdMap> {
@@ -259,14 +453,32 @@ impl Target for Stage {
     }
 
     fn register_servers(&self, names: &BTreeSet<String>, known: &ServerIdMap) -> Result<Vec<(String, i32)>> {
-        let mut all = known.clone();
-        let added = all.register(names);
+        // servers.csv as it is now (another run may have registered names since this run read
+        // it), under its lock, which this run keeps until its commit wrote the new names (a
+        // run that fails leaves servers.csv as it was); another run registering names waits.
+        let lock = short_lock(&self.locks_dir(), "registry.lock")?;
         let mut registry = self.known_servers()?;
+        let mut all = known.clone();
+        for (name, id) in registry.entries() {
+            if all.get(&name).is_none() {
+                all.insert(&name, id).map_err(|m| self.err(m))?;
+            }
+        }
+        let missing: BTreeSet<String> = names.iter().filter(|n| all.get(n).is_none()).cloned().collect();
+        let added = all.register(&missing);
         for (name, id) in &added {
             registry.insert(name, *id).map_err(|m| self.err(m))?;
         }
-        *self.registry_update.lock().map_err(lock_err)? = Some(registry);
-        Ok(added)
+        if !added.is_empty() {
+            *self.registry_update.lock().map_err(lock_err)? = Some((registry, lock));
+        }
+        let mut out = added;
+        for n in names.iter().filter(|n| !missing.contains(*n)) {
+            if let Some(id) = all.get(n) {
+                out.push((n.clone(), id));
+            }
+        }
+        Ok(out)
     }
 
     fn existing_keys(&self, ranges: &BTreeMap<i32, (i64, i64)>) -> Result<BatchIter> {
@@ -299,6 +511,19 @@ impl Target for Stage {
         Ok(file.sources.into_iter().find(|w| w.source == source_identity).map_or(Recorded::Nothing, Recorded::Mark))
     }
 
+    fn sync_history(&self, source: &dyn crate::source::Source) -> Result<crate::sink::SyncHistory> {
+        let mut h = crate::sink::SyncHistory::default();
+        if let Recorded::Mark(w) = self.watermark(source)? {
+            h.last_success_utc = w.synced_utc;
+            h.rows_copied = w.rows_copied;
+        }
+        if let Some(f) = read_failures(&self.failures_path()).sources.into_iter().find(|f| f.source == source.identity()) {
+            h.last_failure_utc = Some(f.utc);
+            h.last_failure = Some(f.message);
+        }
+        Ok(h)
+    }
+
     fn for_each_child_batch(&self, table: &ChildTable, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
         let dir = self.dir.join(table.name);
         if !dir.is_dir() {
@@ -327,9 +552,13 @@ impl Target for Stage {
         Ok(0)
     }
 
-    fn begin(&self, _workers: usize, _sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
+    fn begin(&self, _workers: usize, sources: Vec<crate::sink::SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
         let table = self.table_dir();
         std::fs::create_dir_all(&table).map_err(Error::write(&table))?;
+        let run = format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"), std::process::id());
+        // Held while this run's temporary files exist: another run removes only temporaries
+        // of runs that hold no such lock (they died).
+        let run_lock = short_lock(&self.locks_dir(), &format!("run-{run}.lock"))?;
         self.remove_stale_temporaries()?;
         // Slot 0 is PerfSnapshotRun; slot i + 1 the load's child table i.
         let mut tables = vec![(table.clone(), target_schema())];
@@ -338,16 +567,15 @@ impl Target for Stage {
             std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
             tables.push((dir, c.keyed_schema()));
         }
-        let run = format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),
-            std::process::id()
-        );
         Ok(Box::new(StageLoad {
+            _run_lock: run_lock,
+            locks_dir: self.locks_dir(),
             table,
             tables: Arc::new(tables),
-            registry: self.registry_update.lock().map_err(lock_err)?.take().map(|m| (self.registry_path(), m)),
+            registry: self.registry_update.lock().map_err(lock_err)?.take().map(|(m, lock)| (self.registry_path(), m, lock)),
             watermarks_path: self.watermarks_path(),
+            sources: sources.iter().map(|m| m.identity.clone()).collect(),
+            failures_path: self.failures_path(),
             run,
             options: self.options.clone(),
             pending: Arc::new(Mutex::new(Vec::new())),
@@ -357,11 +585,17 @@ impl Target for Stage {
 }
 
 struct StageLoad {
+    /// This run's lock file, held while its temporaries exist.
+    _run_lock: LockFile,
+    locks_dir: PathBuf,
     table: PathBuf,
+    /// The identities of the load's sources, and where a failure is recorded for them.
+    sources: Vec<String>,
+    failures_path: PathBuf,
     /// Folder and file schema of each table the load writes: PerfSnapshotRun, then its child tables.
     tables: Arc<Vec<(PathBuf, SchemaRef)>>,
     /// servers.csv and its new content, when this run registered servers.
-    registry: Option<(PathBuf, ServerIdMap)>,
+    registry: Option<(PathBuf, ServerIdMap, LockFile)>,
     watermarks_path: PathBuf,
     run: String,
     options: StageOptions,
@@ -395,9 +629,13 @@ impl Load for StageLoad {
     }
 
     fn commit(self: Box<Self>, marks: Vec<FinalMark>) -> Result<()> {
-        let watermarks: Vec<Watermark> = marks.into_iter().map(|m| m.watermark).collect();
+        let now = crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis());
+        let watermarks: Vec<Watermark> = marks
+            .into_iter()
+            .map(|m| Watermark { synced_utc: Some(now.clone()), rows_copied: Some(m.rows_written), ..m.watermark })
+            .collect();
         // The registry first: data files must never carry an ID servers.csv does not have.
-        if let Some((path, registry)) = &self.registry {
+        if let Some((path, registry, _lock)) = &self.registry {
             registry.write_csv(path)?;
         }
         let pending = std::mem::take(&mut *self.pending.lock().map_err(lock_err)?);
@@ -407,10 +645,15 @@ impl Load for StageLoad {
         let run_dir = self.table.clone();
         let mut pending = pending;
         pending.sort_by_key(|(_, fin)| !fin.starts_with(&run_dir));
-        for (tmp, fin) in &pending {
+        let abort_after = crash_hook();
+        for (i, (tmp, fin)) in pending.iter().enumerate() {
             std::fs::rename(tmp, fin).map_err(Error::write(fin))?;
             if let Some(d) = fin.parent() {
                 dirs.insert(d.to_path_buf());
+            }
+            if abort_after == Some(i + 1) {
+                eprintln!("perfcopy: test hook: aborting after rename {} of {}", i + 1, pending.len());
+                std::process::abort();
             }
         }
         for d in dirs {
@@ -420,6 +663,7 @@ impl Load for StageLoad {
             }
         }
         if !watermarks.is_empty() {
+            let _commit = short_lock(&self.locks_dir, "commit.lock")?;
             let mut file: WatermarkFile = match std::fs::read_to_string(&self.watermarks_path) {
                 Ok(t) => serde_json::from_str(&t).unwrap_or_default(),
                 Err(_) => WatermarkFile::default(),
@@ -429,17 +673,15 @@ impl Load for StageLoad {
                 file.sources.push(w);
             }
             file.sources.sort_by(|a, b| a.source.cmp(&b.source));
-            let dir = self.watermarks_path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
-            let tmp = self.watermarks_path.with_extension("json.tmp");
-            let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
-            std::fs::write(&tmp, text).map_err(Error::write(&tmp))?;
-            std::fs::rename(&tmp, &self.watermarks_path).map_err(Error::write(&self.watermarks_path))?;
+            write_json(&self.watermarks_path, &file)?;
         }
         Ok(())
     }
 
-    fn abort(self: Box<Self>, _reason: &str) {
+    fn abort(self: Box<Self>, reason: &str) {
+        if let Err(e) = record_failure(&self.failures_path, &self.sources, reason) {
+            tracing::warn!("could not record the failure in {}: {e}", self.failures_path.display());
+        }
         if let Ok(created) = self.created.lock() {
             for p in created.iter() {
                 let _ = std::fs::remove_file(p);

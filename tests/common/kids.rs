@@ -215,7 +215,12 @@ pub fn diff(what: &str, got: &ChildSet, want: &ChildSet) -> Result<(), String> {
     let missing = want.keys().filter(|k| !got.contains_key(k)).count();
     let extra = got.keys().filter(|k| !want.contains_key(k)).count();
     let differ = want.iter().filter(|(k, v)| got.get(k).is_some_and(|g| g != *v)).count();
-    Err(format!("{what}: {} child rows vs {} wanted: runs {missing} missing, {extra} unexpected, {differ} differing", n(got), n(want)))
+    let example = want.iter().find(|(k, v)| got.get(k).is_some_and(|g| g != *v)).map(|(k, v)| {
+        let g = &got[k];
+        let (w1, g1) = v.iter().zip(g).find(|(a, b)| a != b).map(|(a, b)| (a.clone(), b.clone())).unwrap_or_default();
+        format!("; e.g. run {k:?}: wanted {w1} got {g1}")
+    });
+    Err(format!("{what}: {} child rows vs {} wanted: runs {missing} missing, {extra} unexpected, {differ} differing{}", n(got), n(want), example.unwrap_or_default()))
 }
 
 /// `Err` when `part` holds a row `whole` does not (multiset inclusion per run).
@@ -233,4 +238,45 @@ pub fn within(what: &str, part: &ChildSet, whole: &ChildSet) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// The test server's Arrow form of SQL_VARIANT columns `cols` (the value's bytes as MS-TDS
+/// 2.2.5.5.4 sends them without the length: base type, property count, properties, data) in
+/// perfcopy's form, `Struct{base_type, value}`, decoded here for the integer base types the
+/// generated tables use (INT1/INT2/INT4/INT8); another base type panics naming it.
+pub fn variants_as_structs(b: &RecordBatch, cols: &[&str]) -> RecordBatch {
+    use arrow::array::{StringArray, StructArray};
+    use arrow::datatypes::{Field, Fields, Schema};
+    let fields: Fields = vec![Field::new("base_type", DataType::Utf8, false), Field::new("value", DataType::Utf8, false)].into();
+    let mut schema_fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+    for name in cols {
+        let i = b.schema().index_of(name).unwrap();
+        let raw = b.column(i).as_binary::<i32>();
+        let (mut base, mut value) = (Vec::new(), Vec::new());
+        for r in 0..raw.len() {
+            if raw.is_null(r) {
+                base.push(String::new());
+                value.push(String::new());
+                continue;
+            }
+            let v = raw.value(r);
+            let (t, data) = (v[0], &v[2 + v[1] as usize..]);
+            let n = |len: usize| data[..len].iter().rev().fold(0i64, |acc, &x| (acc << 8) | i64::from(x));
+            let (name, text) = match t {
+                0x30 => ("tinyint", n(1).to_string()),
+                0x34 => ("smallint", (n(2) as i16).to_string()),
+                0x38 => ("int", (n(4) as i32).to_string()),
+                0x7F => ("bigint", n(8).to_string()),
+                t => panic!("{name}: variant base type 0x{t:02X} not decoded by the test"),
+            };
+            base.push(name.to_string());
+            value.push(text);
+        }
+        let nulls = arrow::buffer::NullBuffer::from((0..raw.len()).map(|r| raw.is_valid(r)).collect::<Vec<_>>());
+        let children: Vec<ArrayRef> = vec![std::sync::Arc::new(StringArray::from(base)), std::sync::Arc::new(StringArray::from(value))];
+        columns[i] = std::sync::Arc::new(StructArray::new(fields.clone(), children, Some(nulls)));
+        schema_fields[i] = Field::new(*name, DataType::Struct(fields.clone()), true);
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(schema_fields)), columns).unwrap()
 }

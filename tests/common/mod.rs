@@ -630,7 +630,7 @@ pub fn expected(sources: &[Vec<SrcRow>], map: &NameMap, win: Win, stage_before: 
 pub fn perfcopy(args: &[&str]) -> Output {
     let mut cmd = assert_cmd::Command::cargo_bin("perfcopy").unwrap();
     cmd.args(args);
-    if matches!(args.first(), Some(&"copy") | Some(&"verify")) {
+    if matches!(args.first(), Some(&"copy") | Some(&"verify") | Some(&"status")) {
         cmd.args(["--progress", "off"]);
     }
     cmd.env_remove("RUST_LOG");

@@ -47,7 +47,13 @@ pub fn sql_type_from_name(name: &str) -> Option<SqlType> {
         "datetime" => SqlType::DateTime,
         "nvarchar" | "nchar" => SqlType::NVarChar(len(&args)?),
         "sysname" => SqlType::NVarChar(Some(128)),
-        "varchar" | "char" => SqlType::VarChar(len(&args)?),
+        "varchar" | "char" => SqlType::varchar(len(&args)?),
+        "binary" => SqlType::Binary(len(&args)??),
+        "varbinary" => SqlType::VarBinary(len(&args)?),
+        "xml" => SqlType::Xml,
+        "float" => SqlType::Float,
+        "sql_variant" => SqlType::SqlVariant,
+        "uniqueidentifier" => SqlType::UniqueIdentifier,
         _ => return None,
     })
 }
@@ -64,6 +70,9 @@ fn sql_type_of_arrow(t: &DataType) -> Option<SqlType> {
         DataType::Timestamp(TimeUnit::Millisecond, None) => SqlType::DateTime2(3),
         DataType::Timestamp(TimeUnit::Microsecond, None) => SqlType::DateTime2(6),
         DataType::Utf8 | DataType::LargeUtf8 => SqlType::NVarChar(None),
+        DataType::Binary | DataType::LargeBinary => SqlType::VarBinary(None),
+        DataType::FixedSizeBinary(n) => SqlType::Binary(u16::try_from(*n).ok()?),
+        DataType::Float64 => SqlType::Float,
         _ => return None,
     })
 }

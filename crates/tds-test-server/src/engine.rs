@@ -1173,19 +1173,25 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
         c("COLUMN_NAME", SqlType::NVarChar(Some(128)), true),
         c("ORDINAL_POSITION", SqlType::Int, true),
         c("COLUMN_DEFAULT", SqlType::NVarChar(Some(4000)), true),
-        c("IS_NULLABLE", SqlType::VarChar(Some(3)), true),
+        c("IS_NULLABLE", SqlType::varchar(Some(3)), true),
         c("DATA_TYPE", SqlType::NVarChar(Some(128)), true),
         c("CHARACTER_MAXIMUM_LENGTH", SqlType::Int, true),
         c("NUMERIC_PRECISION", SqlType::TinyInt, true),
         c("NUMERIC_SCALE", SqlType::Int, true),
         c("DATETIME_PRECISION", SqlType::SmallInt, true),
+        c("COLLATION_NAME", SqlType::NVarChar(Some(128)), true),
     ];
     let mut rows = Vec::new();
     if let Some(d) = cat.dbs.get(&db.to_lowercase()) {
         for t in d.tables.values() {
             for (i, col) in t.columns.iter().enumerate() {
                 let (chars, prec, scale, dtp) = match col.ty {
-                    SqlType::NVarChar(n) | SqlType::VarChar(n) => (Value::Int(n.map(|n| n as i64).unwrap_or(-1)), Value::Null, Value::Null, Value::Null),
+                    // Binary lengths count bytes; XML is a large value type (-1); SQL_VARIANT has no length.
+                    SqlType::NVarChar(n) | SqlType::VarChar(n, _) | SqlType::VarBinary(n) => (Value::Int(n.map(|n| n as i64).unwrap_or(-1)), Value::Null, Value::Null, Value::Null),
+                    SqlType::Binary(n) => (Value::Int(n as i64), Value::Null, Value::Null, Value::Null),
+                    SqlType::Xml => (Value::Int(-1), Value::Null, Value::Null, Value::Null),
+                    SqlType::SqlVariant | SqlType::UniqueIdentifier => (Value::Null, Value::Null, Value::Null, Value::Null),
+                    SqlType::Float => (Value::Null, Value::Int(53), Value::Null, Value::Null),
                     SqlType::TinyInt => (Value::Null, Value::Int(3), Value::Int(0), Value::Null),
                     SqlType::SmallInt => (Value::Null, Value::Int(5), Value::Int(0), Value::Null),
                     SqlType::Int => (Value::Null, Value::Int(10), Value::Int(0), Value::Null),
@@ -1213,6 +1219,7 @@ fn info_schema_columns(cat: &Catalog, db: &str) -> Table {
                     prec,
                     scale,
                     dtp,
+                    crate::syscolumns::collation_of(&col.ty).map_or(Value::Null, |c| Value::Str(c.name())),
                 ]);
             }
         }
@@ -1225,7 +1232,7 @@ fn info_schema_tables(cat: &Catalog, db: &str) -> Table {
         Column::new("TABLE_CATALOG", SqlType::NVarChar(Some(128)), true),
         Column::new("TABLE_SCHEMA", SqlType::NVarChar(Some(128)), true),
         Column::new("TABLE_NAME", SqlType::NVarChar(Some(128)), false),
-        Column::new("TABLE_TYPE", SqlType::VarChar(Some(10)), true),
+        Column::new("TABLE_TYPE", SqlType::varchar(Some(10)), true),
     ];
     let rows = cat
         .dbs
@@ -1289,7 +1296,7 @@ fn sys_objects(cat: &Catalog, db: &str) -> Table {
     let columns = vec![
         Column::new("object_id", SqlType::Int, false),
         Column::new("name", SqlType::NVarChar(Some(128)), false),
-        Column::new("type", SqlType::VarChar(Some(2)), false),
+        Column::new("type", SqlType::varchar(Some(2)), false),
         Column::new("create_date", SqlType::DateTime2(3), false),
     ];
     let rows = cat
@@ -1741,7 +1748,7 @@ fn infer(ctx: &Ctx, e: &Expr, cols: &[Column]) -> Result<(SqlType, bool, bool), 
             let (ta, na, _) = infer(ctx, a, cols)?;
             let (tb, nb, _) = infer(ctx, b, cols)?;
             let t = match (ta, tb) {
-                (SqlType::NVarChar(_) | SqlType::VarChar(_), SqlType::NVarChar(_) | SqlType::VarChar(_)) => SqlType::NVarChar(None),
+                (SqlType::NVarChar(_) | SqlType::VarChar(..), SqlType::NVarChar(_) | SqlType::VarChar(..)) => SqlType::NVarChar(None),
                 (SqlType::Decimal { .. } | SqlType::Numeric { .. }, _) => ta,
                 (_, SqlType::Decimal { .. } | SqlType::Numeric { .. }) => tb,
                 (SqlType::BigInt, _) | (_, SqlType::BigInt) => SqlType::BigInt,
@@ -1770,6 +1777,8 @@ fn lit_type(v: &Value) -> SqlType {
         Value::Float(_) => SqlType::Decimal { precision: 38, scale: 10 },
         Value::Str(s) => SqlType::NVarChar(Some(s.chars().count().clamp(1, 4000) as u16)),
         Value::DateTime2(_) => SqlType::DateTime2(7),
+        Value::Bytes(b) => SqlType::VarBinary(Some(b.len().clamp(1, 8000) as u16)),
+        Value::Variant(_) => SqlType::SqlVariant,
     }
 }
 

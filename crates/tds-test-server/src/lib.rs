@@ -51,11 +51,17 @@
 //!   BulkLoad (type 7) after `INSERT BULK`.
 //! - Parameter TYPE_INFO decoded: NULLTYPE, INT1/2/4/8, BIT, FLT4/8, DATETIME, INTN, BITN, FLTN,
 //!   DATETIMN, DATEN, DECIMALN/NUMERICN, DATETIME2N, NVARCHAR/NCHAR (incl. PLP max),
-//!   BIGVARCHAR/BIGCHAR. (tiberius 0.13 sends i32/i64 as INTN, bool as BITN, String as
+//!   BIGVARCHAR/BIGCHAR (bytes in the code page of the TYPE_INFO's collation), BIGVARBINARY
+//!   (incl. PLP max), BIGBINARY, XML (XML_INFO with or without a schema; PLP UTF-16LE, a
+//!   byte-order mark dropped), GUID, SSVARIANT (MS-TDS 2.2.5.5.4; the base types of [`Variant`]). (tiberius 0.13 sends i32/i64 as INTN, bool as BITN, String as
 //!   NVARCHAR(4000) or NVARCHAR(MAX) PLP, NaiveDateTime as DATETIME2N(7), Decimal as NUMERICN,
 //!   and `None` of String/DateTime/Decimal as NULLTYPE.)
 //! - Results: COLMETADATA (NOT NULL integers/bit as fixed INT1/2/4/8/BIT, nullable ones as
-//!   INTN/BITN; DECIMALN(p,s); DATETIME2N(s); NVARCHAR(n) and NVARCHAR(MAX) as PLP; BIGVARCHAR;
+//!   INTN/BITN; DECIMALN(p,s); DATETIME2N(s); NVARCHAR(n) and NVARCHAR(MAX) as PLP; BIGVARCHAR(n|MAX) with the column's
+//!   collation and its bytes in that code page; BIGBINARY(n), BIGVARBINARY(n|MAX); XML (no schema)
+//!   as PLP UTF-16LE; FLT8/FLTN(8); SSVARIANT (max 8016) with base type, properties and data; MAX
+//!   values in PLP chunks of at most [`wire::PLP_CHUNK`] bytes (a 0-length value is the
+//!   terminator alone, NULL is PLP_NULL);
 //!   identity columns flagged read-only identity; DATETIME as DATETIME/DATETIMN(8), NUMERIC as
 //!   NUMERICN), ORDER after COLMETADATA for a SELECT with ORDER BY (the selected sort columns),
 //!   ROW or NBCROW (NBCROW when the null bitmap is shorter than the row's NULLs would be),
@@ -86,7 +92,7 @@
 //!   - Virtual tables `INFORMATION_SCHEMA.COLUMNS` (TABLE_CATALOG, TABLE_SCHEMA, TABLE_NAME,
 //!     COLUMN_NAME, ORDINAL_POSITION int, COLUMN_DEFAULT, IS_NULLABLE varchar 'YES'/'NO',
 //!     DATA_TYPE nvarchar, CHARACTER_MAXIMUM_LENGTH int (-1 = max), NUMERIC_PRECISION tinyint,
-//!     NUMERIC_SCALE int, DATETIME_PRECISION smallint) and `INFORMATION_SCHEMA.TABLES`; `sys.databases`
+//!     NUMERIC_SCALE int, DATETIME_PRECISION smallint, COLLATION_NAME nvarchar) and `INFORMATION_SCHEMA.TABLES`; `sys.databases`
 //!     (name, database_id, create_date), `sys.objects`/`sys.tables` (object_id, name, type,
 //!     create_date) and `sys.database_recovery_status` (database_id, database_guid, family_guid,
 //!     recovery_fork_guid as NVARCHAR(36) text: what `CONVERT(NVARCHAR(36), guid)` gives on SQL Server).
@@ -104,7 +110,13 @@
 //!   `DROP TABLE [IF EXISTS] t`; `TRUNCATE TABLE t` (IDENTITY back at its seed, same object). A table
 //!   created again is a new object (new OBJECT_ID and create_date).
 //!   Types: TINYINT, SMALLINT, INT, BIGINT, BIT, DECIMAL/NUMERIC(p,s), NVARCHAR(n|MAX), NCHAR,
-//!   VARCHAR(n|MAX), CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (1/300 s, 1753..9999).
+//!   VARCHAR(n|MAX) [COLLATE name], CHAR, SYSNAME, DATETIME2[(s)] (default 7), DATETIME (1/300 s,
+//!   1753..9999), BINARY(n), VARBINARY(n|MAX), XML, FLOAT, UNIQUEIDENTIFIER, SQL_VARIANT. VARCHAR's collation
+//!   ([`Collation`]: SQL_Latin1_General_CP1_CI_AS by default, Latin1_General_CI_AS,
+//!   Cyrillic_General_CI_AS (cp1251), Greek_CI_AS (cp1253); another name is error 448) sets its
+//!   code page: text stored in it is converted as SQL Server converts (`?` for a character the
+//!   code page lacks, 2628 when its bytes exceed n). INFORMATION_SCHEMA.COLUMNS (with
+//!   COLLATION_NAME), `sys.columns` and `sp_tablecollations_100` report each column's collation.
 //!   NUMERIC stays NUMERIC (NUMERICN, INFORMATION_SCHEMA 'numeric'), DECIMAL DECIMAL.
 //! - `DECLARE @v type [= expr], ...`, `SET @v = expr`, `SET NOCOUNT ON|OFF`, other `SET ...` ignored.
 //! - `PRINT expr`, `USE db`.
@@ -136,7 +148,11 @@
 //! ## Arrow types ([`TestServer::table_batch`], [`TestServer::insert_batch`])
 //! BIGINT→Int64, INT→Int32, SMALLINT→Int16, TINYINT→UInt8, BIT→Boolean, DECIMAL(p,s)→Decimal128(p,s),
 //! NVARCHAR/VARCHAR/SYSNAME→Utf8, DATETIME2(0..=3)→Timestamp(Millisecond, None),
-//! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back).
+//! DATETIME2(4..=7)→Timestamp(Microsecond, None) (the 7th fractional digit is dropped on read-back),
+//! BINARY(n)→FixedSizeBinary(n), UNIQUEIDENTIFIER→FixedSizeBinary(16) (SQL Server's byte order), VARBINARY→Binary, XML→Utf8, FLOAT→Float64, SQL_VARIANT→Binary
+//! holding the value's TDS bytes (base type, property count, properties, data). Values Arrow
+//! cannot say (a variant's base type) go in with [`TestServer::insert_rows`] and come back with
+//! [`TestServer::table_rows`].
 //!
 //! Keyset pages (`SELECT TOP (n) ... WHERE key > @p ORDER BY key`) on a table with a single-column
 //! integer primary key whose stored rows ascend in it are answered by a binary search (a clustered
@@ -170,6 +186,7 @@
 
 pub mod arrow_io;
 pub mod children;
+pub mod collation;
 pub mod engine;
 pub mod error;
 pub mod prepared;
@@ -183,4 +200,5 @@ pub mod wire;
 pub use error::{ServerError, SqlError};
 pub use server::{perf_snapshot_run_columns, parse_login7, DatabaseCopy, EarlyEnd, Faults, Login7, ServerConfig, Stats, TestServer, DEFAULT_SERVER_NAME_PREFIX};
 pub use tls::{ca_certificate_pem, TlsMode};
-pub use types::{Column, ColumnDefault, SqlType, Value};
+pub use collation::Collation;
+pub use types::{Column, ColumnDefault, SqlType, Value, Variant};

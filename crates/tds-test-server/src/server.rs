@@ -505,7 +505,7 @@ impl TestServer {
             c("LastRunID", SqlType::BigInt, true),
             c("LastSyncDuration", SqlType::Int, true),
             c("RowsCopied", SqlType::Int, true),
-            c("SyncStatus", SqlType::VarChar(Some(50)), false),
+            c("SyncStatus", SqlType::varchar(Some(50)), false),
             c("ErrorMessage", SqlType::NVarChar(Some(4000)), true),
             c("CreatedUTC", SqlType::DateTime2(7), false).default(ColumnDefault::Now),
             c("ModifiedUTC", SqlType::DateTime2(7), true),
@@ -529,18 +529,26 @@ impl TestServer {
     /// identity column present in the batch keeps its values (like IDENTITY_INSERT ON).
     /// Values are converted as SQL Server converts on INSERT; errors name column and row.
     pub fn insert_batch(&self, db: &str, table: &str, batch: &RecordBatch) -> Result<u64> {
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let rows = (0..batch.num_rows()).map(|r| batch.columns().iter().map(|a| arrow_io::arrow_value(a.as_ref(), r)).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
+        self.insert_rows(db, table, &names, rows)
+    }
+
+    /// Appends rows of values for the named columns (the others get their IDENTITY value,
+    /// default or NULL), converted as INSERT converts them; for values Arrow has no type for
+    /// (SQL_VARIANT with its base type). Errors name the column and row.
+    pub fn insert_rows(&self, db: &str, table: &str, columns: &[&str], rows: Vec<Vec<Value>>) -> Result<u64> {
         let mut cat = self.state.engine.cat();
         let t = cat.table_mut(&key(db, table)).ok_or_else(|| no_table(db, table))?;
-        let mut map = Vec::new();
-        for (j, f) in batch.schema().fields().iter().enumerate() {
-            let i = t.col_index(f.name()).ok_or_else(|| ServerError::Api(format!("column '{}' of the batch is not in {db}.{table}", f.name())))?;
-            map.push((j, i));
-        }
-        let mut partial = Vec::with_capacity(batch.num_rows());
-        for r in 0..batch.num_rows() {
+        let map: Vec<usize> = columns.iter().map(|n| t.col_index(n).ok_or_else(|| ServerError::Api(format!("column '{n}' is not in {db}.{table}")))).collect::<Result<_>>()?;
+        let mut partial = Vec::with_capacity(rows.len());
+        for (r, values) in rows.into_iter().enumerate() {
+            if values.len() != map.len() {
+                return Err(ServerError::Api(format!("{db}.{table} row {r}: {} values for {} columns", values.len(), map.len())));
+            }
             let mut row = vec![None; t.columns.len()];
-            for &(j, i) in &map {
-                let v = arrow_io::arrow_value(batch.column(j).as_ref(), r)?;
+            for (v, &i) in values.into_iter().zip(&map) {
                 row[i] = Some(v.coerce(&t.columns[i].ty, &t.columns[i].name).map_err(|e| ServerError::Api(format!("{db}.{table} row {r}: {e}")))?);
             }
             partial.push(row);
@@ -549,6 +557,12 @@ impl TestServer {
         let n = rows.len() as u64;
         t.rows.extend(rows);
         Ok(n)
+    }
+
+    /// The committed rows of a table as values, in storage order.
+    pub fn table_rows(&self, db: &str, table: &str) -> Result<Vec<Vec<Value>>> {
+        let cat = self.state.engine.cat();
+        Ok(cat.table(&key(db, table)).ok_or_else(|| no_table(db, table))?.rows.iter().map(|r| r.to_vec()).collect())
     }
 
     /// Appends every row of a Parquet file (see [`TestServer::insert_batch`]).
@@ -1503,7 +1517,10 @@ impl BulkDecoder {
         let family = |t: SqlType| match t {
             SqlType::Numeric { precision, scale } => SqlType::Decimal { precision, scale },
             SqlType::NVarChar(Some(_)) => SqlType::NVarChar(Some(0)),
-            SqlType::VarChar(Some(_)) => SqlType::VarChar(Some(0)),
+            // The COLMETADATA's collation says what code page the bytes are in; the server
+            // converts them to the column's (as SQL Server does), so it does not have to match.
+            SqlType::VarChar(n, _) => SqlType::varchar(n.map(|_| 0)),
+            SqlType::VarBinary(Some(_)) => SqlType::VarBinary(Some(0)),
             t => t,
         };
         for (j, (b, &(i, decl))) in bulk.iter().zip(&self.declared).enumerate() {
@@ -1514,7 +1531,7 @@ impl BulkDecoder {
                 Some(2)
             } else if (b.flags & 1 != 0) != target.nullable {
                 Some(1)
-            } else if matches!(target.ty, SqlType::NVarChar(None) | SqlType::VarChar(None)) && !matches!(sent, Some(SqlType::NVarChar(None) | SqlType::VarChar(None))) {
+            } else if matches!(target.ty, SqlType::NVarChar(None) | SqlType::VarChar(None, _) | SqlType::VarBinary(None)) && !matches!(sent, Some(SqlType::NVarChar(None) | SqlType::VarChar(None, _) | SqlType::VarBinary(None))) {
                 Some(2)
             } else {
                 None
@@ -1542,15 +1559,18 @@ impl BulkDecoder {
             // column only: 2628 when the row is converted to the table's types.
             let sent = self.cols.as_ref().and_then(|c| c.get(j)).and_then(|c| c.wire.sql_type());
             let limit = |t: Option<SqlType>| match t {
-                Some(SqlType::NVarChar(Some(n)) | SqlType::VarChar(Some(n))) => n,
+                Some(SqlType::NVarChar(Some(n)) | SqlType::VarChar(Some(n), _) | SqlType::VarBinary(Some(n)) | SqlType::Binary(n)) => n,
                 _ => u16::MAX,
             };
             let max = limit(sent).min(limit(self.declared.get(j).map(|d| d.1)));
-            if let (Value::Str(s), true) = (&v, max < u16::MAX) {
-                if s.chars().count() > max as usize {
-                    self.error = Some(SqlError::new(4815, format!("Received an invalid column length from the bcp client for colid {} (column '{}', {} characters, max {max}).", j + 1, cols[i].name, s.chars().count())));
-                    return;
-                }
+            let len = match &v {
+                Value::Str(s) => s.chars().count(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            };
+            if max < u16::MAX && len > max as usize {
+                self.error = Some(SqlError::new(4815, format!("Received an invalid column length from the bcp client for colid {} (column '{}', length {len}, max {max}).", j + 1, cols[i].name)));
+                return;
             }
             row[i] = Some(v);
         }
@@ -1695,7 +1715,7 @@ mod tests {
             Column::new("b", SqlType::NVarChar(None), true),
             Column::new("c", SqlType::Decimal { precision: 18, scale: 4 }, true),
             Column::new("d", SqlType::DateTime2(3), false),
-            Column::new("e", SqlType::VarChar(Some(10)), true),
+            Column::new("e", SqlType::varchar(Some(10)), true),
         ];
         let out: Vec<OutCol> = cols.iter().map(|c| OutCol { name: c.name.clone(), ty: c.ty, nullable: c.nullable, identity: false }).collect();
         let rows = [

@@ -840,7 +840,7 @@ impl<'a> P<'a> {
                 Some(Some(n)) => Some((*n).min(8000) as u16),
             }
         };
-        Ok(match name.as_str() {
+        let t = match name.as_str() {
             "tinyint" => SqlType::TinyInt,
             "smallint" => SqlType::SmallInt,
             "int" | "integer" => SqlType::Int,
@@ -856,12 +856,30 @@ impl<'a> P<'a> {
                 }
             }
             "nvarchar" | "nchar" => SqlType::NVarChar(len(1)),
-            "varchar" | "char" => SqlType::VarChar(len(1)),
+            "varchar" | "char" => SqlType::varchar(len(1)),
             "sysname" => SqlType::NVarChar(Some(128)),
             "datetime2" => SqlType::DateTime2(a.first().copied().flatten().unwrap_or(7).min(7) as u8),
             "datetime" => SqlType::DateTime,
+            "binary" => SqlType::Binary(len(1).ok_or_else(|| self.err("BINARY(MAX) is not a type"))?),
+            "varbinary" => SqlType::VarBinary(len(1)),
+            "xml" => SqlType::Xml,
+            "float" => SqlType::Float,
+            "sql_variant" => SqlType::SqlVariant,
+            "uniqueidentifier" => SqlType::UniqueIdentifier,
             other => return Err(self.err(&format!("unsupported type {other}"))),
-        })
+        };
+        // COLLATE sets a VARCHAR's collation (its code page); NVARCHAR keeps UTF-16 whatever
+        // the collation; other types have none (error 447).
+        if self.eat_kw("COLLATE") {
+            let cname = self.ident()?;
+            let coll = crate::collation::Collation::from_name(&cname).ok_or_else(|| SqlError::new(448, format!("Invalid collation '{cname}'.")))?;
+            return match t {
+                SqlType::VarChar(n, _) => Ok(SqlType::VarChar(n, coll)),
+                SqlType::NVarChar(_) => Ok(t),
+                _ => Err(SqlError::new(447, format!("Expression type {} is invalid for COLLATE clause.", t.sql_name()))),
+            };
+        }
+        Ok(t)
     }
 
     fn create_table(&mut self) -> Result<Stmt, SqlError> {
@@ -1248,5 +1266,19 @@ mod tests {
         let b = parse_batch("INSERT BULK t ([x] numeric(5,1) NOT NULL, [y] datetime, [z] nvarchar(8) COLLATE Latin1_General_CI_AS, [w] geography)").unwrap();
         let Stmt::InsertBulk { types, .. } = &b[0].stmt else { panic!() };
         assert_eq!(types, &[Ok(SqlType::Numeric { precision: 5, scale: 1 }), Ok(SqlType::DateTime), Ok(SqlType::NVarChar(Some(8))), Err("geography".to_string())]);
+    }
+
+    #[test]
+    fn parses_the_child_tables_types_and_collations() {
+        let b = parse_batch("CREATE TABLE dbo.C (a BINARY(8) NULL, b VARBINARY(64), c VARBINARY(MAX), d XML NULL, e SQL_VARIANT, f VARCHAR(50) COLLATE Cyrillic_General_CI_AS NOT NULL, g VARCHAR(MAX) COLLATE Greek_CI_AS, h FLOAT, i NVARCHAR(10) COLLATE Latin1_General_CI_AS)").unwrap();
+        let Stmt::CreateTable { cols, .. } = &b[0].stmt else { panic!() };
+        let cyrillic = crate::collation::Collation::from_name("Cyrillic_General_CI_AS").unwrap();
+        let greek = crate::collation::Collation::from_name("Greek_CI_AS").unwrap();
+        let types: Vec<SqlType> = cols.iter().map(|c| c.ty).collect();
+        assert_eq!(types, [SqlType::Binary(8), SqlType::VarBinary(Some(64)), SqlType::VarBinary(None), SqlType::Xml, SqlType::SqlVariant, SqlType::VarChar(Some(50), cyrillic), SqlType::VarChar(None, greek), SqlType::Float, SqlType::NVarChar(Some(10))]);
+        assert!(!cols[5].nullable);
+        // SQL Server's errors: an unknown collation 448, COLLATE on a type without one 447.
+        assert_eq!(parse_batch("CREATE TABLE t (a VARCHAR(5) COLLATE Klingon_CI_AS)").unwrap_err().number, 448);
+        assert_eq!(parse_batch("CREATE TABLE t (a INT COLLATE Greek_CI_AS)").unwrap_err().number, 447);
     }
 }

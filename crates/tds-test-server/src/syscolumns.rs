@@ -4,10 +4,18 @@
 //! Values are SQL Server's for the same column types (system type ids of `sys.types`,
 //! `max_length` in bytes, -1 for `(max)`).
 
+use crate::collation::Collation;
 use crate::types::{Column, SqlType, Value};
 
-/// SQL Server's collation name for this server's (see `wire::COLLATION`).
-pub const COLLATION_NAME: &str = "SQL_Latin1_General_CP1_CI_AS";
+/// The collation of a character column (NVARCHAR's is the server's); `None` for other types
+/// (XML has none in `sys.columns`).
+pub fn collation_of(t: &SqlType) -> Option<Collation> {
+    match t {
+        SqlType::VarChar(_, c) => Some(*c),
+        SqlType::NVarChar(_) => Some(Collation::DEFAULT),
+        _ => None,
+    }
+}
 
 /// `sys.types.system_type_id` of a type.
 pub fn system_type_id(t: &SqlType) -> i64 {
@@ -21,8 +29,14 @@ pub fn system_type_id(t: &SqlType) -> i64 {
         SqlType::Numeric { .. } => 108,
         SqlType::DateTime => 61,
         SqlType::NVarChar(_) => 231,
-        SqlType::VarChar(_) => 167,
+        SqlType::VarChar(..) => 167,
         SqlType::DateTime2(_) => 42,
+        SqlType::Binary(_) => 173,
+        SqlType::VarBinary(_) => 165,
+        SqlType::Xml => 241,
+        SqlType::Float => 62,
+        SqlType::SqlVariant => 98,
+        SqlType::UniqueIdentifier => 36,
     }
 }
 
@@ -82,7 +96,12 @@ fn length_precision_scale(t: &SqlType) -> (i64, i64, i64) {
             (len, precision as i64, scale as i64)
         }
         SqlType::NVarChar(n) => (n.map(|n| 2 * n as i64).unwrap_or(-1), 0, 0),
-        SqlType::VarChar(n) => (n.map(|n| n as i64).unwrap_or(-1), 0, 0),
+        SqlType::VarChar(n, _) | SqlType::VarBinary(n) => (n.map(|n| n as i64).unwrap_or(-1), 0, 0),
+        SqlType::Binary(n) => (n as i64, 0, 0),
+        SqlType::Xml => (-1, 0, 0),
+        SqlType::Float => (8, 53, 0),
+        SqlType::SqlVariant => (crate::wire::VARIANT_MAX as i64, 0, 0),
+        SqlType::UniqueIdentifier => (16, 0, 0),
         SqlType::DateTime => (8, 23, 3),
         SqlType::DateTime2(s) => (if s <= 2 { 6 } else if s <= 4 { 7 } else { 8 }, if s == 0 { 19 } else { 20 + s as i64 }, s as i64),
     }
@@ -115,7 +134,8 @@ pub fn view_rows(object_id: i32, columns: &[Column]) -> Vec<Vec<Value>> {
         .enumerate()
         .map(|(i, c)| {
             let (len, precision, scale) = length_precision_scale(&c.ty);
-            let text = matches!(c.ty, SqlType::NVarChar(_) | SqlType::VarChar(_));
+            let collation = collation_of(&c.ty);
+            let padded = matches!(c.ty, SqlType::NVarChar(_) | SqlType::VarChar(..) | SqlType::Binary(_) | SqlType::VarBinary(_));
             let id = system_type_id(&c.ty);
             vec![
                 Value::Int(object_id as i64),
@@ -126,9 +146,9 @@ pub fn view_rows(object_id: i32, columns: &[Column]) -> Vec<Vec<Value>> {
                 Value::Int(len),
                 Value::Int(precision),
                 Value::Int(scale),
-                if text { Value::Str(COLLATION_NAME.into()) } else { Value::Null },
+                collation.map_or(Value::Null, |c| Value::Str(c.name())),
                 Value::Bool(c.nullable),
-                Value::Bool(text),
+                Value::Bool(padded),
                 Value::Bool(false),
                 Value::Bool(c.identity),
                 Value::Bool(false),
@@ -148,13 +168,12 @@ pub fn table_collations(columns: &[Column]) -> (Vec<crate::wire::OutCol>, Vec<Ve
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let text = matches!(c.ty, SqlType::NVarChar(_) | SqlType::VarChar(_));
-            let hex: String = crate::wire::COLLATION.iter().map(|b| format!("{b:02X}")).collect();
+            let collation = collation_of(&c.ty);
             vec![
                 Value::Int(i as i64 + 1),
                 Value::Str(c.name.clone()),
-                if text { Value::Str(hex) } else { Value::Null },
-                if text { Value::Str(COLLATION_NAME.into()) } else { Value::Null },
+                collation.map_or(Value::Null, |c| Value::Str(c.hex())),
+                collation.map_or(Value::Null, |c| Value::Str(c.name())),
             ]
         })
         .collect();
@@ -175,7 +194,15 @@ mod tests {
         assert_eq!(length_precision_scale(&SqlType::DateTime2(7)), (8, 27, 7));
         assert_eq!(length_precision_scale(&SqlType::NVarChar(Some(128))), (256, 0, 0));
         assert_eq!(length_precision_scale(&SqlType::NVarChar(None)), (-1, 0, 0));
-        for t in [SqlType::Int, SqlType::BigInt, SqlType::NVarChar(None), SqlType::DateTime2(3), SqlType::Decimal { precision: 9, scale: 4 }] {
+        // BINARY(8) 8 bytes, VARBINARY(MAX) and XML -1, SQL_VARIANT 8016, FLOAT 8 bytes precision 53.
+        assert_eq!(length_precision_scale(&SqlType::Binary(8)), (8, 0, 0));
+        assert_eq!(length_precision_scale(&SqlType::VarBinary(None)), (-1, 0, 0));
+        assert_eq!(length_precision_scale(&SqlType::Xml), (-1, 0, 0));
+        assert_eq!(length_precision_scale(&SqlType::SqlVariant), (8016, 0, 0));
+        assert_eq!(length_precision_scale(&SqlType::Float), (8, 53, 0));
+        let cyrillic = Collation::from_name("Cyrillic_General_CI_AS").unwrap();
+        assert_eq!(view_rows(1, &[Column::new("v", SqlType::VarChar(Some(20), cyrillic), true)])[0][8], Value::Str("Cyrillic_General_CI_AS".into()));
+        for t in [SqlType::Int, SqlType::BigInt, SqlType::NVarChar(None), SqlType::DateTime2(3), SqlType::Decimal { precision: 9, scale: 4 }, SqlType::Binary(8), SqlType::VarBinary(Some(64)), SqlType::Xml, SqlType::SqlVariant, SqlType::Float, SqlType::varchar(None), SqlType::UniqueIdentifier] {
             assert_eq!(type_name(system_type_id(&t)), Some(t.data_type_name()));
         }
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 
+use crate::collation::Collation;
 use crate::error::SqlError;
 
 /// 100 ns ticks in one day.
@@ -45,8 +46,21 @@ pub enum SqlType {
     },
     /// NVARCHAR(n) with n in characters; `None` is NVARCHAR(MAX). SYSNAME is NVARCHAR(128).
     NVarChar(Option<u16>),
-    /// VARCHAR(n) (code page 1252); `None` is VARCHAR(MAX).
-    VarChar(Option<u16>),
+    /// VARCHAR(n) with n in bytes of its collation's code page; `None` is VARCHAR(MAX).
+    VarChar(Option<u16>, Collation),
+    /// BINARY(n): values of exactly n bytes (shorter ones are padded with zeros).
+    Binary(u16),
+    /// VARBINARY(n); `None` is VARBINARY(MAX).
+    VarBinary(Option<u16>),
+    /// XML: UTF-16 text, always PLP on the wire (stored as text, not parsed).
+    Xml,
+    /// FLOAT (FLOAT(53), 8 bytes).
+    Float,
+    /// SQL_VARIANT: a value with its base type ([`Variant`]), at most 8016 bytes.
+    SqlVariant,
+    /// UNIQUEIDENTIFIER: 16 bytes as SQL Server stores and sends them (the first three groups
+    /// little endian, MS-TDS 2.2.5.5.1.6).
+    UniqueIdentifier,
     /// DATETIME2(scale), scale 0..=7.
     DateTime2(u8),
     /// DATETIME: 1753-01-01..9999-12-31, time in 1/300 s (values rounded to .000/.003/.007 s);
@@ -67,7 +81,14 @@ impl SqlType {
             SqlType::BigInt => DataType::Int64,
             SqlType::Bit => DataType::Boolean,
             SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale as i8),
-            SqlType::NVarChar(_) | SqlType::VarChar(_) => DataType::Utf8,
+            SqlType::NVarChar(_) | SqlType::VarChar(..) | SqlType::Xml => DataType::Utf8,
+            SqlType::Binary(n) => DataType::FixedSizeBinary(n as i32),
+            SqlType::UniqueIdentifier => DataType::FixedSizeBinary(16),
+            SqlType::VarBinary(_) => DataType::Binary,
+            SqlType::Float => DataType::Float64,
+            // The value's TDS bytes (base type, property count, properties, data; MS-TDS
+            // 2.2.5.5.4): the test server's lossless form of a variant.
+            SqlType::SqlVariant => DataType::Binary,
             SqlType::DateTime => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::DateTime2(s) if s <= 3 => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::DateTime2(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -86,8 +107,14 @@ impl SqlType {
             SqlType::Numeric { .. } => "numeric",
             SqlType::DateTime => "datetime",
             SqlType::NVarChar(_) => "nvarchar",
-            SqlType::VarChar(_) => "varchar",
+            SqlType::VarChar(..) => "varchar",
             SqlType::DateTime2(_) => "datetime2",
+            SqlType::Binary(_) => "binary",
+            SqlType::VarBinary(_) => "varbinary",
+            SqlType::Xml => "xml",
+            SqlType::Float => "float",
+            SqlType::SqlVariant => "sql_variant",
+            SqlType::UniqueIdentifier => "uniqueidentifier",
         }
     }
 
@@ -98,8 +125,11 @@ impl SqlType {
             SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
             SqlType::NVarChar(Some(n)) => format!("nvarchar({n})"),
             SqlType::NVarChar(None) => "nvarchar(max)".into(),
-            SqlType::VarChar(Some(n)) => format!("varchar({n})"),
-            SqlType::VarChar(None) => "varchar(max)".into(),
+            SqlType::VarChar(Some(n), _) => format!("varchar({n})"),
+            SqlType::VarChar(None, _) => "varchar(max)".into(),
+            SqlType::Binary(n) => format!("binary({n})"),
+            SqlType::VarBinary(Some(n)) => format!("varbinary({n})"),
+            SqlType::VarBinary(None) => "varbinary(max)".into(),
             SqlType::DateTime2(s) => format!("datetime2({s})"),
             other => other.data_type_name().into(),
         }
@@ -167,10 +197,37 @@ pub enum Value {
     },
     /// FLOAT (only as a parameter or literal).
     Float(f64),
-    /// NVARCHAR/VARCHAR.
+    /// NVARCHAR/VARCHAR/XML text.
     Str(String),
     /// DATETIME2 as 100 ns ticks since 0001-01-01 00:00:00.
     DateTime2(i64),
+    /// BINARY/VARBINARY bytes.
+    Bytes(Vec<u8>),
+    /// A SQL_VARIANT value: never NULL inside (a NULL variant is [`Value::Null`]).
+    Variant(Box<Variant>),
+}
+
+/// A SQL_VARIANT's base type and its value (already of that type, see [`Value::coerce`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// One of the base types SQL Server stores in a variant: the integers, BIT, FLOAT,
+    /// DECIMAL/NUMERIC, DATETIME, DATETIME2, VARCHAR(n) with its collation, NVARCHAR(n),
+    /// BINARY(n), VARBINARY(n), UNIQUEIDENTIFIER (no MAX types, no XML, no variant).
+    pub base: SqlType,
+    /// The value (not NULL).
+    pub value: Value,
+}
+
+impl SqlType {
+    /// True for a type a SQL_VARIANT can hold.
+    pub fn is_variant_base(&self) -> bool {
+        !matches!(self, SqlType::NVarChar(None) | SqlType::VarChar(None, _) | SqlType::VarBinary(None) | SqlType::Xml | SqlType::SqlVariant)
+    }
+
+    /// The VARCHAR type of `n` bytes in the server's default collation.
+    pub fn varchar(n: Option<u16>) -> SqlType {
+        SqlType::VarChar(n, Collation::DEFAULT)
+    }
 }
 
 impl Value {
@@ -219,6 +276,9 @@ impl Value {
         }
         match (self, other) {
             (Value::Str(a), Value::Str(b)) => Some(cmp_ci(a, b)),
+            (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
+            (Value::Variant(a), b) => a.value.sql_cmp(b),
+            (a, Value::Variant(b)) => a.sql_cmp(&b.value),
             (Value::DateTime2(a), Value::DateTime2(b)) => Some(a.cmp(b)),
             (Value::DateTime2(a), Value::Str(s)) => parse_datetime(s).map(|b| a.cmp(&b)),
             (Value::Str(s), Value::DateTime2(b)) => parse_datetime(s).map(|a| a.cmp(b)),
@@ -308,19 +368,81 @@ impl Value {
                 let v = parse_decimal_literal(s.trim()).ok_or_else(|| conv_fail(&Value::Str(s.clone())))?;
                 v.coerce(ty, col)
             }
-            (Value::Str(s), SqlType::NVarChar(max) | SqlType::VarChar(max)) => {
+            (Value::Str(s), SqlType::NVarChar(max)) => {
                 if let Some(max) = max {
                     let len = s.chars().count();
                     if len > *max as usize {
                         let cut: String = s.chars().take(*max as usize).collect();
-                        return Err(SqlError::new(2628, format!("String or binary data would be truncated in column '{col}'. Truncated value: '{cut}'.")));
+                        return Err(truncated(col, &cut));
                     }
                 }
                 Ok(Value::Str(s))
             }
-            (v @ (Value::Int(_) | Value::Decimal { .. } | Value::Bool(_) | Value::Float(_) | Value::DateTime2(_)), SqlType::NVarChar(_) | SqlType::VarChar(_)) => {
+            // Text goes into the column's code page; a character it lacks becomes '?', as SQL
+            // Server converts. The length counts bytes.
+            (Value::Str(s), SqlType::VarChar(max, coll)) => {
+                let bytes = coll.encode_lossy(&s).map_err(|e| SqlError::new(459, format!("Column '{col}': {e}.")))?;
+                if let Some(max) = max {
+                    if bytes.len() > *max as usize {
+                        return Err(truncated(col, &coll.decode(&bytes[..*max as usize]).unwrap_or_default()));
+                    }
+                }
+                coll.decode(&bytes).map(Value::Str).map_err(|e| SqlError::new(459, format!("Column '{col}': {e}.")))
+            }
+            (Value::Str(s), SqlType::Xml) => Ok(Value::Str(s)),
+            (v @ (Value::Int(_) | Value::Decimal { .. } | Value::Bool(_) | Value::Float(_) | Value::DateTime2(_)), SqlType::NVarChar(_) | SqlType::VarChar(..)) => {
                 Value::Str(v.to_string()).coerce(ty, col)
             }
+            (Value::Bytes(b), SqlType::Binary(n)) => {
+                if b.len() > *n as usize {
+                    return Err(truncated(col, &Value::Bytes(b[..*n as usize].to_vec()).to_string()));
+                }
+                let mut b = b;
+                b.resize(*n as usize, 0);
+                Ok(Value::Bytes(b))
+            }
+            (Value::Bytes(b), SqlType::VarBinary(max)) => {
+                if let Some(max) = max {
+                    if b.len() > *max as usize {
+                        return Err(truncated(col, &Value::Bytes(b[..*max as usize].to_vec()).to_string()));
+                    }
+                }
+                Ok(Value::Bytes(b))
+            }
+            (Value::Bytes(b), SqlType::UniqueIdentifier) if b.len() == 16 => Ok(Value::Bytes(b)),
+            (v @ (Value::Int(_) | Value::Decimal { .. } | Value::Bool(_)), SqlType::Float) => v.as_f64().map(Value::Float).ok_or_else(|| conv_fail(&v)),
+            (Value::Float(f), SqlType::Float) => Ok(Value::Float(f)),
+            (Value::Variant(v), SqlType::SqlVariant) => {
+                let Variant { base, value } = *v;
+                if !base.is_variant_base() {
+                    return Err(SqlError::new(206, format!("Operand type clash: {} is incompatible with sql_variant (column '{col}').", base.sql_name())));
+                }
+                let value = value.coerce(&base, col)?;
+                if value.is_null() {
+                    return Ok(Value::Null);
+                }
+                Ok(Value::Variant(Box::new(Variant { base, value })))
+            }
+            // A value of another type becomes a variant of its own type, as SQL Server converts.
+            (v, SqlType::SqlVariant) => {
+                let base = match &v {
+                    Value::Int(i) if i32::try_from(*i).is_ok() => SqlType::Int,
+                    Value::Int(_) => SqlType::BigInt,
+                    Value::Bool(_) => SqlType::Bit,
+                    Value::Decimal { mantissa, scale } => {
+                        let digits = mantissa.unsigned_abs().to_string().len() as u8;
+                        SqlType::Decimal { precision: digits.max(*scale + 1).min(38), scale: *scale }
+                    }
+                    Value::Float(_) => SqlType::Float,
+                    Value::Str(s) => SqlType::NVarChar(Some(s.encode_utf16().count().clamp(1, 4000) as u16)),
+                    Value::DateTime2(_) => SqlType::DateTime2(7),
+                    Value::Bytes(b) => SqlType::VarBinary(Some(b.len().clamp(1, 8000) as u16)),
+                    Value::Null | Value::Variant(_) => unreachable!("matched above"),
+                };
+                Value::Variant(Box::new(Variant { base, value: v })).coerce(ty, col)
+            }
+            // CAST(variant AS type): its value converted.
+            (Value::Variant(v), _) => v.value.coerce(ty, col),
             (Value::DateTime2(t), SqlType::DateTime2(scale)) => Ok(Value::DateTime2(round_ticks(t, *scale))),
             (Value::DateTime2(t), SqlType::DateTime) => datetime_value(t).ok_or_else(|| SqlError::new(242, format!("The conversion of a datetime2 data type to a datetime data type resulted in an out-of-range value (column '{col}')."))),
             (Value::Str(s), SqlType::DateTime) => {
@@ -334,6 +456,11 @@ impl Value {
             (v, _) => Err(conv_fail(&v)),
         }
     }
+}
+
+/// Error 2628 for a value cut to `cut`.
+fn truncated(col: &str, cut: &str) -> SqlError {
+    SqlError::new(2628, format!("String or binary data would be truncated in column '{col}'. Truncated value: '{cut}'."))
 }
 
 /// Days from 0001-01-01 to 1900-01-01, DATETIME's day 0.
@@ -457,6 +584,11 @@ impl fmt::Display for Value {
                 write!(f, "{}{}{}{}", if neg { "-" } else { "" }, i, if scale > 0 { "." } else { "" }, fr)
             }
             Value::Str(s) => write!(f, "{s}"),
+            Value::Bytes(b) => {
+                write!(f, "0x")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02X}"))
+            }
+            Value::Variant(v) => write!(f, "{}", v.value),
             Value::DateTime2(t) => match Value::ticks_to_naive(*t) {
                 // chrono has no 7-digit fraction specifier (`%.7f` makes formatting fail): the
                 // 100 ns ticks are written by hand, as SQL Server shows DATETIME2(7).

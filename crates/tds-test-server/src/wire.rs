@@ -4,7 +4,8 @@
 //! Everything here works on complete byte slices and never panics on malformed input:
 //! a short buffer is [`WireError::Incomplete`], anything else [`WireError::Malformed`].
 
-use crate::types::{SqlType, Value, TICKS_PER_DAY};
+use crate::collation::Collation;
+use crate::types::{SqlType, Value, Variant, TICKS_PER_DAY};
 
 /// Packet types (MS-TDS 2.2.3.1.1).
 pub mod packet {
@@ -102,11 +103,22 @@ pub mod ty {
     pub const BIGCHAR: u8 = 0xAF;
     pub const NVARCHAR: u8 = 0xE7;
     pub const NCHAR: u8 = 0xEF;
+    pub const BIGVARBINARY: u8 = 0xA5;
+    pub const BIGBINARY: u8 = 0xAD;
+    pub const XML: u8 = 0xF1;
+    pub const SSVARIANT: u8 = 0x62;
+    pub const GUID: u8 = 0x24;
 }
 
-/// The collation the server reports: LCID 0x0409, flags 0xD0 (CI, AS), SortId 52
-/// = SQL_Latin1_General_CP1_CI_AS (code page 1252).
-pub const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
+/// The collation the server reports (its default): SQL_Latin1_General_CP1_CI_AS.
+pub const COLLATION: [u8; 5] = Collation::DEFAULT.0;
+
+/// The most bytes a SQL_VARIANT value holds (its TYPE_INFO's max length, as SQL Server sends it).
+pub const VARIANT_MAX: u32 = 8016;
+
+/// The most bytes the server puts in one PLP chunk (MS-TDS 2.2.5.2.3 leaves chunk sizes to
+/// the sender; SQL Server's follow its packet size, so long values arrive in several chunks).
+pub const PLP_CHUNK: usize = 8000;
 
 /// A decoding failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,27 +217,6 @@ pub fn utf16_to_string(b: &[u8]) -> WResult<String> {
     String::from_utf16(&units).map_err(|_| WireError::Malformed("invalid UTF-16 text".into()))
 }
 
-/// Decodes code page 1252 bytes (VARCHAR with the server collation).
-pub fn cp1252_to_string(b: &[u8]) -> String {
-    const HIGH: [char; 32] = [
-        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
-    ];
-    b.iter().map(|&c| if (0x80..0xA0).contains(&c) { HIGH[(c - 0x80) as usize] } else { c as char }).collect()
-}
-
-/// Encodes text as code page 1252; `None` if a character has no 1252 byte.
-pub fn string_to_cp1252(s: &str) -> Option<Vec<u8>> {
-    s.chars()
-        .map(|c| {
-            let u = c as u32;
-            if u < 0x80 || (0xA0..=0xFF).contains(&u) {
-                return Some(u as u8);
-            }
-            (0x80u8..0xA0).find(|&b| cp1252_to_string(&[b]).starts_with(c))
-        })
-        .collect()
-}
-
 /// A decoded TYPE_INFO (of an RPC parameter or a BulkLoad COLMETADATA column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireType {
@@ -264,8 +255,19 @@ pub enum WireType {
     DateTime2N(u8),
     /// NVARCHAR/NCHAR, max length in bytes (0xFFFF = MAX, sent as PLP).
     NVarChar(u16),
-    /// BIGVARCHAR/BIGCHAR, max length in bytes (0xFFFF = MAX).
-    VarChar(u16),
+    /// BIGVARCHAR/BIGCHAR, max length in bytes (0xFFFF = MAX), and the collation whose code
+    /// page the bytes are in.
+    VarChar(u16, Collation),
+    /// BIGVARBINARY, max length in bytes (0xFFFF = MAX, sent as PLP).
+    VarBinary(u16),
+    /// BIGBINARY with its length.
+    Binary(u16),
+    /// XML (always PLP, UTF-16LE); schema-bound or not.
+    Xml,
+    /// SSVARIANT with its max length (4 bytes in TYPE_INFO).
+    Variant(u32),
+    /// GUID (UNIQUEIDENTIFIER): length byte 16.
+    Guid,
 }
 
 impl WireType {
@@ -322,9 +324,33 @@ impl WireType {
             }
             ty::BIGVARCHAR | ty::BIGCHAR => {
                 let n = r.u16()?;
-                r.bytes(5)?;
-                WireType::VarChar(n)
+                let c = r.arr::<5>()?;
+                WireType::VarChar(n, Collation(c))
             }
+            ty::BIGVARBINARY => WireType::VarBinary(r.u16()?),
+            ty::BIGBINARY => match r.u16()? {
+                0xFFFF => return bad("BIGBINARY of length 0xFFFF"),
+                n => WireType::Binary(n),
+            },
+            // XML_INFO (MS-TDS 2.2.5.5.3): SCHEMA_PRESENT, then (if 1) the schema collection's
+            // database and owner (B_VARCHAR) and name (US_VARCHAR).
+            ty::XML => {
+                match r.u8()? {
+                    0 => {}
+                    1 => {
+                        r.b_varchar()?;
+                        r.b_varchar()?;
+                        r.us_varchar()?;
+                    }
+                    n => return bad(format!("XML SCHEMA_PRESENT {n}")),
+                }
+                WireType::Xml
+            }
+            ty::SSVARIANT => WireType::Variant(r.u32()?),
+            ty::GUID => match r.u8()? {
+                16 => WireType::Guid,
+                n => return bad(format!("GUID length {n}")),
+            },
             other => return bad(format!("unsupported data type 0x{other:02X}")),
         })
     }
@@ -343,8 +369,15 @@ impl WireType {
             WireType::DateTime2N(s) => SqlType::DateTime2(s),
             WireType::NVarChar(0xFFFF) => SqlType::NVarChar(None),
             WireType::NVarChar(n) => SqlType::NVarChar(Some(n / 2)),
-            WireType::VarChar(0xFFFF) => SqlType::VarChar(None),
-            WireType::VarChar(n) => SqlType::VarChar(Some(n)),
+            WireType::VarChar(0xFFFF, c) => SqlType::VarChar(None, c),
+            WireType::VarChar(n, c) => SqlType::VarChar(Some(n), c),
+            WireType::FixedFloat(8) | WireType::FloatN(8) => SqlType::Float,
+            WireType::VarBinary(0xFFFF) => SqlType::VarBinary(None),
+            WireType::VarBinary(n) => SqlType::VarBinary(Some(n)),
+            WireType::Binary(n) => SqlType::Binary(n),
+            WireType::Xml => SqlType::Xml,
+            WireType::Variant(_) => SqlType::SqlVariant,
+            WireType::Guid => SqlType::UniqueIdentifier,
             _ => return None,
         })
     }
@@ -423,10 +456,32 @@ impl WireType {
                 None => Ok(Value::Null),
                 Some(b) => Ok(Value::Str(utf16_to_string(&b)?)),
             },
-            WireType::VarChar(max) => match read_var_bytes(r, max)? {
+            WireType::VarChar(max, coll) => match read_var_bytes(r, max)? {
                 None => Ok(Value::Null),
-                Some(b) => Ok(Value::Str(cp1252_to_string(&b))),
+                Some(b) => Ok(Value::Str(coll.decode(&b).map_err(WireError::Malformed)?)),
             },
+            WireType::VarBinary(max) => Ok(read_var_bytes(r, max)?.map_or(Value::Null, Value::Bytes)),
+            WireType::Binary(len) => Ok(read_var_bytes(r, len)?.map_or(Value::Null, Value::Bytes)),
+            WireType::Xml => match read_var_bytes(r, 0xFFFF)? {
+                None => Ok(Value::Null),
+                // A byte-order mark may lead the UTF-16 text; it is not part of the value.
+                Some(b) => Ok(Value::Str(utf16_to_string(b.strip_prefix(&[0xFF, 0xFE]).unwrap_or(&b))?)),
+            },
+            WireType::Guid => match r.u8()? {
+                0 => Ok(Value::Null),
+                16 => Ok(Value::Bytes(r.bytes(16)?.to_vec())),
+                n => bad(format!("GUID value length {n}")),
+            },
+            WireType::Variant(max) => {
+                let n = r.u32()?;
+                if n == 0 {
+                    return Ok(Value::Null);
+                }
+                if n > max {
+                    return bad(format!("SQL_VARIANT of {n} bytes exceeds declared max {max}"));
+                }
+                decode_variant(r.bytes(n as usize)?)
+            }
         }
     }
 }
@@ -442,7 +497,7 @@ impl WireType {
             WireType::FixedInt(n) | WireType::FixedFloat(n) => fixed(r, n as usize),
             WireType::FixedBit => fixed(r, 1),
             WireType::FixedDateTime => fixed(r, 8),
-            WireType::IntN(_) | WireType::BitN | WireType::FloatN(_) | WireType::DateTimeN(_) | WireType::DateN | WireType::DecimalN { .. } | WireType::DateTime2N(_) => {
+            WireType::IntN(_) | WireType::BitN | WireType::FloatN(_) | WireType::DateTimeN(_) | WireType::DateN | WireType::DecimalN { .. } | WireType::DateTime2N(_) | WireType::Guid => {
                 let n = r.u8()?;
                 let ok = match *self {
                     WireType::IntN(_) => matches!(n, 0 | 1 | 2 | 4 | 8),
@@ -451,6 +506,7 @@ impl WireType {
                     WireType::DateN => matches!(n, 0 | 3),
                     WireType::DecimalN { .. } => matches!(n, 0 | 5 | 9 | 13 | 17),
                     WireType::DateTime2N(scale) => n == 0 || n == time_len(scale) + 3,
+                    WireType::Guid => matches!(n, 0 | 16),
                     _ => false,
                 };
                 if !ok {
@@ -458,7 +514,15 @@ impl WireType {
                 }
                 fixed(r, n as usize)
             }
-            WireType::NVarChar(max) | WireType::VarChar(max) => skip_var_bytes(r, max),
+            WireType::NVarChar(max) | WireType::VarChar(max, _) | WireType::VarBinary(max) | WireType::Binary(max) => skip_var_bytes(r, max),
+            WireType::Xml => skip_var_bytes(r, 0xFFFF),
+            WireType::Variant(max) => {
+                let n = r.u32()?;
+                if n > max {
+                    return bad(format!("SQL_VARIANT of {n} bytes exceeds declared max {max}"));
+                }
+                fixed(r, n as usize)
+            }
         }
     }
 }
@@ -491,6 +555,167 @@ fn skip_var_bytes(r: &mut Rd, max: u16) -> WResult<()> {
     if total != 0xFFFF_FFFF_FFFF_FFFE && total != len {
         return bad(format!("PLP total length {total} but chunks hold {len}"));
     }
+    Ok(())
+}
+
+/// A SQL_VARIANT's bytes after its 4-byte length (MS-TDS 2.2.5.5.4: base type byte, property
+/// byte count, properties, data) as a value. Base types as SQL Server stores them: the fixed
+/// INT1/2/4/8, BIT, FLT8, DATETIME; DECIMALN/NUMERICN (precision, scale), DATETIME2N
+/// (scale), BIGVARCHAR/BIGCHAR/NVARCHAR/NCHAR (collation, max length in bytes),
+/// BIGVARBINARY/BIGBINARY (max length); the data carries no length of its own.
+pub fn decode_variant(raw: &[u8]) -> WResult<Value> {
+    let mut r = Rd::new(raw);
+    let base_ty = r.u8().map_err(|_| WireError::Malformed("SQL_VARIANT without a base type".into()))?;
+    let nprops = r.u8().map_err(|_| WireError::Malformed("SQL_VARIANT without a property count".into()))? as usize;
+    let props = r.bytes(nprops).map_err(|_| WireError::Malformed(format!("SQL_VARIANT of {} bytes with {nprops} property bytes", raw.len())))?;
+    let data = &raw[2 + nprops..];
+    let want = |n: usize| if nprops == n { Ok(()) } else { bad(format!("SQL_VARIANT base type 0x{base_ty:02X} with {nprops} property bytes (MS-TDS: {n})")) };
+    let fixed = |n: usize| if nprops == 0 && data.len() == n { Ok(()) } else { bad(format!("SQL_VARIANT base type 0x{base_ty:02X}: {nprops} property and {} data bytes", data.len())) };
+    let mut d = Rd::new(data);
+    let (base, value) = match base_ty {
+        ty::INT1 | ty::INT2 | ty::INT4 | ty::INT8 => {
+            let (t, w) = match base_ty {
+                ty::INT1 => (SqlType::TinyInt, 1),
+                ty::INT2 => (SqlType::SmallInt, 2),
+                ty::INT4 => (SqlType::Int, 4),
+                _ => (SqlType::BigInt, 8),
+            };
+            fixed(w as usize)?;
+            (t, read_int(&mut d, w)?)
+        }
+        ty::BIT => {
+            fixed(1)?;
+            (SqlType::Bit, Value::Bool(data[0] != 0))
+        }
+        // REAL (FLT4) is not stored: as a FLOAT it would come back as another base type.
+        ty::FLT8 => {
+            fixed(8)?;
+            (SqlType::Float, read_float(&mut d, 8)?)
+        }
+        ty::DATETIME => {
+            fixed(8)?;
+            (SqlType::DateTime, read_datetime(&mut d, 8)?)
+        }
+        ty::DECIMALN | ty::NUMERICN => {
+            want(2)?;
+            let (precision, scale) = (props[0], props[1]);
+            let t = if base_ty == ty::NUMERICN { SqlType::Numeric { precision, scale } } else { SqlType::Decimal { precision, scale } };
+            let w = WireType::DecimalN { numeric: base_ty == ty::NUMERICN, len: decimal_len(precision), precision, scale };
+            if !(1..=38).contains(&precision) || scale > precision || data.is_empty() || data.len() > 17 {
+                return bad(format!("SQL_VARIANT {} of {} data bytes", t.sql_name(), data.len()));
+            }
+            // The DECIMALN value with its length byte in front.
+            let mut v = vec![data.len() as u8];
+            v.extend_from_slice(data);
+            (t, w.decode_value(&mut Rd::new(&v))?)
+        }
+        ty::DATETIME2N => {
+            want(1)?;
+            let scale = props[0];
+            if scale > 7 || data.len() != time_len(scale) as usize + 3 {
+                return bad(format!("SQL_VARIANT datetime2({scale}) of {} data bytes", data.len()));
+            }
+            let mut v = vec![data.len() as u8];
+            v.extend_from_slice(data);
+            (SqlType::DateTime2(scale), WireType::DateTime2N(scale).decode_value(&mut Rd::new(&v))?)
+        }
+        ty::BIGVARCHAR | ty::BIGCHAR | ty::NVARCHAR | ty::NCHAR => {
+            want(7)?;
+            let coll = Collation([props[0], props[1], props[2], props[3], props[4]]);
+            let max = u16::from_le_bytes([props[5], props[6]]);
+            if data.len() > max as usize {
+                return bad(format!("SQL_VARIANT string of {} bytes exceeds its max length {max}", data.len()));
+            }
+            if matches!(base_ty, ty::NVARCHAR | ty::NCHAR) {
+                (SqlType::NVarChar(Some(max / 2)), Value::Str(utf16_to_string(data)?))
+            } else {
+                (SqlType::VarChar(Some(max), coll), Value::Str(coll.decode(data).map_err(WireError::Malformed)?))
+            }
+        }
+        ty::GUID => {
+            fixed(16)?;
+            (SqlType::UniqueIdentifier, Value::Bytes(data.to_vec()))
+        }
+        ty::BIGVARBINARY | ty::BIGBINARY => {
+            want(2)?;
+            let max = u16::from_le_bytes([props[0], props[1]]);
+            if data.len() > max as usize {
+                return bad(format!("SQL_VARIANT binary of {} bytes exceeds its max length {max}", data.len()));
+            }
+            (if base_ty == ty::BIGBINARY { SqlType::Binary(max) } else { SqlType::VarBinary(Some(max)) }, Value::Bytes(data.to_vec()))
+        }
+        t => return bad(format!("SQL_VARIANT base type 0x{t:02X} is not one the test server stores")),
+    };
+    Ok(Value::Variant(Box::new(Variant { base, value })))
+}
+
+/// Appends a SQL_VARIANT value: its 4-byte length, then base type, properties and data as
+/// [`decode_variant`] reads them.
+pub fn encode_variant(b: &mut Vec<u8>, v: &Variant) -> Result<(), String> {
+    let at = b.len();
+    b.extend_from_slice(&[0; 4]);
+    let base = v.base;
+    match (base, &v.value) {
+        (SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt, Value::Int(i)) => {
+            let w = int_width(&base);
+            b.extend_from_slice(&[match w {
+                1 => ty::INT1,
+                2 => ty::INT2,
+                4 => ty::INT4,
+                _ => ty::INT8,
+            }, 0]);
+            put_int(b, w, *i);
+        }
+        (SqlType::Bit, Value::Bool(x)) => b.extend_from_slice(&[ty::BIT, 0, *x as u8]),
+        (SqlType::Float, Value::Float(f)) => {
+            b.extend_from_slice(&[ty::FLT8, 0]);
+            b.extend_from_slice(&f.to_le_bytes());
+        }
+        (SqlType::DateTime, Value::DateTime2(_)) => {
+            b.extend_from_slice(&[ty::DATETIME, 0]);
+            encode_value(b, &base, false, &v.value)?;
+        }
+        (SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale }, Value::Decimal { .. }) => {
+            b.extend_from_slice(&[if matches!(base, SqlType::Numeric { .. }) { ty::NUMERICN } else { ty::DECIMALN }, 2, precision, scale]);
+            let start = b.len();
+            encode_value(b, &base, true, &v.value)?;
+            // The data has no length byte of its own.
+            b.remove(start);
+        }
+        (SqlType::DateTime2(s), Value::DateTime2(_)) => {
+            b.extend_from_slice(&[ty::DATETIME2N, 1, s]);
+            let start = b.len();
+            encode_value(b, &base, true, &v.value)?;
+            b.remove(start);
+        }
+        (SqlType::VarChar(Some(n), coll), Value::Str(s)) => {
+            b.extend_from_slice(&[ty::BIGVARCHAR, 7]);
+            b.extend_from_slice(&coll.0);
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(&coll.encode_exact(s)?);
+        }
+        (SqlType::NVarChar(Some(n)), Value::Str(s)) => {
+            b.extend_from_slice(&[ty::NVARCHAR, 7]);
+            b.extend_from_slice(&COLLATION);
+            b.extend_from_slice(&n.saturating_mul(2).to_le_bytes());
+            b.extend(s.encode_utf16().flat_map(u16::to_le_bytes));
+        }
+        (SqlType::UniqueIdentifier, Value::Bytes(x)) if x.len() == 16 => {
+            b.extend_from_slice(&[ty::GUID, 0]);
+            b.extend_from_slice(x);
+        }
+        (SqlType::Binary(n) | SqlType::VarBinary(Some(n)), Value::Bytes(x)) => {
+            b.extend_from_slice(&[if matches!(base, SqlType::Binary(_)) { ty::BIGBINARY } else { ty::BIGVARBINARY }, 2]);
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(x);
+        }
+        (t, v) => return Err(format!("SQL_VARIANT of base type {} cannot hold {v:?}", t.sql_name())),
+    }
+    let n = b.len() - at - 4;
+    if n > VARIANT_MAX as usize {
+        return Err(format!("SQL_VARIANT of {n} bytes exceeds {VARIANT_MAX}"));
+    }
+    b[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
     Ok(())
 }
 
@@ -749,8 +974,9 @@ impl TokenWriter {
 /// BYTELEN types, 2 for USHORTLEN 0xFFFF, 8 for PLP_NULL). NOT NULL fixed types never are.
 pub fn null_len(t: &SqlType) -> usize {
     match t {
-        SqlType::NVarChar(None) | SqlType::VarChar(None) => 8,
-        SqlType::NVarChar(Some(_)) | SqlType::VarChar(Some(_)) => 2,
+        SqlType::NVarChar(None) | SqlType::VarChar(None, _) | SqlType::VarBinary(None) | SqlType::Xml => 8,
+        SqlType::NVarChar(Some(_)) | SqlType::VarChar(Some(_), _) | SqlType::VarBinary(Some(_)) | SqlType::Binary(_) => 2,
+        SqlType::SqlVariant => 4,
         _ => 1,
     }
 }
@@ -823,10 +1049,27 @@ pub fn encode_type_info(b: &mut Vec<u8>, t: &SqlType, nullable: bool) {
             b.extend_from_slice(&max.to_le_bytes());
             b.extend_from_slice(&COLLATION);
         }
-        SqlType::VarChar(n) => {
+        SqlType::VarChar(n, coll) => {
             b.push(ty::BIGVARCHAR);
             b.extend_from_slice(&n.unwrap_or(0xFFFF).to_le_bytes());
-            b.extend_from_slice(&COLLATION);
+            b.extend_from_slice(&coll.0);
+        }
+        SqlType::Binary(n) => {
+            b.push(ty::BIGBINARY);
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        SqlType::VarBinary(n) => {
+            b.push(ty::BIGVARBINARY);
+            b.extend_from_slice(&n.unwrap_or(0xFFFF).to_le_bytes());
+        }
+        // No schema collection (SCHEMA_PRESENT 0).
+        SqlType::Xml => b.extend_from_slice(&[ty::XML, 0]),
+        SqlType::Float if nullable => b.extend_from_slice(&[ty::FLTN, 8]),
+        SqlType::Float => b.push(ty::FLT8),
+        SqlType::UniqueIdentifier => b.extend_from_slice(&[ty::GUID, 16]),
+        SqlType::SqlVariant => {
+            b.push(ty::SSVARIANT);
+            b.extend_from_slice(&VARIANT_MAX.to_le_bytes());
         }
     }
 }
@@ -900,20 +1143,41 @@ pub fn encode_value(b: &mut Vec<u8>, t: &SqlType, nullable: bool, v: &Value) -> 
             };
             put_var_bytes(b, n.is_none(), bytes.as_deref());
         }
-        (SqlType::VarChar(n), v) => {
+        (SqlType::VarChar(n, coll), v) => {
             let bytes = match v {
                 Value::Null => None,
-                Value::Str(s) => Some(string_to_cp1252(s).ok_or_else(|| format!("'{s}' has characters outside code page 1252"))?),
+                Value::Str(s) => Some(coll.encode_exact(s)?),
                 other => return Err(format!("value {other:?} is not text")),
             };
             put_var_bytes(b, n.is_none(), bytes.as_deref());
         }
+        (SqlType::Binary(_), Value::Null) => put_var_bytes(b, false, None),
+        (SqlType::VarBinary(n), Value::Null) => put_var_bytes(b, n.is_none(), None),
+        (SqlType::Binary(_), Value::Bytes(x)) => put_var_bytes(b, false, Some(x)),
+        (SqlType::VarBinary(n), Value::Bytes(x)) => put_var_bytes(b, n.is_none(), Some(x)),
+        (SqlType::Xml, Value::Null) => put_var_bytes(b, true, None),
+        (SqlType::Xml, Value::Str(s)) => put_var_bytes(b, true, Some(&s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>())),
+        (SqlType::Float, Value::Null) if nullable => b.push(0),
+        (SqlType::Float, Value::Float(f)) => {
+            if nullable {
+                b.push(8);
+            }
+            b.extend_from_slice(&f.to_le_bytes());
+        }
+        (SqlType::UniqueIdentifier, Value::Null) => b.push(0),
+        (SqlType::UniqueIdentifier, Value::Bytes(x)) if x.len() == 16 => {
+            b.push(16);
+            b.extend_from_slice(x);
+        }
+        (SqlType::SqlVariant, Value::Null) => b.extend_from_slice(&0u32.to_le_bytes()),
+        (SqlType::SqlVariant, Value::Variant(var)) => encode_variant(b, var)?,
         (t, v) => return Err(format!("value {v:?} does not fit type {} (nullable {nullable})", t.sql_name())),
     }
     Ok(())
 }
 
-/// USHORTLEN bytes, or PLP for MAX types (one chunk per value).
+/// USHORTLEN bytes, or PLP for MAX types (chunks of at most [`PLP_CHUNK`] bytes; an empty
+/// value is the total length 0 and the terminator alone, NULL is PLP_NULL).
 fn put_var_bytes(b: &mut Vec<u8>, plp: bool, bytes: Option<&[u8]>) {
     match (plp, bytes) {
         (false, None) => b.extend_from_slice(&0xFFFFu16.to_le_bytes()),
@@ -924,9 +1188,9 @@ fn put_var_bytes(b: &mut Vec<u8>, plp: bool, bytes: Option<&[u8]>) {
         (true, None) => b.extend_from_slice(&u64::MAX.to_le_bytes()),
         (true, Some(x)) => {
             b.extend_from_slice(&(x.len() as u64).to_le_bytes());
-            if !x.is_empty() {
-                b.extend_from_slice(&(x.len() as u32).to_le_bytes());
-                b.extend_from_slice(x);
+            for chunk in x.chunks(PLP_CHUNK) {
+                b.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+                b.extend_from_slice(chunk);
             }
             b.extend_from_slice(&0u32.to_le_bytes());
         }
@@ -993,10 +1257,19 @@ mod tests {
             (SqlType::DateTime2(3), false, Value::DateTime2(crate::types::parse_datetime("2024-05-06 07:08:09.123").unwrap())),
             (SqlType::NVarChar(None), true, Value::Str("héllo ✓".into())),
             (SqlType::NVarChar(Some(10)), true, Value::Null),
-            (SqlType::VarChar(Some(10)), false, Value::Str("€uro".into())),
+            (SqlType::varchar(Some(10)), false, Value::Str("€uro".into())),
             (SqlType::Bit, true, Value::Bool(true)),
         ];
         for (t, nullable, v) in cases {
+            round_trip(t, nullable, v);
+        }
+    }
+
+    /// Encodes `v` as a column of type `t` and decodes it with the TYPE_INFO the server
+    /// describes the column with; skipping takes the same bytes, and every shorter prefix is
+    /// Incomplete (never a panic or a wrong value).
+    fn round_trip(t: SqlType, nullable: bool, v: Value) {
+        {
             let mut ti = Vec::new();
             encode_type_info(&mut ti, &t, nullable);
             let wire = WireType::decode(&mut Rd::new(&ti)).unwrap();
@@ -1009,11 +1282,172 @@ mod tests {
             let mut r = Rd::new(&b);
             wire.skip_value(&mut r).unwrap();
             assert_eq!(r.pos, b.len(), "skip {t:?}");
-            // Every shorter prefix is Incomplete, never a panic or a wrong value.
-            for cut in 0..b.len() {
+            // Every shorter prefix (a sample of them for long values) is Incomplete.
+            let cuts: Vec<usize> = if b.len() < 4096 { (0..b.len()).collect() } else { (0..b.len()).step_by(997).chain(b.len() - 9..b.len()).collect() };
+            for cut in cuts {
                 assert_eq!(wire.decode_value(&mut Rd::new(&b[..cut])), Err(WireError::Incomplete), "{t:?} cut {cut}");
                 assert_eq!(wire.skip_value(&mut Rd::new(&b[..cut])), Err(WireError::Incomplete), "skip {t:?} cut {cut}");
             }
         }
+    }
+
+    fn cyrillic() -> Collation {
+        Collation::from_name("Cyrillic_General_CI_AS").unwrap()
+    }
+
+    fn variant(base: SqlType, value: Value) -> Value {
+        Value::Variant(Box::new(Variant { base, value }))
+    }
+
+    #[test]
+    fn child_table_types_round_trip() {
+        let greek = Collation::from_name("Greek_CI_AS").unwrap();
+        let long_xml = format!("<deadlock>{}</deadlock>", "<victim id=\"π\"/>".repeat(2000));
+        let long_bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let cases = [
+            (SqlType::Binary(8), true, Value::Bytes(vec![0, 1, 2, 3, 0xFC, 0xFD, 0xFE, 0xFF])),
+            (SqlType::Binary(8), true, Value::Null),
+            (SqlType::VarBinary(Some(64)), true, Value::Bytes(vec![0xAB; 64])),
+            (SqlType::VarBinary(Some(64)), true, Value::Bytes(Vec::new())),
+            (SqlType::VarBinary(Some(64)), true, Value::Null),
+            (SqlType::VarBinary(None), true, Value::Bytes(long_bytes)),
+            (SqlType::VarBinary(None), true, Value::Bytes(Vec::new())),
+            (SqlType::VarBinary(None), true, Value::Null),
+            (SqlType::Xml, true, Value::Str(long_xml)),
+            (SqlType::Xml, true, Value::Str(String::new())),
+            (SqlType::Xml, true, Value::Null),
+            (SqlType::VarChar(Some(20), cyrillic()), true, Value::Str("Привет, мир".into())),
+            (SqlType::VarChar(Some(20), cyrillic()), true, Value::Str(String::new())),
+            (SqlType::VarChar(None, greek), true, Value::Str("Καλημέρα ".repeat(1500))),
+            (SqlType::VarChar(None, greek), true, Value::Null),
+            (SqlType::NVarChar(None), true, Value::Str("日本語 ".repeat(3000))),
+            (SqlType::Float, true, Value::Float(-1.25e300)),
+            (SqlType::Float, false, Value::Float(0.1)),
+            (SqlType::Float, true, Value::Null),
+            (SqlType::SqlVariant, true, Value::Null),
+            (SqlType::SqlVariant, true, variant(SqlType::TinyInt, Value::Int(255))),
+            (SqlType::SqlVariant, true, variant(SqlType::SmallInt, Value::Int(-32768))),
+            (SqlType::SqlVariant, true, variant(SqlType::Int, Value::Int(2147483647))),
+            (SqlType::SqlVariant, true, variant(SqlType::BigInt, Value::Int(i64::MIN))),
+            (SqlType::SqlVariant, true, variant(SqlType::Bit, Value::Bool(true))),
+            (SqlType::SqlVariant, true, variant(SqlType::Float, Value::Float(1.0 / 3.0))),
+            (SqlType::SqlVariant, true, variant(SqlType::Decimal { precision: 18, scale: 2 }, Value::Decimal { mantissa: -12345, scale: 2 })),
+            (SqlType::SqlVariant, true, variant(SqlType::Numeric { precision: 38, scale: 10 }, Value::Decimal { mantissa: 10i128.pow(37), scale: 10 })),
+            (SqlType::SqlVariant, true, variant(SqlType::DateTime, Value::DateTime2(crate::types::datetime_ticks(45_000, 12_345)))),
+            (SqlType::SqlVariant, true, variant(SqlType::DateTime2(3), Value::DateTime2(crate::types::parse_datetime("2024-05-06 07:08:09.123").unwrap()))),
+            (SqlType::SqlVariant, true, variant(SqlType::DateTime2(7), Value::DateTime2(crate::types::parse_datetime("9999-12-31 23:59:59.9999999").unwrap()))),
+            (SqlType::SqlVariant, true, variant(SqlType::NVarChar(Some(256)), Value::Str("max server memory (MB) ✓".into()))),
+            (SqlType::SqlVariant, true, variant(SqlType::VarChar(Some(30), cyrillic()), Value::Str("Память".into()))),
+            (SqlType::SqlVariant, true, variant(SqlType::VarBinary(Some(16)), Value::Bytes(vec![1, 2, 3]))),
+            (SqlType::SqlVariant, true, variant(SqlType::Binary(4), Value::Bytes(vec![9, 8, 7, 6]))),
+            (SqlType::SqlVariant, true, variant(SqlType::NVarChar(Some(10)), Value::Str(String::new()))),
+            (SqlType::SqlVariant, true, variant(SqlType::UniqueIdentifier, Value::Bytes((0..16).collect()))),
+            (SqlType::UniqueIdentifier, true, Value::Bytes((100..116).collect())),
+            (SqlType::UniqueIdentifier, false, Value::Bytes(vec![0xFF; 16])),
+            (SqlType::UniqueIdentifier, true, Value::Null),
+        ];
+        for (t, nullable, v) in cases {
+            round_trip(t, nullable, v);
+        }
+    }
+
+    #[test]
+    fn plp_values_are_chunked_and_terminated() {
+        let x: Vec<u8> = (0..2 * PLP_CHUNK + 5).map(|i| i as u8).collect();
+        let mut b = Vec::new();
+        encode_value(&mut b, &SqlType::VarBinary(None), true, &Value::Bytes(x.clone())).unwrap();
+        // Total length, then chunks of PLP_CHUNK, PLP_CHUNK and 5 bytes, then the terminator.
+        let mut r = Rd::new(&b);
+        assert_eq!(r.u64().unwrap(), x.len() as u64);
+        let mut chunks = Vec::new();
+        loop {
+            let n = r.u32().unwrap() as usize;
+            if n == 0 {
+                break;
+            }
+            chunks.push(n);
+            r.bytes(n).unwrap();
+        }
+        assert_eq!(chunks, vec![PLP_CHUNK, PLP_CHUNK, 5]);
+        assert_eq!(r.remaining(), 0);
+        // Empty: total 0 and the terminator; NULL: PLP_NULL alone.
+        let mut b = Vec::new();
+        encode_value(&mut b, &SqlType::Xml, true, &Value::Str(String::new())).unwrap();
+        assert_eq!(b, [0u8; 12]);
+        let mut b = Vec::new();
+        encode_value(&mut b, &SqlType::Xml, true, &Value::Null).unwrap();
+        assert_eq!(b, [0xFF; 8]);
+        // What a client may send: UNKNOWN_PLP_LEN and chunks of any size, an XML byte-order mark.
+        let mut b = 0xFFFF_FFFF_FFFF_FFFEu64.to_le_bytes().to_vec();
+        for part in [&[0xFF, 0xFE, b'<', 0][..], &[b'a', 0, b'/'][..], &[0, b'>', 0][..]] {
+            b.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            b.extend_from_slice(part);
+        }
+        b.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(WireType::Xml.decode_value(&mut Rd::new(&b)).unwrap(), Value::Str("<a/>".into()));
+        // A total length the chunks do not add up to is malformed.
+        let mut b = 3u64.to_le_bytes().to_vec();
+        b.extend_from_slice(&[2, 0, 0, 0, 1, 2, 0, 0, 0, 0]);
+        assert!(matches!(WireType::VarBinary(0xFFFF).decode_value(&mut Rd::new(&b)), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn varchar_is_sent_in_its_collations_code_page() {
+        let t = SqlType::VarChar(Some(20), cyrillic());
+        let mut ti = Vec::new();
+        encode_type_info(&mut ti, &t, true);
+        assert_eq!(ti, [ty::BIGVARCHAR, 20, 0, 0x19, 0x04, 0xD0, 0x00, 0x00]);
+        let mut b = Vec::new();
+        encode_value(&mut b, &t, true, &Value::Str("Жук".into())).unwrap();
+        assert_eq!(b, [3, 0, 0xC6, 0xF3, 0xEA]);
+        // A character the code page lacks is never sent as something else.
+        assert!(encode_value(&mut Vec::new(), &t, true, &Value::Str("Ωmega".into())).unwrap_err().contains('Ω'));
+        // Stored values are converted as SQL Server converts them: '?' for what the code page
+        // lacks, the length in bytes.
+        assert_eq!(Value::Str("Жук Ω".into()).coerce(&t, "c").unwrap(), Value::Str("Жук ?".into()));
+        assert_eq!(Value::Str("Ж".repeat(21)).coerce(&t, "c").unwrap_err().number, 2628);
+    }
+
+    #[test]
+    fn variants_are_laid_out_as_ms_tds_says() {
+        let bytes = |v: Value| {
+            let mut b = Vec::new();
+            encode_value(&mut b, &SqlType::SqlVariant, true, &v).unwrap();
+            b
+        };
+        // Length 6: INT4, no properties, 4 bytes.
+        assert_eq!(bytes(variant(SqlType::Int, Value::Int(5))), [6, 0, 0, 0, ty::INT4, 0, 5, 0, 0, 0]);
+        // DECIMALN: precision and scale, then sign and the 8-byte magnitude of precision 18.
+        let mut want = vec![13, 0, 0, 0, ty::DECIMALN, 2, 18, 2, 1];
+        want.extend_from_slice(&12345u64.to_le_bytes());
+        assert_eq!(bytes(variant(SqlType::Decimal { precision: 18, scale: 2 }, Value::Decimal { mantissa: 12345, scale: 2 })), want);
+        // NVARCHAR: collation and max length in bytes, then UTF-16LE without a length.
+        assert_eq!(bytes(variant(SqlType::NVarChar(Some(10)), Value::Str("ab".into()))), [13, 0, 0, 0, ty::NVARCHAR, 7, 0x09, 0x04, 0xD0, 0x00, 0x34, 20, 0, b'a', 0, b'b', 0]);
+        // VARCHAR: the bytes in the collation's code page.
+        assert_eq!(bytes(variant(SqlType::VarChar(Some(30), cyrillic()), Value::Str("Жук".into()))), [12, 0, 0, 0, ty::BIGVARCHAR, 7, 0x19, 0x04, 0xD0, 0x00, 0x00, 30, 0, 0xC6, 0xF3, 0xEA]);
+        // DATETIME2(3): the scale, then 4 time bytes and 3 date bytes.
+        assert_eq!(bytes(variant(SqlType::DateTime2(3), Value::DateTime2(0)))[..7], [10, 0, 0, 0, ty::DATETIME2N, 1, 3]);
+        // A MAX base type is not a variant's; nor are wrong property counts.
+        assert!(Value::Str("x".into()).coerce(&SqlType::SqlVariant, "c").is_ok());
+        assert_eq!(variant(SqlType::NVarChar(None), Value::Str("x".into())).coerce(&SqlType::SqlVariant, "c").unwrap_err().number, 206);
+        assert!(matches!(decode_variant(&[ty::INT4, 1, 0, 5, 0, 0, 0]), Err(WireError::Malformed(_))));
+        assert!(matches!(decode_variant(&[ty::INT4, 0, 5, 0, 0]), Err(WireError::Malformed(_))));
+        assert!(matches!(decode_variant(&[0x99, 0]), Err(WireError::Malformed(_))));
+        // REAL would be stored as FLOAT, another base type: refused rather than changed.
+        assert!(matches!(decode_variant(&[ty::FLT4, 0, 0, 0, 0xC0, 0x3F]), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn xml_type_info_with_and_without_a_schema_collection() {
+        assert_eq!(WireType::decode(&mut Rd::new(&[ty::XML, 0])), Ok(WireType::Xml));
+        // SCHEMA_PRESENT 1: database "db" and owner "o" (B_VARCHAR), collection "c" (US_VARCHAR).
+        let ti = [ty::XML, 1, 2, b'd', 0, b'b', 0, 1, b'o', 0, 1, 0, b'c', 0];
+        let mut r = Rd::new(&ti);
+        assert_eq!(WireType::decode(&mut r), Ok(WireType::Xml));
+        assert_eq!(r.remaining(), 0);
+        for cut in 0..ti.len() {
+            assert_eq!(WireType::decode(&mut Rd::new(&ti[..cut])), Err(WireError::Incomplete), "cut {cut}");
+        }
+        assert!(matches!(WireType::decode(&mut Rd::new(&[ty::XML, 2])), Err(WireError::Malformed(_))));
     }
 }

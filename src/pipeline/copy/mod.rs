@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::watermark::{self, WatermarkReport, WatermarkStatus};
 use crate::pipeline::{for_each_source, Cancel};
-use crate::sink::Target;
+use crate::sink::{LockedSource, Target};
 use crate::source::Source;
 use crate::transform::remap::ServerIdMap;
 use crate::transform::Window;
@@ -51,7 +51,9 @@ pub struct CopyOptions {
 /// Runs a copy. Sources' order is their rank for the survivor rule.
 pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<CopyReport> {
     let started = Instant::now();
-    let _lock = if opts.dry_run { None } else { Some(target.lock()?) };
+    // Each source is copied by one run at a time; other runs with other sources go on.
+    let locked: Vec<LockedSource> = sources.iter().map(|s| LockedSource { identity: s.identity().to_string(), label: s.label().to_string() }).collect();
+    let _sources_lock = if opts.dry_run { None } else { Some(target.lock_sources(&locked)?) };
     let registry = target.known_servers()?;
     let mut map = match &opts.server_map {
         Some(m) => ServerIdMap::layered(m, &registry),
@@ -66,11 +68,15 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
     report.child_tables_not_in_target = skipped;
 
     // A watermark is used only when it is shown to belong to the source as it is now.
-    let checks = check_watermarks(sources, target, &map, opts, progress, cancel)?;
+    let names_of_children: Vec<&str> = child_tables.iter().map(|t| t.name).collect();
+    let checks = check_watermarks(sources, target, &map, &names_of_children, opts, progress, cancel)?;
 
     // Pass 1: the keys of every row to copy; every server name gets its target ServerID.
     let (mut scans, names) = keys::scan(sources, &checks, opts, progress, cancel)?;
     let group_ids = keys::resolve_names(&names, &mut map, target, opts, progress, &mut report)?;
+    // The servers' rows are this run's until it ends: a run copying other sources of them
+    // waits here, before either reads the target's keys.
+    let _servers_lock = if opts.dry_run { None } else { Some(target.lock_servers(&group_ids, &|m: &str| progress.message(m))?) };
 
     // Where sources and the target overlap, rows can collide: pass 2 picks the survivor of
     // every key there.
@@ -89,8 +95,8 @@ pub fn run_copy(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOpt
 
 /// Checks every source's recorded watermark (see [`watermark::check`]); says why one was set
 /// aside.
-fn check_watermarks(sources: &[Box<dyn Source>], target: &dyn Target, map: &ServerIdMap, opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<Vec<WatermarkReport>> {
-    let checks = for_each_source(sources, opts.readers, cancel, |_, source| watermark::check(source, target, map, opts.rescan))?;
+fn check_watermarks(sources: &[Box<dyn Source>], target: &dyn Target, map: &ServerIdMap, child_tables: &[&str], opts: &CopyOptions, progress: &Progress, cancel: &Cancel) -> Result<Vec<WatermarkReport>> {
+    let checks = for_each_source(sources, opts.readers, cancel, |_, source| watermark::check(source, target, map, child_tables, opts.rescan))?;
     for (s, c) in sources.iter().zip(&checks) {
         if c.status == WatermarkStatus::SetAside {
             progress.message(&format!("{}: {}", s.label(), c.describe()));

@@ -57,7 +57,7 @@ struct WriterMsg {
 /// row names — the first of its ledger names (@@SERVERNAME, then its newest row's server)
 /// that dbo.Servers knows. Sources that do not know their server (files) and servers without
 /// an ID get no ledger rows (the key check still prevents doubles).
-fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, opts: &CopyOptions, progress: &Progress) -> Vec<SourceMeta> {
+fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, children: &[ChildTable], opts: &CopyOptions, progress: &Progress) -> Vec<SourceMeta> {
     sources
         .iter()
         .map(|s| {
@@ -77,6 +77,7 @@ fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, opts: &CopyOptio
                 database: s.database_name(),
                 watermarks: opts.window.is_unbounded() && server_id.is_some(),
                 split: sources.iter().filter(|o| o.group() == s.group()).count() > 1,
+                child_tables: children.iter().map(|t| t.name.to_string()).collect(),
             }
         })
         .collect()
@@ -86,7 +87,7 @@ fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, opts: &CopyOptio
 pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, plan: Plan<'_>, progress: &Progress, cancel: &Cancel) -> Result<StreamOutcome> {
     let total: u64 = plan.scans.iter().map(|s| s.rows_read).sum();
     let overall = progress.phase(if opts.dry_run { "analyse" } else { "copy" }, Some(total));
-    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, opts, progress), plan.children)?) };
+    let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, plan.children, opts, progress), plan.children)?) };
     let (senders, receivers): (Vec<Sender<WriterMsg>>, Vec<Receiver<WriterMsg>>) =
         (0..opts.writers.max(1)).map(|_| bounded::<WriterMsg>(opts.queue_depth.max(1))).unzip();
     let winners = Mutex::new(plan.winners);
@@ -158,7 +159,7 @@ pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyO
             load.abort("cancelled");
             return Err(Error::Cancelled);
         }
-        let marks = if opts.window.is_unbounded() { final_marks(sources, &tops, &reports) } else { Vec::new() };
+        let marks = if opts.window.is_unbounded() { final_marks(sources, &tops, &reports, plan.children) } else { Vec::new() };
         load.commit(marks)?;
     }
     Ok(StreamOutcome { sources: reports, written, stages: timers.report() })
@@ -326,12 +327,12 @@ impl Reader<'_> {
 
 /// The watermark of each `--from` after a whole copy: the highest row read of its parts,
 /// with the rows they wrote.
-fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports: &[SourceReport]) -> Vec<FinalMark> {
+fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports: &[SourceReport], children: &[ChildTable]) -> Vec<FinalMark> {
     let mut by_group: BTreeMap<&str, FinalMark> = BTreeMap::new();
     for (rank, s) in sources.iter().enumerate() {
         let m = by_group.entry(s.group()).or_insert_with(|| FinalMark {
             sources: Vec::new(),
-            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned() },
+            watermark: Watermark { source: s.identity().to_string(), last_run_id: i64::MIN, last_snapshot_ms: None, facts: s.facts().cloned(), child_tables: children.iter().map(|t| t.name.to_string()).collect(), ..Default::default() },
             rows_written: 0,
         });
         m.sources.push(rank);

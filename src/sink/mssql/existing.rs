@@ -11,6 +11,7 @@ use arrow::array::AsArray;
 
 use crate::schema::{target_columns, target_schema, ChildTable, RUN};
 use crate::tds::arrow::Builders;
+use crate::tds::decode::{DecodeError, ReplyDecoder};
 
 
 /// Reads target rows server by server and range by range (server, first ms, last ms: both
@@ -123,13 +124,23 @@ pub(super) async fn child_rows(conn: &ConnSpec, table: &ChildTable, f: &mut dyn 
         *orphans += lost;
         f(keyed)
     };
-    let mut rows = client.query(sql, &[]).await.map_err(|e| conn.sql_error(&doing, e))?.into_row_stream();
-    while let Some(r) = rows.try_next().await.map_err(|e| conn.sql_error(&doing, e))? {
-        cols.push_row(&r).map_err(bad)?;
+    // perfcopy's own decoder, as the sources read: tiberius' rows give a SQL_VARIANT as a value
+    // of its base type without the type (decimal(18,4) and varchar's collation would be lost).
+    // Only whole rows are decoded from a packet, so the builders can be flushed between packets.
+    let mut reply = client.query_raw(sql.as_str(), &[]).await.map_err(|e| conn.sql_error(&doing, e))?;
+    let mut decoder = ReplyDecoder::new();
+    let decode_error = |e: DecodeError| match e {
+        DecodeError::Server(t) => conn.sql_error(&doing, tiberius::error::Error::Server(t)),
+        DecodeError::Value(m) => bad(m),
+        e => conn.error(format!("{doing}: {e}")),
+    };
+    while let Some(packet) = reply.next_payload().await.map_err(|e| conn.sql_error(&doing, e))? {
+        decoder.packet(&packet, &mut cols).map_err(decode_error)?;
         if cols.len() >= chunk {
             flush(&mut cols, &mut orphans)?;
         }
     }
+    decoder.finish().map_err(decode_error)?;
     if !cols.is_empty() {
         flush(&mut cols, &mut orphans)?;
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::mssql::{ConnSpec, SqlClient};
-use crate::sink::{FinalMark, Recorded, SourceMeta, Watermark, WriteUnit};
+use crate::sink::{FinalMark, Recorded, SourceMeta, SyncHistory, Watermark, WriteUnit};
 use crate::source::{Source, SourceFacts};
 
 use super::query_rows;
@@ -48,6 +48,13 @@ pub const SYNCSOURCE_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') 
     LastRunID BIGINT NOT NULL, \
     LastSnapshotUTC DATETIME2(3) NOT NULL); \
     CREATE INDEX IX_PerfcopySyncSource_SourceKey ON dbo.PerfcopySyncSource (SourceKey, SyncLogID) END";
+
+/// `CREATE TABLE` of the child tables copied with the runs up to a companion row's LastRunID
+/// (none: runs only). A watermark is used only by a copy of those tables or fewer.
+pub const SYNCTABLES_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopySyncTables', N'U') IS NULL CREATE TABLE dbo.PerfcopySyncTables (\
+    SyncLogID INT NOT NULL, \
+    TableName NVARCHAR(128) NOT NULL, \
+    PRIMARY KEY (SyncLogID, TableName))";
 
 /// Inserts a ledger row (P1..P7, status 'Success') and its companion (P8..P15) in one
 /// statement batch; the result is the new SyncLogID.
@@ -126,6 +133,7 @@ pub(super) async fn create_tables(conn: &ConnSpec) -> Result<()> {
     let mut client = conn.connect().await?;
     client.execute(SYNCLOG_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.DBAToolsSyncLog", e))?;
     client.execute(SYNCSOURCE_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.PerfcopySyncSource", e))?;
+    client.execute(SYNCTABLES_DDL, &[]).await.map_err(|e| conn.sql_error("creating dbo.PerfcopySyncTables", e))?;
     Ok(())
 }
 
@@ -145,7 +153,7 @@ pub(super) async fn record_failure(conn: &ConnSpec, sources: &[SourceMeta], reas
 pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Recorded> {
     let mut client = conn.connect().await?;
     let client = &mut client;
-    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
+    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b, OBJECT_ID(N'dbo.PerfcopySyncTables', N'U') AS c", &[]).await?;
     let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
     if !has(0) || !has(1) {
         return Ok(Recorded::Nothing);
@@ -197,8 +205,56 @@ pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Rec
     };
     Ok(match reason {
         Some(reason) => Recorded::Unusable { last_run_id: Some(last), reason },
-        None => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts) }),
+        None if !has(2) => Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts), ..Default::default() }),
+        None => {
+            let tables = query_rows(conn, client, "SELECT TableName FROM dbo.PerfcopySyncTables WHERE SyncLogID = @P1", &[&sync_id]).await?;
+            let child_tables = tables.iter().filter_map(|r| r.try_get::<&str, _>(0).ok().flatten().map(str::to_string)).collect();
+            Recorded::Mark(Watermark { source: source.identity().to_string(), last_run_id: last, last_snapshot_ms: snapshot, facts: Some(facts), child_tables, ..Default::default() })
+        }
     })
+}
+
+/// What the ledger says of a source's syncs: its newest companion row's ledger row (the last
+/// successful sync perfcopy recorded), and the newest 'Failed' row under the source's ledger
+/// names (ServerName, DBAToolsDatabase), as the toolkit's procedure identifies sources too.
+pub(super) async fn history(conn: &ConnSpec, source: &dyn Source) -> Result<SyncHistory> {
+    let mut client = conn.connect().await?;
+    let client = &mut client;
+    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
+    let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
+    let mut h = SyncHistory::default();
+    if !has(1) {
+        return Ok(h);
+    }
+    let utc = |t: Option<chrono::NaiveDateTime>| t.map(|t| crate::pipeline::copy::iso(t.and_utc().timestamp_millis()));
+    if has(0) {
+        let ours = query_rows(conn, client, "SELECT TOP (1) SyncLogID FROM dbo.PerfcopySyncSource WHERE SourceKey = @P1 ORDER BY SyncLogID DESC", &[&source.identity()]).await?;
+        if let Some(id) = ours.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()) {
+            let rows = query_rows(conn, client, "SELECT LastSyncUTC, RowsCopied, SyncStatus FROM dbo.DBAToolsSyncLog WHERE SyncLogID = @P1", &[&id]).await?;
+            if let Some(r) = rows.first().filter(|r| r.try_get::<&str, _>(2).ok().flatten().is_some_and(|s| s.eq_ignore_ascii_case("Success"))) {
+                h.last_success_utc = utc(r.try_get(0).ok().flatten());
+                h.rows_copied = r.try_get::<i32, _>(1).ok().flatten().map(|n| n.max(0) as u64);
+            }
+        }
+    }
+    let database = source.database_name();
+    for name in source.ledger_names() {
+        let rows = query_rows(
+            conn,
+            client,
+            "SELECT TOP (1) CreatedUTC, ErrorMessage FROM dbo.DBAToolsSyncLog WHERE ServerName = @P1 AND DBAToolsDatabase = @P2 AND SyncStatus = 'Failed' ORDER BY SyncLogID DESC",
+            &[&name.as_str(), &database.as_str()],
+        )
+        .await?;
+        if let Some(r) = rows.first() {
+            let at = utc(r.try_get(0).ok().flatten());
+            if h.last_failure_utc.is_none() || at > h.last_failure_utc {
+                h.last_failure_utc = at;
+                h.last_failure = Some(r.try_get::<&str, _>(1).ok().flatten().unwrap_or("").to_string());
+            }
+        }
+    }
+    Ok(h)
 }
 
 /// Inserts a ledger row; returns its SyncLogID.
@@ -290,6 +346,9 @@ async fn record_mark(
                 .into_first_result()
                 .await?;
             let id: i32 = found.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(0);
+            for t in &meta.child_tables {
+                client.execute("INSERT INTO dbo.PerfcopySyncTables (SyncLogID, TableName) VALUES (@P1, @P2)", &[&id, &t.as_str()]).await?;
+            }
             Ok(SyncRow { id, rows, last_run_id: last })
         }
         Some(r) => {

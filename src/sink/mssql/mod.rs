@@ -3,9 +3,11 @@
 //! `dbo.DBAToolsSyncLog` as the ledger (`ledger.rs`), so the toolkit's own T-SQL sync procedure
 //! sees the same state as perfcopy.
 //!
-//! An application lock (`sp_getapplock`, session owner, on its own connection) keeps two
-//! perfcopy runs from loading the same MonitoringDB at once. Table names are fixed; values are
-//! always parameters. `perfcopy bench` loads a scratch table instead ([`scratch`]).
+//! Application locks (`sp_getapplock`, session owner, on their own connection) let several
+//! perfcopy runs load one MonitoringDB at once: one per source (a second run of a source is
+//! refused, naming the holder from `dbo.PerfcopyLocks`, see [`locks`]) and one per ServerID
+//! whose rows a run copies (taken in ID order after the key pass; a run that copies other
+//! sources of the same server waits). Table names are fixed; values are always parameters. `perfcopy bench` loads a scratch table instead ([`scratch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,12 +19,13 @@ use crate::defaults;
 use crate::error::Result;
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::schema::{target_columns, ChildTable, Column, DeclaredColumn, RUN};
-use crate::sink::{ChildTableState, FinalMark, Load, LoadWriter, Recorded, SourceMeta, Target};
+use crate::sink::{ChildTableState, FinalMark, Load, LoadWriter, LockGuard, LockedSource, Recorded, SourceMeta, Target};
 use crate::source::{BatchIter, Source};
 use crate::transform::remap::ServerIdMap;
 
 mod existing;
 mod ledger;
+mod locks;
 pub mod scratch;
 mod writer;
 
@@ -65,12 +68,14 @@ pub struct MonitoringDb {
     conn: ConnSpec,
     label: String,
     options: BulkOptions,
+    /// The application locks this run holds, named in dbo.PerfcopyLocks once it writes.
+    held: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl MonitoringDb {
     /// A target; connects lazily.
     pub fn new(conn: ConnSpec, options: BulkOptions) -> MonitoringDb {
-        MonitoringDb { label: conn.label().to_string(), conn, options }
+        MonitoringDb { label: conn.label().to_string(), conn, options, held: Arc::default() }
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -173,10 +178,27 @@ fn first_words(sql: &str) -> String {
 }
 
 
-/// Holds the application lock on its own connection until dropped.
-struct AppLock {
-    _rt: tokio::runtime::Runtime,
-    _client: SqlClient,
+/// `sp_getapplock` (exclusive, owned by the session) with a timeout in ms (-1: wait); the
+/// procedure's result: 0 or 1 granted, negative not.
+async fn get_applock(conn: &ConnSpec, client: &mut SqlClient, resource: &str, timeout_ms: i32) -> Result<i32> {
+    let rows = query_rows(
+        conn,
+        client,
+        "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = @P2; SELECT @r AS result;",
+        &[&resource, &timeout_ms],
+    )
+    .await?;
+    Ok(rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(-999))
+}
+
+/// An application lock's resource name (`sp_getapplock` takes at most 255 characters).
+fn lock_resource(kind: &str, name: &str) -> String {
+    let r = format!("perfcopy {kind}: {name}");
+    if r.chars().count() <= 255 {
+        r
+    } else {
+        format!("{}…{:016x}", r.chars().take(230).collect::<String>(), crate::sink::stable_hash(name))
+    }
 }
 
 impl Target for MonitoringDb {
@@ -184,25 +206,48 @@ impl Target for MonitoringDb {
         &self.label
     }
 
-    fn lock(&self) -> Result<Box<dyn std::any::Any + Send>> {
+    fn lock_sources(&self, sources: &[LockedSource]) -> Result<LockGuard> {
+        let mut seen = BTreeSet::new();
+        let wanted: Vec<(String, &str)> = sources.iter().filter(|s| seen.insert(s.identity.clone())).map(|s| (lock_resource("source", &s.identity), s.label.as_str())).collect();
         let rt = runtime()?;
         let client = rt.block_on(async {
             let mut client = self.conn.connect().await?;
             self.check_table(&mut client).await?;
-            let rows = query_rows(
-                &self.conn,
-                &mut client,
-                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = @P2; SELECT @r AS result;",
-                &[&"perfcopy: dbo.PerfSnapshotRun", &0i32],
-            )
-            .await?;
-            let code: i32 = rows.first().and_then(|r| r.try_get(0).ok().flatten()).unwrap_or(-999);
-            if code < 0 {
-                return Err(self.conn.error("another perfcopy run is loading this MonitoringDB (it holds the application lock 'perfcopy: dbo.PerfSnapshotRun'); wait for it to finish"));
+            for (resource, label) in &wanted {
+                if get_applock(&self.conn, &mut client, resource, 0).await? < 0 {
+                    let holder = locks::holder(&self.conn, &mut client, resource).await?;
+                    return Err(self.conn.error(format!(
+                        "source '{label}' is being copied into this MonitoringDB by another perfcopy run ({}); wait for it to finish, or leave the source out",
+                        holder.unwrap_or_else(|| format!("it holds the application lock '{resource}'"))
+                    )));
+                }
             }
             Ok(client)
         })?;
-        Ok(Box::new(AppLock { _rt: rt, _client: client }))
+        let resources = wanted.into_iter().map(|(r, _)| r).collect();
+        Ok(Box::new(locks::AppLocks::held(rt, client, self.conn.clone(), resources, self.held.clone())?))
+    }
+
+    fn lock_servers(&self, ids: &[i32], waiting: &dyn Fn(&str)) -> Result<LockGuard> {
+        let ids: BTreeSet<i32> = ids.iter().copied().collect();
+        let rt = runtime()?;
+        let mut resources = Vec::new();
+        let client = rt.block_on(async {
+            let mut client = self.conn.connect().await?;
+            for id in ids {
+                let resource = lock_resource("ServerID", &id.to_string());
+                if get_applock(&self.conn, &mut client, &resource, 0).await? < 0 {
+                    let holder = locks::holder(&self.conn, &mut client, &resource).await?;
+                    waiting(&format!("ServerID {id}: waiting for another perfcopy run that copies rows of it ({})", holder.unwrap_or_else(|| "its holder did not say who it is yet".into())));
+                    if get_applock(&self.conn, &mut client, &resource, -1).await? < 0 {
+                        return Err(self.conn.error(format!("could not take the application lock '{resource}'")));
+                    }
+                }
+                resources.push(resource);
+            }
+            Ok(client)
+        })?;
+        Ok(Box::new(locks::AppLocks::held(rt, client, self.conn.clone(), resources, self.held.clone())?))
     }
 
     fn known_servers(&self) -> Result<ServerIdMap> {
@@ -223,8 +268,22 @@ impl Target for MonitoringDb {
         self.block_on(async {
             let mut client = self.conn.connect().await?;
             client.simple_query("BEGIN TRANSACTION").await.map_err(|e| self.conn.sql_error("registering servers", e))?.into_results().await.map_err(|e| self.conn.sql_error("registering servers", e))?;
+            // Runs registering at once take turns (the lock ends with the transaction), and a
+            // name another run registered since this one read dbo.Servers keeps its ID.
+            query_rows(
+                &self.conn,
+                &mut client,
+                "DECLARE @r int; EXEC @r = sp_getapplock @Resource = 'perfcopy: dbo.Servers', @LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = -1; SELECT @r AS result;",
+                &[],
+            )
+            .await?;
             let mut added = Vec::new();
             for name in names {
+                let found = query_rows(&self.conn, &mut client, "SELECT ServerID FROM dbo.Servers WHERE ServerName = @P1", &[&name.as_str()]).await?;
+                if let Some(id) = found.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()) {
+                    added.push((name.clone(), id));
+                    continue;
+                }
                 let rows = query_rows(
                     &self.conn,
                     &mut client,
@@ -259,6 +318,10 @@ impl Target for MonitoringDb {
             return Ok(Recorded::Nothing);
         }
         self.block_on(ledger::recorded(&self.conn, source))
+    }
+
+    fn sync_history(&self, source: &dyn Source) -> Result<crate::sink::SyncHistory> {
+        self.block_on(ledger::history(&self.conn, source))
     }
 
     fn child_tables(&self, tables: &[ChildTable]) -> Result<Vec<ChildTableState>> {
@@ -302,6 +365,14 @@ impl Target for MonitoringDb {
         // refused, e.g. for unknown servers), and only when some source is recorded in it.
         if sources.iter().any(|m| m.watermarks) {
             self.block_on(ledger::create_tables(&self.conn))?;
+        }
+        // Now that it writes, the run names itself as the holder of its locks.
+        let held: Vec<String> = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        if !held.is_empty() {
+            self.block_on(async {
+                let mut client = self.conn.connect().await?;
+                locks::name_holder(&self.conn, &mut client, &held, true).await
+            })?;
         }
         Ok(Box::new(MonitoringLoad {
             conn: self.conn.clone(),
