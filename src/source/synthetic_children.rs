@@ -561,12 +561,13 @@ fn value(t: &ChildTable, col: &str, seed: u64, s: u64, i: u64, k: u64, snapshot_
                 "FileID" => V::I(file as i64),
                 "FileType" => V::S(if file == 2 { "LOG" } else { "ROWS" }.into()),
                 "PhysicalName" => {
-                    let (dir, ext) = match file {
-                        1 => ("DATA", "mdf".to_string()),
-                        2 => ("LOG", "ldf".to_string()),
-                        f => ("DATA", format!("{f}.ndf")),
+                    // Data on D:, the log on L:, extra data files on E:.
+                    let (drive, dir, ext) = match file {
+                        1 => ("D", "DATA", "mdf".to_string()),
+                        2 => ("L", "LOG", "ldf".to_string()),
+                        f => ("E", "DATA", format!("{f}.ndf")),
                     };
-                    V::S(format!("{}:\\MSSQL16.MSSQLSERVER\\MSSQL\\{dir}\\{}.{ext}", ["D", "E", "L"][(file.min(3) - 1) as usize], database_name(s, db)))
+                    V::S(format!("{drive}:\\MSSQL16.MSSQLSERVER\\MSSQL\\{dir}\\{}.{ext}", database_name(s, db)))
                 }
                 "SizeOnDiskMB" => dec(110, 1_000_000_000),
                 c if c.starts_with("Avg") => dec(111 + c.len() as u64, 10_000_000),
