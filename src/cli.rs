@@ -87,6 +87,17 @@ pub struct BenchArgs {
     /// MonitoringDB: TDS packet size in bytes (512..32767).
     #[arg(long, value_name = "BYTES")]
     pub packet_size: Option<u32>,
+    /// Child tables generated with each run and moved with it, as `generate` writes them:
+    /// `all` (the eleven tables), `none` (PerfSnapshotRun only, the run-table benchmark), or a
+    /// comma-separated list. The report then gives per table rows, MB, generation CPU time and,
+    /// into `null`, TDS encoding rows/s per CPU second. Not with a MonitoringDB target (its
+    /// scratch table holds runs only).
+    #[arg(long, value_name = "all|none|LIST", default_value = "none")]
+    pub child_tables: String,
+    /// Child rows per run relative to a real collector's (1.0: about 400 per run over the
+    /// eleven tables, long text included); as for `generate`. 0..=10.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub children_scale: f64,
     /// Print the report as JSON on stdout too.
     #[arg(long)]
     pub json: bool,
@@ -117,15 +128,21 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Child tables written beside each file, in `<ServerName>/<Table>.parquet` (the export
-    /// layout `copy` reads): a comma-separated list of PerfSnapshotDB, PerfSnapshotWaitStats,
-    /// PerfSnapshotWorkload, PerfSnapshotErrorLog, PerfSnapshotMemory, or `none` (only the run
-    /// files, exactly as before child tables existed). Default: all five. A restored copy
-    /// (`--overlap`) has the same children as its original runs.
-    #[arg(long, value_name = "LIST|none")]
+    /// layout `copy` reads): `all` (default: the eleven tables of the collector's schema),
+    /// `none` (only the run files, exactly as before child tables existed), or a
+    /// comma-separated list of PerfSnapshotDB, PerfSnapshotWaitStats, PerfSnapshotWorkload,
+    /// PerfSnapshotErrorLog, PerfSnapshotMemory, PerfSnapshotQueryStats, PerfSnapshotIOStats,
+    /// PerfSnapshotBackupHistory, PerfSnapshotQueryPlans, PerfSnapshotConfig,
+    /// PerfSnapshotDeadlocks. A restored copy (`--overlap`) has the same children as its
+    /// original runs.
+    #[arg(long, value_name = "all|none|LIST")]
     pub child_tables: Option<String>,
-    /// Child rows per run relative to a real collector's (1.0: ~20 databases, ~100 wait types,
-    /// 10–50 sessions, a few error log lines and one memory row per run). Smaller values make
-    /// small test data; the mean count scales exactly. 0..=10.
+    /// Child rows per run relative to a real collector's (1.0: ~20 databases and their
+    /// backups, ~50 database files, ~100 wait types, ~100 cached queries with their text
+    /// (some over 8,000 bytes), ~80 configuration options, 10–50 sessions, a few error log
+    /// lines, query plans and deadlocks, one memory row: about 400 rows and 600 KB of Arrow
+    /// data per run).
+    /// Smaller values make small test data; the mean count scales exactly. 0..=10.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub children_scale: f64,
 }
@@ -187,6 +204,12 @@ pub struct CopyArgs {
     pub src: SourceArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Serve the copy's metrics (rows and bytes per source, child rows per table, duplicates,
+    /// conflicts, units committed, retries, queue waits, last commit) for Prometheus at
+    /// http://ADDR/metrics while it runs, e.g. 127.0.0.1:9464 (port 0: any free port; the
+    /// address is printed). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Give server names that neither --server-map nor the stage knows the next IDs after the
     /// highest known (in name order), and record them in DIR/servers.csv. Without it, unknown
     /// names are an error and nothing is written.
@@ -308,6 +331,11 @@ pub struct DemoArgs {
     /// Simulated servers.
     #[arg(long, default_value_t = 6)]
     pub servers: usize,
+    /// Child rows per run relative to a real collector's, for all eleven child tables (see
+    /// `generate --children-scale`). The default keeps the demo near a minute; 0 moves
+    /// PerfSnapshotRun alone.
+    #[arg(long, value_name = "F", default_value_t = defaults::DEMO_CHILDREN_SCALE)]
+    pub children_scale: f64,
 }
 
 #[cfg(test)]

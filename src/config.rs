@@ -454,6 +454,10 @@ pub enum BenchTarget {
 /// A validated benchmark.
 pub struct BenchPlan {
     pub spec: SyntheticSpec,
+    /// The child tables generated with the runs (none: the run-table benchmark).
+    pub children: crate::source::synthetic_children::ChildrenSpec,
+    /// CPU time spent generating each child table.
+    pub generated: Arc<crate::source::synthetic::TableMeters>,
     pub target: BenchTarget,
     pub copy: CopyOptions,
     pub bulk: BulkOptions,
@@ -462,7 +466,7 @@ pub struct BenchPlan {
 impl BenchPlan {
     /// The generated sources, one per simulated server.
     pub fn open_sources(&self) -> Vec<Box<dyn Source>> {
-        SyntheticSource::all(self.spec.clone()).into_iter().map(|s| Box::new(s) as Box<dyn Source>).collect()
+        SyntheticSource::with_children(self.spec.clone(), self.children.clone(), self.generated.clone()).into_iter().map(|s| Box::new(s) as Box<dyn Source>).collect()
     }
 
     /// The target the benchmark writes to; `null` is the null target whose encoded bytes the
@@ -510,6 +514,10 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
             return Err(usage(flag, "must be at least 1"));
         }
     }
+    let children = children_spec(&a.child_tables, a.children_scale)?;
+    if !children.tables.is_empty() && matches!(target, BenchTarget::MonitoringDb(_)) {
+        return Err(usage("--child-tables", "a MonitoringDB bench writes PerfSnapshotRun rows into its scratch table only; measure child tables into null or a stage"));
+    }
     let readers = a.readers.unwrap_or_else(defaults::threads);
     let writers = a.writers.unwrap_or_else(defaults::threads);
     if readers == 0 || writers == 0 {
@@ -520,8 +528,11 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
     for i in 0..a.servers {
         map.insert(&crate::source::synthetic::server_name(i), i as i32 + 1).map_err(|m| usage("--servers", m))?;
     }
+    let runs_only = children.tables.is_empty();
     Ok(BenchPlan {
         spec,
+        children,
+        generated: Default::default(),
         target,
         copy: CopyOptions {
             server_map: Some(map),
@@ -533,7 +544,7 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
             queue_depth: a.queue_depth,
             dry_run: false,
             rescan: false,
-            children: ChildOptions { runs_only: true, ..Default::default() },
+            children: ChildOptions { runs_only, ..Default::default() },
         },
         bulk: BulkOptions { tablock: !a.no_tablock, ..Default::default() },
     })
@@ -552,18 +563,23 @@ pub fn generate_spec(a: &GenerateArgs) -> Result<SyntheticSpec> {
 
 /// The child tables `perfcopy generate` writes (`--child-tables`, `--children-scale`).
 pub fn generate_children(a: &GenerateArgs) -> Result<crate::source::synthetic_children::ChildrenSpec> {
+    children_spec(a.child_tables.as_deref().unwrap_or("all"), a.children_scale)
+}
+
+/// The generated child tables of `--child-tables all|none|LIST` at `--children-scale`.
+fn children_spec(list: &str, scale: f64) -> Result<crate::source::synthetic_children::ChildrenSpec> {
     use crate::source::synthetic_children::{by_name, ChildrenSpec, ALL};
-    if !(0.0..=10.0).contains(&a.children_scale) {
-        return Err(usage("--children-scale", format!("{} is not between 0 and 10", a.children_scale)));
+    if !(0.0..=10.0).contains(&scale) {
+        return Err(usage("--children-scale", format!("{scale} is not between 0 and 10")));
     }
-    let tables = match a.child_tables.as_deref().map(str::trim) {
-        None => ALL.to_vec(),
-        Some(l) if l.eq_ignore_ascii_case("none") => Vec::new(),
-        Some(list) => {
+    let tables = match list.trim() {
+        l if l.eq_ignore_ascii_case("all") => ALL.to_vec(),
+        l if l.eq_ignore_ascii_case("none") => Vec::new(),
+        list => {
             let mut tables = Vec::new();
             for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 let t = by_name(name).ok_or_else(|| {
-                    usage("--child-tables", format!("'{name}' is not a table generate writes (one of {}, or none)", ALL.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")))
+                    usage("--child-tables", format!("'{name}' is not a table generate writes (one of {}, or all, or none)", ALL.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")))
                 })?;
                 if !tables.iter().any(|x: &crate::schema::ChildTable| x.name == t.name) {
                     tables.push(t);
@@ -575,7 +591,7 @@ pub fn generate_children(a: &GenerateArgs) -> Result<crate::source::synthetic_ch
             tables
         }
     };
-    Ok(ChildrenSpec { tables, scale: a.children_scale })
+    Ok(ChildrenSpec { tables, scale })
 }
 
 #[cfg(test)]

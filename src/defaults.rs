@@ -42,3 +42,7 @@ pub fn threads() -> usize {
 /// Runs per unit when child tables move with them: a run has a few hundred child rows, so a
 /// unit of this many runs holds about 100k rows in all.
 pub const RUNS_PER_UNIT_WITH_CHILDREN: usize = 256;
+
+/// `demo --children-scale`: the demo's 3 million runs with all eleven child tables at this
+/// scale are about a million child rows (long text included), so the demo stays near a minute.
+pub const DEMO_CHILDREN_SCALE: f64 = 0.001;

@@ -191,10 +191,13 @@ fn concurrent_runs_with_overlapping_lists_and_kills_end_equal_to_the_model() {
             assert!(o.status.success() || (o.status.code() == Some(1) && err.contains("is being copied into this")), "{err}");
         }
         // Whatever happened, the target holds no key twice (checked by reading it) and, as
-        // checked below, nothing foreign.
-        let after_kill = tgt.rows();
+        // checked below, nothing foreign. (A stage keeps the killed run's hidden temporaries
+        // until the next run removes them; readers skip them, the test's reader refuses them,
+        // so the stage is read after the next round.)
+        let after_kill = if matches!(tgt, Tgt::Mdb(_)) { tgt.rows() } else { BTreeMap::new() };
         // Round 2: everything again, two processes at once; then the target is the model.
-        let outs = [finish(spawn(&[a, b], &tgt)), finish(spawn(&[c], &tgt))];
+        let (q1, q2) = (spawn(&[a, b], &tgt), spawn(&[c], &tgt));
+        let outs = [finish(q1), finish(q2)];
         for o in &outs {
             assert!(o.status.success() || stderr(o).contains("is being copied into this"), "{}", stderr(o));
         }

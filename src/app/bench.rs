@@ -23,7 +23,8 @@ pub(super) fn run(a: &BenchArgs, cancel: &Cancel) -> Result<()> {
         BenchTarget::Null => "null".to_string(),
         _ => report.target.clone(),
     };
-    let out = BenchReport::new(&plan.spec, label, &report, null.encoded_bytes());
+    let encoded = if matches!(plan.target, BenchTarget::Null) { null.child_meters().snapshot() } else { Default::default() };
+    let out = BenchReport::new(&plan.spec, label, &report, null.encoded_bytes()).with_children(&report, &plan.generated.snapshot(), &encoded);
     out.print_human();
     if a.json {
         super::print_json(&out)?;

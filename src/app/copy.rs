@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use std::time::Duration;
 
 use crate::pipeline::copy::{run_copy, CopyReport, RowCounts};
-use crate::pipeline::human::{count, grouped, grouped_within, rows_in, wrap, COLUMNS};
+use crate::pipeline::human::{count, fit, grouped, grouped_within, rows_in, wrap, COLUMNS};
 use crate::pipeline::progress::Progress;
 use crate::pipeline::Cancel;
 
@@ -14,6 +14,11 @@ use super::{print_json, short};
 
 pub(super) fn run(a: &CopyArgs, cancel: &Cancel) -> Result<CopyReport> {
     let plan = config::copy_plan(a)?;
+    if let Some(addr) = &a.metrics_addr {
+        let at = crate::pipeline::metrics::serve(addr)?;
+        // Always said (also with --progress off): monitoring needs the port.
+        eprintln!("metrics: http://{at}/metrics");
+    }
     let sources = plan.sources.open_sources()?;
     let target = plan.open_target();
     let progress = Progress::new(a.src.progress);
@@ -46,7 +51,7 @@ fn copy_report_lines(r: &CopyReport) -> Vec<String> {
     let mut out = Vec::new();
     let row = |name: &str, c: &RowCounts| {
         let n = [c.rows_read, c.rows_filtered, c.duplicates_dropped, c.conflicts, c.rows_written].map(|n| grouped_within(n, N));
-        format!("{:<NAME$} {:>N$} {:>N$} {:>N$} {:>N$} {:>N$}", short(name, NAME), n[0], n[1], n[2], n[3], n[4])
+        format!("{} {:>N$} {:>N$} {:>N$} {:>N$} {:>N$}", fit(name, NAME), n[0], n[1], n[2], n[3], n[4])
     };
     out.push(String::new());
     out.push(format!("{:<NAME$} {:>N$} {:>N$} {:>N$} {:>N$} {:>N$}", "source", "read", "filtered", "duplicate", "conflict", verb));
@@ -71,7 +76,7 @@ fn copy_report_lines(r: &CopyReport) -> Vec<String> {
             out.push(short(&s.source, COLUMNS));
             for c in &s.children {
                 let n = [c.rows_read, c.dropped_with_run, c.orphans, c.rows_written].map(|n| grouped_within(n, 10));
-                out.push(format!("  {:<w$} {:>10} {:>10} {:>10} {:>10}", short(&c.table, TABLE - 2), n[0], n[1], n[2], n[3], w = TABLE - 2));
+                out.push(format!("  {} {:>10} {:>10} {:>10} {:>10}", fit(&c.table, TABLE - 2), n[0], n[1], n[2], n[3]));
             }
         }
     }
@@ -87,7 +92,7 @@ fn copy_report_lines(r: &CopyReport) -> Vec<String> {
         out.push(String::new());
         out.push(format!("{:>11}  {:<NAMES$} {:>12}", "ServerID", "server names", verb));
         for s in &r.servers {
-            out.push(format!("{:>11}  {:<NAMES$} {:>12}", s.server_id, short(&s.server_names.join(" / "), NAMES), grouped_within(s.rows_written, 12)));
+            out.push(format!("{:>11}  {} {:>12}", s.server_id, fit(&s.server_names.join(" / "), NAMES), grouped_within(s.rows_written, 12)));
         }
     }
     if !r.unknown_servers.is_empty() {

@@ -42,8 +42,8 @@ fn print_status(r: &StatusReport) {
     for s in &r.sources {
         let id = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| human::grouped_within(v.max(0) as u64, 9));
         eprintln!(
-            "{:<17} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}",
-            short(&s.source, 17),
+            "{} {:<11} {:>9} {:>9} {:>8} {:>7} {:>8} {}",
+            human::fit(&s.source, 17),
             when(s.last_success_utc.as_deref(), &r.now_utc),
             id(s.last_run_id),
             id(s.source_max_run_id),
@@ -57,7 +57,7 @@ fn print_status(r: &StatusReport) {
         }
         if let (Some(at), Some(m)) = (&s.last_failure_utc, &s.last_failure) {
             eprintln!("  last failure {}:", minute(Some(at)));
-            print_wrapped(m, 4);
+            print_wrapped(m, 6);
         }
     }
     if r.ok {
@@ -73,16 +73,6 @@ fn print_wrapped(text: &str, max: usize) {
     let text = human::wrap_within(&format!("    {}", text.replace('\n', " ")), 79, 4);
     let lines: Vec<&str> = text.lines().collect();
     for (i, l) in lines.iter().enumerate().take(max) {
-        eprintln!("{}", if i + 1 == max && lines.len() > max { format!("{} …", short_end(l, 76)) } else { l.to_string() });
-    }
-}
-
-/// `s` cut to `n` characters from the right (the start kept, `…` at the end).
-fn short_end(s: &str, n: usize) -> String {
-    let s = s.replace('\n', " ");
-    if s.chars().count() <= n {
-        s
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+        eprintln!("{}", if i + 1 == max && lines.len() > max { format!("{} …", l.chars().take(76).collect::<String>()) } else { l.to_string() });
     }
 }

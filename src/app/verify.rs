@@ -8,9 +8,9 @@ use crate::pipeline::verify::{run_verify, VerifyReport};
 use crate::pipeline::verify_values::{DayDiff, ValuesReport};
 use crate::pipeline::Cancel;
 
-use crate::pipeline::human::{grouped, grouped_within, wrap};
+use crate::pipeline::human::{grouped, grouped_within, short, wrap};
 
-use super::{print_json, short, EXIT_VERIFY_FAILED};
+use super::{print_json, EXIT_VERIFY_FAILED};
 
 pub(super) fn run(a: &VerifyArgs, cancel: &Cancel) -> Result<i32> {
     let plan = config::verify_plan(a)?;
@@ -40,9 +40,9 @@ fn verify_report_lines(r: &VerifyReport) -> Vec<String> {
     for s in &r.servers {
         let n = |v: u64, w: usize| grouped_within(v, w);
         out.push(format!(
-            "{:>11}  {:<NAMES$} {:>11} {:>11} {:>9} {:>6}",
+            "{:>11}  {} {:>11} {:>11} {:>9} {:>6}",
             s.server_id,
-            short(&s.server_names.join(" / "), NAMES),
+            crate::pipeline::human::fit(&s.server_names.join(" / "), NAMES),
             n(s.source_keys, 11),
             n(s.target_rows, 11),
             n(s.missing, 9),
@@ -64,8 +64,8 @@ fn verify_report_lines(r: &VerifyReport) -> Vec<String> {
         out.push(format!("{:<21} {:>11} {:>10} {:>10} {:>7} {:>5} {:>9}", "child table", "ServerID", "source", "target", "missing", "dups", "differing"));
         for c in &r.children {
             out.push(format!(
-                "{:<21} {:>11} {:>10} {:>10} {:>7} {:>5} {:>9}",
-                short(&c.table, 21),
+                "{} {:>11} {:>10} {:>10} {:>7} {:>5} {:>9}",
+                crate::pipeline::human::fit(&c.table, 21),
                 c.server_id,
                 grouped_within(c.source_rows, 10),
                 grouped_within(c.target_rows, 10),

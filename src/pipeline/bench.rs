@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use crate::pipeline::human::{self, wrap};
 
 use crate::pipeline::copy::CopyReport;
-use crate::source::synthetic::SyntheticSpec;
+use crate::source::synthetic::{SyntheticSpec, TableMeter};
 
 /// One stage's figures. Seconds are summed over the threads of the stage, so rows/s is the
 /// throughput of one thread of that stage.
@@ -62,6 +64,36 @@ pub struct BenchReport {
     pub end_to_end_mb_per_second: f64,
     /// Peak resident memory, where the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// Per child table moved with the runs (`--child-tables`); empty for the run-table bench.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_tables: Vec<ChildFigure>,
+}
+
+/// One child table's figures. Generation and encoding are measured in thread CPU seconds
+/// (summed over threads), so their rates are per second of one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildFigure {
+    pub table: String,
+    /// Child rows generated (read) and written with their runs.
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Arrow MB of the rows generated.
+    pub mb: f64,
+    /// Generating the rows (the copy pass's readers do it while they transform).
+    pub generate_cpu_seconds: f64,
+    pub generate_rows_per_cpu_second: f64,
+    pub generate_mb_per_cpu_second: f64,
+    /// Encoding them as TDS bulk-load rows (the `null` target only), and the TDS MB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_rows_per_cpu_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_arrow_mb_per_cpu_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tds_mb: Option<f64>,
+    /// Rows written per wall-clock second of the whole copy (every table shares that time).
+    pub rows_per_wall_second: f64,
 }
 
 fn machine() -> String {
@@ -111,7 +143,36 @@ impl BenchReport {
             end_to_end_rows_per_second: rows as f64 / r.elapsed_seconds.max(1e-9),
             end_to_end_mb_per_second: mb / r.elapsed_seconds.max(1e-9),
             peak_rss_bytes: st.peak_rss_bytes,
+            child_tables: Vec::new(),
         }
+    }
+
+    /// Adds the per-table figures of the child tables the copy moved: `generated` by the
+    /// synthetic sources, `encoded` by the null target (empty for other targets).
+    pub fn with_children(mut self, r: &CopyReport, generated: &BTreeMap<String, TableMeter>, encoded: &BTreeMap<String, TableMeter>) -> BenchReport {
+        let rate = |n: f64, secs: f64| if secs > 0.0 { n / secs } else { 0.0 };
+        for table in &r.child_tables {
+            let (read, written) = r.sources.iter().flat_map(|s| s.children.iter()).filter(|c| &c.table == table).fold((0, 0), |(a, b), c| (a + c.rows_read, b + c.rows_written));
+            let g = generated.get(table).copied().unwrap_or_default();
+            let e = encoded.get(table);
+            let mb = g.bytes as f64 / 1e6;
+            self.child_tables.push(ChildFigure {
+                table: table.clone(),
+                rows_read: read,
+                rows_written: written,
+                mb,
+                generate_cpu_seconds: g.cpu_seconds,
+                generate_rows_per_cpu_second: rate(g.rows as f64, g.cpu_seconds),
+                generate_mb_per_cpu_second: rate(mb, g.cpu_seconds),
+                encode_cpu_seconds: e.map(|e| e.cpu_seconds),
+                encode_rows_per_cpu_second: e.map(|e| rate(e.rows as f64, e.cpu_seconds)),
+                // The Arrow MB of the rows encoded (written rows: duplicates' children are dropped).
+                encode_arrow_mb_per_cpu_second: e.map(|e| rate(mb * e.rows as f64 / (g.rows.max(1)) as f64, e.cpu_seconds)),
+                tds_mb: e.map(|e| e.bytes as f64 / 1e6),
+                rows_per_wall_second: rate(written as f64, self.end_to_end_seconds),
+            });
+        }
+        self
     }
 
     /// The human table, on stderr.
@@ -153,6 +214,30 @@ impl BenchReport {
             human::grouped(self.duplicates_dropped),
             self.peak_rss_bytes.map(human::bytes).unwrap_or_else(|| "?".into())
         ));
+        if !self.child_tables.is_empty() {
+            out.extend(self.child_lines());
+        }
+        out
+    }
+
+    /// The child tables' lines (rates per CPU second of one thread; `--json` has every figure).
+    fn child_lines(&self) -> Vec<String> {
+        let mut out = vec![
+            String::new(),
+            wrap("child tables, per second of one thread's CPU (generate: making the rows, part of the readers' remap + dedupe time; encode: TDS bulk rows into null):", 4),
+            format!("{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}", "table", "written", "Arrow", "generate", "encode", "encode"),
+        ];
+        for c in &self.child_tables {
+            out.push(format!(
+                "{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}",
+                human::short(c.table.strip_prefix("PerfSnapshot").unwrap_or(&c.table), 14),
+                human::count(c.rows_written),
+                human::bytes((c.mb * 1e6) as u64),
+                human::rate(c.generate_rows_per_cpu_second, "rows"),
+                c.encode_rows_per_cpu_second.map_or_else(|| "-".into(), |r| human::rate(r, "rows")),
+                c.encode_arrow_mb_per_cpu_second.map_or_else(|| "-".into(), |r| human::byte_rate(r * 1e6)),
+            ));
+        }
         out
     }
 }
@@ -192,5 +277,30 @@ mod tests {
         assert!(text.contains("Arrow bytes read: 12.3 GB, TDS bytes encoded: 45.7 GB") && text.contains("peak RSS: 988 MB"), "{text}");
         assert!(text.contains("bottleneck: readers"), "{text}");
         assert!(!text.contains("1428571.4"), "{text}");
+    }
+
+    #[test]
+    fn child_table_lines_fit_80_columns_too() {
+        use crate::pipeline::copy::{ChildReport, SourceReport};
+        let table = "PerfSnapshotBackupHistory".to_string();
+        let report = CopyReport {
+            child_tables: vec![table.clone()],
+            sources: vec![SourceReport { children: vec![ChildReport { table: table.clone(), rows_read: 123_456_789, rows_written: 120_000_000, ..Default::default() }], ..Default::default() }],
+            elapsed_seconds: 10.0,
+            ..Default::default()
+        };
+        let spec = SyntheticSpec { servers: 8, rows: 1_000, overlap: 0.05, seed: 1 };
+        let meter = |rows, bytes, cpu_seconds| BTreeMap::from([(table.clone(), TableMeter { rows, bytes, cpu_seconds })]);
+        let b = BenchReport::new(&spec, "null".into(), &report, 0).with_children(&report, &meter(123_456_789, 98_765_432_100, 2.0), &meter(120_000_000, 1, 4.0));
+        let lines = b.human_lines();
+        for l in lines.iter().flat_map(|l| l.lines()) {
+            assert!(l.chars().count() <= human::COLUMNS, "{} columns: {l}", l.chars().count());
+        }
+        let c = &b.child_tables[0];
+        assert_eq!((c.rows_read, c.rows_written), (123_456_789, 120_000_000));
+        // 123.5M rows generated in 2 CPU seconds, 120M encoded in 4.
+        assert!((c.generate_rows_per_cpu_second - 61_728_394.5).abs() < 1.0 && c.encode_rows_per_cpu_second == Some(30_000_000.0), "{c:?}");
+        let text = lines.join("\n");
+        assert!(text.contains("BackupHistory") && text.contains("30.0M rows/s"), "{text}");
     }
 }

@@ -166,9 +166,46 @@ pub fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// `s` in exactly `n` terminal columns: cut from the left as [`short`] does, then padded with
+/// spaces, counting what a terminal shows (東京 takes four columns, not two), for the name
+/// column of a table; `{:<n}` would count characters.
+pub fn fit(s: &str, n: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let mut out = if s.width() <= n {
+        s.to_string()
+    } else {
+        let mut tail = Vec::new();
+        let mut w = 0;
+        for c in s.chars().rev() {
+            let cw = c.width().unwrap_or(0);
+            if w + cw + 1 > n {
+                break;
+            }
+            w += cw;
+            tail.push(c);
+        }
+        format!("…{}", tail.into_iter().rev().collect::<String>())
+    };
+    let pad = n.saturating_sub(out.width());
+    out.extend(std::iter::repeat_n(' ', pad));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_fit_their_column_as_a_terminal_shows_them() {
+        use unicode_width::UnicodeWidthStr;
+        assert_eq!(fit("SQL07", 8), "SQL07   ");
+        assert_eq!(fit("src/東京-SQL05.parquet", 20).width(), 20);
+        assert_eq!(fit("src/東京-SQL05.parquet", 20), "…/東京-SQL05.parquet");
+        assert_eq!(fit("src/東京-SQL05.parquet", 19), "…東京-SQL05.parquet");
+        assert_eq!(fit("src/東京-SQL05.parquet", 18), "…京-SQL05.parquet ");
+        assert_eq!(fit("東京東京東京", 5), "…東京");
+        assert_eq!(fit("/data/exports/SQL07.parquet", 14), "…SQL07.parquet");
+    }
 
     #[test]
     fn counts_have_three_significant_digits_and_an_si_prefix() {

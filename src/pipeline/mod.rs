@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod copy;
 pub mod human;
+pub mod metrics;
 pub mod progress;
 pub mod status;
 pub mod verify;

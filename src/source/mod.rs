@@ -9,6 +9,7 @@ pub mod parquet_children;
 pub mod stage_children;
 pub mod synthetic;
 pub mod synthetic_children;
+pub mod synthetic_text;
 
 use std::path::{Path, PathBuf};
 

@@ -16,7 +16,8 @@ use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::schema::source_schema;
 use crate::source::synthetic_children::{self, ChildrenSpec};
-use crate::source::{BatchIter, Projection, ReadRequest, Source};
+use crate::schema::ChildTable;
+use crate::source::{BatchIter, BatchRuns, ChildReader, Projection, ReadRequest, Source};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -222,15 +223,24 @@ pub struct SyntheticSource {
     spec: Arc<SyntheticSpec>,
     plan: SyntheticSourcePlan,
     label: String,
+    children: Arc<ChildrenSpec>,
+    meters: Arc<TableMeters>,
 }
 
 impl SyntheticSource {
-    /// All sources of a spec.
+    /// All sources of a spec (no child tables).
     pub fn all(spec: SyntheticSpec) -> Vec<SyntheticSource> {
-        let spec = Arc::new(spec);
+        SyntheticSource::with_children(spec, ChildrenSpec::none(), Arc::new(TableMeters::default()))
+    }
+
+    /// All sources of a spec, each with the child tables of `children` (generated as
+    /// `generate` writes them); the CPU time spent generating each table's rows goes to
+    /// `meters`.
+    pub fn with_children(spec: SyntheticSpec, children: ChildrenSpec, meters: Arc<TableMeters>) -> Vec<SyntheticSource> {
+        let (spec, children) = (Arc::new(spec), Arc::new(children));
         spec.plan()
             .into_iter()
-            .map(|plan| SyntheticSource { label: format!("synthetic:{}", plan.name), spec: spec.clone(), plan })
+            .map(|plan| SyntheticSource { label: format!("synthetic:{}", plan.name), spec: spec.clone(), plan, children: children.clone(), meters: meters.clone() })
             .collect()
     }
 
@@ -260,6 +270,18 @@ impl Source for SyntheticSource {
         &self.label
     }
 
+    fn child_tables(&self) -> &[ChildTable] {
+        &self.children.tables
+    }
+
+    fn child_reader(&self, tables: &[ChildTable]) -> Result<Option<Box<dyn ChildReader>>> {
+        let ours: Vec<Option<ChildTable>> = tables.iter().map(|t| self.children.tables.iter().copied().find(|c| c.name.eq_ignore_ascii_case(t.name))).collect();
+        if ours.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SyntheticChildReader { spec: self.spec.clone(), children: self.children.clone(), segments: self.plan.segments.clone(), tables: ours, meters: self.meters.clone() })))
+    }
+
     fn read(&self, req: &ReadRequest) -> Result<BatchIter> {
         let projection = req.projection;
         Ok(Box::new(self.batches(req.batch_rows).map(move |b| {
@@ -271,6 +293,87 @@ impl Source for SyntheticSource {
                     .map_err(Error::arrow("synthetic keys")),
             }
         })))
+    }
+}
+
+/// Rows, Arrow bytes and thread CPU time per table, summed over threads: what `bench` reports
+/// per child table (generation in the synthetic source, encoding in the null target).
+#[derive(Debug, Default)]
+pub struct TableMeters {
+    tables: std::sync::Mutex<std::collections::BTreeMap<String, TableMeter>>,
+}
+
+/// One table's sums in [`TableMeters`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableMeter {
+    pub rows: u64,
+    pub bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl TableMeters {
+    /// Adds a batch of `rows` (`bytes`) that took `cpu_seconds` to `table`.
+    pub fn add(&self, table: &str, rows: u64, bytes: u64, cpu_seconds: f64) {
+        if let Ok(mut m) = self.tables.lock() {
+            let e = m.entry(table.to_string()).or_default();
+            e.rows += rows;
+            e.bytes += bytes;
+            e.cpu_seconds += cpu_seconds;
+        }
+    }
+
+    /// The sums so far, by table name.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, TableMeter> {
+        self.tables.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// CPU time of the calling thread in seconds (`CLOCK_THREAD_CPUTIME_ID`: exact to the
+/// nanosecond even for the short spans bench measures per batch, where the scheduler's
+/// `/proc/thread-self/schedstat` only moves at ticks), so figures exclude time the thread
+/// waited. Wall time since first use where the clock is missing.
+pub fn thread_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+        }
+    }
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+/// A synthetic source's child rows, generated per run range.
+struct SyntheticChildReader {
+    spec: Arc<SyntheticSpec>,
+    children: Arc<ChildrenSpec>,
+    segments: Vec<Segment>,
+    /// The generator's table for each table of the copy (`None`: not generated).
+    tables: Vec<Option<ChildTable>>,
+    meters: Arc<TableMeters>,
+}
+
+impl ChildReader for SyntheticChildReader {
+    fn read(&mut self, table: usize, after: i64, upto: i64, _runs: &BatchRuns<'_>) -> Result<RecordBatch> {
+        let Some(t) = self.tables.get(table).copied().flatten() else {
+            return Err(Error::Internal(format!("synthetic child reader has no table {table}")));
+        };
+        let started = thread_cpu_seconds();
+        let mut parts = Vec::new();
+        for seg in &self.segments {
+            // The segment's runs are first_run_id .. first_run_id + rows.
+            let (lo, hi) = (seg.first_run_id, seg.first_run_id + seg.rows as i64 - 1);
+            let (from, to) = (after.saturating_add(1).max(lo), upto.min(hi));
+            if from <= to {
+                let b = synthetic_children::batch(&self.spec, &self.children, &t, seg, (from - lo) as u64, (to - from + 1) as usize)?;
+                parts.push(RecordBatch::try_new(t.source_schema(), b.columns().to_vec()).map_err(Error::arrow(format!("synthetic {}", t.name)))?);
+            }
+        }
+        let out = arrow::compute::concat_batches(&t.source_schema(), &parts).map_err(Error::arrow(format!("synthetic {}", t.name)))?;
+        self.meters.add(t.name, out.num_rows() as u64, out.get_array_memory_size() as u64, thread_cpu_seconds() - started);
+        Ok(out)
     }
 }
 

@@ -127,6 +127,47 @@ impl BulkLayout {
         BulkLayout { cols, columns: target_columns().to_vec() }
     }
 
+    /// The layout of a load into a table declared with exactly `columns` (in order, nullability
+    /// as given), with the column metadata SQL Server describes such a table with (MS-TDS
+    /// 2.2.7.4: INT NOT NULL as INT4, INT NULL as INTN(4), NVARCHAR(n) with 2n bytes, (MAX)
+    /// types and XML as PLP, character types in SQL_Latin1_General_CP1_CI_AS): what the `null`
+    /// bench target encodes child tables with. `Err` names a type it does not write.
+    pub fn declared(columns: &[Column]) -> Result<BulkLayout, String> {
+        // SQL_Latin1_General_CP1_CI_AS: LCID 0x0409, CI/AS, sort ID 52 (code page 1252).
+        let coll = Some(tiberius::Collation::new(0x00D0_0409, 52));
+        let v = |t, len, c| TypeInfo::VarLenSized(tiberius::VarLenContext::new(t, len, c));
+        let meta = columns
+            .iter()
+            .map(|c| {
+                let n = c.nullable;
+                let ty = match c.sql {
+                    SqlType::BigInt if n => v(VarLenType::Intn, 8, None),
+                    SqlType::BigInt => TypeInfo::FixedLen(FixedLenType::Int8),
+                    SqlType::Int if n => v(VarLenType::Intn, 4, None),
+                    SqlType::Int => TypeInfo::FixedLen(FixedLenType::Int4),
+                    SqlType::Bit if n => v(VarLenType::Bitn, 1, None),
+                    SqlType::Bit => TypeInfo::FixedLen(FixedLenType::Bit),
+                    SqlType::Decimal { precision, scale } => {
+                        TypeInfo::VarLenSizedPrecision { ty: VarLenType::Decimaln, size: decimal_bytes(precision) + 1, precision, scale: scale.max(0) as u8 }
+                    }
+                    SqlType::DateTime2(p) => v(VarLenType::Datetime2, p as usize, None),
+                    SqlType::NVarChar(len) => v(VarLenType::NVarchar, 2 * len as usize, coll),
+                    SqlType::NVarCharMax => v(VarLenType::NVarchar, 0xFFFF, coll),
+                    SqlType::VarChar(len) => v(VarLenType::BigVarChar, len as usize, coll),
+                    SqlType::VarCharMax => v(VarLenType::BigVarChar, 0xFFFF, coll),
+                    SqlType::Binary(len) => v(VarLenType::BigBinary, len as usize, None),
+                    SqlType::VarBinary(len) => v(VarLenType::BigVarBin, len as usize, None),
+                    SqlType::VarBinaryMax => v(VarLenType::BigVarBin, 0xFFFF, None),
+                    SqlType::Xml => TypeInfo::Xml { schema: None, size: 0xffff_ffff_ffff_fffe },
+                    SqlType::SqlVariant => v(VarLenType::SSVariant, crate::tds::variant::MAX_BYTES, None),
+                    other => return Err(format!("column {} is {}, which perfcopy's encoder does not write", c.name, other.sql_name())),
+                };
+                Ok(MetaDataColumn { base: tiberius::BaseMetaDataColumn { flags: Default::default(), ty, table_name: None }, col_name: c.name.into() })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        BulkLayout::for_batch(columns, &meta)
+    }
+
     /// The layout for a `PerfSnapshotRun` load ([`target_columns`]) whose columns the server
     /// described as `meta`, or the reason this encoder does not cover them.
     pub fn for_columns(meta: &[MetaDataColumn<'_>]) -> Result<BulkLayout, String> {

@@ -10,14 +10,31 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType, UInt8Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use super::{fold, ms, NameMap, SrcRow};
+
+/// Every child table `perfcopy generate` writes by default: the eleven of SCHEMA.md.
+pub const ALL_TABLES: [&str; 11] = [
+    "PerfSnapshotDB",
+    "PerfSnapshotWaitStats",
+    "PerfSnapshotWorkload",
+    "PerfSnapshotErrorLog",
+    "PerfSnapshotMemory",
+    "PerfSnapshotQueryStats",
+    "PerfSnapshotIOStats",
+    "PerfSnapshotBackupHistory",
+    "PerfSnapshotQueryPlans",
+    "PerfSnapshotConfig",
+    "PerfSnapshotDeadlocks",
+];
 
 /// Child rows by their run's key; each key's rows sorted.
 pub type ChildSet = BTreeMap<(i32, i64), Vec<String>>;
 
 /// One value as canonical text: integers and booleans as written, decimals as
-/// `mantissa e-scale`, times as epoch ms, text quoted, NULL as `NULL`.
+/// `mantissa e-scale`, times as epoch ms, text quoted, binary as `0x` hex, a variant as its
+/// quoted base type and value, NULL as `NULL`.
 pub fn canon(a: &ArrayRef, r: usize) -> String {
     if a.is_null(r) {
         return "NULL".into();
@@ -31,8 +48,19 @@ pub fn canon(a: &ArrayRef, r: usize) -> String {
         DataType::Decimal128(_, s) => format!("{}e-{s}", a.as_primitive::<Decimal128Type>().value(r)),
         DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<TimestampMillisecondType>().value(r).to_string(),
         DataType::Utf8 => format!("{:?}", a.as_string::<i32>().value(r)),
+        DataType::Binary => format!("0x{}", hex(a.as_binary::<i32>().value(r))),
+        DataType::FixedSizeBinary(_) => format!("0x{}", hex(a.as_fixed_size_binary().value(r))),
+        // SQL_VARIANT: base type and value text.
+        DataType::Struct(_) => {
+            let v = a.as_struct();
+            format!("{:?}:{:?}", v.column(0).as_string::<i32>().value(r), v.column(1).as_string::<i32>().value(r))
+        }
         t => panic!("type {t} in a child table"),
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// Row `r`'s columns `cols` as one canonical string.
@@ -42,6 +70,46 @@ pub fn canon_row(b: &RecordBatch, cols: &[usize], r: usize) -> String {
 
 fn batches(path: &Path) -> Vec<RecordBatch> {
     ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+}
+
+/// Child rows per PerfSnapshotRunID of an export's `NAME/<table>.parquet`.
+pub fn children_per_run(run_file: &Path, table: &str) -> BTreeMap<i64, u64> {
+    let path = child_file(run_file, table);
+    let mut out = BTreeMap::new();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["PerfSnapshotRunID"]);
+    for b in builder.with_projection(mask).build().unwrap() {
+        for id in b.unwrap().column(0).as_primitive::<Int64Type>().values() {
+            *out.entry(*id).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Rows in the committed files of `STAGE/<table>/` (Parquet footers).
+pub fn staged_rows(stage: &Path, table: &str) -> u64 {
+    super::walk_files(&stage.join(table))
+        .iter()
+        .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('.')))
+        .map(|f| SerializedFileReader::new(File::open(f).unwrap()).unwrap().metadata().file_metadata().num_rows() as u64)
+        .sum()
+}
+
+/// Child rows of `table` in the exports of `dir` (`*.parquet` in name order) counted once per
+/// distinct snapshot (ServerName, SnapshotUTC): a restored copy's runs have the same children
+/// as the originals, so a consolidated stage holds this many whichever run survives.
+pub fn distinct_snapshot_children(dir: &Path, table: &str) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut want = 0;
+    for f in super::parquet_files(dir) {
+        let kids = children_per_run(&f, table);
+        for r in super::read_source(&f) {
+            if seen.insert((fold(&r.server_name), r.snapshot_ms)) {
+                want += kids.get(&r.run_id).copied().unwrap_or(0);
+            }
+        }
+    }
+    want
 }
 
 /// An export's child file `NAME/<Table>.parquet`: rows by PerfSnapshotRunID, with the names of
@@ -147,7 +215,12 @@ pub fn diff(what: &str, got: &ChildSet, want: &ChildSet) -> Result<(), String> {
     let missing = want.keys().filter(|k| !got.contains_key(k)).count();
     let extra = got.keys().filter(|k| !want.contains_key(k)).count();
     let differ = want.iter().filter(|(k, v)| got.get(k).is_some_and(|g| g != *v)).count();
-    Err(format!("{what}: {} child rows vs {} wanted: runs {missing} missing, {extra} unexpected, {differ} differing", n(got), n(want)))
+    let example = want.iter().find(|(k, v)| got.get(k).is_some_and(|g| g != *v)).map(|(k, v)| {
+        let g = &got[k];
+        let (w1, g1) = v.iter().zip(g).find(|(a, b)| a != b).map(|(a, b)| (a.clone(), b.clone())).unwrap_or_default();
+        format!("; e.g. run {k:?}: wanted {w1} got {g1}")
+    });
+    Err(format!("{what}: {} child rows vs {} wanted: runs {missing} missing, {extra} unexpected, {differ} differing{}", n(got), n(want), example.unwrap_or_default()))
 }
 
 /// `Err` when `part` holds a row `whole` does not (multiset inclusion per run).
@@ -165,4 +238,45 @@ pub fn within(what: &str, part: &ChildSet, whole: &ChildSet) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// The test server's Arrow form of SQL_VARIANT columns `cols` (the value's bytes as MS-TDS
+/// 2.2.5.5.4 sends them without the length: base type, property count, properties, data) in
+/// perfcopy's form, `Struct{base_type, value}`, decoded here for the integer base types the
+/// generated tables use (INT1/INT2/INT4/INT8); another base type panics naming it.
+pub fn variants_as_structs(b: &RecordBatch, cols: &[&str]) -> RecordBatch {
+    use arrow::array::{StringArray, StructArray};
+    use arrow::datatypes::{Field, Fields, Schema};
+    let fields: Fields = vec![Field::new("base_type", DataType::Utf8, false), Field::new("value", DataType::Utf8, false)].into();
+    let mut schema_fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+    for name in cols {
+        let i = b.schema().index_of(name).unwrap();
+        let raw = b.column(i).as_binary::<i32>();
+        let (mut base, mut value) = (Vec::new(), Vec::new());
+        for r in 0..raw.len() {
+            if raw.is_null(r) {
+                base.push(String::new());
+                value.push(String::new());
+                continue;
+            }
+            let v = raw.value(r);
+            let (t, data) = (v[0], &v[2 + v[1] as usize..]);
+            let n = |len: usize| data[..len].iter().rev().fold(0i64, |acc, &x| (acc << 8) | i64::from(x));
+            let (name, text) = match t {
+                0x30 => ("tinyint", n(1).to_string()),
+                0x34 => ("smallint", (n(2) as i16).to_string()),
+                0x38 => ("int", (n(4) as i32).to_string()),
+                0x7F => ("bigint", n(8).to_string()),
+                t => panic!("{name}: variant base type 0x{t:02X} not decoded by the test"),
+            };
+            base.push(name.to_string());
+            value.push(text);
+        }
+        let nulls = arrow::buffer::NullBuffer::from((0..raw.len()).map(|r| raw.is_valid(r)).collect::<Vec<_>>());
+        let children: Vec<ArrayRef> = vec![std::sync::Arc::new(StringArray::from(base)), std::sync::Arc::new(StringArray::from(value))];
+        columns[i] = std::sync::Arc::new(StructArray::new(fields.clone(), children, Some(nulls)));
+        schema_fields[i] = Field::new(*name, DataType::Struct(fields.clone()), true);
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(schema_fields)), columns).unwrap()
 }

@@ -23,6 +23,7 @@ use crate::transform::dedupe::{row_hashes, Day, Verdict, Winners};
 use crate::transform::remap::ServerIdMap;
 use crate::transform::children::{self, ChildCounts, Runs};
 use crate::transform::to_target;
+use crate::pipeline::metrics;
 use crate::schema::ChildTable;
 
 use super::hot::{source_value_columns, SourceRows};
@@ -86,6 +87,10 @@ fn source_metas(sources: &[Box<dyn Source>], map: &ServerIdMap, children: &[Chil
 /// Pass 3: the streaming copy.
 pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyOptions, plan: Plan<'_>, progress: &Progress, cancel: &Cancel) -> Result<StreamOutcome> {
     let total: u64 = plan.scans.iter().map(|s| s.rows_read).sum();
+    metrics::metrics().rows_to_copy.set(total.min(i64::MAX as u64) as i64);
+    let labels: Vec<String> = sources.iter().map(|s| s.label().to_string()).collect();
+    let tables: Vec<String> = plan.children.iter().map(|t| t.name.to_string()).collect();
+    let (labels, tables) = (&labels, &tables);
     let overall = progress.phase(if opts.dry_run { "analyse" } else { "copy" }, Some(total));
     let load = if opts.dry_run { None } else { Some(target.begin(opts.writers, source_metas(sources, plan.map, plan.children, opts, progress), plan.children)?) };
     let (senders, receivers): (Vec<Sender<WriterMsg>>, Vec<Receiver<WriterMsg>>) =
@@ -100,7 +105,7 @@ pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyO
             .enumerate()
             .map(|(w, rx)| {
                 let load = load.as_deref();
-                s.spawn(move || write_worker(load, w, rx, timers, cancel))
+                s.spawn(move || write_worker(load, w, rx, timers, Labels { sources: labels, tables }, cancel))
             })
             .collect();
         let senders_ref = &senders;
@@ -167,7 +172,14 @@ pub(super) fn run(sources: &[Box<dyn Source>], target: &dyn Target, opts: &CopyO
 
 /// One writer worker: writes what its channel brings into its part of the load (or, in a dry
 /// run, only counts it). Returns the rows written per ServerID.
-fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, timers: &Timers, cancel: &Cancel) -> Result<BTreeMap<i32, u64>> {
+/// Names for the metrics: the sources' labels, in rank order, and the child tables'.
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    sources: &'a [String],
+    tables: &'a [String],
+}
+
+fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, timers: &Timers, labels: Labels<'_>, cancel: &Cancel) -> Result<BTreeMap<i32, u64>> {
     let mut written = BTreeMap::new();
     let Some(load) = load else {
         for msg in rx {
@@ -180,6 +192,7 @@ fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, time
         let waited = Instant::now();
         let Ok(msg) = rx.recv() else { break };
         Timers::add(&timers.recv_wait, waited);
+        metrics::queue_waited("writers", waited.elapsed());
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -191,6 +204,13 @@ fn write_worker(load: Option<&dyn Load>, w: usize, rx: Receiver<WriterMsg>, time
         }
         Timers::add(&timers.write, writing);
         count_by_server(&msg.rows, &mut written);
+        let source = labels.sources.get(msg.source).map_or("?", String::as_str);
+        metrics::rows(source, "written", msg.rows.num_rows() as u64, msg.rows.get_array_memory_size() as u64);
+        for (t, rows) in labels.tables.iter().zip(&msg.children) {
+            metrics::metrics().child_rows.get_or_create(&metrics::SourceTable { source: source.to_string(), table: t.clone() }).inc_by(rows.num_rows() as u64);
+        }
+        metrics::metrics().units_written.inc();
+        metrics::metrics().last_unit_written.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
     let closing = Instant::now();
     let r = writer.finish();
@@ -258,6 +278,8 @@ impl Reader<'_> {
             let transforming = Instant::now();
             timers.batches.fetch_add(1, Ordering::Relaxed);
             timers.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            metrics::rows(source.label(), "read", batch.num_rows() as u64, batch.get_array_memory_size() as u64);
+            let (dups_before, conflicts_before) = (rep.counts.duplicates_dropped, rep.counts.conflicts);
             let run = batch.column(src::RUN_ID).as_primitive::<Int64Type>();
             let ts = snapshot_ms(&batch, src::SNAPSHOT_UTC);
             for (&id, &t) in run.values().iter().zip(ts.values().iter()) {
@@ -286,6 +308,10 @@ impl Reader<'_> {
                     }
                 }
             }
+            let m = metrics::metrics();
+            let label = metrics::SourceLabel { source: source.label().to_string() };
+            m.duplicates.get_or_create(&label).inc_by(rep.counts.duplicates_dropped - dups_before);
+            m.conflicts.get_or_create(&label).inc_by(rep.counts.conflicts - conflicts_before);
             let (mut children, mut completing) = (Vec::with_capacity(self.children.len()), Vec::with_capacity(self.children.len()));
             if let Some(k) = kids.as_mut() {
                 let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
@@ -309,6 +335,7 @@ impl Reader<'_> {
                 return Err(Error::Cancelled);
             }
             Timers::add(&timers.send_wait, sending);
+            metrics::queue_waited("readers", sending.elapsed());
             progress(batch.num_rows() as u64);
         }
         // Child rows above the last run read reference no run of the source.

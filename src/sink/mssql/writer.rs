@@ -205,6 +205,7 @@ impl LoadWriter for UnitWriter {
                             });
                         }
                         tracing::warn!("{e}; retrying ({attempt}/{})", self.options.retries);
+                        crate::pipeline::metrics::metrics().retries.inc();
                         tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(attempt - 1)).await;
                     }
                 }
