@@ -245,8 +245,9 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
 /// an encoded batch is buffered twice.
 const SEND_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Batches of up to this many bytes (Arrow size) are encoded whole before sending.
-const ENCODE_WHOLE_BYTES: usize = 64 << 20;
+/// Batches of up to this many bytes (Arrow size) are encoded whole before sending (a unit of
+/// QueryStats rows with long SqlText encoded whole, in UTF-16, took 64-128 MB per writer).
+const ENCODE_WHOLE_BYTES: usize = 16 << 20;
 
 /// Larger ones are encoded in slices of rows of about this many bytes.
 const ENCODE_SLICE_BYTES: usize = 8 << 20;
