@@ -381,6 +381,9 @@ fn record_failure(path: &Path, sources: &[String], reason: &str) -> Result<()> {
     if sources.is_empty() {
         return Ok(());
     }
+    // Read, changed and written under the commit lock, as watermarks.json: runs failing at
+    // once must not lose each other's record.
+    let _commit = short_lock(&path.with_file_name("locks"), "commit.lock")?;
     let mut file = read_failures(path);
     let utc = crate::pipeline::copy::iso(chrono::Utc::now().timestamp_millis());
     for s in sources {

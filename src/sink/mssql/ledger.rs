@@ -13,7 +13,7 @@ use crate::mssql::{ConnSpec, SqlClient};
 use crate::sink::{FinalMark, Recorded, SourceMeta, SyncHistory, Watermark, WriteUnit};
 use crate::source::{Source, SourceFacts};
 
-use super::query_rows;
+use super::{query_rows, user_tables_exist};
 
 /// `CREATE TABLE` of the sync ledger, as SCHEMA.md documents it (created when missing).
 pub const SYNCLOG_DDL: &str = "IF OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') IS NULL CREATE TABLE dbo.DBAToolsSyncLog (\
@@ -153,8 +153,8 @@ pub(super) async fn record_failure(conn: &ConnSpec, sources: &[SourceMeta], reas
 pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Recorded> {
     let mut client = conn.connect().await?;
     let client = &mut client;
-    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b, OBJECT_ID(N'dbo.PerfcopySyncTables', N'U') AS c", &[]).await?;
-    let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
+    let exists = user_tables_exist(conn, client, &["dbo.PerfcopySyncSource", "dbo.DBAToolsSyncLog", "dbo.PerfcopySyncTables"]).await?;
+    let has = |i: usize| exists[i];
     if !has(0) || !has(1) {
         return Ok(Recorded::Nothing);
     }
@@ -220,8 +220,8 @@ pub(super) async fn recorded(conn: &ConnSpec, source: &dyn Source) -> Result<Rec
 pub(super) async fn history(conn: &ConnSpec, source: &dyn Source) -> Result<SyncHistory> {
     let mut client = conn.connect().await?;
     let client = &mut client;
-    let exists = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopySyncSource', N'U') AS a, OBJECT_ID(N'dbo.DBAToolsSyncLog', N'U') AS b", &[]).await?;
-    let has = |i| exists.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some();
+    let exists = user_tables_exist(conn, client, &["dbo.PerfcopySyncSource", "dbo.DBAToolsSyncLog"]).await?;
+    let has = |i: usize| exists[i];
     let mut h = SyncHistory::default();
     if !has(1) {
         return Ok(h);

@@ -20,8 +20,7 @@ const LOCKS_DDL: &str = "IF OBJECT_ID(N'dbo.PerfcopyLocks', N'U') IS NULL CREATE
     SinceUTC DATETIME2(3) NOT NULL)";
 
 async fn table_exists(conn: &ConnSpec, client: &mut SqlClient) -> Result<bool> {
-    let rows = query_rows(conn, client, "SELECT OBJECT_ID(N'dbo.PerfcopyLocks', N'U') AS a", &[]).await?;
-    Ok(rows.first().and_then(|r| r.try_get::<i32, _>(0).ok().flatten()).is_some())
+    Ok(super::user_tables_exist(conn, client, &["dbo.PerfcopyLocks"]).await?[0])
 }
 
 /// The holder a lock's row names, if it has one.

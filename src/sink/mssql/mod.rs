@@ -173,6 +173,13 @@ pub(super) async fn query_rows(conn: &ConnSpec, client: &mut SqlClient, sql: &st
         .map_err(|e| conn.sql_error(&format!("reading the result of '{}'", first_words(sql)), e))
 }
 
+/// Whether each of `tables` (`dbo.Name`, fixed names only) exists as a user table, in one query.
+pub(super) async fn user_tables_exist(conn: &ConnSpec, client: &mut SqlClient, tables: &[&str]) -> Result<Vec<bool>> {
+    let cols: Vec<String> = tables.iter().enumerate().map(|(i, t)| format!("OBJECT_ID(N'{t}', N'U') AS t{i}")).collect();
+    let rows = query_rows(conn, client, &format!("SELECT {}", cols.join(", ")), &[]).await?;
+    Ok((0..tables.len()).map(|i| rows.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some()).collect())
+}
+
 fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
 }
