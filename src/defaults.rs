@@ -43,6 +43,21 @@ pub fn threads() -> usize {
 /// unit of this many runs holds about 100k rows in all.
 pub const RUNS_PER_UNIT_WITH_CHILDREN: usize = 256;
 
+/// Bytes of child rows (Arrow values) a unit aims at: wide rows (long SqlText, plan XML) make
+/// units of fewer runs, so the units in queues and in flight stay bounded in bytes, not only in
+/// runs. Small rows (WaitStats) still fill [`RUNS_PER_UNIT_WITH_CHILDREN`].
+pub const CHILD_BYTES_PER_UNIT: usize = 16 << 20;
+
+/// [`CHILD_BYTES_PER_UNIT`], or the test hook `PERFCOPY_TEST_CHILD_UNIT_BYTES` (tests make
+/// small sources go out in many parts; benchmarks compare bounds with one binary).
+pub fn child_bytes_per_unit() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| std::env::var("PERFCOPY_TEST_CHILD_UNIT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(CHILD_BYTES_PER_UNIT))
+}
+
+/// Runs of a source's first unit with child tables, before its bytes per run are known.
+pub const FIRST_UNIT_RUNS_WITH_CHILDREN: usize = 16;
+
 /// `demo --children-scale`: the demo's 3 million runs with all eleven child tables at this
 /// scale are about a million child rows (long text included), so the demo stays near a minute.
 pub const DEMO_CHILDREN_SCALE: f64 = 0.001;

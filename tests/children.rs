@@ -297,47 +297,62 @@ fn children_follow_their_runs_into_monitoringdb_and_the_stage_and_a_rerun_adds_n
     let srv = server();
     let dir = tempfile::tempdir().unwrap();
     let sources = two_sources(&srv, dir.path());
-    srv.create_monitoringdb("MonitoringDB");
-    target_children_tables(&srv, "MonitoringDB");
-    let stage = dir.path().join("stage");
     let from = [conn(&srv, "DBATools_A"), conn(&srv, "DBATools_B")];
 
-    for target in ["mssql", "stage"] {
-        let to: Vec<&str> = if target == "mssql" { vec!["--to", &*Box::leak(conn(&srv, "MonitoringDB").into_boxed_str()), "--register-servers"] } else { vec!["--stage", s(&stage), "--register-servers"] };
-        let mut args = vec!["--from", &from[0], "--from", &from[1]];
+    // Each target twice: with the default unit bound (a batch's runs in one unit), and with
+    // one run per unit (PERFCOPY_TEST_CHILD_UNIT_BYTES=1), as wide child rows make them.
+    for (target, unit_bytes, n) in [("mssql", None, 1), ("stage", None, 1), ("mssql", Some("1"), 2), ("stage", Some("1"), 2)] {
+        let (db, stage) = (format!("MonitoringDB{n}"), dir.path().join(format!("stage{n}")));
+        if target == "mssql" {
+            srv.create_monitoringdb(&db);
+            target_children_tables(&srv, &db);
+        }
+        let env: Vec<(&str, &str)> = unit_bytes.map(|b| ("PERFCOPY_TEST_CHILD_UNIT_BYTES", b)).into_iter().collect();
+        let what = format!("{target} (unit bytes {unit_bytes:?})");
+        let to_conn = conn(&srv, &db);
+        let to: Vec<&str> = if target == "mssql" { vec!["--to", &to_conn, "--register-servers"] } else { vec!["--stage", s(&stage), "--register-servers"] };
+        let mut args = vec!["copy", "--json", "--from", &from[0], "--from", &from[1]];
         args.extend(&to);
-        let report = copy_json(&args);
-        let map: NameMap = if target == "mssql" { servers_table(&srv, "MonitoringDB") } else { read_registry(&stage.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect() };
+        let report = ok_json(&perfcopy_env(&args, &env));
+        let map: NameMap = if target == "mssql" { servers_table(&srv, &db) } else { read_registry(&stage.join("servers.csv")).into_iter().map(|(n, id)| (fold(&n), id)).collect() };
+        let got_kids = |table: &str, nullable: &[bool]| if target == "mssql" { target_kids(&srv, &db, table, nullable) } else { stage_kids(&stage, table, nullable) };
         for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
             let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
-            let got = if target == "mssql" { target_kids(&srv, "MonitoringDB", table, nullable) } else { stage_kids(&stage, table, nullable) };
-            assert_kids_eq(&format!("{target} {table}"), &got, &want);
+            assert_kids_eq(&format!("{what} {table}"), &got_kids(table, nullable), &want);
             // Per source: what was read, written, dropped with a duplicate run, orphaned.
-            for (i, db) in ["DBATools_A", "DBATools_B"].iter().enumerate() {
+            for (i, src_db) in ["DBATools_A", "DBATools_B"].iter().enumerate() {
                 let rep = child_report(&report, i)[table];
-                let total = srv.row_count(db, &format!("dbo.{table}")).unwrap() as u64;
-                let orphans = orphans_of(&sources, i, &srv, db, table);
-                assert_eq!(rep[0], total, "{target} {db} {table}: rows read");
-                assert_eq!(rep[3], orphans, "{target} {db} {table}: orphans");
-                assert_eq!(rep[1] + rep[2] + rep[3], total, "{target} {db} {table}: every row accounted for");
+                let total = srv.row_count(src_db, &format!("dbo.{table}")).unwrap() as u64;
+                let orphans = orphans_of(&sources, i, &srv, src_db, table);
+                assert_eq!(rep[0], total, "{what} {src_db} {table}: rows read");
+                assert_eq!(rep[3], orphans, "{what} {src_db} {table}: orphans");
+                assert_eq!(rep[1] + rep[2] + rep[3], total, "{what} {src_db} {table}: every row accounted for");
             }
             let written: u64 = (0..2).map(|i| child_report(&report, i)[table][1]).sum();
-            assert_eq!(written as usize, want.values().map(Vec::len).sum::<usize>(), "{target} {table}: rows written");
+            assert_eq!(written as usize, want.values().map(Vec::len).sum::<usize>(), "{what} {table}: rows written");
         }
         assert!(child_report(&report, 1)[WAITS][2] > 0, "B's copies of A's runs drop their children");
+        let (batches, units) = (report["stages"]["batches"].as_u64().unwrap(), report["stages"]["units"].as_u64().unwrap());
+        let runs_read: u64 = sources.iter().map(|(r, _)| r.len() as u64).sum();
+        if unit_bytes.is_some() {
+            // One run per unit, after each source's first unit (16 runs, before its bytes per
+            // run are known).
+            assert!(units >= runs_read - 2 * 15, "{what}: {units} units for {runs_read} runs ({batches} batches)");
+        } else {
+            assert!(units < runs_read / 2, "{what}: {units} units for {runs_read} runs");
+        }
 
         // A re-run writes no run and no child row.
-        let again = copy_json(&args);
+        let again = ok_json(&perfcopy_env(&args, &env));
         for i in 0..2 {
             assert_eq!(again["sources"][i]["rows_written"].as_u64(), Some(0));
             for (t, n) in child_report(&again, i) {
-                assert_eq!(n[1], 0, "{target} re-run: {t} rows written");
+                assert_eq!(n[1], 0, "{what} re-run: {t} rows written");
             }
         }
         for (table, nullable) in [(WAITS, &WAIT_NULLABLE[..]), (DBS, &DB_NULLABLE[..])] {
             let want = expected_kids(&sources, &map, &BTreeMap::new(), table);
-            let got = if target == "mssql" { target_kids(&srv, "MonitoringDB", table, nullable) } else { stage_kids(&stage, table, nullable) };
-            assert_kids_eq(&format!("{target} {table} after a re-run"), &got, &want);
+            assert_kids_eq(&format!("{what} {table} after a re-run"), &got_kids(table, nullable), &want);
         }
     }
 }

@@ -35,12 +35,19 @@ fn seed() -> u64 {
     s
 }
 
+/// Bytes of child rows per unit in the crash trials (`PERFCOPY_TEST_CHILD_UNIT_BYTES`): small,
+/// so batches go out in parts of a few runs and a kill can land between the parts of one batch.
+fn unit_bytes() -> String {
+    std::env::var("CRASH_UNIT_BYTES").unwrap_or_else(|_| "20000".into())
+}
+
 fn spawn_copy(args: &[&str]) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("perfcopy"))
         .arg("copy")
         .args(args)
         .args(["--progress", "off"])
         .env_remove("RUST_LOG")
+        .env("PERFCOPY_TEST_CHILD_UNIT_BYTES", unit_bytes())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -115,7 +115,14 @@ struct Target {
     model: BTreeMap<(i32, i64), Row>,
     /// Child rows a MonitoringDB holds of runs deleted there by hand (not perfcopy's to fix).
     stale_orphans: usize,
+    /// Copies made so far: they take turns at the unit byte bound (see [`UNIT_BYTES`]).
+    copies: usize,
 }
+
+/// `PERFCOPY_TEST_CHILD_UNIT_BYTES` of successive copies: the default bound (a batch's 40 runs
+/// in one unit), one run per unit, and units of a few runs, so the watermarks and the
+/// children of every history are also checked when batches go out in parts.
+const UNIT_BYTES: [Option<&str>; 3] = [None, Some("1"), Some("600")];
 
 enum Kind {
     Stage(PathBuf),
@@ -139,7 +146,7 @@ impl Target {
             create_kids(&srv, "MonitoringDB");
             Kind::Monitoring(srv)
         };
-        Target { kind, map_file, model: BTreeMap::new(), stale_orphans: 0 }
+        Target { kind, map_file, model: BTreeMap::new(), stale_orphans: 0, copies: 0 }
     }
 
     fn args(&self) -> Vec<String> {
@@ -192,8 +199,11 @@ impl Target {
             args.extend(["--from".to_string(), c.clone()]);
         }
         args.extend(self.args());
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let report = copy_json(&a);
+        let mut a: Vec<&str> = vec!["copy", "--json"];
+        a.extend(args.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = UNIT_BYTES[self.copies % UNIT_BYTES.len()].map(|b| ("PERFCOPY_TEST_CHILD_UNIT_BYTES", b)).into_iter().collect();
+        self.copies += 1;
+        let report = ok_json(&perfcopy_env(&a, &env));
         let rows: Vec<Vec<SrcRow>> = sources.iter().map(|(_, r)| r.clone()).collect();
         self.model = expected(&rows, &name_map(ALIASES), Win::default(), &self.model).stage;
         assert_rows_eq(self.name(), &self.rows(), &self.model);

@@ -254,6 +254,7 @@ mod tests {
             totals: Totals { rows_read: 100_000_000, rows_written: 95_000_000, duplicates_dropped: 5_000_000, ..Default::default() },
             stages: StageTimes {
                 batches: 1_234_567,
+                units: 1_234_567,
                 bytes_read: 12_345_678_901,
                 read_seconds: 12.5,
                 transform_seconds: 3.25,

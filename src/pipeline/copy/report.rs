@@ -134,6 +134,9 @@ pub struct CopyReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageTimes {
     pub batches: u64,
+    /// Units sent to the writers: a batch with child tables goes out in parts bounded in
+    /// bytes, so a source of wide child rows sends more units than batches.
+    pub units: u64,
     /// In-memory size of the source batches read (Arrow buffers), in bytes.
     pub bytes_read: u64,
     pub read_seconds: f64,
@@ -157,6 +160,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[derive(Default)]
 pub(super) struct Timers {
     pub(super) batches: AtomicU64,
+    pub(super) units: AtomicU64,
     pub(super) bytes: AtomicU64,
     pub(super) read: AtomicU64,
     pub(super) transform: AtomicU64,
@@ -174,6 +178,7 @@ impl Timers {
         let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
         StageTimes {
             batches: self.batches.load(Ordering::Relaxed),
+            units: self.units.load(Ordering::Relaxed),
             bytes_read: self.bytes.load(Ordering::Relaxed),
             read_seconds: s(&self.read),
             transform_seconds: s(&self.transform),

@@ -268,6 +268,7 @@ impl Reader<'_> {
         // no batch may move the source's watermark (that survivor may commit later, on another
         // writer); the final one is recorded at commit.
         let mut frozen = false;
+        let mut sizer = UnitSizer::default();
         let mut batches = source.read(&req)?;
         loop {
             let reading = Instant::now();
@@ -275,18 +276,13 @@ impl Reader<'_> {
             Timers::add(&timers.read, reading);
             cancel.check()?;
             let batch = batch?;
-            let transforming = Instant::now();
+            let mut transforming = Instant::now();
             timers.batches.fetch_add(1, Ordering::Relaxed);
             timers.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
             metrics::rows(source.label(), "read", batch.num_rows() as u64, batch.get_array_memory_size() as u64);
             let (dups_before, conflicts_before) = (rep.counts.duplicates_dropped, rep.counts.conflicts);
             let run = batch.column(src::RUN_ID).as_primitive::<Int64Type>();
             let ts = snapshot_ms(&batch, src::SNAPSHOT_UTC);
-            for (&id, &t) in run.values().iter().zip(ts.values().iter()) {
-                if top.is_none_or(|(m, _)| id > m) && after.is_none_or(|a| id > a) {
-                    top = Some((id, t));
-                }
-            }
             let SourceRows { ids, mut keep, hot } = SourceRows::of(&batch, after, &opts.window, self.map, self.hot)?;
             let mut complete = vec![false; if kids.is_some() { batch.num_rows() } else { 0 }];
             if !hot.is_empty() {
@@ -312,31 +308,58 @@ impl Reader<'_> {
             let label = metrics::SourceLabel { source: source.label().to_string() };
             m.duplicates.get_or_create(&label).inc_by(rep.counts.duplicates_dropped - dups_before);
             m.conflicts.get_or_create(&label).inc_by(rep.counts.conflicts - conflicts_before);
-            let (mut children, mut completing) = (Vec::with_capacity(self.children.len()), Vec::with_capacity(self.children.len()));
-            if let Some(k) = kids.as_mut() {
-                let upto = run.values().iter().copied().max().unwrap_or(below).max(below);
-                let runs = Runs::new(run.values(), ts.values(), &ids, &keep, &complete);
-                for (i, t) in self.children.iter().enumerate() {
-                    let batch_runs = BatchRuns { ids: run.values(), snapshot_ms: ts.values() };
-                    let (rows, held, n) = children::keyed(t, &k.read(i, below, upto, &batch_runs)?, &runs)?;
-                    rep.children[i].add(&n);
-                    children.push(rows);
-                    completing.push(held);
+            // A batch with child tables goes out in parts of consecutive runs whose child rows
+            // stay near a unit's byte bound (wide rows make few runs a unit); each part's
+            // children are read right before it is sent. Parts need the batch in ID order
+            // (so the ID ranges of parts do not overlap); one that is not goes out whole.
+            let n = batch.num_rows();
+            let in_order = run.values().windows(2).all(|w| w[0] < w[1]);
+            let mut start = 0;
+            loop {
+                let len = if kids.is_some() && in_order { sizer.next_len(n - start) } else { n - start };
+                let end = start + len;
+                for (&id, &t) in run.values()[start..end].iter().zip(&ts.values()[start..end]) {
+                    if top.is_none_or(|(m, _)| id > m) && after.is_none_or(|a| id > a) {
+                        top = Some((id, t));
+                    }
                 }
-                below = upto;
+                let part_ids = ids.slice(start, len);
+                let (mut children, mut completing) = (Vec::with_capacity(self.children.len()), Vec::with_capacity(self.children.len()));
+                if let Some(k) = kids.as_mut() {
+                    let part_runs = &run.values()[start..end];
+                    let upto = part_runs.iter().copied().max().unwrap_or(below).max(below);
+                    let runs = Runs::new(part_runs, &ts.values()[start..end], &part_ids, &keep[start..end], &complete[start..end]);
+                    let mut bytes = 0;
+                    for (i, t) in self.children.iter().enumerate() {
+                        let batch_runs = BatchRuns { ids: part_runs, snapshot_ms: &ts.values()[start..end] };
+                        let (rows, held, c) = children::keyed(t, &k.read(i, below, upto, &batch_runs)?, &runs)?;
+                        rep.children[i].add(&c);
+                        bytes += logical_bytes(&rows) + logical_bytes(&held);
+                        children.push(rows);
+                        completing.push(held);
+                    }
+                    sizer.saw(len, bytes);
+                    below = upto;
+                }
+                let out = to_target(&batch.slice(start, len), part_ids, &BooleanArray::from(keep[start..end].to_vec()))?;
+                rep.counts.rows_written += out.num_rows() as u64;
+                let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top }, children, completing };
+                Timers::add(&timers.transform, transforming);
+                let sending = Instant::now();
+                if tx.send(msg).is_err() {
+                    cancel.cancel();
+                    return Err(Error::Cancelled);
+                }
+                Timers::add(&timers.send_wait, sending);
+                timers.units.fetch_add(1, Ordering::Relaxed);
+                metrics::queue_waited("readers", sending.elapsed());
+                progress(len as u64);
+                transforming = Instant::now();
+                start = end;
+                if start >= n {
+                    break;
+                }
             }
-            let out = to_target(&batch, ids, &BooleanArray::from(keep))?;
-            rep.counts.rows_written += out.num_rows() as u64;
-            let msg = WriterMsg { source: rank, rows: out, mark: if frozen { None } else { top }, children, completing };
-            Timers::add(&timers.transform, transforming);
-            let sending = Instant::now();
-            if tx.send(msg).is_err() {
-                cancel.cancel();
-                return Err(Error::Cancelled);
-            }
-            Timers::add(&timers.send_wait, sending);
-            metrics::queue_waited("readers", sending.elapsed());
-            progress(batch.num_rows() as u64);
         }
         // Child rows above the last run read reference no run of the source.
         if let Some(k) = kids.as_mut() {
@@ -350,6 +373,46 @@ impl Reader<'_> {
         }
         Ok((rep, top))
     }
+}
+
+/// How many runs the next unit of a source with child tables takes: as many as keep the unit's
+/// child rows near [`crate::defaults::child_bytes_per_unit`], judged by the bytes per run of
+/// the source's units so far (quick to rise, slow to fall), at most a whole batch.
+#[derive(Default)]
+struct UnitSizer {
+    bytes_per_run: Option<f64>,
+}
+
+impl UnitSizer {
+    /// Runs in the next unit, of `remaining` (at least 1 when any remain).
+    fn next_len(&self, remaining: usize) -> usize {
+        if remaining == 0 {
+            return 0;
+        }
+        let n = match self.bytes_per_run {
+            None => crate::defaults::FIRST_UNIT_RUNS_WITH_CHILDREN,
+            Some(b) if b >= 1.0 => (crate::defaults::child_bytes_per_unit() as f64 / b) as usize,
+            Some(_) => remaining,
+        };
+        n.clamp(1, remaining)
+    }
+
+    /// A unit of `runs` runs had `bytes` of child rows.
+    fn saw(&mut self, runs: usize, bytes: usize) {
+        if runs == 0 {
+            return;
+        }
+        let b = bytes as f64 / runs as f64;
+        self.bytes_per_run = Some(match self.bytes_per_run {
+            Some(old) if b < old => (old + b) / 2.0,
+            _ => b,
+        });
+    }
+}
+
+/// The bytes of `rows`' values (a slice counts only its part of shared buffers).
+fn logical_bytes(rows: &RecordBatch) -> usize {
+    rows.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size())).sum()
 }
 
 /// The watermark of each `--from` after a whole copy: the highest row read of its parts,
@@ -372,4 +435,35 @@ fn final_marks(sources: &[Box<dyn Source>], tops: &[Option<(i64, i64)>], reports
         }
     }
     by_group.into_values().filter(|m| m.watermark.last_snapshot_ms.is_some()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnitSizer;
+    use crate::defaults::{child_bytes_per_unit, FIRST_UNIT_RUNS_WITH_CHILDREN};
+
+    #[test]
+    fn units_take_as_many_runs_as_their_child_bytes_allow() {
+        let budget = child_bytes_per_unit();
+        let mut s = UnitSizer::default();
+        assert_eq!(s.next_len(0), 0, "nothing left, nothing taken");
+        assert_eq!(s.next_len(256), FIRST_UNIT_RUNS_WITH_CHILDREN);
+        assert_eq!(s.next_len(3), 3);
+        // Wide runs: a unit takes what fits the budget, at least one run.
+        s.saw(16, 16 * (budget / 10));
+        assert_eq!(s.next_len(256), 10);
+        s.saw(1, 4 * budget);
+        assert_eq!(s.next_len(256), 1, "one run over the budget rises at once");
+        // Narrow runs: the estimate falls by halves, then the whole batch fits.
+        s.saw(1, 0);
+        assert_eq!(s.next_len(256), 1);
+        for _ in 0..20 {
+            s.saw(10, 10);
+        }
+        assert_eq!(s.next_len(256), 256);
+        // No child rows at all: whole batches.
+        let mut empty = UnitSizer::default();
+        empty.saw(16, 0);
+        assert_eq!(empty.next_len(256), 256);
+    }
 }

@@ -246,11 +246,12 @@ fn opt_str(a: &arrow::array::StringArray, r: usize) -> Option<std::borrow::Cow<'
 const SEND_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Batches of up to this many bytes (Arrow size) are encoded whole before sending (a unit of
-/// QueryStats rows with long SqlText encoded whole, in UTF-16, took 64-128 MB per writer).
-const ENCODE_WHOLE_BYTES: usize = 16 << 20;
+/// QueryStats rows with long SqlText encoded whole, in UTF-16, took 64-128 MB per writer; with
+/// 16 MB slices, heaptrack still found 108 MB of encode buffers at the peak of two writers).
+const ENCODE_WHOLE_BYTES: usize = 4 << 20;
 
 /// Larger ones are encoded in slices of rows of about this many bytes.
-const ENCODE_SLICE_BYTES: usize = 8 << 20;
+const ENCODE_SLICE_BYTES: usize = 2 << 20;
 
 /// Sends one batch with TDS bulk load. Rows are encoded by perfcopy's own encoder
 /// ([`crate::tds::encode`]) when the target's columns are the documented types, else by
