@@ -795,7 +795,7 @@ mod tests {
         let back = ChildTable::from_keyed_schema(t.name, &schema).unwrap();
         assert_eq!(back.values.iter().map(|c| c.collation).collect::<Vec<_>>(), collations);
         // A file without the key (another tool's, or written before it) reads without one.
-        let plain = Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_metadata([(SQL_TYPE_KEY.to_string(), f.metadata()[SQL_TYPE_KEY].clone())].into())).collect::<Vec<_>>());
+        let plain = Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_metadata(std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), f.metadata()[SQL_TYPE_KEY].clone())]))).collect::<Vec<_>>());
         let back = ChildTable::from_keyed_schema(t.name, &plain).unwrap();
         assert!(back.values.iter().all(|c| c.collation.is_none()));
         assert!(is_collation_name("Latin1_General_100_CI_AS_SC_UTF8") && !is_collation_name("Latin1 General") && !is_collation_name("x;--"));
