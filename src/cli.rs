@@ -225,7 +225,8 @@ pub struct CopyArgs {
     pub rescan: bool,
     #[command(flatten)]
     pub tables: TableArgs,
-    /// Create a child table the MonitoringDB lacks, from the first source's columns.
+    /// Create a child table the MonitoringDB lacks, from the first source's columns; a VARCHAR
+    /// column gets the source column's collation (from a stage: the one its files record).
     #[arg(long)]
     pub create_missing_tables: bool,
     /// Writer threads (each owns some server partitions). Default: the number of cores.

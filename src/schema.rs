@@ -11,6 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 
 /// A SQL Server column type of the DBATools family (`../shared/SCHEMA.md`): the one type
 /// table. Each has exactly one Arrow type ([`SqlType::arrow_type`]); sources, sinks, the stage
@@ -114,7 +115,7 @@ impl SqlType {
             ("xml", None) => (None, None, Some(-1), None),
             (_, None) => (None, None, None, None),
         };
-        SqlType::from_declared(&DeclaredColumn { data_type: base.to_ascii_lowercase(), precision, scale, max_chars, datetime_precision })
+        SqlType::from_declared(&DeclaredColumn { data_type: base.to_ascii_lowercase(), precision, scale, max_chars, datetime_precision, collation: None })
     }
 
     /// The type of a column as `INFORMATION_SCHEMA.COLUMNS` describes it; `None` for a type
@@ -157,6 +158,9 @@ pub struct DeclaredColumn {
     pub max_chars: Option<i32>,
     /// DATETIME_PRECISION.
     pub datetime_precision: Option<i16>,
+    /// COLLATION_NAME: a character column's collation (the database default when it declares
+    /// none); `None` for other types.
+    pub collation: Option<String>,
 }
 
 impl DeclaredColumn {
@@ -281,10 +285,50 @@ pub struct Column {
     pub name: &'static str,
     pub sql: SqlType,
     pub nullable: bool,
+    /// A VARCHAR column's collation as its source declares it (`Cyrillic_General_CI_AS`), when
+    /// known: a table perfcopy creates declares it, so the column keeps its code page.
+    pub collation: Option<&'static str>,
+}
+
+impl Column {
+    /// A column without a known collation.
+    pub const fn new(name: &'static str, sql: SqlType, nullable: bool) -> Column {
+        Column { name, sql, nullable, collation: None }
+    }
 }
 
 const fn col(name: &'static str, sql: SqlType, nullable: bool) -> Column {
-    Column { name, sql, nullable }
+    Column::new(name, sql, nullable)
+}
+
+/// Whether `name` may be written after `COLLATE` in DDL: SQL Server's collation names are
+/// letters, digits and underscores (`Latin1_General_100_CI_AS_SC_UTF8`); anything else is
+/// refused rather than put into SQL.
+pub fn is_collation_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A column as a catalog or a file's schema describes it, before it becomes a [`Column`] of a
+/// [`ChildTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundColumn {
+    pub name: String,
+    pub sql: SqlType,
+    pub nullable: bool,
+    /// The collation the catalog or the file names; kept for VARCHAR columns only.
+    pub collation: Option<String>,
+}
+
+impl FoundColumn {
+    /// A column without a known collation.
+    pub fn new(name: impl Into<String>, sql: SqlType, nullable: bool) -> FoundColumn {
+        FoundColumn { name: name.into(), sql, nullable, collation: None }
+    }
+
+    /// The same column with the collation `collation`.
+    pub fn collated(self, collation: Option<String>) -> FoundColumn {
+        FoundColumn { collation, ..self }
+    }
 }
 
 /// A table perfcopy moves, as data. The same table exists in every DBATools database (schema
@@ -517,6 +561,24 @@ pub struct ChildTable {
 /// The key of a stage field's metadata that holds its SQL type (`NVARCHAR(120)`).
 pub const SQL_TYPE_KEY: &str = "perfcopy.sql_type";
 
+/// The key of a stage field's metadata that holds a VARCHAR column's source collation
+/// (`Cyrillic_General_CI_AS`); absent when it is not known (and in files of other tools).
+pub const COLLATION_KEY: &str = "perfcopy.collation";
+
+/// The collation a field's metadata records ([`COLLATION_KEY`]), if any.
+pub fn field_collation(f: &Field) -> Option<String> {
+    f.metadata().get(COLLATION_KEY).cloned()
+}
+
+/// A field of `c` with its SQL type and, when known, its collation in the metadata.
+pub fn typed_field(c: &Column) -> Field {
+    let mut meta = std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), c.sql.sql_name())]);
+    if let Some(coll) = c.collation {
+        meta.insert(COLLATION_KEY.to_string(), coll.to_string());
+    }
+    Field::new(c.name, c.sql.arrow_type(), c.nullable).with_metadata(meta)
+}
+
 /// The column of a child table that references its run.
 pub const PARENT_KEY: &str = RUN.identity;
 
@@ -531,12 +593,16 @@ impl ChildTable {
     /// A child table as a source's catalog describes it: `columns` in table order (name, type,
     /// nullable). `identity` is the table's IDENTITY column, if any. The description lives as
     /// long as the process (a few tables of a few dozen columns per run).
-    pub fn discovered(name: &str, columns: Vec<(String, SqlType, bool)>, identity: Option<&str>) -> ChildTable {
+    pub fn discovered(name: &str, columns: Vec<FoundColumn>, identity: Option<&str>) -> ChildTable {
         let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
         let values: Vec<Column> = columns
             .into_iter()
-            .filter(|(n, _, _)| !n.eq_ignore_ascii_case(PARENT_KEY) && identity.is_none_or(|i| !n.eq_ignore_ascii_case(i)))
-            .map(|(n, sql, nullable)| Column { name: leak(&n), sql, nullable })
+            .filter(|c| !c.name.eq_ignore_ascii_case(PARENT_KEY) && identity.is_none_or(|i| !c.name.eq_ignore_ascii_case(i)))
+            .map(|c| {
+                // Only VARCHAR's bytes depend on the collation (NVARCHAR is UTF-16 in any).
+                let collation = c.collation.filter(|_| matches!(c.sql, SqlType::VarChar(_) | SqlType::VarCharMax));
+                Column { name: leak(&c.name), sql: c.sql, nullable: c.nullable, collation: collation.as_deref().map(leak) }
+            })
             .collect();
         ChildTable { name: leak(name), values: Box::leak(values.into_boxed_slice()), identity: identity.map(leak) }
     }
@@ -555,17 +621,17 @@ impl ChildTable {
 
     /// Arrow schema of a keyed child batch (the pipeline's and the stage's form). Each field
     /// carries its SQL type in its metadata ([`SQL_TYPE_KEY`]), so a stage's child table keeps
-    /// the exact types (NVARCHAR lengths) its target checks need.
+    /// the exact types (NVARCHAR lengths) its target checks need, and a VARCHAR its source's
+    /// collation ([`COLLATION_KEY`]), so a table created from the stage keeps its code page.
     pub fn keyed_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.keyed_columns()
-                .iter()
-                .map(|c| {
-                    Field::new(c.name, c.sql.arrow_type(), c.nullable)
-                        .with_metadata(std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), c.sql.sql_name())]))
-                })
-                .collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.keyed_columns().iter().map(typed_field).collect::<Vec<_>>()))
+    }
+
+    /// A batch read from a stage file of this table, with [`ChildTable::keyed_schema`]: the
+    /// same columns and types; the fields' metadata may differ (a file written before
+    /// collations were recorded, or by a source that knew another collation).
+    pub fn rekeyed(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+        RecordBatch::try_new(self.keyed_schema(), batch.columns().to_vec())
     }
 
     /// A stage child table's description from its files' schema (written by
@@ -583,7 +649,7 @@ impl ChildTable {
                 .and_then(|t| SqlType::from_sql_name(t))
                 .filter(|t| &t.arrow_type() == f.data_type())
                 .ok_or_else(|| format!("column {} has no SQL type perfcopy wrote for it", f.name()))?;
-            cols.push((f.name().clone(), sql, f.is_nullable()));
+            cols.push(FoundColumn::new(f.name().clone(), sql, f.is_nullable()).collated(field_collation(f)));
         }
         Ok(ChildTable::discovered(name, cols, None))
     }
@@ -643,7 +709,7 @@ mod tests {
     #[test]
     fn information_schema_types_map_through_the_one_type_table() {
         let d = |t: &str, p: Option<u8>, s: Option<i32>, l: Option<i32>, dp: Option<i16>| {
-            SqlType::from_declared(&DeclaredColumn { data_type: t.into(), precision: p, scale: s, max_chars: l, datetime_precision: dp })
+            SqlType::from_declared(&DeclaredColumn { data_type: t.into(), precision: p, scale: s, max_chars: l, datetime_precision: dp, collation: None })
         };
         assert_eq!(d("bigint", None, None, None, None), Some(SqlType::BigInt));
         assert_eq!(d("DATETIME2", None, None, None, Some(3)), Some(DATETIME2_3));
@@ -706,6 +772,33 @@ mod tests {
         assert_eq!(SqlType::Xml.fits_in(&d("xml", Some(-1))), Ok(()));
         assert_eq!(SqlType::SqlVariant.fits_in(&d("sql_variant", None)), Ok(()));
         assert!(SqlType::SqlVariant.fits_in(&d("nvarchar", Some(-1))).is_err());
+    }
+
+    #[test]
+    fn a_varchar_collation_goes_through_the_stage_schema_and_back() {
+        let t = ChildTable::discovered(
+            "PerfSnapshotQueryPlans",
+            vec![
+                FoundColumn::new("PerfSnapshotRunID", SqlType::BigInt, false),
+                FoundColumn::new("CaptureReason", SqlType::VarChar(50), true).collated(Some("Cyrillic_General_CI_AS".into())),
+                FoundColumn::new("Note", SqlType::VarCharMax, true),
+                // NVARCHAR is UTF-16 in any collation: none is kept.
+                FoundColumn::new("SqlText", SqlType::NVarCharMax, true).collated(Some("Cyrillic_General_CI_AS".into())),
+            ],
+            None,
+        );
+        let collations: Vec<_> = t.values.iter().map(|c| c.collation).collect();
+        assert_eq!(collations, [Some("Cyrillic_General_CI_AS"), None, None]);
+        let schema = t.keyed_schema();
+        assert_eq!(field_collation(schema.field_with_name("CaptureReason").unwrap()).as_deref(), Some("Cyrillic_General_CI_AS"));
+        assert_eq!(field_collation(schema.field_with_name("Note").unwrap()), None);
+        let back = ChildTable::from_keyed_schema(t.name, &schema).unwrap();
+        assert_eq!(back.values.iter().map(|c| c.collation).collect::<Vec<_>>(), collations);
+        // A file without the key (another tool's, or written before it) reads without one.
+        let plain = Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_metadata(std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), f.metadata()[SQL_TYPE_KEY].clone())]))).collect::<Vec<_>>());
+        let back = ChildTable::from_keyed_schema(t.name, &plain).unwrap();
+        assert!(back.values.iter().all(|c| c.collation.is_none()));
+        assert!(is_collation_name("Latin1_General_100_CI_AS_SC_UTF8") && !is_collation_name("Latin1 General") && !is_collation_name("x;--"));
     }
 
     #[test]

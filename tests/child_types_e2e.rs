@@ -343,22 +343,71 @@ fn every_child_type_moves_into_monitoringdb_and_through_a_stage_exactly() {
     }
 }
 
-/// `--create-missing-tables` declares VARCHAR columns without a collation, so they take the
-/// target database's default (code page 1252 here): Cyrillic text from a Cyrillic_General_CI_AS
-/// column then has no bytes there. The copy must stop naming the column and the character,
-/// and leave the target without a run or child row (never a `?` in place of a letter).
+/// The VARCHAR columns of the child tables `--create-missing-tables` created in `db` have the
+/// source's collations (and so its code pages), and hold every value the test seeded.
+fn assert_created_with_source_collations(srv: &TestServer, db: &str, seeded: &Seeded) {
+    let varchar = |table: &str, column: &str| {
+        let cols = srv.table_columns(db, &format!("dbo.{table}")).unwrap();
+        cols.into_iter().find(|c| c.name == column).unwrap_or_else(|| panic!("{db}.{table} has no {column}")).ty
+    };
+    assert_eq!(varchar("PerfSnapshotQueryPlans", "CaptureReason"), SqlType::VarChar(Some(50), cyrillic()));
+    assert_eq!(varchar("PerfSnapshotSiteBlobs", "Note"), SqlType::VarChar(None, Collation::from_name("Greek_CI_AS").unwrap()));
+    assert_target_holds(srv, db, &seeded.by_run());
+}
+
+/// Copies DBATools into a MonitoringDB without child tables with `--create-missing-tables`,
+/// directly or through a stage, and checks the created tables and their rows.
+fn copy_creating_the_tables(through_stage: bool) {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = setup(&srv, dir.path(), &[]);
+    srv.create_monitoringdb("MonitoringDB");
+    let dbatools = conn(&srv, "DBATools");
+    let stage = dir.path().join("stage");
+    let from = if through_stage {
+        copy_json(&["--from", &dbatools, "--stage", s(&stage), "--register-servers"]);
+        s(&stage).to_string()
+    } else {
+        dbatools
+    };
+    let report = copy_json(&["--from", &from, "--to", &conn(&srv, "MonitoringDB"), "--register-servers", "--create-missing-tables"]);
+    assert_eq!(report_totals(&report).rows_written, 4, "runs written");
+    assert_created_with_source_collations(&srv, "MonitoringDB", &seeded);
+}
+
+/// Regression (tables created without COLLATE took the target's default, code page 1252, and
+/// Cyrillic text from a Cyrillic_General_CI_AS column stopped the copy): a table perfcopy
+/// creates declares each VARCHAR column in its source's collation, and the text arrives.
 #[test]
-fn created_tables_take_the_targets_collation_and_text_it_lacks_stops_the_copy() {
+fn created_tables_keep_the_sources_collation_and_its_text() {
+    copy_creating_the_tables(false);
+}
+
+/// The same through a stage: its files record each VARCHAR's collation, and a load from the
+/// stage creates the table with it.
+#[test]
+fn tables_created_from_a_stage_keep_the_sources_collation() {
+    copy_creating_the_tables(true);
+}
+
+/// A target table that exists keeps its columns: text its VARCHAR's code page (1252 here)
+/// lacks stops the copy naming the column and the character, and leaves the target without a
+/// run or child row (never a `?` in place of a letter).
+#[test]
+fn text_an_existing_target_column_lacks_stops_the_copy_and_nothing_is_written() {
     let srv = server();
     let dir = tempfile::tempdir().unwrap();
     setup(&srv, dir.path(), &[]);
     srv.create_monitoringdb("MonitoringDB");
+    srv.execute("MonitoringDB", &DDL.replace(" COLLATE Cyrillic_General_CI_AS", "")).unwrap();
+    let before = srv.table_columns("MonitoringDB", "dbo.PerfSnapshotQueryPlans").unwrap();
+    assert!(before.iter().any(|c| c.name == "CaptureReason" && c.ty == SqlType::VarChar(Some(50), Collation::DEFAULT)), "{before:?}");
     let o = perfcopy(&["copy", "--from", &conn(&srv, "DBATools"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers", "--create-missing-tables"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("CaptureReason") && err.contains("U+0412") && err.contains("windows-1252"), "{err}");
-    let cols = srv.table_columns("MonitoringDB", "dbo.PerfSnapshotQueryPlans").unwrap();
-    assert!(cols.iter().any(|c| c.name == "CaptureReason" && c.ty == SqlType::VarChar(Some(50), Collation::DEFAULT)), "{cols:?}");
+    let after = srv.table_columns("MonitoringDB", "dbo.PerfSnapshotQueryPlans").unwrap();
+    assert_eq!(format!("{after:?}"), format!("{before:?}"), "the existing table is left as it was");
     assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
     for t in TABLES {
         assert_eq!(srv.row_count("MonitoringDB", &format!("dbo.{t}")).unwrap(), 0, "{t}");

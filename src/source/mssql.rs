@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
-use crate::schema::{ChildTable, DeclaredColumn, SqlType, Table, PARENT_KEY, RUN};
+use crate::schema::{ChildTable, DeclaredColumn, FoundColumn, SqlType, Table, PARENT_KEY, RUN};
 use crate::mssql::{runtime, ConnSpec, SqlClient};
 use crate::source::normalize::{projection_columns, ColumnMatch};
 use crate::source::{BatchIter, BatchRuns, ChildReader, KeyRow, Projection, ReadRequest, Source, SourceFacts};
@@ -188,9 +188,8 @@ async fn read_facts(conn: &ConnSpec, client: &mut SqlClient) -> Result<(SourceFa
     Ok((facts, server_name))
 }
 
-/// A column of an INFORMATION_SCHEMA.COLUMNS row whose columns from `at` are COLUMN_NAME,
-/// DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE,
-/// CHARACTER_MAXIMUM_LENGTH: its name, declared type and nullability.
+/// A column of an INFORMATION_SCHEMA.COLUMNS row whose columns from `at` are [`DECLARED`]:
+/// its name, declared type and nullability.
 fn declared_at(r: &tiberius::Row, at: usize) -> (String, DeclaredColumn, bool) {
     let name = r.try_get::<&str, _>(at).ok().flatten().unwrap_or("").to_string();
     let declared = DeclaredColumn {
@@ -199,17 +198,20 @@ fn declared_at(r: &tiberius::Row, at: usize) -> (String, DeclaredColumn, bool) {
         scale: r.try_get(at + 3).ok().flatten(),
         datetime_precision: r.try_get(at + 4).ok().flatten(),
         max_chars: r.try_get(at + 6).ok().flatten(),
+        collation: r.try_get::<&str, _>(at + 7).ok().flatten().map(str::to_string),
     };
     let nullable = r.try_get::<&str, _>(at + 5).ok().flatten().is_none_or(|v| v.eq_ignore_ascii_case("YES"));
     (name, declared, nullable)
 }
 
+/// The INFORMATION_SCHEMA.COLUMNS columns [`declared_at`] reads, in its order.
+const DECLARED: &str = "COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, COLLATION_NAME";
+
 async fn discover(conn: &ConnSpec, client: &mut SqlClient) -> Result<SchemaRef> {
     let doing = format!("discovering the columns of {}", TABLE.sql_name());
     let rows = client
         .query(
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH \
-             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION",
+            &format!("SELECT {DECLARED} FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION"),
             &[&"dbo", &TABLE.name],
         )
         .await
@@ -241,8 +243,7 @@ async fn discover_children(conn: &ConnSpec, client: &mut SqlClient) -> Result<Ch
     let doing = "discovering the child tables";
     let rows = client
         .query(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, ORDINAL_POSITION \
-             FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1",
+            &format!("SELECT TABLE_NAME, {DECLARED}, ORDINAL_POSITION FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1"),
             &[&"dbo"],
         )
         .await
@@ -255,7 +256,7 @@ async fn discover_children(conn: &ConnSpec, client: &mut SqlClient) -> Result<Ch
     for r in &rows {
         let table: &str = r.try_get(0).ok().flatten().unwrap_or("");
         let (name, declared, nullable) = declared_at(r, 1);
-        let ordinal = r.try_get::<i32, _>(8).ok().flatten().unwrap_or(0);
+        let ordinal = r.try_get::<i32, _>(9).ok().flatten().unwrap_or(0);
         tables.entry(table.to_string()).or_default().push((ordinal, name, declared, nullable));
     }
     let mut out = Children::default();
@@ -281,7 +282,7 @@ async fn discover_children(conn: &ConnSpec, client: &mut SqlClient) -> Result<Ch
         let mut why = None;
         for (_, name, declared, nullable) in &cols {
             match SqlType::from_declared(declared) {
-                Some(t) => described.push((name.clone(), t, *nullable)),
+                Some(t) => described.push(FoundColumn::new(name.clone(), t, *nullable).collated(declared.collation.clone())),
                 None => why = Some(format!("column {name} is {}, a type perfcopy does not move", declared.sql_name())),
             }
         }

@@ -40,7 +40,7 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::error::{Error, Result};
-use crate::schema::{ChildTable, SqlType, PARENT_KEY, SQL_TYPE_KEY};
+use crate::schema::{field_collation, ChildTable, FoundColumn, SqlType, PARENT_KEY, SQL_TYPE_KEY};
 use crate::source::stage_children::Group;
 use crate::source::parquet::PanicSafe;
 use crate::source::{BatchRuns, ChildReader};
@@ -165,7 +165,7 @@ pub fn describe(name: &str, schema: &Schema) -> std::result::Result<ChildTable, 
         if f.name().eq_ignore_ascii_case(PARENT_KEY) || f.name().eq_ignore_ascii_case(&identity) {
             continue;
         }
-        cols.push((f.name().clone(), sql_type_of(f)?, f.is_nullable()));
+        cols.push(FoundColumn::new(f.name().clone(), sql_type_of(f)?, f.is_nullable()).collated(field_collation(f)));
     }
     let has_identity = schema.fields().iter().any(|f| f.name().eq_ignore_ascii_case(&identity));
     Ok(ChildTable::discovered(name, cols, has_identity.then_some(identity.as_str())))

@@ -31,7 +31,6 @@
 //! before the other six existed (tables draw from their own streams, numbered by their place
 //! in [`ALL`]). Long values come from [`crate::source::synthetic_text`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -39,16 +38,16 @@ use arrow::array::{
     TimestampMillisecondBuilder,
 };
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::schema::{ChildTable, Column, SqlType, DATETIME2_3, PARENT_KEY, RUN, SQL_TYPE_KEY};
+use crate::schema::{typed_field, ChildTable, Column, SqlType, DATETIME2_3, PARENT_KEY, RUN};
 use crate::source::synthetic::{mix, Segment, SyntheticSpec};
 use crate::source::synthetic_text::{batch_text, bytes, deadlock_xml, showplan_xml, statement};
 
 const fn c(name: &'static str, sql: SqlType, nullable: bool) -> Column {
-    Column { name, sql, nullable }
+    Column::new(name, sql, nullable)
 }
 
 const SYSNAME: SqlType = SqlType::NVarChar(128);
@@ -261,11 +260,10 @@ impl ChildrenSpec {
 }
 
 /// Arrow schema of a generated child file: the source form (PerfSnapshotRunID, then the
-/// values), each field with its SQL type in the metadata ([`SQL_TYPE_KEY`]).
+/// values), each field with its SQL type in the metadata ([`crate::schema::SQL_TYPE_KEY`]).
 pub fn file_schema(t: &ChildTable) -> SchemaRef {
-    let with_type = |c: &Column| Field::new(c.name, c.sql.arrow_type(), c.nullable).with_metadata(HashMap::from([(SQL_TYPE_KEY.to_string(), c.sql.sql_name())]));
-    let mut fields = vec![with_type(&RUN.column(PARENT_KEY))];
-    fields.extend(t.values.iter().map(with_type));
+    let mut fields = vec![typed_field(&RUN.column(PARENT_KEY))];
+    fields.extend(t.values.iter().map(typed_field));
     Arc::new(Schema::new(fields))
 }
 

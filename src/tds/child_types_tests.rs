@@ -23,7 +23,7 @@ const LATIN1_GENERAL_CI_AS: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x00];
 const LATIN1_UTF8: [u8; 5] = [0x09, 0x04, 0xD0, 0x24, 0x00];
 
 fn columns() -> Vec<Column> {
-    let c = |name: &'static str, sql: SqlType, nullable: bool| Column { name, sql, nullable };
+    let c = |name: &'static str, sql: SqlType, nullable: bool| Column::new(name, sql, nullable);
     vec![
         c("QueryHash", SqlType::Binary(8), true),
         c("PlanHandle", SqlType::VarBinary(64), true),

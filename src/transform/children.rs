@@ -87,7 +87,7 @@ fn select(table: &ChildTable, rows: &RecordBatch, runs: &Runs<'_>, picked: &[(u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::SqlType;
+    use crate::schema::{FoundColumn, SqlType};
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::Int32Type;
 
@@ -96,9 +96,9 @@ mod tests {
         let t = ChildTable::discovered(
             "PerfSnapshotWaitStats",
             vec![
-                ("PerfSnapshotWaitStatsID".into(), SqlType::BigInt, false),
-                ("PerfSnapshotRunID".into(), SqlType::BigInt, false),
-                ("WaitType".into(), SqlType::NVarChar(120), false),
+                FoundColumn::new("PerfSnapshotWaitStatsID", SqlType::BigInt, false),
+                FoundColumn::new("PerfSnapshotRunID", SqlType::BigInt, false),
+                FoundColumn::new("WaitType", SqlType::NVarChar(120), false),
             ],
             Some("PerfSnapshotWaitStatsID"),
         );

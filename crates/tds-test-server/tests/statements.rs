@@ -110,6 +110,43 @@ async fn transaction_rows_are_visible_to_others_only_after_commit() {
     assert!(matches!(&e, tiberius::error::Error::Server(t) if t.code() == 3902), "{e:?}");
 }
 
+/// COLLATION_NAME as SQL Server reports it: the column's collation for character columns (the
+/// database default when it declares none), NULL for every other type.
+#[tokio::test]
+async fn information_schema_columns_names_each_character_columns_collation() {
+    let srv = server();
+    srv.execute(
+        "MonitoringDB",
+        "CREATE TABLE dbo.Collated (Id BIGINT NOT NULL, Ru VARCHAR(50) COLLATE Cyrillic_General_CI_AS NULL, Gr VARCHAR(MAX) COLLATE Greek_CI_AS NULL, \
+         Plain VARCHAR(10) NULL, Fixed CHAR(4) NULL, Wide NVARCHAR(20) NULL, Sys SYSNAME NULL, Doc XML NULL, Bytes VARBINARY(8) NULL, Var SQL_VARIANT NULL, Amount DECIMAL(18,2) NULL)",
+    )
+    .unwrap();
+    let mut c = connect(srv.addr(), "MonitoringDB", None).await.unwrap();
+    let rows = c
+        .query("SELECT COLUMN_NAME, COLLATION_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION", &[&"dbo", &"Collated"])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get::<&str, _>(0).unwrap().to_string(), r.get::<&str, _>(1).map(str::to_string))).collect();
+    let default = Some("SQL_Latin1_General_CP1_CI_AS".to_string());
+    let want = vec![
+        ("Id".to_string(), None),
+        ("Ru".to_string(), Some("Cyrillic_General_CI_AS".to_string())),
+        ("Gr".to_string(), Some("Greek_CI_AS".to_string())),
+        ("Plain".to_string(), default.clone()),
+        ("Fixed".to_string(), default.clone()),
+        ("Wide".to_string(), default.clone()),
+        ("Sys".to_string(), default.clone()),
+        ("Doc".to_string(), None),
+        ("Bytes".to_string(), None),
+        ("Var".to_string(), None),
+        ("Amount".to_string(), None),
+    ];
+    assert_eq!(got, want);
+}
+
 #[tokio::test]
 async fn information_schema_columns_describes_the_source_table_like_sql_server() {
     let srv = server();

@@ -89,7 +89,7 @@ impl MonitoringDb {
         let rows = query_rows(
             &self.conn,
             client,
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION, IS_NULLABLE, COLUMN_DEFAULT \
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION, IS_NULLABLE, COLUMN_DEFAULT, COLLATION_NAME \
              FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2",
             &[&"dbo", &table],
         )
@@ -112,6 +112,7 @@ impl MonitoringDb {
                     scale: r.try_get(3).ok().flatten(),
                     max_chars: r.try_get(4).ok().flatten(),
                     datetime_precision: r.try_get(5).ok().flatten(),
+                    collation: r.try_get::<&str, _>(8).ok().flatten().map(str::to_string),
                 },
             );
         }
@@ -178,6 +179,24 @@ pub(super) async fn user_tables_exist(conn: &ConnSpec, client: &mut SqlClient, t
     let cols: Vec<String> = tables.iter().enumerate().map(|(i, t)| format!("OBJECT_ID(N'{t}', N'U') AS t{i}")).collect();
     let rows = query_rows(conn, client, &format!("SELECT {}", cols.join(", ")), &[]).await?;
     Ok((0..tables.len()).map(|i| rows.first().and_then(|r| r.try_get::<i32, _>(i).ok().flatten()).is_some()).collect())
+}
+
+/// The `CREATE TABLE` of a child table perfcopy creates: its own BIGINT identity, then
+/// [`ChildTable::target_columns`], a VARCHAR with its source's collation when known (else the
+/// database default). `Err` names a column whose recorded collation is not a collation name
+/// (no SQL is built from it).
+fn create_table_sql(table: &ChildTable) -> std::result::Result<String, String> {
+    let identity = table.identity.map_or_else(|| format!("{}ID", table.name), str::to_string);
+    let mut cols = vec![format!("[{}] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY", identity.replace(']', "]]"))];
+    for c in table.target_columns() {
+        let collate = match c.collation {
+            Some(name) if crate::schema::is_collation_name(name) => format!(" COLLATE {name}"),
+            Some(name) => return Err(format!("cannot create {}: column {} records the collation '{}', which is not a collation name (letters, digits and '_' only)", table.sql_name(), c.name, name.escape_debug())),
+            None => String::new(),
+        };
+        cols.push(format!("[{}] {}{collate}{}", c.name.replace(']', "]]"), c.sql.sql_name(), if c.nullable { " NULL" } else { " NOT NULL" }));
+    }
+    Ok(format!("CREATE TABLE [dbo].[{}] ({})", table.name.replace(']', "]]"), cols.join(", ")))
 }
 
 fn first_words(sql: &str) -> String {
@@ -400,12 +419,7 @@ impl Target for MonitoringDb {
     }
 
     fn create_child_table(&self, table: &ChildTable) -> Result<()> {
-        let identity = table.identity.map_or_else(|| format!("{}ID", table.name), str::to_string);
-        let mut cols = vec![format!("[{}] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY", identity.replace(']', "]]"))];
-        for c in table.target_columns() {
-            cols.push(format!("[{}] {}{}", c.name.replace(']', "]]"), c.sql.sql_name(), if c.nullable { " NULL" } else { " NOT NULL" }));
-        }
-        let sql = format!("CREATE TABLE [dbo].[{}] ({})", table.name.replace(']', "]]"), cols.join(", "));
+        let sql = create_table_sql(table).map_err(|m| self.conn.error(m))?;
         self.block_on(async {
             let mut client = self.conn.connect().await?;
             let doing = format!("creating {}", table.sql_name());
@@ -468,6 +482,44 @@ impl Load for MonitoringLoad {
         let r = runtime().and_then(|rt| rt.block_on(ledger::record_failure(&self.conn, &self.sources, &reason)));
         if let Err(e) = r {
             tracing::warn!("could not record the failure in dbo.DBAToolsSyncLog: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{FoundColumn, SqlType};
+
+    fn table(collation: &str) -> ChildTable {
+        ChildTable::discovered(
+            "PerfSnapshotQueryPlans",
+            vec![
+                FoundColumn::new("PerfSnapshotRunID", SqlType::BigInt, false),
+                FoundColumn::new("CaptureReason", SqlType::VarChar(50), true).collated(Some(collation.into())),
+                FoundColumn::new("SqlText", SqlType::NVarCharMax, true).collated(Some(collation.into())),
+            ],
+            None,
+        )
+    }
+
+    #[test]
+    fn created_varchar_columns_keep_their_source_collation() {
+        let sql = create_table_sql(&table("Cyrillic_General_CI_AS")).unwrap();
+        assert_eq!(
+            sql,
+            "CREATE TABLE [dbo].[PerfSnapshotQueryPlans] ([PerfSnapshotQueryPlansID] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, [PerfSnapshotRunID] BIGINT NOT NULL, \
+             [CaptureReason] VARCHAR(50) COLLATE Cyrillic_General_CI_AS NULL, [SqlText] NVARCHAR(MAX) NULL)"
+        );
+    }
+
+    /// A collation recorded in a stage file's metadata is text anyone can write: it must never
+    /// reach the DDL unless it is a collation name.
+    #[test]
+    fn a_malformed_collation_name_is_refused_and_no_sql_is_built() {
+        for bad in ["Latin1_General_CI_AS NULL); DROP TABLE dbo.Servers; --", "Cyrillic General", "", "Greek_CI_AS]", "Ωμέγα_CI_AS"] {
+            let err = create_table_sql(&table(bad)).unwrap_err();
+            assert!(err.contains("CaptureReason") && err.contains("not a collation name"), "{bad:?}: {err}");
         }
     }
 }
