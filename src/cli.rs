@@ -90,8 +90,8 @@ pub struct BenchArgs {
     /// Child tables generated with each run and moved with it, as `generate` writes them:
     /// `all` (the eleven tables), `none` (PerfSnapshotRun only, the run-table benchmark), or a
     /// comma-separated list. The report then gives per table rows, MB, generation CPU time and,
-    /// into `null`, TDS encoding rows/s per CPU second. Not with a MonitoringDB target (its
-    /// scratch table holds runs only).
+    /// into `null`, TDS encoding rows/s per CPU second. Into a MonitoringDB each table gets a
+    /// scratch table of its own beside the runs' (dropped at the end).
     #[arg(long, value_name = "all|none|LIST", default_value = "none")]
     pub child_tables: String,
     /// Child rows per run relative to a real collector's (1.0: about 400 per run over the

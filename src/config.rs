@@ -515,9 +515,6 @@ pub fn bench_plan(a: &crate::cli::BenchArgs) -> Result<BenchPlan> {
         }
     }
     let children = children_spec(&a.child_tables, a.children_scale)?;
-    if !children.tables.is_empty() && matches!(target, BenchTarget::MonitoringDb(_)) {
-        return Err(usage("--child-tables", "a MonitoringDB bench writes PerfSnapshotRun rows into its scratch table only; measure child tables into null or a stage"));
-    }
     let readers = a.readers.unwrap_or_else(defaults::threads);
     let writers = a.writers.unwrap_or_else(defaults::threads);
     if readers == 0 || writers == 0 {

@@ -118,3 +118,33 @@ fn bench_into_monitoringdb_loads_a_scratch_table_and_drops_it() {
     assert_eq!(srv.row_count("MonitoringDB", "dbo.Servers").unwrap(), 0);
     assert!(!srv.has_table("MonitoringDB", "dbo.DBAToolsSyncLog"));
 }
+
+/// `bench --to <MonitoringDB> --child-tables …`: each child table goes to a scratch table of
+/// its own with MonitoringDB's new run IDs, through the real writer; all are dropped at the
+/// end, and the server received exactly the runs and child rows the report says were written.
+#[test]
+fn bench_into_monitoringdb_with_child_tables_loads_scratch_child_tables_and_drops_them() {
+    let srv = server();
+    srv.create_monitoringdb("MonitoringDB");
+    let tables = ["PerfSnapshotWaitStats", "PerfSnapshotQueryStats", "PerfSnapshotConfig"];
+    let report = ok_json(&perfcopy(&["bench", "--to", &conn(&srv, "MonitoringDB"), "--rows", "600", "--servers", "3", "--child-tables", &tables.join(","), "--children-scale", "0.05", "--json"]));
+    let runs = report["rows_written"].as_u64().unwrap();
+    let figures = report["child_tables"].as_array().unwrap_or_else(|| panic!("no child tables in {report}"));
+    let mut kids = 0;
+    for t in tables {
+        let f = figures.iter().find(|f| f["table"] == t).unwrap_or_else(|| panic!("no {t} in {report}"));
+        let written = f["rows_written"].as_u64().unwrap();
+        assert!(written > 0 && written <= f["rows_read"].as_u64().unwrap(), "{t}: {f}");
+        kids += written;
+    }
+    assert!(runs > 0, "{report}");
+    assert_eq!(srv.stats().bulk_rows_received, runs + kids, "rows the server received vs the report's runs and child rows");
+    let target = report["target"].as_str().unwrap();
+    let scratch = target.split("scratch table ").nth(1).and_then(|t| t.strip_suffix(')')).unwrap_or_else(|| panic!("no scratch table in '{target}'"));
+    assert!(!srv.has_table("MonitoringDB", scratch), "{scratch} was not dropped");
+    for t in tables {
+        assert!(!srv.has_table("MonitoringDB", &format!("{scratch}_{t}")), "{scratch}_{t} was not dropped");
+    }
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 0);
+    assert_eq!(srv.row_count("MonitoringDB", "dbo.Servers").unwrap(), 0);
+}

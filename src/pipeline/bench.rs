@@ -221,21 +221,34 @@ impl BenchReport {
     }
 
     /// The child tables' lines (rates per CPU second of one thread; `--json` has every figure).
+    /// Into `null` the last columns are the TDS encoding's rates; into a stage or MonitoringDB,
+    /// which encode on the writers' side, rows and MB written per wall-clock second of the copy.
     fn child_lines(&self) -> Vec<String> {
-        let mut out = vec![
-            String::new(),
-            wrap("child tables, per second of one thread's CPU (generate: making the rows, part of the readers' remap + dedupe time; encode: TDS bulk rows into null):", 4),
-            format!("{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}", "table", "written", "Arrow", "generate", "encode", "encode"),
-        ];
+        let null = self.child_tables.iter().any(|c| c.encode_rows_per_cpu_second.is_some());
+        let (legend, last) = if null {
+            ("child tables, per second of one thread's CPU (generate: making the rows, part of the readers' remap + dedupe time; encode: TDS bulk rows into null):", ["encode", "encode"])
+        } else {
+            ("child tables (generate: per second of one thread's CPU, part of the readers' remap + dedupe time; wall: written per second of the whole copy):", ["wall", "wall"])
+        };
+        let mut out = vec![String::new(), wrap(legend, 4), format!("{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}", "table", "written", "Arrow", "generate", last[0], last[1])];
+        let wall = self.end_to_end_seconds;
         for c in &self.child_tables {
+            let (rows, mb) = if null {
+                (c.encode_rows_per_cpu_second.map_or_else(|| "-".into(), |r| human::rate(r, "rows")), c.encode_arrow_mb_per_cpu_second.map_or_else(|| "-".into(), |r| human::byte_rate(r * 1e6)))
+            } else if wall > 0.0 {
+                let written_mb = if c.rows_read > 0 { c.mb * c.rows_written as f64 / c.rows_read as f64 } else { 0.0 };
+                (human::rate(c.rows_per_wall_second, "rows"), human::byte_rate(written_mb * 1e6 / wall))
+            } else {
+                ("-".into(), "-".into())
+            };
             out.push(format!(
                 "{:<14} {:>9} {:>9} {:>14} {:>14} {:>12}",
                 human::short(c.table.strip_prefix("PerfSnapshot").unwrap_or(&c.table), 14),
                 human::count(c.rows_written),
                 human::bytes((c.mb * 1e6) as u64),
                 human::rate(c.generate_rows_per_cpu_second, "rows"),
-                c.encode_rows_per_cpu_second.map_or_else(|| "-".into(), |r| human::rate(r, "rows")),
-                c.encode_arrow_mb_per_cpu_second.map_or_else(|| "-".into(), |r| human::byte_rate(r * 1e6)),
+                rows,
+                mb,
             ));
         }
         out
@@ -303,5 +316,16 @@ mod tests {
         assert!((c.generate_rows_per_cpu_second - 61_728_394.5).abs() < 1.0 && c.encode_rows_per_cpu_second == Some(30_000_000.0), "{c:?}");
         let text = lines.join("\n");
         assert!(text.contains("BackupHistory") && text.contains("30.0M rows/s"), "{text}");
+
+        // Into a stage or MonitoringDB (nothing encoded on the readers' side): rows and MB
+        // written per wall second of the copy, 120M rows in 10 s.
+        let b = BenchReport::new(&spec, "127.0.0.1,1433/MonitoringDB (scratch table dbo.perfcopy_bench_1)".into(), &report, 0).with_children(&report, &meter(123_456_789, 98_765_432_100, 2.0), &BTreeMap::new());
+        let lines = b.human_lines();
+        for l in lines.iter().flat_map(|l| l.lines()) {
+            assert!(l.chars().count() <= human::COLUMNS, "{} columns: {l}", l.chars().count());
+        }
+        let text = lines.join("\n");
+        assert_eq!(b.child_tables[0].encode_rows_per_cpu_second, None);
+        assert!(text.contains("wall") && text.contains("12.0M rows/s"), "{text}");
     }
 }

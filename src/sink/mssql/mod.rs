@@ -185,7 +185,7 @@ pub(super) async fn user_tables_exist(conn: &ConnSpec, client: &mut SqlClient, t
 /// [`ChildTable::target_columns`], a VARCHAR with its source's collation when known (else the
 /// database default). `Err` names a column whose recorded collation is not a collation name
 /// (no SQL is built from it).
-fn create_table_sql(table: &ChildTable) -> std::result::Result<String, String> {
+pub(super) fn create_table_sql(table: &ChildTable) -> std::result::Result<String, String> {
     let identity = table.identity.map_or_else(|| format!("{}ID", table.name), str::to_string);
     let mut cols = vec![format!("[{}] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY", identity.replace(']', "]]"))];
     for c in table.target_columns() {

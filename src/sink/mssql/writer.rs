@@ -104,7 +104,7 @@ impl UnitWriter {
                 // The runs just inserted have MonitoringDB's own IDs now: the children get them.
                 let mut keyed: Vec<&RecordBatch> = vec![unit.rows];
                 keyed.extend(unit.completing.iter());
-                let ids = run_ids(client, &keyed).await?;
+                let ids = run_ids(client, &self.table, &keyed).await?;
                 let conversion = |m: String| tiberius::error::Error::Conversion(m.into());
                 for (i, table) in self.children.iter().enumerate() {
                     if let Some(rows) = unit.children.get(i).filter(|r| r.num_rows() > 0) {
@@ -376,10 +376,11 @@ fn token_row<'a>(rows: &'a RecordBatch, r: usize, bigint: &[bool]) -> TokenRow<'
     row
 }
 
-/// MonitoringDB's PerfSnapshotRunID of every run whose key is in `keyed` (target rows or
-/// keyed child rows: SnapshotUTC and ServerID first), by (ServerID, SnapshotUTC ms): read back
-/// inside the unit's transaction, right after the runs' insert.
-async fn run_ids(client: &mut SqlClient, keyed: &[&RecordBatch]) -> std::result::Result<HashMap<(i32, i64), i64>, tiberius::error::Error> {
+/// The PerfSnapshotRunID in `table` (MonitoringDB's PerfSnapshotRun, or bench's scratch table)
+/// of every run whose key is in `keyed` (target rows or keyed child rows: SnapshotUTC and
+/// ServerID first), by (ServerID, SnapshotUTC ms): read back inside the unit's transaction,
+/// right after the runs' insert.
+async fn run_ids(client: &mut SqlClient, table: &str, keyed: &[&RecordBatch]) -> std::result::Result<HashMap<(i32, i64), i64>, tiberius::error::Error> {
     const _: () = assert!(tgt::SNAPSHOT_UTC == child::SNAPSHOT_UTC && tgt::SERVER_ID == child::SERVER_ID);
     let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     let mut n = 0;
@@ -394,8 +395,7 @@ async fn run_ids(client: &mut SqlClient, keyed: &[&RecordBatch]) -> std::result:
         }
     }
     let sql = format!(
-        "SELECT {id}, {time} FROM {} WHERE {server} = @P1 AND {time} >= @P2 AND {time} <= @P3",
-        RUN.sql_name(),
+        "SELECT {id}, {time} FROM {table} WHERE {server} = @P1 AND {time} >= @P2 AND {time} <= @P3",
         id = RUN.identity,
         time = RUN.snapshot_time,
         server = RUN.server_id
