@@ -122,7 +122,7 @@ pub fn tsql(column: &str, sql: SqlType) -> Option<String> {
         SqlType::BigInt | SqlType::Int | SqlType::SmallInt | SqlType::TinyInt | SqlType::Bit => format!("CONVERT(NVARCHAR(20), {c})"),
         SqlType::Decimal { precision, scale } => format!("CONVERT(NVARCHAR(50), CAST({c} AS DECIMAL({precision},{scale})))"),
         SqlType::DateTime2(p) => format!("CONVERT(NVARCHAR(20), DATEDIFF_BIG({}, '19700101', {c}))", if p <= 3 { "MILLISECOND" } else { "MICROSECOND" }),
-        SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => format!("CAST({c} AS NVARCHAR(MAX))"),
+        SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::Text | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => format!("CAST({c} AS NVARCHAR(MAX))"),
         SqlType::Binary(_) | SqlType::VarBinary(_) | SqlType::VarBinaryMax => c.clone(),
         SqlType::DateTime | SqlType::SqlVariant => return None,
     };

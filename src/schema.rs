@@ -32,6 +32,11 @@ pub enum SqlType {
     NVarChar(u16),
     /// NVARCHAR(MAX).
     NVarCharMax,
+    /// Text whose length its file does not declare (a Parquet export's string column without
+    /// perfcopy's `perfcopy.sql_type` metadata): NVARCHAR(MAX) where perfcopy creates a
+    /// column, and it goes into any NVARCHAR or VARCHAR target column, each value checked
+    /// against the column's length (and code page) as it is loaded.
+    Text,
     /// VARCHAR(n) in its collation's code page.
     VarChar(u16),
     /// VARCHAR(MAX).
@@ -66,7 +71,7 @@ impl SqlType {
             // Arrow's microseconds; DATETIME2(7)'s last digit (100 ns) has no place there yet.
             SqlType::DateTime2(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
             SqlType::DateTime => DataType::Timestamp(TimeUnit::Millisecond, None),
-            SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => DataType::Utf8,
+            SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::Text | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Xml => DataType::Utf8,
             SqlType::Binary(n) => DataType::FixedSizeBinary(i32::from(n)),
             SqlType::VarBinary(_) | SqlType::VarBinaryMax => DataType::Binary,
             SqlType::SqlVariant => DataType::Struct(
@@ -87,7 +92,7 @@ impl SqlType {
             SqlType::DateTime2(p) => format!("DATETIME2({p})"),
             SqlType::DateTime => "DATETIME".into(),
             SqlType::NVarChar(n) => format!("NVARCHAR({n})"),
-            SqlType::NVarCharMax => "NVARCHAR(MAX)".into(),
+            SqlType::NVarCharMax | SqlType::Text => "NVARCHAR(MAX)".into(),
             SqlType::VarChar(n) => format!("VARCHAR({n})"),
             SqlType::VarCharMax => "VARCHAR(MAX)".into(),
             SqlType::Binary(n) => format!("BINARY({n})"),
@@ -224,6 +229,12 @@ impl SqlType {
             SqlType::NVarCharMax => match t {
                 "nvarchar" if d.max_chars == Some(-1) => Ok(()),
                 "nvarchar" => narrower(),
+                _ => other(),
+            },
+            // No declared length to compare: the bulk encoder checks each value's length (and
+            // a VARCHAR's code page) and names the column and row of one that does not fit.
+            SqlType::Text => match t {
+                "nvarchar" | "sysname" | "varchar" => Ok(()),
                 _ => other(),
             },
             // VARCHAR text moves in the target column's code page, checked per value by the
@@ -572,7 +583,12 @@ pub fn field_collation(f: &Field) -> Option<String> {
 
 /// A field of `c` with its SQL type and, when known, its collation in the metadata.
 pub fn typed_field(c: &Column) -> Field {
-    let mut meta = std::collections::HashMap::from([(SQL_TYPE_KEY.to_string(), c.sql.sql_name())]);
+    // Text of undeclared length keeps having none (a stage written from such an export loads
+    // as the export does).
+    let mut meta = std::collections::HashMap::new();
+    if c.sql != SqlType::Text {
+        meta.insert(SQL_TYPE_KEY.to_string(), c.sql.sql_name());
+    }
     if let Some(coll) = c.collation {
         meta.insert(COLLATION_KEY.to_string(), coll.to_string());
     }
@@ -643,12 +659,13 @@ impl ChildTable {
         }
         let mut cols = Vec::new();
         for f in &fields[child::FIRST_VALUE..] {
-            let sql = f
-                .metadata()
-                .get(SQL_TYPE_KEY)
-                .and_then(|t| SqlType::from_sql_name(t))
-                .filter(|t| &t.arrow_type() == f.data_type())
-                .ok_or_else(|| format!("column {} has no SQL type perfcopy wrote for it", f.name()))?;
+            let sql = match f.metadata().get(SQL_TYPE_KEY) {
+                // Text whose length the stage's source did not declare (see [`typed_field`]).
+                None if f.data_type() == &DataType::Utf8 => Some(SqlType::Text),
+                t => t.and_then(|t| SqlType::from_sql_name(t)),
+            }
+            .filter(|t| &t.arrow_type() == f.data_type())
+            .ok_or_else(|| format!("column {} has no SQL type perfcopy wrote for it", f.name()))?;
             cols.push(FoundColumn::new(f.name().clone(), sql, f.is_nullable()).collated(field_collation(f)));
         }
         Ok(ChildTable::discovered(name, cols, None))
@@ -768,6 +785,14 @@ mod tests {
         assert!(SqlType::VarChar(20).fits_in(&d("nvarchar", Some(50))).is_err());
         assert_eq!(SqlType::VarCharMax.fits_in(&d("varchar", Some(-1))), Ok(()));
         assert_eq!(SqlType::NVarCharMax.fits_in(&d("nvarchar", Some(-1))), Ok(()));
+        // Text of undeclared length goes into any text column (its values are checked as they
+        // load), but into nothing else.
+        for (t, l) in [("nvarchar", Some(16)), ("nvarchar", Some(-1)), ("varchar", Some(10)), ("sysname", Some(128))] {
+            assert_eq!(SqlType::Text.fits_in(&d(t, l)), Ok(()), "{t}({l:?})");
+        }
+        for t in ["xml", "int", "varbinary", "sql_variant"] {
+            assert!(SqlType::Text.fits_in(&d(t, Some(-1))).is_err(), "{t}");
+        }
         assert!(SqlType::NVarCharMax.fits_in(&d("nvarchar", Some(4000))).is_err());
         assert_eq!(SqlType::Xml.fits_in(&d("xml", Some(-1))), Ok(()));
         assert_eq!(SqlType::SqlVariant.fits_in(&d("sql_variant", None)), Ok(()));
@@ -799,6 +824,23 @@ mod tests {
         let back = ChildTable::from_keyed_schema(t.name, &plain).unwrap();
         assert!(back.values.iter().all(|c| c.collation.is_none()));
         assert!(is_collation_name("Latin1_General_100_CI_AS_SC_UTF8") && !is_collation_name("Latin1 General") && !is_collation_name("x;--"));
+    }
+
+    #[test]
+    fn text_of_undeclared_length_stays_undeclared_through_the_stage_schema() {
+        let t = ChildTable::discovered(
+            "PerfSnapshotWaitStats",
+            vec![FoundColumn::new("PerfSnapshotRunID", SqlType::BigInt, false), FoundColumn::new("WaitType", SqlType::Text, false), FoundColumn::new("Note", SqlType::NVarChar(60), true)],
+            None,
+        );
+        let schema = t.keyed_schema();
+        assert_eq!(schema.field_with_name("WaitType").unwrap().metadata().get(SQL_TYPE_KEY), None);
+        assert_eq!(schema.field_with_name("Note").unwrap().metadata().get(SQL_TYPE_KEY).map(String::as_str), Some("NVARCHAR(60)"));
+        let back = ChildTable::from_keyed_schema(t.name, &schema).unwrap();
+        assert_eq!(back.values.iter().map(|c| c.sql).collect::<Vec<_>>(), [SqlType::Text, SqlType::NVarChar(60)]);
+        // A column perfcopy creates for it is NVARCHAR(MAX).
+        assert_eq!(SqlType::Text.sql_name(), "NVARCHAR(MAX)");
+        assert_eq!(SqlType::Text.arrow_type(), DataType::Utf8);
     }
 
     #[test]

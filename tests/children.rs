@@ -815,3 +815,77 @@ fn child_tables_that_do_not_match_between_sources_are_refused_naming_source_tabl
     copy_json(&["--from", &conn(&srv, "DBATools_A"), "--from", &conn(&srv, "DBATools_B"), "--to", &conn(&srv, "MonitoringDB"), "--register-servers", "--tables", DBS]);
     assert_eq!(srv.row_count("MonitoringDB", "dbo.PerfSnapshotRun").unwrap(), 10);
 }
+
+/// Writes the wait rows of `kids` as an export's `PerfSnapshotWaitStats.parquet`, the way
+/// another tool writes it: plain Arrow types, no `perfcopy.sql_type` metadata (so WaitType is
+/// text of undeclared length).
+fn write_plain_wait_export(path: &Path, kids: &ChildRows) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("PerfSnapshotRunID", DataType::Int64, false),
+        Field::new("WaitType", DataType::Utf8, false),
+        Field::new("WaitingTasksCount", DataType::Int64, true),
+        Field::new("WaitTimeMs", DataType::Int64, true),
+        Field::new("AvgWaitTimeMs", DataType::Decimal128(18, 4), true),
+    ]));
+    let w = &kids.waits;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(w.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(w.iter().map(|r| r.2 .0.as_str()))),
+            Arc::new(Int64Array::from_iter(w.iter().map(|r| r.2 .1))),
+            Arc::new(Int64Array::from_iter(w.iter().map(|r| r.2 .2))),
+            Arc::new(Decimal128Array::from_iter(w.iter().map(|r| r.2 .3)).with_precision_and_scale(18, 4).unwrap()),
+        ],
+    )
+    .unwrap();
+    let mut out = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    out.write(&batch).unwrap();
+    out.close().unwrap();
+}
+
+/// A Parquet export written by another tool declares no text lengths: its text goes into the
+/// target's NVARCHAR(120) column (directly, and through a stage, which keeps it undeclared),
+/// each value checked as it is loaded. A value longer than the column stops the copy naming
+/// the table and column, with nothing of it written.
+#[test]
+fn an_exports_text_without_declared_lengths_loads_into_shorter_columns_each_value_checked() {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = series("SQL01", T0, 40, 1, 1);
+    let export = dir.path().join("SQL01.parquet");
+    write_source(&export, &rows, &SourceOpts::default());
+    let kids = children_for(rows.iter().map(|r| r.run_id), 9);
+    assert!(!kids.waits.is_empty());
+    write_plain_wait_export(&dir.path().join("SQL01").join(format!("{WAITS}.parquet")), &kids);
+    let sources = vec![(rows.clone(), kids.clone())];
+
+    // Straight in, and through a stage.
+    let stage = dir.path().join("stage");
+    copy_json(&["--from", s(&export), "--stage", s(&stage), "--register-servers", "--tables", WAITS]);
+    for (db, from) in [("MonitoringDB", s(&export)), ("MonitoringDB2", s(&stage))] {
+        srv.create_monitoringdb(db);
+        target_children_tables(&srv, db);
+        copy_json(&["--from", from, "--to", &conn(&srv, db), "--register-servers", "--tables", WAITS]);
+        let want = expected_kids(&sources, &servers_table(&srv, db), &BTreeMap::new(), WAITS);
+        assert_kids_eq(&format!("{from} -> {db}"), &target_kids(&srv, db, WAITS, &WAIT_NULLABLE), &want);
+    }
+
+    // One WaitType longer than the column's 120 characters.
+    let mut long = kids.clone();
+    long.waits[0].2 .0 = "W".repeat(121);
+    let bad = dir.path().join("bad");
+    let bad_export = bad.join("SQL01.parquet");
+    std::fs::create_dir_all(&bad).unwrap();
+    write_source(&bad_export, &rows, &SourceOpts::default());
+    write_plain_wait_export(&bad.join("SQL01").join(format!("{WAITS}.parquet")), &long);
+    srv.create_monitoringdb("MonitoringDB3");
+    target_children_tables(&srv, "MonitoringDB3");
+    let o = perfcopy(&["copy", "--from", s(&bad_export), "--to", &conn(&srv, "MonitoringDB3"), "--register-servers", "--tables", WAITS]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(WAITS) && err.contains("WaitType"), "{err}");
+    assert_eq!(srv.row_count("MonitoringDB3", &format!("dbo.{WAITS}")).unwrap(), 0);
+    assert_eq!(srv.row_count("MonitoringDB3", "dbo.PerfSnapshotRun").unwrap(), 0);
+}

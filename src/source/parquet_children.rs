@@ -13,9 +13,9 @@
 //! `generate` write, e.g. `NVARCHAR(120)`, checked against the Arrow type) when present, else
 //! from the Arrow type: Int64 BIGINT, Int32 INT, Int16 SMALLINT, UInt8 TINYINT, Boolean BIT,
 //! Decimal128(p,s) DECIMAL(p,s), Timestamp(ms, no zone) DATETIME2(3), Timestamp(µs) DATETIME2(6),
-//! Utf8 NVARCHAR(MAX), FixedSizeBinary(n) BINARY(n). Without metadata a text column is
-//! NVARCHAR(MAX), so a MonitoringDB target needs an NVARCHAR(MAX) column for it (its check
-//! refuses a shorter one); write the metadata to load into shorter columns. Any other
+//! Utf8 [`SqlType::Text`], FixedSizeBinary(n) BINARY(n). Without metadata a text column has
+//! no declared length: it goes into any NVARCHAR or VARCHAR column of a MonitoringDB, each
+//! value checked against the column as it is loaded. Any other
 //! column type makes the table unreadable (copying it is an error naming file and column).
 //!
 //! ## Reads
@@ -142,7 +142,7 @@ fn sql_type_of(f: &arrow::datatypes::Field) -> std::result::Result<SqlType, Stri
         DataType::Decimal128(p, s) => SqlType::Decimal { precision: *p, scale: *s },
         DataType::Timestamp(TimeUnit::Millisecond, None) => SqlType::DateTime2(3),
         DataType::Timestamp(TimeUnit::Microsecond, None) => SqlType::DateTime2(6),
-        DataType::Utf8 => SqlType::NVarCharMax,
+        DataType::Utf8 => SqlType::Text,
         DataType::FixedSizeBinary(n) if (1..=8000).contains(n) => SqlType::Binary(*n as u16),
         other => return Err(format!("column {} has Arrow type {other}, which has no SQL type without {SQL_TYPE_KEY} metadata", f.name())),
     })
@@ -501,7 +501,7 @@ mod tests {
         assert_eq!(export.tables.len(), 1);
         let t = export.tables[0];
         assert_eq!((t.name, t.identity), ("T1", Some("T1ID")));
-        assert_eq!(t.values.iter().map(|c| (c.name, c.sql)).collect::<Vec<_>>(), [("N", SqlType::Int), ("Text", SqlType::NVarCharMax)]);
+        assert_eq!(t.values.iter().map(|c| (c.name, c.sql)).collect::<Vec<_>>(), [("N", SqlType::Int), ("Text", SqlType::Text)]);
         assert_eq!(export.unreadable.len(), 1);
         assert!(export.unreadable[0].1.contains("PerfSnapshotRunID"), "{:?}", export.unreadable);
 

@@ -152,7 +152,7 @@ impl BulkLayout {
                     }
                     SqlType::DateTime2(p) => v(VarLenType::Datetime2, p as usize, None),
                     SqlType::NVarChar(len) => v(VarLenType::NVarchar, 2 * len as usize, coll),
-                    SqlType::NVarCharMax => v(VarLenType::NVarchar, 0xFFFF, coll),
+                    SqlType::NVarCharMax | SqlType::Text => v(VarLenType::NVarchar, 0xFFFF, coll),
                     SqlType::VarChar(len) => v(VarLenType::BigVarChar, len as usize, coll),
                     SqlType::VarCharMax => v(VarLenType::BigVarChar, 0xFFFF, coll),
                     SqlType::Binary(len) => v(VarLenType::BigBinary, len as usize, None),
