@@ -872,6 +872,23 @@ fn an_exports_text_without_declared_lengths_loads_into_shorter_columns_each_valu
         assert_kids_eq(&format!("{from} -> {db}"), &target_kids(&srv, db, WAITS, &WAIT_NULLABLE), &want);
     }
 
+    // With a DBATools source whose WaitType is NVARCHAR(120): the export's undeclared text
+    // stands for it, and both sources' children arrive.
+    let other = series("SQL02", T0, 25, 1, 2);
+    seed(&srv, dir.path(), "DBATools_B", &other, true);
+    let other_kids = children_for(other.iter().map(|r| r.run_id), 12);
+    seed_children(&srv, "DBATools_B", &other_kids);
+    let both = vec![(rows.clone(), kids.clone()), (other.clone(), other_kids.clone())];
+    for (db, order) in [("MonitoringDB4", [0, 1]), ("MonitoringDB5", [1, 0])] {
+        srv.create_monitoringdb(db);
+        target_children_tables(&srv, db);
+        let froms = [s(&export).to_string(), conn(&srv, "DBATools_B")];
+        copy_json(&["--from", &froms[order[0]], "--from", &froms[order[1]], "--to", &conn(&srv, db), "--register-servers", "--tables", WAITS]);
+        let ranked: Vec<_> = order.iter().map(|&i| both[i].clone()).collect();
+        let want = expected_kids(&ranked, &servers_table(&srv, db), &BTreeMap::new(), WAITS);
+        assert_kids_eq(&format!("export and DBATools -> {db}"), &target_kids(&srv, db, WAITS, &WAIT_NULLABLE), &want);
+    }
+
     // One WaitType longer than the column's 120 characters.
     let mut long = kids.clone();
     long.waits[0].2 .0 = "W".repeat(121);

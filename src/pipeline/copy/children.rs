@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::pipeline::progress::Progress;
-use crate::schema::ChildTable;
+use crate::schema::{ChildTable, Column, SqlType};
 use crate::sink::{ChildTableState, Target};
 use crate::source::Source;
 
@@ -51,7 +51,7 @@ pub fn plan(sources: &[Box<dyn Source>], target: &dyn Target, opts: &ChildOption
             return Err(Error::Source { source_label: s.label().to_string(), message: format!("table dbo.{t}: {why}; leave it out with --tables, or --runs-only") });
         }
     }
-    let chosen: Vec<ChildTable> = tables.into_values().filter(|t| wanted(t.name)).collect();
+    let chosen: Vec<ChildTable> = tables.into_values().filter(|t| wanted(t.name)).map(|t| undeclared_where_any_source_is(t, sources)).collect();
     for t in &chosen {
         for s in sources {
             if let Some(theirs) = s.child_tables().iter().find(|o| o.name.eq_ignore_ascii_case(t.name)) {
@@ -84,6 +84,34 @@ pub fn plan(sources: &[Box<dyn Source>], target: &dyn Target, opts: &ChildOption
     Ok((out, skipped))
 }
 
+/// Whether `t` is text (of a declared length or not), so text of undeclared length may stand
+/// for it.
+fn is_text(t: SqlType) -> bool {
+    matches!(t, SqlType::NVarChar(_) | SqlType::NVarCharMax | SqlType::VarChar(_) | SqlType::VarCharMax | SqlType::Text)
+}
+
+/// `t` with each text column that some source's table of that name holds as text of
+/// undeclared length (an export without perfcopy's metadata) undeclared too: the copy then
+/// declares no length it cannot vouch for, and the target checks each value as it loads.
+fn undeclared_where_any_source_is(t: ChildTable, sources: &[Box<dyn Source>]) -> ChildTable {
+    let theirs: Vec<&ChildTable> = sources.iter().filter_map(|s| s.child_tables().iter().find(|o| o.name.eq_ignore_ascii_case(t.name))).collect();
+    let undeclared = |c: &Column| is_text(c.sql) && c.sql != SqlType::Text && theirs.iter().any(|o| o.values.iter().any(|v| v.name.eq_ignore_ascii_case(c.name) && v.sql == SqlType::Text));
+    if !t.values.iter().any(undeclared) {
+        return t;
+    }
+    let values: Vec<Column> = t.values.iter().map(|c| if undeclared(c) { Column { sql: SqlType::Text, collation: None, ..*c } } else { *c }).collect();
+    ChildTable { values: Box::leak(values.into_boxed_slice()), ..t }
+}
+
+/// A column's type as the messages name it.
+fn type_name(t: SqlType) -> String {
+    if t == SqlType::Text {
+        "text of undeclared length (no perfcopy.sql_type metadata)".into()
+    } else {
+        t.sql_name()
+    }
+}
+
 /// Whether a source's table `theirs` fits the description `ours`: no column the description
 /// lacks (it would be lost), each of its columns of the same type, and a column it lacks
 /// only where the description allows NULL (it is read as NULL).
@@ -95,7 +123,10 @@ fn matches(ours: &ChildTable, theirs: &ChildTable) -> std::result::Result<(), St
     }
     for o in ours.values {
         match theirs.values.iter().find(|c| c.name.eq_ignore_ascii_case(o.name)) {
-            Some(c) if c.sql != o.sql => return Err(format!("column {} is {}, another source's is {}", c.name, c.sql.sql_name(), o.sql.sql_name())),
+            // Text of undeclared length stands for any text (the description is undeclared then).
+            Some(c) if c.sql != o.sql && !(o.sql == SqlType::Text && is_text(c.sql)) => {
+                return Err(format!("column {} is {}, another source's is {}", c.name, type_name(c.sql), type_name(o.sql)))
+            }
             Some(_) => {}
             None if o.nullable => {}
             None => return Err(format!("has no column {} (NOT NULL in another source's table)", o.name)),
