@@ -643,11 +643,12 @@ impl ChildTable {
         Arc::new(Schema::new(self.keyed_columns().iter().map(typed_field).collect::<Vec<_>>()))
     }
 
-    /// A batch read from a stage file of this table, with [`ChildTable::keyed_schema`]: the
-    /// same columns and types; the fields' metadata may differ (a file written before
-    /// collations were recorded, or by a source that knew another collation).
-    pub fn rekeyed(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-        RecordBatch::try_new(self.keyed_schema(), batch.columns().to_vec())
+    /// A batch read from a stage file of this table, with `keyed` (the table's
+    /// [`ChildTable::keyed_schema`], made once by the caller): the same columns and types; the
+    /// fields' metadata may differ (a file written before collations were recorded, or by a
+    /// source that knew another collation).
+    pub fn rekeyed(keyed: &SchemaRef, batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+        RecordBatch::try_new(keyed.clone(), batch.columns().to_vec())
     }
 
     /// A stage child table's description from its files' schema (written by

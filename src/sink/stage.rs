@@ -532,6 +532,7 @@ impl Target for Stage {
         if !dir.is_dir() {
             return Ok(0);
         }
+        let keyed = table.keyed_schema();
         for e in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let part = e.map_err(Error::io(&dir))?.path();
             if !part.is_dir() || !part.file_name().and_then(|n| n.to_str()).is_some_and(|n| RUN.is_partition_dir(n)) {
@@ -545,7 +546,7 @@ impl Target for Stage {
                     .build()
                     .map_err(Error::parquet(&p))?;
                 for b in reader {
-                    let b = b.and_then(|b| table.rekeyed(&b)).map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
+                    let b = b.and_then(|b| ChildTable::rekeyed(&keyed, &b)).map_err(|e| Error::Stage { path: p.clone(), message: e.to_string() })?;
                     f(b)?;
                 }
             }

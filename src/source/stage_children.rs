@@ -183,7 +183,7 @@ impl ChildReader for StageChildReader {
                     batches.push(b.map_err(|e| Error::Stage { path: g.file.clone(), message: e.to_string() })?);
                 }
                 let schema = part.table.keyed_schema();
-                let batches: Vec<RecordBatch> = batches.iter().map(|b| part.table.rekeyed(b)).collect::<std::result::Result<_, _>>().map_err(|e| Error::Stage { path: g.file.clone(), message: e.to_string() })?;
+                let batches: Vec<RecordBatch> = batches.iter().map(|b| ChildTable::rekeyed(&schema, b)).collect::<std::result::Result<_, _>>().map_err(|e| Error::Stage { path: g.file.clone(), message: e.to_string() })?;
                 g.rows = Some(arrow::compute::concat_batches(&schema, &batches).map_err(Error::arrow("reading stage child rows"))?);
             }
             let Some(rows) = &g.rows else { continue };

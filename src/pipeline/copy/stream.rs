@@ -313,10 +313,10 @@ impl Reader<'_> {
             // children are read right before it is sent. Parts need the batch in ID order
             // (so the ID ranges of parts do not overlap); one that is not goes out whole.
             let n = batch.num_rows();
-            let in_order = run.values().windows(2).all(|w| w[0] < w[1]);
+            let parts = kids.is_some() && run.values().windows(2).all(|w| w[0] < w[1]);
             let mut start = 0;
             loop {
-                let len = if kids.is_some() && in_order { sizer.next_len(n - start) } else { n - start };
+                let len = if parts { sizer.next_len(n - start) } else { n - start };
                 let end = start + len;
                 for (&id, &t) in run.values()[start..end].iter().zip(&ts.values()[start..end]) {
                     if top.is_none_or(|(m, _)| id > m) && after.is_none_or(|a| id > a) {
@@ -329,9 +329,9 @@ impl Reader<'_> {
                     let part_runs = &run.values()[start..end];
                     let upto = part_runs.iter().copied().max().unwrap_or(below).max(below);
                     let runs = Runs::new(part_runs, &ts.values()[start..end], &part_ids, &keep[start..end], &complete[start..end]);
+                    let batch_runs = BatchRuns { ids: part_runs, snapshot_ms: &ts.values()[start..end] };
                     let mut bytes = 0;
                     for (i, t) in self.children.iter().enumerate() {
-                        let batch_runs = BatchRuns { ids: part_runs, snapshot_ms: &ts.values()[start..end] };
                         let (rows, held, c) = children::keyed(t, &k.read(i, below, upto, &batch_runs)?, &runs)?;
                         rep.children[i].add(&c);
                         bytes += logical_bytes(&rows) + logical_bytes(&held);

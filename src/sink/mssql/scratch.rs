@@ -47,14 +47,13 @@ impl ThrowawayTarget for ScratchTable {
     }
 
     fn begin(&self, _workers: usize, sources: Vec<SourceMeta>, children: &[ChildTable]) -> Result<Box<dyn Load>> {
+        let base = self.table.trim_start_matches("dbo.");
         let mut cols: Vec<String> = target_columns().iter().map(|c| format!("{} {} {}", c.name, c.sql.sql_name(), if c.nullable { "NULL" } else { "NOT NULL" })).collect();
         if !children.is_empty() {
-            let base = self.table.trim_start_matches("dbo.");
             cols.push(format!("CONSTRAINT [UQ_{base}] UNIQUE ({}, {})", RUN.server_id, RUN.snapshot_time));
         }
         let run_ddl = format!("CREATE TABLE {} ({} BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY, {})", self.table, RUN.identity, cols.join(", "));
-        let base = self.table.trim_start_matches("dbo.").to_string();
-        let scratch: Vec<ChildTable> = children.iter().map(|t| scratch_child(&base, t)).collect();
+        let scratch: Vec<ChildTable> = children.iter().map(|t| scratch_child(base, t)).collect();
         let mut ddl = vec![(self.table.clone(), run_ddl)];
         for t in &scratch {
             ddl.push((t.sql_name(), super::create_table_sql(t).map_err(|m| self.conn.error(m))?));
